@@ -1,0 +1,223 @@
+"""Pure decoding of Cloudflare's response envelope: no I/O, no aiohttp.
+
+``decode_envelope(status, headers, body)`` returns the envelope's ``result`` or raises
+the typed error that fits what came back.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from magicwan.errors import (
+    ErrorDetail,
+    RateLimitError,
+    UnexpectedResponseError,
+    error_class_for,
+)
+
+__all__ = [
+    "RateLimitInfo",
+    "decode_envelope",
+    "excerpt",
+    "header",
+    "parse_ratelimit",
+    "parse_retry_after",
+    "redact",
+]
+
+EXCERPT_CHARS = 200
+_REDACTED = "[REDACTED]"
+# A "psk" member, including one cut short by a truncated body.
+_PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*("|$)')
+_MAX_RETRY_AFTER = 86_400.0 * 366
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Look up a header by its lower-case name in any mapping, case-insensitively."""
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "getall"):
+        for key, candidate in headers.items():
+            if key.lower() == name:
+                return candidate
+    return value
+
+
+def redact(text: str, secrets: Collection[str] = ()) -> str:
+    """Replace PSK values and the given secrets in ``text``."""
+    text = _PSK_VALUE.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def excerpt(body: bytes, secrets: Collection[str] = (), limit: int = EXCERPT_CHARS) -> str:
+    """A short, redacted, printable excerpt of a response body."""
+    # Redact before the final cut, so a secret can never be cut in half and half-shown.
+    text = body[: limit * 8].decode("utf-8", errors="replace")
+    text = redact(text, secrets)
+    if len(text) > limit or len(body) > limit * 8:
+        return text[:limit] + "..."
+    return text
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date).
+
+    Returns None for a missing, negative, non-finite or unparseable value.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, _MAX_RETRY_AFTER)
+
+
+@attrs.frozen
+class RateLimitInfo:
+    """What the ``Ratelimit`` / ``Ratelimit-Policy`` headers said."""
+
+    remaining: int
+    reset: float
+    quota: int | None = None
+    window: float | None = None
+
+
+_SF_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*([0-9]+(?:\.[0-9]+)?)")
+
+
+def _sf_items(value: str) -> list[dict[str, float]]:
+    items = []
+    for item in value.split(","):
+        params = {key: float(num) for key, num in _SF_PARAM.findall(item)}
+        if params:
+            items.append(params)
+    return items
+
+
+def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """Parse ``Ratelimit: "default";r=50;t=30`` (and ``Ratelimit-Policy``) if present.
+
+    With several limit items, the one with the fewest remaining requests wins.
+    """
+    raw = header(headers, "ratelimit")
+    if not raw:
+        return None
+    items = [i for i in _sf_items(raw) if "r" in i]
+    if not items:
+        return None
+    tightest = min(items, key=lambda i: i["r"])
+    quota = window = None
+    policy = header(headers, "ratelimit-policy")
+    if policy:
+        policies = [p for p in _sf_items(policy) if "q" in p and "w" in p]
+        if policies:
+            smallest = min(policies, key=lambda p: p["q"] / p["w"])
+            quota, window = int(smallest["q"]), smallest["w"]
+    return RateLimitInfo(
+        remaining=int(tightest["r"]), reset=tightest.get("t", 0.0), quota=quota, window=window
+    )
+
+
+def _details(raw: object, secrets: Collection[str]) -> list[ErrorDetail]:
+    if not isinstance(raw, list):
+        return []
+    details = []
+    for item in raw:
+        if isinstance(item, Mapping):
+            code = item.get("code")
+            if isinstance(code, bool) or not isinstance(code, int):
+                try:
+                    code = int(str(code)) if code is not None else None
+                except ValueError:
+                    code = None
+            message = item.get("message")
+            text = (
+                message if isinstance(message, str) else ("" if message is None else str(message))
+            )
+        else:
+            code, text = None, str(item)
+        details.append(ErrorDetail(code, redact(text[:EXCERPT_CHARS], secrets)))
+    return details
+
+
+def decode_envelope(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secrets: Collection[str] = (),
+    now: datetime | None = None,
+) -> Any:
+    """Return the ``result`` of a Cloudflare envelope, or raise the fitting error.
+
+    - a 3xx is an :class:`UnexpectedResponseError` (redirects are never followed);
+    - a 4xx/5xx envelope is the :class:`APIError` subclass for its status; a 429 is a
+      :class:`RateLimitError` with ``retry_after`` even if its body is not an envelope;
+    - a body that is not an envelope (HTML, truncated JSON, wrong types), or
+      ``success: false`` on a 2xx, is an :class:`UnexpectedResponseError`.
+
+    ``secrets`` are scrubbed from anything the error keeps.
+    """
+    ray_id = header(headers, "cf-ray")
+    if 300 <= status < 400:
+        raise UnexpectedResponseError(
+            "unexpected redirect (not followed)", status=status, ray_id=ray_id
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    envelope_ok = (
+        isinstance(data, dict)
+        and isinstance(data.get("success"), bool)
+        and isinstance(data.get("errors", []), list)
+        and isinstance(data.get("messages", []), list)
+    )
+    if status == 429 or (status >= 400 and envelope_ok):
+        errors = _details(data.get("errors"), secrets) if envelope_ok else []
+        messages = _details(data.get("messages"), secrets) if envelope_ok else []
+        cls = error_class_for(status)
+        if cls is RateLimitError:
+            retry_after = parse_retry_after(header(headers, "retry-after"), now)
+            raise RateLimitError(status, errors, messages, ray_id, retry_after)
+        raise cls(status, errors, messages, ray_id)
+    if not envelope_ok:
+        what = "body is not a Cloudflare envelope"
+        if data is None:
+            what = "body is not valid JSON" if body else "body is empty"
+        raise UnexpectedResponseError(
+            what, status=status, ray_id=ray_id, body_excerpt=excerpt(body, secrets)
+        )
+    assert isinstance(data, dict)
+    if not 200 <= status < 300:
+        raise UnexpectedResponseError(
+            "unexpected status", status=status, ray_id=ray_id, body_excerpt=excerpt(body, secrets)
+        )
+    if data["success"] is not True:
+        errors = _details(data.get("errors"), secrets)
+        detail = "; ".join(str(e) for e in errors) or "no errors given"
+        raise UnexpectedResponseError(
+            f"success is false on a {status} answer ({detail})", status=status, ray_id=ray_id
+        )
+    return data.get("result")

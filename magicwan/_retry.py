@@ -1,0 +1,79 @@
+"""Retry policy as data: a pure decision and a capped, jittered backoff.
+
+Why an "outcome unknown" failure of a PSK generation is retried by default: a 5xx,
+a timeout or a reset after the request was sent may mean Cloudflare stored a new
+PSK that we never saw. The tunnel then runs on a secret nobody holds. Generating
+again supersedes that unseen PSK, so after a successful retry the caller holds the
+tunnel's current PSK. Not retrying would leave the caller with an error and a
+tunnel whose PSK is unknown. ``retry_unknown_outcome=False`` turns this off for
+callers who prefer to decide themselves.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import attrs
+
+from magicwan.errors import (
+    APIConnectionError,
+    APIError,
+    RateLimitError,
+    UnexpectedResponseError,
+)
+
+__all__ = ["RetryPolicy", "default_jitter", "outcome_unknown", "should_retry"]
+
+#: Statuses whose outcome is unknown: the server may have acted before failing.
+UNKNOWN_OUTCOME_STATUSES = frozenset({408, 409})
+
+
+def default_jitter() -> float:
+    """A random factor in [0, 1) for backoff jitter; tests replace it."""
+    return random.random()  # noqa: S311 - jitter, not a secret
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a client retries. ``max_retries`` counts retries after the first try."""
+
+    max_retries: int = 2
+    retry_unknown_outcome: bool = True
+    max_retry_after: float = 60.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
+    jitter: Callable[[], float] = default_jitter
+
+    def backoff(self, retry_number: int) -> float:
+        """Seconds before retry ``retry_number`` (1-based): exponential, capped, jittered.
+
+        "Equal jitter": half the delay is fixed, half random, so retries spread out
+        but never come back at once.
+        """
+        delay = min(self.backoff_max, self.backoff_initial * 2 ** (retry_number - 1))
+        return float(delay / 2 + delay / 2 * self.jitter())
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """True when the request may have been acted on although we got no answer."""
+    if isinstance(exc, APIConnectionError):
+        return exc.request_sent
+    if isinstance(exc, RateLimitError):
+        return False
+    if isinstance(exc, APIError):
+        return exc.status >= 500 or exc.status in UNKNOWN_OUTCOME_STATUSES
+    if isinstance(exc, UnexpectedResponseError):
+        return exc.status is None or not 300 <= exc.status < 400
+    return False
+
+
+def should_retry(exc: BaseException, policy: RetryPolicy, *, idempotent: bool) -> bool:
+    """Whether a failed attempt is worth another try under ``policy``."""
+    if isinstance(exc, RateLimitError):
+        return exc.retry_after is None or exc.retry_after <= policy.max_retry_after
+    if isinstance(exc, APIConnectionError) and not exc.request_sent:
+        return True
+    if outcome_unknown(exc):
+        return idempotent or policy.retry_unknown_outcome
+    return False

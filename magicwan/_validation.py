@@ -1,0 +1,117 @@
+"""Input checks that run before any request is sent. Messages never echo secrets."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from urllib.parse import urlsplit
+
+from magicwan.errors import InvalidInputError
+
+__all__ = [
+    "check_bool",
+    "check_credential",
+    "check_id",
+    "check_non_negative_int",
+    "check_positive_int",
+    "check_seconds",
+    "normalize_base_url",
+]
+
+MAX_ID_LENGTH = 32
+_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+# Printable ASCII without spaces: what an API token, key or e-mail header may hold.
+_CREDENTIAL = re.compile(r"[\x21-\x7e]{1,4096}")
+
+
+def check_id(value: object, name: str) -> str:
+    """A Cloudflare identifier: 1 to 32 ASCII letters and digits, nothing else."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidInputError(f"{name} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInputError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if _ID.fullmatch(value) is None:
+        raise InvalidInputError(f"{name} may hold only ASCII letters and digits: {value!r}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """A real bool, not a truthy stand-in."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_credential(value: object, name: str) -> str:
+    """A credential that can travel in an HTTP header. The value is never echoed."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidInputError(f"{name} must not be empty")
+    if _CREDENTIAL.fullmatch(value) is None:
+        raise InvalidInputError(
+            f"{name} holds whitespace, control or non-ASCII characters (value not shown)"
+        )
+    return value
+
+
+def check_seconds(value: object, name: str) -> float:
+    """A positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive finite number of seconds")
+    return float(value)
+
+
+def check_non_negative_int(value: object, name: str) -> int:
+    """A whole number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be a whole number >= 0")
+    return value
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """A whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be a whole number >= 1")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(value: object) -> str:
+    """An https base URL (http only for loopback emulators), without a trailing slash."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"base_url must be a string, got {type(value).__name__}")
+    if not value.isascii() or any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise InvalidInputError("base_url holds whitespace, control or non-ASCII characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInputError(f"base_url is not a valid URL: {exc}") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        raise InvalidInputError("base_url must be an absolute https:// URL")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise InvalidInputError(
+            "base_url must use https; plain http is allowed only for loopback hosts (emulators)"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInputError("base_url must not hold credentials")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise InvalidInputError("base_url must not have a query or fragment")
+    if port == 0:
+        raise InvalidInputError("base_url has an invalid port")
+    return value.rstrip("/")

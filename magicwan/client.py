@@ -1,0 +1,193 @@
+"""``MagicWAN``: the client. It owns the transport and hangs the resource namespaces off it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+
+from magicwan._retry import RetryPolicy, default_jitter
+from magicwan._transport import Transport
+from magicwan._validation import (
+    check_bool,
+    check_credential,
+    check_non_negative_int,
+    check_positive_int,
+    check_seconds,
+    normalize_base_url,
+)
+from magicwan.errors import InvalidInputError
+from magicwan.ratelimit import Clock, RateLimiter, Sleep
+from magicwan.resources.tunnels import Tunnels
+
+__all__ = ["DEFAULT_BASE_URL", "MagicWAN"]
+
+DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+_ENV_TOKEN = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - a variable name
+_ENV_EMAIL = "CLOUDFLARE_EMAIL"
+_ENV_KEY = "CLOUDFLARE_API_KEY"
+_ENV_BASE_URL = "CLOUDFLARE_BASE_URL"
+
+
+def _resolve_auth(
+    api_token: str | None,
+    api_email: str | None,
+    api_key: str | None,
+    environ: Mapping[str, str],
+) -> tuple[str, dict[str, str], tuple[str, ...]]:
+    """Pick one auth scheme: (scheme name, headers, secrets to scrub).
+
+    Arguments win over the environment as a whole: when any credential argument is
+    given, no credential is read from the environment. Within one source, a token
+    together with an e-mail or key is ambiguous and refused.
+    """
+    given = {"api_token": api_token, "api_email": api_email, "api_key": api_key}
+    if any(v is not None for v in given.values()):
+        source = "arguments"
+        names = {"api_token": "api_token", "api_email": "api_email", "api_key": "api_key"}
+    else:
+        source = "environment"
+        names = {"api_token": _ENV_TOKEN, "api_email": _ENV_EMAIL, "api_key": _ENV_KEY}
+        given = {k: environ.get(v) or None for k, v in names.items()}
+    token, email, key = given["api_token"], given["api_email"], given["api_key"]
+    if token is not None and (email is not None or key is not None):
+        set_names = ", ".join(names[k] for k, v in given.items() if v is not None)
+        raise InvalidInputError(
+            f"ambiguous credentials in the {source} ({set_names}): give either an API token "
+            "or an e-mail and API key, not both"
+        )
+    if token is not None:
+        token = check_credential(token, names["api_token"])
+        return "token", {"Authorization": f"Bearer {token}"}, (token,)
+    if email is not None and key is not None:
+        email = check_credential(email, names["api_email"])
+        key = check_credential(key, names["api_key"])
+        return "key", {"X-Auth-Email": email, "X-Auth-Key": key}, (key,)
+    if email is not None or key is not None:
+        missing = names["api_key"] if key is None else names["api_email"]
+        raise InvalidInputError(f"incomplete credentials in the {source}: {missing} is missing")
+    raise InvalidInputError(
+        f"no credentials: pass api_token=... (or api_email=... and api_key=...), or set "
+        f"{_ENV_TOKEN} (or {_ENV_EMAIL} and {_ENV_KEY})"
+    )
+
+
+def _check_rate_limit(value: object) -> tuple[int, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise InvalidInputError("rate_limit must be (requests, seconds) or None")
+    requests = check_positive_int(value[0], "rate_limit requests")
+    return requests, check_seconds(value[1], "rate_limit seconds")
+
+
+class MagicWAN:
+    """An async client for Cloudflare Magic WAN.
+
+    Use it as ``async with MagicWAN(api_token=...) as client:`` or keep it for the
+    life of a service and ``await client.aclose()`` at the end. A ``session`` you
+    pass is used as is and never closed by the client; otherwise the client creates
+    its own inside the running event loop and closes it in ``aclose()``.
+
+    Credentials: the arguments if any is given, else ``CLOUDFLARE_API_TOKEN`` or
+    ``CLOUDFLARE_EMAIL`` + ``CLOUDFLARE_API_KEY``. A token together with a key is
+    refused as ambiguous. ``base_url`` falls back to ``CLOUDFLARE_BASE_URL``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_token: str | None = None,
+        api_email: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 2,
+        retry_unknown_outcome: bool = True,
+        max_retry_after: float = 60.0,
+        rate_limit: tuple[int, float] | None = (1200, 300.0),
+        connection_limit: int = 100,
+        session: aiohttp.ClientSession | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self._auth_scheme, auth_headers, secrets = _resolve_auth(api_token, api_email, api_key, env)
+        if base_url is None:
+            base_url = env.get(_ENV_BASE_URL) or DEFAULT_BASE_URL
+        self.base_url = normalize_base_url(base_url)
+        timeout_s = check_seconds(timeout, "timeout")
+        connect_s = check_seconds(connect_timeout, "connect_timeout")
+        max_retry_after_s = check_seconds(max_retry_after, "max_retry_after")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise InvalidInputError("session must be an aiohttp.ClientSession")
+        if not isinstance(verify, bool | str | ssl.SSLContext):
+            raise InvalidInputError("verify must be a bool, a CA bundle path or an SSLContext")
+        if isinstance(verify, str) and not os.path.isfile(verify):
+            raise InvalidInputError(f"verify: no CA bundle file at {verify!r}")
+        limits = _check_rate_limit(rate_limit)
+        self.policy = RetryPolicy(
+            max_retries=check_non_negative_int(max_retries, "max_retries"),
+            retry_unknown_outcome=check_bool(retry_unknown_outcome, "retry_unknown_outcome"),
+            max_retry_after=max_retry_after_s,
+            jitter=default_jitter,
+        )
+        sleep_fn = sleep or asyncio.sleep
+        self.rate_limiter = RateLimiter(
+            limits[0] if limits else None,
+            limits[1] if limits else 300.0,
+            clock=clock or time.monotonic,
+            sleep=sleep_fn,
+        )
+        self._transport = Transport(
+            base_url=self.base_url,
+            auth_headers=auth_headers,
+            secrets=secrets,
+            policy=self.policy,
+            limiter=self.rate_limiter,
+            timeout=timeout_s,
+            connect_timeout=connect_s,
+            connection_limit=check_positive_int(connection_limit, "connection_limit"),
+            session=session,
+            verify=verify,
+            sleep=sleep_fn,
+        )
+        self.tunnels = Tunnels(self._transport)
+
+    @property
+    def auth_scheme(self) -> str:
+        """``"token"`` (bearer) or ``"key"`` (e-mail and global API key)."""
+        return self._auth_scheme
+
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` was called."""
+        return self._transport.closed
+
+    def __repr__(self) -> str:
+        return f"MagicWAN(base_url={self.base_url!r}, auth={self._auth_scheme!r})"
+
+    async def __aenter__(self) -> Self:
+        self._transport.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's own HTTP session (a session you passed stays open)."""
+        await self._transport.aclose()

@@ -1,0 +1,198 @@
+"""The magicwan error hierarchy.
+
+Every error the SDK raises is a :class:`MagicWANError`. Errors that come from an
+HTTP answer are :class:`APIError` subclasses carrying the status, Cloudflare's
+``errors`` and ``messages`` and the ``cf-ray`` id. No error message ever holds a
+secret: bodies are cut short and PSK values are redacted before they are stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "ErrorDetail",
+    "InternalServerError",
+    "InvalidInputError",
+    "MagicWANError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "UnexpectedResponseError",
+    "UnprocessableEntityError",
+]
+
+
+@attrs.frozen
+class ErrorDetail:
+    """One item of Cloudflare's ``errors`` or ``messages`` list."""
+
+    code: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.code is None else f"{self.code}: {self.message}"
+
+
+class MagicWANError(Exception):
+    """The root of every error raised by magicwan."""
+
+
+class InvalidInputError(MagicWANError, ValueError):
+    """An argument was refused before any request was sent."""
+
+
+class APIConnectionError(MagicWANError):
+    """The request could not be completed at the connection level.
+
+    ``request_sent`` tells whether the request may have reached Cloudflare: when it
+    is true, the outcome of a PSK generation is unknown.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out."""
+
+
+class UnexpectedResponseError(MagicWANError):
+    """The server answered with something that is not a usable Cloudflare envelope."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        ray_id: str | None = None,
+        body_excerpt: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.ray_id = ray_id
+        self.body_excerpt = body_excerpt
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.insert(0, f"HTTP {self.status}")
+        if self.ray_id:
+            parts.append(f"(cf-ray {self.ray_id})")
+        text = " ".join(parts)
+        if self.body_excerpt:
+            text += f"; body: {self.body_excerpt!r}"
+        return text
+
+
+class APIError(MagicWANError):
+    """Cloudflare answered with an error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        errors: Sequence[ErrorDetail] = (),
+        messages: Sequence[ErrorDetail] = (),
+        ray_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.errors: tuple[ErrorDetail, ...] = tuple(errors)
+        self.messages: tuple[ErrorDetail, ...] = tuple(messages)
+        self.ray_id = ray_id
+        super().__init__(str(self))
+
+    @property
+    def codes(self) -> tuple[int, ...]:
+        """Cloudflare's error codes, in the order they came."""
+        return tuple(e.code for e in self.errors if e.code is not None)
+
+    def __str__(self) -> str:
+        text = f"HTTP {self.status}"
+        if self.errors:
+            text += ": " + "; ".join(str(e) for e in self.errors)
+        if self.messages:
+            text += " [messages: " + "; ".join(str(m) for m in self.messages) + "]"
+        if self.ray_id:
+            text += f" (cf-ray {self.ray_id})"
+        return text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self})"
+
+
+class BadRequestError(APIError):
+    """HTTP 400."""
+
+
+class AuthenticationError(APIError):
+    """HTTP 401."""
+
+
+class PermissionDeniedError(APIError):
+    """HTTP 403."""
+
+
+class NotFoundError(APIError):
+    """HTTP 404."""
+
+
+class ConflictError(APIError):
+    """HTTP 409."""
+
+
+class UnprocessableEntityError(APIError):
+    """HTTP 422."""
+
+
+class RateLimitError(APIError):
+    """HTTP 429. ``retry_after`` is the server's wait in seconds, when it gave one."""
+
+    def __init__(
+        self,
+        status: int,
+        errors: Sequence[ErrorDetail] = (),
+        messages: Sequence[ErrorDetail] = (),
+        ray_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(status, errors, messages, ray_id)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.retry_after is not None:
+            text += f" (retry after {self.retry_after:g}s)"
+        return text
+
+
+class InternalServerError(APIError):
+    """HTTP 5xx."""
+
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def error_class_for(status: int) -> type[APIError]:
+    """The :class:`APIError` subclass for an HTTP status."""
+    if status >= 500:
+        return InternalServerError
+    return _BY_STATUS.get(status, APIError)

@@ -1,0 +1,130 @@
+"""A client-side rate limiter for Cloudflare's per-user API budget.
+
+Cloudflare allows 1,200 requests per 5 minutes per user. The limiter is a GCRA
+(a token bucket of ``limit`` requests refilled at ``limit / period`` per second,
+starting full), so a fresh client may burst ``limit`` requests and then paces
+itself at the budget's rate: N requests take ``(N - limit) * period / limit`` seconds.
+
+It also holds the client's cooldown: after a 429 every call of the client waits
+until ``Retry-After`` has passed. Clock and sleep are injected, so tests never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from magicwan._envelope import RateLimitInfo
+
+__all__ = ["Clock", "CooldownTooLong", "RateLimiter", "Sleep"]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class CooldownTooLong(Exception):
+    """Raised by :meth:`RateLimiter.acquire` when the cooldown exceeds ``max_wait``."""
+
+    def __init__(self, remaining: float) -> None:
+        super().__init__(f"rate-limit cooldown has {remaining:.1f}s left")
+        self.remaining = remaining
+
+
+class RateLimiter:
+    """Paces requests to ``limit`` per ``period`` seconds and holds the 429 cooldown.
+
+    ``limit=None`` turns pacing off; the cooldown still applies.
+    """
+
+    def __init__(
+        self,
+        limit: int | None = 1200,
+        period: float = 300.0,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError("rate limit must be a positive whole number of requests")
+            if not (isinstance(period, int | float) and math.isfinite(period) and period > 0):
+                raise ValueError("rate limit period must be a positive number of seconds")
+        self.limit = limit
+        self.period = float(period)
+        self._clock = clock
+        self._sleep = sleep
+        self._interval = self.period / limit if limit else 0.0
+        self._tolerance = self.period - self._interval
+        self._tat = clock()  # GCRA "theoretical arrival time": a full bucket
+        self._paused_until = -math.inf
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time until which every call waits (a 429 cooldown)."""
+        return self._paused_until
+
+    def available(self) -> float:
+        """How many requests could go right now (may be fractional)."""
+        if not self.limit:
+            return math.inf
+        now = self._clock()
+        return max(0.0, (now + self._tolerance - max(self._tat, now)) / self._interval + 1)
+
+    def reserve(self) -> float:
+        """Take the next slot; return how long to wait before using it."""
+        now = self._clock()
+        wait = self._paused_until - now
+        if self.limit:
+            tat = max(self._tat, now)
+            wait = max(wait, tat - self._tolerance - now)
+            self._tat = tat + self._interval
+        return max(wait, 0.0)
+
+    async def acquire(self, max_wait: float = math.inf) -> float:
+        """Wait for a slot; return the seconds waited.
+
+        Raises :class:`CooldownTooLong` without waiting when a 429 cooldown would
+        keep the caller more than ``max_wait`` seconds.
+        """
+        self._check_cooldown(max_wait)
+        waited = 0.0
+        wait = self.reserve()
+        while wait > 0:
+            await self._sleep(wait)
+            waited += wait
+            # A 429 seen by another call while we slept extends everybody's wait.
+            wait = self._paused_until - self._clock()
+            if wait > 0:
+                self._check_cooldown(max_wait)
+        return waited
+
+    def _check_cooldown(self, max_wait: float) -> None:
+        remaining = self._paused_until - self._clock()
+        if remaining > max_wait:
+            raise CooldownTooLong(remaining)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every call for ``seconds`` from now (after a 429)."""
+        now = self._clock()
+        until = now + max(seconds, 0.0)
+        self._paused_until = max(self._paused_until, until)
+        if self.limit:
+            # The server's budget is spent: resume at its pace, not with a burst.
+            self._tat = max(self._tat, until + self._tolerance)
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Stay in step with the server's count from its ``Ratelimit`` header.
+
+        The limiter only ever tightens: when the server reports at least one whole
+        request fewer than the limiter believes is left (another process of the same
+        user is spending the budget), it adopts the server's count.
+        """
+        if not self.limit:
+            return
+        if info.remaining < self.available() - 1:
+            now = self._clock()
+            self._tat = max(
+                self._tat, now + self._tolerance - (info.remaining - 1) * self._interval
+            )

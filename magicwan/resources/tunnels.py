@@ -1,0 +1,15 @@
+"""``client.tunnels``: the Magic WAN tunnel families."""
+
+from __future__ import annotations
+
+from magicwan._transport import Transport
+from magicwan.resources.ipsec import IPsecTunnels
+
+__all__ = ["Tunnels"]
+
+
+class Tunnels:
+    """Tunnel namespaces: ``ipsec`` (GRE would hang here too)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.ipsec = IPsecTunnels(transport)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from magicwan.emulator._server import Emulator
+    from magicwan.emulator import Emulator
 
 __all__ = ["magicwan_emulator"]
 
@@ -29,7 +29,7 @@ if pytest_asyncio is not None:
     @pytest_asyncio.fixture
     async def magicwan_emulator() -> AsyncIterator[Emulator]:
         """A running emulator: 10 tunnels, rate limiting off, no faults (function-scoped)."""
-        from magicwan.emulator._server import run  # noqa: PLC0415 - keep plugin import light
+        from magicwan.emulator import run  # imported here: keeps loading the plugin cheap
 
         async with run(tunnels=10, rate_limit=None) as emulator:
             yield emulator

@@ -19,8 +19,16 @@ from magicwan.errors import (
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
-from magicwan.models import PSKGenerateResult, PSKMetadata
+from magicwan.journal import JournalError, read_journal
+from magicwan.models import (
+    HealthCheck,
+    HealthCheckTarget,
+    IPsecTunnel,
+    PSKGenerateResult,
+    PSKMetadata,
+)
 from magicwan.ratelimit import RateLimiter
+from magicwan.rotation import RotationOutcome
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -31,8 +39,12 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "ErrorDetail",
+    "HealthCheck",
+    "HealthCheckTarget",
+    "IPsecTunnel",
     "InternalServerError",
     "InvalidInputError",
+    "JournalError",
     "MagicWAN",
     "MagicWANError",
     "NotFoundError",
@@ -41,7 +53,9 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RateLimiter",
+    "RotationOutcome",
     "UnexpectedResponseError",
     "UnprocessableEntityError",
     "__version__",
+    "read_journal",
 ]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from os import PathLike
+from typing import TYPE_CHECKING, Any
 
 from magicwan._converter import structure
 from magicwan._transport import Reply, Transport
 from magicwan._validation import check_bool, check_id
 from magicwan.errors import UnexpectedResponseError
 from magicwan.models.psk import PSKGenerateResult
+from magicwan.rotation import DEFAULT_CONCURRENCY, RotationOutcome, rotate
+
+if TYPE_CHECKING:
+    from magicwan.resources.ipsec import IPsecTunnels
 
 __all__ = ["IPsecPSK"]
 
@@ -22,8 +28,9 @@ def psk_path(account_id: str, tunnel_id: str) -> str:
 class IPsecPSK:
     """Pre-shared keys of IPsec tunnels."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, tunnels: IPsecTunnels) -> None:
         self._transport = transport
+        self._tunnels = tunnels
 
     async def generate(
         self, account_id: str, tunnel_id: str, validate_only: bool = False
@@ -64,4 +71,30 @@ class IPsecPSK:
             body=_EMPTY_OBJECT,
             idempotent=validate_only,
             exclusive_key=None if validate_only else f"psk:{account_id}/{tunnel_id}",
+        )
+
+    def rotate(
+        self,
+        account_id: str,
+        tunnel_ids: Iterable[str],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        validate_only: bool = False,
+        journal: str | PathLike[str] | None = None,
+    ) -> AsyncIterator[RotationOutcome]:
+        """Rotate many tunnels' PSKs; ``async for outcome in ...`` in completion order.
+
+        One tunnel's failure never stops the others. With ``journal`` (a path), every
+        new PSK is written and fsynced to that JSON Lines file (mode 0600) before its
+        outcome is yielded, and a rerun with the same journal skips tunnels already
+        rotated. Arguments are checked here, before anything is sent.
+        """
+        return rotate(
+            self,
+            self._tunnels,
+            account_id,
+            tunnel_ids,
+            concurrency=concurrency,
+            validate_only=validate_only,
+            journal=journal,
         )

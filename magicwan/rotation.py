@@ -1,0 +1,277 @@
+"""Bulk PSK rotation: many tunnels at once, paced by the client's limiter, no PSK lost.
+
+A rotation runs ``concurrency`` workers over the tunnel ids and yields one
+:class:`RotationOutcome` per tunnel in completion order. With a journal, every PSK
+is on disk (fsynced) before its outcome is handed over, and a rerun with the same
+journal skips the tunnels already rotated and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from os import PathLike
+from typing import TYPE_CHECKING
+
+import attrs
+
+from magicwan._converter import parse_datetime
+from magicwan._retry import outcome_unknown
+from magicwan._validation import check_bool, check_id, check_positive_int
+from magicwan.errors import InvalidInputError, MagicWANError, UnexpectedResponseError
+from magicwan.journal import Journal, JournalRecord, read_journal
+from magicwan.models.psk import PSKGenerateResult, PSKMetadata
+
+if TYPE_CHECKING:
+    from magicwan._transport import Reply
+    from magicwan.resources.ipsec import IPsecTunnels
+    from magicwan.resources.psk import IPsecPSK
+
+__all__ = ["DEFAULT_CONCURRENCY", "MAX_VERIFY_ROUNDS", "RotationOutcome", "rotate"]
+
+logger = logging.getLogger("magicwan")
+
+DEFAULT_CONCURRENCY = 16
+#: How many times a rotation regenerates a PSK that read-back shows was superseded.
+MAX_VERIFY_ROUNDS = 3
+
+
+@attrs.frozen(kw_only=True)
+class RotationOutcome:
+    """What happened to one tunnel.
+
+    ``ok`` with ``result`` (the PSK is in ``result.psk``), or not ``ok`` with ``error``.
+    ``skipped`` means the journal already held this tunnel's new PSK (``result`` is
+    rebuilt from it). ``verified`` means the PSK was checked against a read-back of
+    the tunnel because a retry had made its outcome uncertain.
+    """
+
+    tunnel_id: str
+    ok: bool
+    result: PSKGenerateResult | None = None
+    error: MagicWANError | None = None
+    attempts: int = 0
+    skipped: bool = False
+    verified: bool = False
+
+
+def _unique_ids(tunnel_ids: Iterable[str]) -> list[str]:
+    if isinstance(tunnel_ids, str):
+        raise TypeError("tunnel_ids must be an iterable of ids, not one string")
+    seen: set[str] = set()
+    unique = []
+    for tunnel_id in tunnel_ids:
+        check_id(tunnel_id, "tunnel_id")
+        if tunnel_id not in seen:
+            seen.add(tunnel_id)
+            unique.append(tunnel_id)
+    return unique
+
+
+def _from_record(record: JournalRecord) -> PSKGenerateResult:
+    generated = None
+    if record.last_generated_on:
+        with contextlib.suppress(TypeError, ValueError):
+            generated = parse_datetime(record.last_generated_on)
+    return PSKGenerateResult(
+        ipsec_tunnel_id=record.tunnel_id,
+        psk=record.psk,
+        psk_metadata=PSKMetadata(last_generated_on=generated),
+    )
+
+
+def _stamp(result: PSKGenerateResult) -> datetime | None:
+    return result.psk_metadata.last_generated_on if result.psk_metadata else None
+
+
+def _stamp_text(result: PSKGenerateResult) -> str | None:
+    stamp = _stamp(result)
+    return stamp.isoformat().replace("+00:00", "Z") if stamp else None
+
+
+class _Run:
+    """One rotation: its journal and the per-tunnel procedure."""
+
+    def __init__(
+        self,
+        psk: IPsecPSK,
+        tunnels: IPsecTunnels,
+        account_id: str,
+        validate_only: bool,
+        journal: Journal | None,
+    ) -> None:
+        self.psk = psk
+        self.tunnels = tunnels
+        self.account_id = account_id
+        self.validate_only = validate_only
+        self.journal = journal if not validate_only else None
+        self.done: dict[str, JournalRecord] = {}
+        if self.journal is not None:
+            for (account, tunnel_id), record in read_journal(self.journal.path).items():
+                if account == account_id and record.event == "rotated" and record.psk:
+                    self.done[tunnel_id] = record
+
+    def _log(self, event: str, tunnel_id: str, **fields: object) -> int:
+        if self.journal is None:
+            return 0
+        return self.journal.append(
+            {"event": event, "account_id": self.account_id, "tunnel_id": tunnel_id, **fields}
+        )
+
+    async def _record(self, reply: Reply[PSKGenerateResult]) -> None:
+        """Put a new PSK on disk before anybody else sees it."""
+        if self.journal is None:
+            return
+        result = reply.value
+        seq = self._log(
+            "rotated",
+            result.ipsec_tunnel_id,
+            psk=result.psk,
+            last_generated_on=_stamp_text(result),
+            attempts=reply.attempts,
+            uncertain=reply.uncertain,
+        )
+        await self.journal.sync(seq)
+
+    async def _generate(self, tunnel_id: str) -> Reply[PSKGenerateResult]:
+        reply = await self.psk._generate(self.account_id, tunnel_id, self.validate_only)
+        await self._record(reply)
+        return reply
+
+    async def _matches_edge(self, tunnel_id: str, result: PSKGenerateResult) -> bool:
+        current = await self.tunnels.get(self.account_id, tunnel_id)
+        held = _stamp(result)
+        edge = current.psk_metadata.last_generated_on if current.psk_metadata else None
+        return held is not None and edge == held
+
+    async def one(self, tunnel_id: str) -> RotationOutcome:
+        """Rotate one tunnel; never raises a MagicWANError (it becomes the outcome)."""
+        record = self.done.get(tunnel_id)
+        attempts = 0
+        try:
+            if record is not None:
+                result = _from_record(record)
+                uncertain = record.uncertain
+            else:
+                self._log("intent", tunnel_id)
+                reply = await self._generate(tunnel_id)
+                attempts, result, uncertain = reply.attempts, reply.value, reply.uncertain
+            if self.validate_only or not uncertain:
+                return RotationOutcome(
+                    tunnel_id=tunnel_id,
+                    ok=True,
+                    result=result,
+                    attempts=attempts,
+                    skipped=record is not None,
+                )
+            # A retry (or a crash) left doubt: an earlier request may have stored a PSK
+            # we never saw. Read the tunnel back; regenerate until the edge holds ours.
+            for _ in range(MAX_VERIFY_ROUNDS):
+                if await self._matches_edge(tunnel_id, result):
+                    self._log("verified", tunnel_id, last_generated_on=_stamp_text(result))
+                    return RotationOutcome(
+                        tunnel_id=tunnel_id,
+                        ok=True,
+                        result=result,
+                        attempts=attempts,
+                        verified=True,
+                    )
+                logger.warning(
+                    "tunnel %s: the edge holds a newer PSK than the one received; regenerating",
+                    tunnel_id,
+                )
+                self._log("intent", tunnel_id)
+                reply = await self._generate(tunnel_id)
+                attempts += reply.attempts
+                result = reply.value
+            raise UnexpectedResponseError(
+                f"tunnel {tunnel_id}: read-back never matched the generated PSK "
+                f"after {MAX_VERIFY_ROUNDS} rounds"
+            )
+        except MagicWANError as exc:
+            self._log(
+                "failed",
+                tunnel_id,
+                error=f"{type(exc).__name__}: {exc}",
+                outcome_unknown=outcome_unknown(exc),
+            )
+            return RotationOutcome(tunnel_id=tunnel_id, ok=False, error=exc, attempts=attempts)
+
+
+class _Crash:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+async def _run(
+    psk: IPsecPSK,
+    tunnels: IPsecTunnels,
+    account_id: str,
+    ids: list[str],
+    concurrency: int,
+    validate_only: bool,
+    journal_path: str | PathLike[str] | None,
+) -> AsyncIterator[RotationOutcome]:
+    journal = None
+    if journal_path is not None and not validate_only:
+        journal = Journal(journal_path)
+        journal.open()
+    try:
+        run = _Run(psk, tunnels, account_id, validate_only, journal)
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=concurrency)
+        pending = iter(ids)
+
+        async def worker() -> None:
+            try:
+                for tunnel_id in pending:
+                    await queue.put(await run.one(tunnel_id))
+            except Exception as exc:  # a bug or a journal failure: stop the whole run
+                await queue.put(_Crash(exc))
+                return
+            await queue.put(_DONE)
+
+        workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(ids))))]
+        try:
+            running = len(workers)
+            while running:
+                item = await queue.get()
+                if item is _DONE:
+                    running -= 1
+                elif isinstance(item, _Crash):
+                    raise item.exc
+                else:
+                    assert isinstance(item, RotationOutcome)
+                    yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        if journal is not None:
+            await journal.aclose()
+
+
+def rotate(
+    psk: IPsecPSK,
+    tunnels: IPsecTunnels,
+    account_id: str,
+    tunnel_ids: Iterable[str],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    validate_only: bool = False,
+    journal: str | PathLike[str] | None = None,
+) -> AsyncIterator[RotationOutcome]:
+    """Check every argument now, then return the async iterator of outcomes."""
+    check_id(account_id, "account_id")
+    check_positive_int(concurrency, "concurrency")
+    check_bool(validate_only, "validate_only")
+    if journal is not None and not isinstance(journal, str | PathLike):
+        raise InvalidInputError("journal must be a path")
+    ids = _unique_ids(tunnel_ids)
+    return _run(psk, tunnels, account_id, ids, concurrency, validate_only, journal)

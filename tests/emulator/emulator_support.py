@@ -1,0 +1,139 @@
+"""Helpers for the emulator tests: the spec's schemas (as we read them) and small HTTP helpers.
+
+How we read the spec's failure schema (``responses["4XX"]``): as written it is
+``allOf: [<the whole 200 schema>, <failure half>]``, which no document can satisfy (the 200 half
+demands ``success: true``, the failure half ``success: false``). We validate failures against the
+failure half only, translated from OpenAPI 3.0 to JSON Schema the way it evidently means:
+
+* ``nullable: true`` allows null (``result`` is ``{"type": "object", "nullable": true,
+  "enum": [null]}``: it must be null);
+* ``minLength: 1`` on the ``errors`` array means ``minItems: 1`` (at least one error);
+* ``minimum: 1000`` on error codes is dropped: Cloudflare's own rate-limit code is 971.
+
+So a failure is ``{"success": false, "errors": [{"code": int, "message": str}, ...] (non-empty),
+"messages": [...], "result": null}``. Successes are validated against the 200 schema as is
+(``nullable``/``example`` are ignored by JSON Schema; its ``anyOf`` allows an object result).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+
+from magicwan.emulator import Emulator
+
+SAMPLES = Path(__file__).parents[1] / "samples"
+SPEC_COPY = SAMPLES / "emulator_psk_generate.openapi.json"
+#: Where CI's clean clone finds the shared spec (beside the repo); the copy above is canonical.
+SHARED_SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "spec"
+
+PSK_PATH = "/accounts/{account_identifier}/magic/ipsec_tunnels/{tunnel_identifier}/psk_generate"
+PSK_RE = re.compile(r"[A-Za-z0-9]{32}")
+TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+RAY_RE = re.compile(r"[0-9a-f]{16}-EMU")
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def load_spec() -> dict[str, Any]:
+    return json.loads(SPEC_COPY.read_text())
+
+
+def _responses(spec: dict[str, Any]) -> dict[str, Any]:
+    return spec["paths"][PSK_PATH]["post"]["responses"]
+
+
+def success_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    return _responses(spec)["200"]["content"]["application/json"]["schema"]
+
+
+def envelope_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    """The 200 schema's generic envelope part (for the GET endpoints' successes)."""
+    return success_schema(spec)["allOf"][0]  # type: ignore[no-any-return]
+
+
+def _translate(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_translate(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _translate(value) for key, value in node.items()}
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if "minLength" in out and "string" not in str(out.get("type", "")):
+        out["minItems"] = out.pop("minLength")
+    return out
+
+
+def failure_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    """The failure half of the 4XX schema, read as the module docstring explains."""
+    whole = _responses(spec)["4XX"]["content"]["application/json"]["schema"]
+    half = copy.deepcopy(whole["allOf"][1])
+    for field in ("errors", "messages"):
+        for part in half["properties"][field]["allOf"]:
+            part["items"]["properties"]["code"].pop("minimum", None)
+    return _translate(half)  # type: ignore[no-any-return]
+
+
+SPEC = load_spec()
+SUCCESS = jsonschema.Draft202012Validator(success_schema(SPEC))
+ENVELOPE = jsonschema.Draft202012Validator(envelope_schema(SPEC))
+FAILURE = jsonschema.Draft202012Validator(failure_schema(SPEC))
+
+
+def psk_url(emu: Emulator, tunnel_id: str | None = None, account_id: str | None = None) -> str:
+    tunnel = tunnel_id or emu.tunnel_ids[0]
+    account = account_id or emu.account_id
+    return f"{emu.base_url}/accounts/{account}/magic/ipsec_tunnels/{tunnel}/psk_generate"
+
+
+def tunnels_url(emu: Emulator, account_id: str | None = None) -> str:
+    return f"{emu.base_url}/accounts/{account_id or emu.account_id}/magic/ipsec_tunnels"
+
+
+def token_headers(emu: Emulator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {emu.api_token}"}
+
+
+def key_headers(emu: Emulator) -> dict[str, str]:
+    return {"X-Auth-Email": emu.api_email, "X-Auth-Key": emu.api_key}
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any, Any]:
+    """One request: (status, headers, parsed JSON body)."""
+    async with session.request(method, url, **kwargs) as resp:
+        return resp.status, resp.headers, await resp.json(content_type=None)
+
+
+async def generate(
+    session: aiohttp.ClientSession, emu: Emulator, tunnel_id: str | None = None, **kwargs: Any
+) -> tuple[int, Any, Any]:
+    kwargs.setdefault("headers", token_headers(emu))
+    kwargs.setdefault("json", {})
+    return await call(session, "POST", psk_url(emu, tunnel_id), **kwargs)
+
+
+def assert_failure(body: Any, code: int, message: str | None = None) -> None:
+    FAILURE.validate(body)
+    assert body["errors"][0]["code"] == code, body
+    if message is not None:
+        assert body["errors"][0]["message"] == message, body

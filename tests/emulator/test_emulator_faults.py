@@ -1,0 +1,185 @@
+"""Each injected fault as a client sees it, and the state it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import aiohttp
+import pytest
+from emulator_support import (
+    FAILURE,
+    RAY_RE,
+    SUCCESS,
+    call,
+    generate,
+    psk_url,
+    token_headers,
+    tunnels_url,
+)
+
+from magicwan.emulator import Emulator, Faults, run
+
+pytestmark = pytest.mark.asyncio
+
+DISCONNECTED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+async def test_reset_before_store_drops_the_connection_and_changes_nothing(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.set_faults(Faults(reset_before_store=1.0))
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await generate(session, emu)
+    tunnel = emu.state.tunnel(emu.account_id, emu.tunnel_ids[0])
+    assert tunnel.generation == 0
+    assert tunnel.psk is None
+    assert emu.state.requests.dropped == 1
+    assert emu.state.requests.faults == {"reset_before_store": 1}
+    # The session recovers on a new connection.
+    emu.set_faults(Faults.none())
+    assert (await generate(session, emu))[0] == 200
+
+
+async def test_reset_after_store_changes_the_psk_but_the_client_never_sees_it(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    tunnel_id = emu.tunnel_ids[0]
+    emu.set_faults(Faults(reset_after_store=1.0))
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await generate(session, emu)
+    tunnel = emu.state.tunnel(emu.account_id, tunnel_id)
+    assert tunnel.generation == 1
+    stored = emu.state.current_psk(emu.account_id, tunnel_id)
+    assert stored is not None
+    # validate_only shows the stored metadata: how a client can notice what happened.
+    emu.set_faults(Faults.none())
+    _, _, body = await generate(session, emu, params={"validate_only": "true"})
+    assert body["result"]["psk_metadata"]["last_generated_on"].startswith("20")
+    assert tunnel.psk == stored
+
+
+async def test_reset_is_charged_to_the_rate_budget(session: aiohttp.ClientSession) -> None:
+    async with run(tunnels=1, rate_limit=(2, 60), faults=Faults(reset_after_store=1.0)) as emu:
+        for _ in range(2):
+            with pytest.raises(DISCONNECTED):
+                await generate(session, emu)
+        emu.set_faults(Faults.none())
+        status, _, _ = await generate(session, emu)
+        assert status == 429
+        assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 2
+
+
+async def test_html_502_is_a_proxy_page_not_an_envelope(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.set_faults(Faults(html_502=1.0))
+    async with session.post(psk_url(emu), json={}, headers=token_headers(emu)) as resp:
+        assert resp.status == 502
+        assert resp.content_type == "text/html"
+        assert RAY_RE.fullmatch(resp.headers["cf-ray"])
+        text = await resp.text()
+    assert "<title>502 Bad Gateway</title>" in text
+    assert "cloudflare" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert emu.state.total_generations() == 0
+
+
+async def test_truncated_json_stores_the_psk_and_cuts_the_body(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.set_faults(Faults(truncated_json=1.0))
+    async with session.post(psk_url(emu), json={}, headers=token_headers(emu)) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        raw = await resp.read()
+        assert int(resp.headers["Content-Length"]) == len(raw)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(raw)
+    assert raw.startswith(b'{"result":{"ipsec_tunnel_id":')
+    assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 1
+
+
+async def test_server_error_is_a_5xx_envelope(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.set_faults(Faults(server_error=1.0), seed=3)
+    statuses = set()
+    for _ in range(30):
+        status, headers, body = await generate(session, emu)
+        statuses.add(status)
+        FAILURE.validate(body)
+        assert body["errors"][0]["code"] == 10001
+        assert RAY_RE.fullmatch(headers["cf-ray"])
+    assert statuses == {500, 502, 503}
+    assert emu.state.total_generations() == 0
+
+
+async def test_rate_limited_fault(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    emu.set_faults(Faults(rate_limited=1.0))
+    status, headers, body = await generate(session, emu)
+    assert status == 429
+    assert headers["Retry-After"] == "1"
+    FAILURE.validate(body)
+    assert body["errors"][0]["code"] == 971
+    assert emu.state.total_generations() == 0
+
+
+async def test_latency(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    emu.set_faults(Faults(latency=0.15, latency_probability=1.0))
+    start = time.perf_counter()
+    status, _, body = await generate(session, emu)
+    assert time.perf_counter() - start >= 0.15
+    assert status == 200
+    SUCCESS.validate(body)
+
+
+async def test_faults_apply_to_get_routes_but_never_to_admin(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.set_faults(Faults(html_502=1.0))
+    async with session.get(tunnels_url(emu), headers=token_headers(emu)) as resp:
+        assert resp.status == 502
+    status, _, body = await call(session, "GET", f"{emu.admin_url}/state")
+    assert status == 200
+    assert body["faults"]["html_502"] == 1.0
+
+
+async def test_auth_failures_are_not_faulted(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    emu.set_faults(Faults(html_502=1.0))
+    status, _, body = await call(session, "POST", psk_url(emu), json={})
+    assert status == 400
+    FAILURE.validate(body)
+
+
+async def _outcomes(seed: int, session: aiohttp.ClientSession) -> list[str]:
+    faults = Faults(
+        server_error=0.15,
+        rate_limited=0.1,
+        reset_before_store=0.1,
+        reset_after_store=0.1,
+        html_502=0.1,
+        truncated_json=0.1,
+    )
+    outcomes = []
+    async with run(tunnels=2, rate_limit=None, seed=seed, faults=faults) as emu:
+        for i in range(40):
+            try:
+                async with session.post(
+                    psk_url(emu, emu.tunnel_ids[i % 2]), json={}, headers=token_headers(emu)
+                ) as resp:
+                    raw = await resp.read()
+                    outcomes.append(f"{resp.status}:{len(raw) if resp.status == 200 else ''}")
+            except DISCONNECTED:
+                outcomes.append("reset")
+        outcomes.append(f"generations={emu.state.total_generations()}")
+        assert emu.state.requests.total == 40
+    return outcomes
+
+
+async def test_seeded_faults_are_reproducible(session: aiohttp.ClientSession) -> None:
+    first = await _outcomes(11, session)
+    assert first == await _outcomes(11, session)
+    assert first != await _outcomes(12, session)
+    assert {"reset", "429:", "502:", "200:214"} <= set(first)

@@ -1,0 +1,71 @@
+"""The pytest plugin's fixture (active through the installed pytest11 entry point)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+from emulator_support import generate
+
+import magicwan.emulator
+from magicwan.emulator import Emulator
+
+
+@pytest.mark.asyncio
+async def test_fixture_yields_a_running_emulator(magicwan_emulator: Emulator) -> None:
+    emu = magicwan_emulator
+    assert isinstance(emu, Emulator)
+    assert len(emu.tunnel_ids) == 10
+    assert emu.state.rate_limit is None
+    assert not emu.faults.active
+    async with aiohttp.ClientSession() as session:
+        status, headers, _ = await generate(session, emu)
+    assert status == 200
+    assert "Ratelimit" not in headers
+    assert emu.state.total_generations() == 1
+
+
+@pytest.mark.asyncio
+async def test_fixture_is_fresh_per_test(magicwan_emulator: Emulator) -> None:
+    assert magicwan_emulator.state.total_generations() == 0
+    assert magicwan_emulator.state.requests.total == 0
+
+
+def test_public_surface() -> None:
+    assert sorted(magicwan.emulator.__all__) == [
+        "DEFAULT_API_EMAIL",
+        "DEFAULT_API_KEY",
+        "DEFAULT_API_TOKEN",
+        "DEFAULT_RATE_LIMIT",
+        "ERROR_CODES",
+        "Emulator",
+        "EmulatorState",
+        "Faults",
+        "PSKRecord",
+        "RateLimiter",
+        "Tunnel",
+        "create_app",
+        "run",
+    ]
+    for name in magicwan.emulator.__all__:
+        assert getattr(magicwan.emulator, name) is not None
+
+
+def test_importing_the_emulator_needs_no_pytest() -> None:
+    code = (
+        "import sys, magicwan.emulator, magicwan.emulator.state;"
+        "bad = {'pytest', 'pytest_asyncio', '_pytest'} & set(sys.modules);"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)  # noqa: S603 - our code
+
+
+def test_plugin_loads_without_pytest_asyncio() -> None:
+    code = (
+        "import sys; sys.modules['pytest_asyncio'] = None;"
+        "import magicwan.emulator.pytest_plugin as p;"
+        "assert not hasattr(p, 'magicwan_emulator')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)  # noqa: S603 - our code

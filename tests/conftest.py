@@ -1,0 +1,49 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import aioresponses.core
+import pytest
+from aiohttp import ClientResponse
+from aioresponses import aioresponses as _aioresponses
+
+if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
+    # aioresponses 0.7.9 predates aiohttp 3.14, whose ClientResponse needs a
+    # stream_writer (pnuckowski/aioresponses#289). Give it an inert one.
+    class _CompatClientResponse(ClientResponse):
+        def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+            super().__init__(method, url, **kwargs)
+
+    aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+TUNNEL = "c4a7362d577a6c3019a474fd6f485823"
+TOKEN = "tok-SECRET-0123456789abcdef"
+KEY = "key-SECRET-0123456789abcdef"
+BASE = "https://api.cloudflare.com/client/v4"
+PSK_URL = f"{BASE}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{TUNNEL}/psk_generate"
+
+
+@pytest.fixture
+def mock_api() -> Iterator[_aioresponses]:
+    """aioresponses that lets loopback traffic (the emulator) through."""
+    with _aioresponses(passthrough=["http://127.0.0.1"]) as mocked:
+        yield mocked
+
+
+@pytest.fixture(autouse=True)
+def _clean_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "CLOUDFLARE_API_TOKEN",
+        "CLOUDFLARE_API_KEY",
+        "CLOUDFLARE_EMAIL",
+        "CLOUDFLARE_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)

@@ -36,7 +36,7 @@ __all__ = [
 EXCERPT_CHARS = 200
 _REDACTED = "[REDACTED]"
 # A "psk" member, including one cut short by a truncated body.
-_PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*("|$)')
+_PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*(?:\\$)?("|$)')
 _MAX_RETRY_AFTER = 86_400.0 * 366
 
 
@@ -157,7 +157,8 @@ def _details(raw: object, secrets: Collection[str]) -> list[ErrorDetail]:
             )
         else:
             code, text = None, str(item)
-        details.append(ErrorDetail(code, redact(text[:EXCERPT_CHARS], secrets)))
+        # Redact before cutting, so a secret cut in half is never half-shown.
+        details.append(ErrorDetail(code, redact(text, secrets)[:EXCERPT_CHARS]))
     return details
 
 

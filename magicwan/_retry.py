@@ -51,7 +51,9 @@ class RetryPolicy:
         "Equal jitter": half the delay is fixed, half random, so retries spread out
         but never come back at once.
         """
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** (retry_number - 1))
+        # The exponent is bounded: 2 ** 1100 would overflow a float (max_retries is unbounded).
+        exponent = min(max(retry_number - 1, 0), 64)
+        delay = min(self.backoff_max, self.backoff_initial * 2.0**exponent)
         return float(delay / 2 + delay / 2 * self.jitter())
 
 
@@ -64,7 +66,9 @@ def outcome_unknown(exc: BaseException) -> bool:
     if isinstance(exc, APIError):
         return exc.status >= 500 or exc.status in UNKNOWN_OUTCOME_STATUSES
     if isinstance(exc, UnexpectedResponseError):
-        return exc.status is None or not 300 <= exc.status < 400
+        # A 4xx refused the request whatever its body; a 3xx was never followed.
+        status = exc.status
+        return status is None or not 300 <= status < 500 or status in UNKNOWN_OUTCOME_STATUSES
     return False
 
 

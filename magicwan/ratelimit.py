@@ -94,10 +94,13 @@ class RateLimiter:
         while wait > 0:
             await self._sleep(wait)
             waited += wait
-            # A 429 seen by another call while we slept extends everybody's wait.
-            wait = self._paused_until - self._clock()
-            if wait > 0:
+            # A 429 seen by another call while we slept extends everybody's wait; the
+            # slot taken before it is void, so queue again behind the cooldown: the
+            # sleepers resume at the limiter's pace, not all at once.
+            wait = 0.0
+            if self._paused_until > self._clock():
                 self._check_cooldown(max_wait)
+                wait = self.reserve()
         return waited
 
     def _check_cooldown(self, max_wait: float) -> None:

@@ -1,0 +1,159 @@
+"""Structuring PSK results with the one cattrs converter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+from _fakes import load_sample
+from conftest import TUNNEL
+
+from magicwan import PSKGenerateResult, PSKMetadata
+from magicwan._converter import converter, parse_datetime, structure
+from magicwan._envelope import decode_envelope
+from magicwan.errors import UnexpectedResponseError
+
+PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
+
+
+def _result(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "ipsec_tunnel_id": TUNNEL,
+        "psk": PSK,
+        "psk_metadata": {"last_generated_on": "2017-06-14T05:20:00Z"},
+    }
+    data.update(overrides)
+    return data
+
+
+def test_spec_example_structures() -> None:
+    model = structure(decode_envelope(*load_sample("psk_generate_200")), PSKGenerateResult)
+    assert model == PSKGenerateResult(
+        ipsec_tunnel_id=TUNNEL,
+        psk=PSK,
+        psk_metadata=PSKMetadata(last_generated_on=datetime(2017, 6, 14, 5, 20, tzinfo=UTC)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2017-06-14T05:20:00Z", datetime(2017, 6, 14, 5, 20, tzinfo=UTC)),
+        ("2017-06-14T05:20:00+00:00", datetime(2017, 6, 14, 5, 20, tzinfo=UTC)),
+        (
+            "2017-06-14T07:20:00+02:00",
+            datetime(2017, 6, 14, 7, 20, tzinfo=timezone(timedelta(hours=2))),
+        ),
+        ("2017-06-14T05:20:00", datetime(2017, 6, 14, 5, 20, tzinfo=UTC)),  # naive -> UTC
+        ("2017-06-14T05:20:00.5Z", datetime(2017, 6, 14, 5, 20, 0, 500000, tzinfo=UTC)),
+        (
+            "2024-11-02T08:15:30.123456789Z",
+            datetime(2024, 11, 2, 8, 15, 30, 123456, tzinfo=UTC),
+        ),
+        (
+            "2024-11-02T08:15:30.1234567-05:00",
+            datetime(2024, 11, 2, 8, 15, 30, 123456, tzinfo=timezone(timedelta(hours=-5))),
+        ),
+    ],
+)
+def test_timestamps_are_timezone_aware(raw: str, expected: datetime) -> None:
+    model = structure(_result(psk_metadata={"last_generated_on": raw}), PSKGenerateResult)
+    assert model.psk_metadata is not None
+    when = model.psk_metadata.last_generated_on
+    assert when == expected
+    assert when is not None
+    assert when.tzinfo is not None
+    assert when.utcoffset() == expected.utcoffset()
+
+
+def test_nanosecond_sample() -> None:
+    model = structure(decode_envelope(*load_sample("nanosecond_timestamp_200")), PSKGenerateResult)
+    assert model.psk_metadata is not None
+    assert model.psk_metadata.last_generated_on == datetime(
+        2024, 11, 2, 8, 15, 30, 123456, tzinfo=UTC
+    )
+
+
+def test_parse_datetime_rejects_non_strings_and_garbage() -> None:
+    with pytest.raises(TypeError):
+        parse_datetime(1497417600)
+    with pytest.raises(ValueError, match="RFC 3339"):
+        parse_datetime("yesterday")
+
+
+def test_omitted_fields_default_to_none() -> None:
+    model = structure({"ipsec_tunnel_id": TUNNEL}, PSKGenerateResult)
+    assert model.psk is None
+    assert model.psk_metadata is None
+    assert structure(_result(psk_metadata={}), PSKGenerateResult).psk_metadata == PSKMetadata()
+    assert structure(_result(psk=None, psk_metadata=None), PSKGenerateResult).psk is None
+
+
+def test_unknown_fields_are_ignored() -> None:
+    model = structure(decode_envelope(*load_sample("unknown_fields_200")), PSKGenerateResult)
+    assert model.psk == PSK
+    assert model.psk_metadata is not None
+    assert model.psk_metadata.last_generated_on == datetime(
+        2024, 11, 2, 8, 15, 30, 123456, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "path"),
+    [
+        (_result(psk=12345), "result.psk"),
+        (_result(psk=True), "result.psk"),
+        (_result(ipsec_tunnel_id=["x"]), "result.ipsec_tunnel_id"),
+        (_result(psk_metadata={"last_generated_on": "yesterday-SECRETISH"}), "last_generated_on"),
+        (_result(psk_metadata={"last_generated_on": 1497417600}), "last_generated_on"),
+        (_result(psk_metadata="SECRETISH-text"), "result.psk_metadata"),
+        (_result(psk_metadata=["SECRETISH"]), "result.psk_metadata"),
+        ({"psk": PSK}, "result.ipsec_tunnel_id"),
+    ],
+)
+def test_wrong_types_name_the_path_not_the_value(result: dict[str, Any], path: str) -> None:
+    with pytest.raises(UnexpectedResponseError) as info:
+        structure(result, PSKGenerateResult)
+    text = str(info.value)
+    assert path in text
+    assert PSK not in text
+    assert "SECRETISH" not in text
+    assert "12345" not in text
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None  # no chained exception keeps the raw value
+
+
+def test_wrong_types_sample() -> None:
+    with pytest.raises(UnexpectedResponseError) as info:
+        structure(decode_envelope(*load_sample("result_wrong_types_200")), PSKGenerateResult)
+    assert "result.psk" in str(info.value)
+    assert "yesterday" not in str(info.value)
+
+
+@pytest.mark.parametrize("result", [None, [], "psk", 5, [_result()]])
+def test_result_that_is_not_an_object(result: Any) -> None:
+    with pytest.raises(UnexpectedResponseError, match="expected an object"):
+        structure(result, PSKGenerateResult)
+
+
+def test_psk_is_not_in_repr() -> None:
+    model = structure(_result(), PSKGenerateResult)
+    assert PSK not in repr(model)
+    assert PSK not in str(model)
+    assert TUNNEL in repr(model)
+    assert model.psk == PSK
+
+
+def test_models_are_frozen_and_keyword_only() -> None:
+    model = structure(_result(), PSKGenerateResult)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        model.psk = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        PSKGenerateResult(TUNNEL)  # type: ignore[misc]
+
+
+def test_datetimes_unstructure_as_rfc3339() -> None:
+    meta = PSKMetadata(last_generated_on=datetime(2017, 6, 14, 5, 20, tzinfo=UTC))
+    assert converter.unstructure(meta) == {"last_generated_on": "2017-06-14T05:20:00Z"}

@@ -1,0 +1,247 @@
+"""The client-side limiter, on virtual time: nothing here waits for real."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from _fakes import FakeTime
+
+from magicwan._envelope import RateLimitInfo
+from magicwan.ratelimit import CooldownTooLong, RateLimiter
+
+
+def _limiter(fake: FakeTime, limit: int | None = 10, period: float = 5.0) -> RateLimiter:
+    return RateLimiter(limit, period, clock=fake.clock, sleep=fake.sleep)
+
+
+@pytest.mark.asyncio
+async def test_burst_of_limit_then_paced() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=10, period=5.0)
+    times = []
+    for _ in range(14):
+        await limiter.acquire()
+        times.append(fake.elapsed)
+    assert times[:10] == [0.0] * 10
+    assert times[10:] == pytest.approx([0.5, 1.0, 1.5, 2.0])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("limit", "period", "n"), [(10, 5.0, 30), (1200, 300.0, 1500), (3, 1.0, 3)]
+)
+async def test_n_requests_take_exactly_the_budget(limit: int, period: float, n: int) -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=limit, period=period)
+    for _ in range(n):
+        await limiter.acquire()
+    assert fake.elapsed == pytest.approx(max(0, n - limit) * period / limit)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_callers_are_paced_in_arrival_order() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=2, period=2.0)
+    order: list[tuple[int, float]] = []
+
+    async def call(i: int) -> None:
+        await limiter.acquire()
+        order.append((i, fake.elapsed))
+
+    await asyncio.gather(*(call(i) for i in range(6)))
+    assert [i for i, _ in order] == list(range(6))
+    assert [t for _, t in order] == pytest.approx([0.0, 0.0, 1.0, 2.0, 3.0, 4.0])
+
+
+@pytest.mark.asyncio
+async def test_bucket_refills_while_idle() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=4, period=4.0)
+    for _ in range(4):
+        await limiter.acquire()
+    assert limiter.available() == pytest.approx(0.0)
+    fake.now += 2.0
+    assert limiter.available() == pytest.approx(2.0)
+    fake.now += 100.0
+    assert limiter.available() == pytest.approx(4.0)  # never more than a full bucket
+    for _ in range(4):
+        assert await limiter.acquire() == 0.0
+
+
+@pytest.mark.asyncio
+async def test_pause_holds_new_callers() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=None)
+    limiter.pause(30.0)
+    assert limiter.paused_until == fake.now + 30.0
+    waited = await limiter.acquire()
+    assert waited == pytest.approx(30.0)
+    assert fake.elapsed == pytest.approx(30.0)
+    assert await limiter.acquire() == 0.0
+
+
+@pytest.mark.asyncio
+async def test_pause_holds_callers_already_sleeping_and_resumes_them_in_order() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=2, period=2.0)  # one request a second after the burst
+    for _ in range(2):
+        await limiter.acquire()
+    released: list[tuple[int, float]] = []
+
+    async def call(i: int) -> None:
+        await limiter.acquire()
+        released.append((i, fake.elapsed))
+
+    tasks = [asyncio.create_task(call(i)) for i in range(4)]  # slots at 1, 2, 3, 4
+    while len(fake.sleeps) < 4:
+        await asyncio.sleep(0)
+    limiter.pause(10.0)  # a 429 while they all sleep
+    await asyncio.gather(*tasks)
+    assert [i for i, _ in released] == [0, 1, 2, 3]
+    times = [t for _, t in released]
+    assert times[0] >= 10.0  # nobody went during the cooldown
+    # ... and they come back at the limiter's pace, not as a herd.
+    assert times == pytest.approx([10.0, 11.0, 12.0, 13.0])
+
+
+@pytest.mark.asyncio
+async def test_pause_without_pacing_releases_sleepers_after_the_cooldown() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=None)
+    limiter.pause(5.0)
+    released: list[float] = []
+
+    async def call() -> None:
+        await limiter.acquire()
+        released.append(fake.elapsed)
+
+    tasks = [asyncio.create_task(call()) for _ in range(3)]
+    while len(fake.sleeps) < 3:
+        await asyncio.sleep(0)
+    limiter.pause(20.0)  # extended while they sleep
+    await asyncio.gather(*tasks)
+    assert released == pytest.approx([20.0, 20.0, 20.0])
+
+
+@pytest.mark.asyncio
+async def test_pause_only_extends() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake)
+    limiter.pause(30.0)
+    limiter.pause(5.0)
+    limiter.pause(-3.0)
+    assert limiter.paused_until == fake.now + 30.0
+
+
+@pytest.mark.asyncio
+async def test_resumes_at_pace_after_a_pause_not_with_a_burst() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=10, period=10.0)
+    limiter.pause(3.0)
+    times = []
+    for _ in range(3):
+        await limiter.acquire()
+        times.append(fake.elapsed)
+    assert times == pytest.approx([3.0, 4.0, 5.0])
+
+
+@pytest.mark.asyncio
+async def test_cooldown_too_long_raises_without_waiting() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake)
+    limiter.pause(120.0)
+    with pytest.raises(CooldownTooLong) as info:
+        await limiter.acquire(max_wait=60.0)
+    assert info.value.remaining == pytest.approx(120.0)
+    assert fake.sleeps == []
+    assert await limiter.acquire(max_wait=120.0) == pytest.approx(120.0)
+
+
+@pytest.mark.asyncio
+async def test_cooldown_extended_beyond_max_wait_while_sleeping_raises() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=None)
+    limiter.pause(10.0)
+    task = asyncio.create_task(limiter.acquire(max_wait=30.0))
+    while not fake.sleeps:
+        await asyncio.sleep(0)
+    limiter.pause(100.0)
+    with pytest.raises(CooldownTooLong):
+        await task
+    assert fake.elapsed == pytest.approx(10.0)
+
+
+@pytest.mark.asyncio
+async def test_no_pacing_when_limit_is_none() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=None)
+    for _ in range(10_000):
+        await limiter.acquire()
+    assert fake.elapsed == 0.0
+    assert fake.sleeps == []
+    assert limiter.available() == math.inf
+    limiter.observe(RateLimitInfo(remaining=0, reset=300.0))  # nothing to tighten
+    assert await limiter.acquire() == 0.0
+
+
+@pytest.mark.asyncio
+async def test_observe_tightens_to_the_servers_count() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=10, period=10.0)
+    limiter.observe(RateLimitInfo(remaining=3, reset=10.0))
+    assert limiter.available() == pytest.approx(3.0)
+    times = []
+    for _ in range(5):
+        await limiter.acquire()
+        times.append(fake.elapsed)
+    assert times == pytest.approx([0.0, 0.0, 0.0, 1.0, 2.0])
+
+
+@pytest.mark.asyncio
+async def test_observe_never_loosens() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=10, period=10.0)
+    for _ in range(10):
+        await limiter.acquire()
+    limiter.observe(RateLimitInfo(remaining=1000, reset=10.0))
+    assert limiter.available() == pytest.approx(0.0)
+    await limiter.acquire()
+    assert fake.elapsed == pytest.approx(1.0)
+
+
+@pytest.mark.asyncio
+async def test_observe_ignores_rounding_differences() -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=10, period=10.0)
+    await limiter.acquire()
+    limiter.observe(RateLimitInfo(remaining=8, reset=10.0))  # we think 9 are left
+    assert limiter.available() == pytest.approx(9.0)
+
+
+def test_real_clock_and_sleep_by_default() -> None:
+    limiter = RateLimiter()
+    assert limiter.limit == 1200
+    assert limiter.period == 300.0
+    assert limiter.available() == pytest.approx(1200.0)
+
+
+@pytest.mark.parametrize(
+    ("limit", "period"),
+    [
+        (0, 300.0),
+        (-1, 300.0),
+        (1.5, 300.0),
+        (True, 300.0),
+        ("10", 300.0),
+        (10, 0.0),
+        (10, -1.0),
+        (10, math.inf),
+        (10, math.nan),
+        (10, "300"),
+    ],
+)
+def test_invalid_constructor_arguments(limit: object, period: object) -> None:
+    with pytest.raises(ValueError, match="rate limit"):
+        RateLimiter(limit, period)  # type: ignore[arg-type]

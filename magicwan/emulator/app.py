@@ -13,8 +13,10 @@ One middleware runs every API request through the same pipeline, in this order:
    (1001); otherwise the PSK is generated and stored;
 7. ``reset_after_store`` (drop the connection) / ``truncated_json`` faults.
 
-Every answer carries ``cf-ray``; every answer to a known user carries ``Ratelimit`` and
-``Ratelimit-Policy`` while limiting is on. The admin routes under ``/__emulator__/`` skip all
+Every answer carries ``cf-ray``; while limiting is on, every answer to an identified user
+(all but auth failures and the ``html_502`` proxy page) carries ``Ratelimit`` and
+``Ratelimit-Policy``. Requests refused at steps 1-2 and every 429 take no token; everything else
+does, faults included. The admin routes under ``/__emulator__/`` skip all
 of this: no auth, no limit, no faults, not counted.
 """
 
@@ -396,8 +398,9 @@ def create_app(state: EmulatorState, *, client_max_size: int = 1024**2) -> web.A
             body = _failure_body(10001, _SERVER_ERROR_MESSAGES[draw.status])
             return finish(_envelope(draw.status, body), name, decision, kind)
         if kind is FaultKind.HTML_502:
+            # A proxy's page: cf-ray, but no envelope and no Ratelimit headers.
             page = web.Response(body=HTML_502_PAGE, status=502, content_type="text/html")
-            return finish(page, name, decision, kind)
+            return finish(page, name, None, kind)
         if kind is FaultKind.RESET_BEFORE_STORE:
             return drop(request, name, kind)
 

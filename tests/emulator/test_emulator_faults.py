@@ -78,6 +78,7 @@ async def test_html_502_is_a_proxy_page_not_an_envelope(
         assert resp.status == 502
         assert resp.content_type == "text/html"
         assert RAY_RE.fullmatch(resp.headers["cf-ray"])
+        assert "Ratelimit" not in resp.headers
         text = await resp.text()
     assert "<title>502 Bad Gateway</title>" in text
     assert "cloudflare" in text

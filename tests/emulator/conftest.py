@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-from emulator_support import FakeClock
 
 from magicwan.emulator import Emulator, run
+
+from .emulator_support import FakeClock
 
 
 @pytest.fixture

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from emulator_support import (
+
+from magicwan.emulator import Emulator, run
+
+from .emulator_support import (
     ENVELOPE,
     PSK_RE,
     RAY_RE,
@@ -18,8 +21,6 @@ from emulator_support import (
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,7 +7,10 @@ import time
 
 import aiohttp
 import pytest
-from emulator_support import (
+
+from magicwan.emulator import Emulator, Faults, run
+
+from .emulator_support import (
     FAILURE,
     RAY_RE,
     SUCCESS,
@@ -17,8 +20,6 @@ from emulator_support import (
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, Faults, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,9 +6,10 @@ import asyncio
 
 import aiohttp
 import pytest
-from emulator_support import generate
 
 from magicwan.emulator import run
+
+from .emulator_support import generate
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,10 +7,11 @@ import sys
 
 import aiohttp
 import pytest
-from emulator_support import generate
 
 import magicwan.emulator
 from magicwan.emulator import Emulator
+
+from .emulator_support import generate
 
 
 @pytest.mark.asyncio

@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-from emulator_support import (
+
+from magicwan.emulator import Emulator, Faults, run
+
+from .emulator_support import (
     FakeClock,
     assert_failure,
     call,
@@ -16,8 +19,6 @@ from emulator_support import (
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, Faults, run
 
 pytestmark = pytest.mark.asyncio
 

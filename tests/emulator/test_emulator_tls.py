@@ -7,9 +7,10 @@ import ssl
 import aiohttp
 import pytest
 import trustme
-from emulator_support import SUCCESS, generate
 
 from magicwan.emulator import Faults, run
+
+from .emulator_support import SUCCESS, generate
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,0 +1,100 @@
+"""The benchmark's emulator process: magicwan's emulator plus a connection counter.
+
+Started by ``run.py`` as ``python benchmarks/_emulator.py --tunnels N --ids-file F``.
+It serves the same application as ``python -m magicwan.emulator`` (rate limit off, no
+faults, no access log) and adds one outer middleware that records the client port of
+every request, so a benchmark can count the TCP connections a client really used.
+
+- ``GET  /__emulator__/bench/connections`` -> ``{"connections": n, "requests": m}``
+  (distinct client ports and API requests seen since the last reset; admin requests are
+  not counted);
+- ``POST /__emulator__/bench/reset`` forgets them.
+
+Prints ``MAGICWAN_BASE_URL=...``, ``MAGICWAN_ACCOUNT_ID=...``, ``CLOUDFLARE_API_TOKEN=...``,
+``BENCH_ADMIN_URL=...`` and ``READY`` on stdout, then serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from magicwan.emulator.app import ADMIN_PREFIX, API_PREFIX, create_app
+from magicwan.emulator.state import EmulatorState
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    state = EmulatorState(tunnels=args.tunnels, seed=args.seed, rate_limit=None, faults=None)
+    app = create_app(state)
+    ports: set[int] = set()
+    counts = {"requests": 0}
+
+    @web.middleware
+    async def count_connections(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None and not request.path.startswith(ADMIN_PREFIX):
+            peer = transport.get_extra_info("peername")
+            if peer:
+                ports.add(peer[1])
+            counts["requests"] += 1
+        return await handler(request)
+
+    async def connections(request: web.Request) -> web.Response:
+        return web.json_response({"connections": len(ports), "requests": counts["requests"]})
+
+    async def reset(request: web.Request) -> web.Response:
+        ports.clear()
+        counts["requests"] = 0
+        return web.json_response({"ok": True})
+
+    app.middlewares.insert(0, count_connections)
+    app.router.add_get(ADMIN_PREFIX + "/bench/connections", connections)
+    app.router.add_post(ADMIN_PREFIX + "/bench/reset", reset)
+
+    with open(args.ids_file, "w") as fh:
+        json.dump(state.tunnel_ids, fh)
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    root = f"http://{host}:{port}"
+    print(f"MAGICWAN_BASE_URL={root}{API_PREFIX}")
+    print(f"MAGICWAN_ACCOUNT_ID={state.account_id}")
+    print(f"CLOUDFLARE_API_TOKEN={state.user.api_tokens[0]}")
+    print(f"BENCH_ADMIN_URL={root}{ADMIN_PREFIX}")
+    print("READY", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tunnels", type=int, required=True)
+    parser.add_argument("--ids-file", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

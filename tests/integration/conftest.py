@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from integration_support import Tracker, serve
 
 from magicwan.emulator import Emulator, EmulatorState
+
+from .integration_support import Tracker, serve
 
 
 @pytest_asyncio.fixture

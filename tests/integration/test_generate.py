@@ -7,7 +7,6 @@ from datetime import UTC, timedelta
 
 import aiohttp
 import pytest
-from integration_support import Tracker, make_client, ray_recorder, serve
 
 from magicwan import (
     APIConnectionError,
@@ -22,6 +21,8 @@ from magicwan import (
     UnexpectedResponseError,
 )
 from magicwan.emulator import Emulator, EmulatorState, Faults
+
+from .integration_support import Tracker, make_client, ray_recorder, serve
 
 pytestmark = pytest.mark.asyncio
 

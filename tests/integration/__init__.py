@@ -1,0 +1,1 @@
+"""Integration tests: the SDK against the real emulator over loopback."""

@@ -23,6 +23,7 @@ of this: no auth, no limit, no faults, not counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -335,6 +336,10 @@ def create_app(state: EmulatorState, *, client_max_size: int = 1024**2) -> web.A
     }
     rays = _ray_ids(state.seed)
     next_ray = rays.__next__
+    closing = asyncio.Event()
+
+    async def on_shutdown(app: web.Application) -> None:
+        closing.set()
 
     def finish(
         resp: web.Response,
@@ -381,8 +386,10 @@ def create_app(state: EmulatorState, *, client_max_size: int = 1024**2) -> web.A
             return finish(err.response(), name, None)
 
         draw = state.fault_injector.draw()
-        if draw.delay:
-            await asyncio.sleep(draw.delay)
+        if draw.delay and not closing.is_set():
+            # Sleep, but wake at once when the server shuts down so it never waits for us.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), draw.delay)
         kind = draw.kind
         if kind is FaultKind.RATE_LIMITED:
             decision = limiter.peek(user.id) if limiter is not None else None
@@ -445,6 +452,7 @@ def create_app(state: EmulatorState, *, client_max_size: int = 1024**2) -> web.A
 
     app = web.Application(middlewares=[middleware], client_max_size=client_max_size)
     app[_STATE_KEY] = state
+    app.on_shutdown.append(on_shutdown)
     accounts = API_PREFIX + "/accounts/{account_id}/magic/ipsec_tunnels"
     router = app.router
     tunnel = accounts + "/{tunnel_id}"

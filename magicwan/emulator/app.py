@@ -36,7 +36,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from magicwan.emulator.faults import FaultKind, Faults
-from magicwan.emulator.state import Account, EmulatorState, RateDecision, User
+from magicwan.emulator.state import Account, EmulatorState, RateDecision, Tunnel, User
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -135,7 +135,7 @@ async def _pipeline_only(request: web.Request) -> web.StreamResponse:
     raise web.HTTPInternalServerError  # pragma: no cover - create_app always adds the middleware
 
 
-def _tunnel(request: web.Request, account: Account) -> Any:
+def _tunnel(request: web.Request, account: Account) -> Tunnel:
     tunnel = account.tunnels.get(request.match_info["tunnel_id"])
     if tunnel is None:
         raise _APIError.of("unknown_tunnel")

@@ -7,8 +7,7 @@ from typing import Any
 
 import attrs
 import pytest
-from _fakes import load_sample
-from conftest import TUNNEL
+from core_support import TUNNEL, load_sample
 
 from magicwan import PSKGenerateResult, PSKMetadata
 from magicwan._converter import converter, parse_datetime, structure

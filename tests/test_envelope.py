@@ -7,8 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _fakes import load_sample, sample_names
-from conftest import TOKEN, TUNNEL
+from core_support import TOKEN, TUNNEL, load_sample, sample_names
 
 from magicwan._envelope import (
     EXCERPT_CHARS,

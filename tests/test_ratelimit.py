@@ -6,7 +6,7 @@ import asyncio
 import math
 
 import pytest
-from _fakes import FakeTime
+from core_support import FakeTime
 
 from magicwan._envelope import RateLimitInfo
 from magicwan.ratelimit import CooldownTooLong, RateLimiter

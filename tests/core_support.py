@@ -1,4 +1,8 @@
-"""Test doubles shared by the core SDK tests: virtual time and captured samples."""
+"""Test doubles shared by the core SDK tests: virtual time, captured samples, constants.
+
+The constants repeat those of ``tests/conftest.py`` on purpose: several directories
+hold a ``conftest.py``, so ``from conftest import ...`` may pick up the wrong one.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ import heapq
 import json
 from pathlib import Path
 from typing import Any
+
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+TUNNEL = "c4a7362d577a6c3019a474fd6f485823"
+TOKEN = "tok-SECRET-0123456789abcdef"
+KEY = "key-SECRET-0123456789abcdef"
+BASE = "https://api.cloudflare.com/client/v4"
+PSK_URL = f"{BASE}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{TUNNEL}/psk_generate"
+PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"  # the spec's example
 
 SAMPLES = Path(__file__).parent / "samples" / "envelope"
 

@@ -37,6 +37,9 @@ EXCERPT_CHARS = 200
 _REDACTED = "[REDACTED]"
 # A "psk" member, including one cut short by a truncated body.
 _PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*(?:\\$)?("|$)')
+# The same inside JSON that was itself encoded as a JSON string (a gateway echoing a body):
+# ``\\"psk\\":\\"...\\"``. The look-behind keeps a long run of backslashes linear.
+_PSK_ESCAPED = re.compile(r'((?<!\\)(\\+)"psk\2"\s*:\s*\2")(?:[^"\\]|\\.)*?(?:\\$)?(\2"|$)')
 _MAX_RETRY_AFTER = 86_400.0 * 366
 
 
@@ -53,6 +56,7 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 def redact(text: str, secrets: Collection[str] = ()) -> str:
     """Replace PSK values and the given secrets in ``text``."""
     text = _PSK_VALUE.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
+    text = _PSK_ESCAPED.sub(lambda m: m.group(1) + _REDACTED + m.group(3), text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, _REDACTED)

@@ -575,6 +575,52 @@ async def test_result_for_another_tunnel_is_unexpected(
 
 
 @pytest.mark.asyncio
+async def test_result_id_differing_only_in_case_is_the_same_tunnel(
+    mock_api: aioresponses, fake: FakeTime
+) -> None:
+    upper = TUNNEL.upper()
+    mock_api.post(PSK_URL.replace(TUNNEL, upper), payload=ok(tunnel=TUNNEL))
+    async with client_for(fake, max_retries=0) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, upper)
+    assert result.psk == PSK
+    assert result.ipsec_tunnel_id == TUNNEL
+
+
+@pytest.mark.asyncio
+async def test_validate_only_with_a_null_result(mock_api: aioresponses, fake: FakeTime) -> None:
+    mock_api.post(VALIDATE_URL, payload=envelope(None))
+    async with client_for(fake, max_retries=0) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL, validate_only=True)
+    assert result == PSKGenerateResult(ipsec_tunnel_id=TUNNEL, psk=None, psk_metadata=None)
+
+
+@pytest.mark.asyncio
+async def test_same_tunnel_in_two_spellings_is_serialized(
+    mock_api: aioresponses, fake: FakeTime
+) -> None:
+    in_flight = 0
+    overlapped = False
+
+    async def handler(url: URL, **kwargs: Any) -> CallbackResult:
+        nonlocal in_flight, overlapped
+        in_flight += 1
+        overlapped = overlapped or in_flight > 1
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return CallbackResult(payload=ok())
+
+    mock_api.post(PSK_URL, callback=handler)
+    mock_api.post(PSK_URL.replace(TUNNEL, TUNNEL.upper()), callback=handler)
+    async with client_for(fake, max_retries=0) as client:
+        await asyncio.gather(
+            client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL),
+            client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL.upper()),
+        )
+    assert not overlapped
+
+
+@pytest.mark.asyncio
 async def test_success_false_on_200_is_unexpected(mock_api: aioresponses, fake: FakeTime) -> None:
     sample(mock_api, PSK_URL, "success_false_200", repeat=True)
     async with client_for(fake, max_retries=0) as client:

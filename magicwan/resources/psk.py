@@ -52,10 +52,13 @@ class IPsecPSK:
         check_bool(validate_only, "validate_only")
 
         def convert(result: Any) -> PSKGenerateResult:
+            if validate_only and result is None:
+                return PSKGenerateResult(ipsec_tunnel_id=tunnel_id)
             if isinstance(result, dict) and "ipsec_tunnel_id" not in result:
                 result = {**result, "ipsec_tunnel_id": tunnel_id}  # the id is ours to fill in
             model = structure(result, PSKGenerateResult)
-            if model.ipsec_tunnel_id != tunnel_id:
+            # Cloudflare ids are hex: a differently cased echo is the same tunnel.
+            if model.ipsec_tunnel_id.lower() != tunnel_id.lower():
                 raise UnexpectedResponseError(
                     f"result is for tunnel {model.ipsec_tunnel_id!r}, not {tunnel_id!r}"
                 )
@@ -70,7 +73,7 @@ class IPsecPSK:
             query="validate_only=true" if validate_only else "",
             body=_EMPTY_OBJECT,
             idempotent=validate_only,
-            exclusive_key=None if validate_only else f"psk:{account_id}/{tunnel_id}",
+            exclusive_key=None if validate_only else f"psk:{account_id}/{tunnel_id}".lower(),
         )
 
     def rotate(

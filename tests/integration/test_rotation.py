@@ -1,0 +1,297 @@
+"""Bulk rotation against the emulator: faults, the journal, reruns, cancellation, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from magicwan import NotFoundError, read_journal
+from magicwan.emulator import Emulator, EmulatorState, Faults
+
+from .integration_support import Tracker, journal_lines, make_client, rotation_tasks, serve
+
+pytestmark = pytest.mark.asyncio
+
+UNKNOWN = "f" * 32
+FAST = 20.0  # the client's clock runs 20x: Retry-After 1 s costs 50 ms, backoff likewise
+
+FAULTS = Faults(
+    server_error=0.05,
+    rate_limited=0.05,
+    reset_before_store=0.05,
+    reset_after_store=0.05,
+    html_502=0.05,
+    truncated_json=0.05,
+)
+
+
+def assert_journal_matches_emulator(path: Path, emu: Emulator, tunnel_ids: list[str]) -> None:
+    records = read_journal(path)
+    for tunnel_id in tunnel_ids:
+        record = records[(emu.account_id, tunnel_id)]
+        assert record.event == "rotated", (tunnel_id, record.event)
+        assert record.psk is not None
+        assert record.psk == emu.state.current_psk(emu.account_id, tunnel_id), tunnel_id
+
+
+async def test_a_thousand_tunnels_through_faults_lose_no_psk(tmp_path: Path) -> None:
+    """Issue 4, "Done when": faults on, 1,000 tunnels, every journalled PSK is the edge's PSK."""
+    journal = tmp_path / "rotation.jsonl"
+    state = EmulatorState(tunnels=1000, seed=11, rate_limit=None, faults=FAULTS)
+    async with serve(state) as emu, make_client(emu, fast=FAST, max_retries=12) as client:
+        outcomes = [
+            o
+            async for o in client.tunnels.ipsec.psk.rotate(
+                emu.account_id, emu.tunnel_ids, concurrency=32, journal=journal
+            )
+        ]
+    counted = emu.state.requests
+    for kind in ("server_error", "rate_limited", "reset_before_store", "reset_after_store"):
+        assert counted.faults[kind] >= 20, counted.faults  # the faults really happened
+    assert counted.faults["truncated_json"] >= 20
+    assert counted.faults["html_502"] >= 20
+    assert sorted(o.tunnel_id for o in outcomes) == sorted(emu.tunnel_ids)
+    failed = [o for o in outcomes if not o.ok]
+    assert not failed, [(o.tunnel_id, repr(o.error)) for o in failed[:5]]
+    for o in outcomes:
+        assert o.result is not None
+        assert o.result.psk == emu.state.current_psk(emu.account_id, o.tunnel_id)
+    assert any(o.verified for o in outcomes)
+    assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+
+
+async def test_outcomes_one_per_tunnel_and_failures_stay_local(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    ids = [*emu.tunnel_ids[:5], emu.tunnel_ids[0], UNKNOWN, emu.tunnel_ids[1], *emu.tunnel_ids[5:]]
+    async with make_client(emu) as client:
+        outcomes = [
+            o
+            async for o in client.tunnels.ipsec.psk.rotate(
+                emu.account_id, ids, concurrency=3, journal=journal
+            )
+        ]
+    assert sorted(o.tunnel_id for o in outcomes) == sorted({*emu.tunnel_ids, UNKNOWN})
+    by_id = {o.tunnel_id: o for o in outcomes}
+    bad = by_id[UNKNOWN]
+    assert not bad.ok
+    assert isinstance(bad.error, NotFoundError)
+    assert bad.result is None
+    for tunnel_id in emu.tunnel_ids:
+        assert by_id[tunnel_id].ok
+        assert emu.state.tunnel(emu.account_id, tunnel_id).generation == 1  # duplicates: once
+    assert emu.state.requests.by_route["psk_generate"] == len(emu.tunnel_ids) + 1
+
+    lines = journal_lines(journal)
+    assert all(isinstance(e["tunnel_id"], str) and isinstance(e["event"], str) for e in lines)
+    rotated = [e for e in lines if e["event"] == "rotated"]
+    assert len(rotated) == len(emu.tunnel_ids)
+    for event in rotated:
+        assert event["psk"] == emu.state.current_psk(emu.account_id, event["tunnel_id"])
+        stamp = emu.state.tunnel(emu.account_id, event["tunnel_id"]).last_generated_on
+        assert event["last_generated_on"] is not None
+        assert event["last_generated_on"].replace("Z", "+00:00") == stamp.isoformat()  # type: ignore[union-attr]
+    failed = [e for e in lines if e["event"] == "failed"]
+    assert [e["tunnel_id"] for e in failed] == [UNKNOWN]
+    for tunnel_id in [*emu.tunnel_ids, UNKNOWN]:
+        mine = [e["event"] for e in lines if e["tunnel_id"] == tunnel_id]
+        assert mine[0] == "intent"  # the intent is on disk before the request
+    assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+async def test_journal_is_0600_from_creation(emu: Emulator, tmp_path: Path, umask: int) -> None:
+    journal = tmp_path / "secret.jsonl"
+    old = os.umask(umask)
+    try:
+        async with make_client(emu) as client:
+            modes = []
+            async for _ in client.tunnels.ipsec.psk.rotate(
+                emu.account_id, emu.tunnel_ids, concurrency=2, journal=journal
+            ):
+                modes.append(stat.S_IMODE(journal.stat().st_mode))
+    finally:
+        os.umask(old)
+    assert modes
+    assert set(modes) == {0o600}
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+
+
+async def test_an_existing_loose_journal_is_tightened(emu: Emulator, tmp_path: Path) -> None:
+    journal = tmp_path / "loose.jsonl"
+    journal.write_text("")
+    journal.chmod(0o644)
+    async with make_client(emu) as client:
+        async for _ in client.tunnels.ipsec.psk.rotate(
+            emu.account_id, emu.tunnel_ids[:1], journal=journal
+        ):
+            pass
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+
+
+async def test_a_rerun_skips_every_rotated_tunnel(emu: Emulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    async with make_client(emu) as client:
+        rotate = client.tunnels.ipsec.psk.rotate
+        first = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+        generations = emu.state.total_generations()
+        requests = emu.state.requests.total
+        again = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+    assert all(o.ok and not o.skipped for o in first)
+    assert all(o.ok and o.skipped for o in again)
+    assert emu.state.total_generations() == generations == len(emu.tunnel_ids)
+    assert emu.state.requests.total == requests  # not a single request
+    for o in again:
+        assert o.result is not None
+        assert o.result.psk == emu.state.current_psk(emu.account_id, o.tunnel_id)
+    assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
+
+
+async def test_a_rerun_redoes_an_intent_without_rotated(emu: Emulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    redo = emu.tunnel_ids[4]
+    async with make_client(emu) as client:
+        rotate = client.tunnels.ipsec.psk.rotate
+        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal):
+            pass
+        # As if a crash hit after a new request for `redo` was sent: its PSK may have changed.
+        with journal.open("a") as fh:
+            fh.write(
+                json.dumps({"event": "intent", "account_id": emu.account_id, "tunnel_id": redo})
+                + "\n"
+            )
+        emu.state.generate_psk(emu.state.tunnel(emu.account_id, redo))  # the unseen PSK
+        again = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+    by_id = {o.tunnel_id: o for o in again}
+    assert not by_id[redo].skipped
+    assert by_id[redo].ok
+    assert emu.state.tunnel(emu.account_id, redo).generation == 3
+    assert all(o.skipped for o in again if o.tunnel_id != redo)
+    assert emu.state.requests.by_route["psk_generate"] == len(emu.tunnel_ids) + 1
+    assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
+
+
+async def _requests_settle(emu: Emulator) -> int:
+    """Wait until the emulator sees no new request for a while; return the count."""
+    seen = emu.state.requests.total
+    for _ in range(20):
+        await asyncio.sleep(0.1)
+        if emu.state.requests.total == seen:
+            return seen
+        seen = emu.state.requests.total
+    raise AssertionError("requests kept coming")
+
+
+SLOW = Faults(latency=0.02, latency_probability=1.0)
+
+
+async def test_breaking_out_of_the_iteration_stops_the_work(tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    state = EmulatorState(tunnels=300, seed=12, rate_limit=None, faults=SLOW)
+    async with serve(state) as emu, make_client(emu) as client:
+        got = 0
+        async for outcome in client.tunnels.ipsec.psk.rotate(
+            emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal
+        ):
+            assert outcome.ok
+            got += 1
+            if got == 20:
+                break
+        settled = await _requests_settle(emu)
+        assert settled < 60  # the rotation stopped: nowhere near 300
+        await asyncio.sleep(0.3)
+        assert emu.state.requests.total == settled
+        assert rotation_tasks() == []
+    # Whatever finished is journalled and true; nothing else was rotated.
+    records = read_journal(journal)
+    rotated = [k[1] for k, r in records.items() if r.event == "rotated"]
+    assert len(rotated) >= 20
+    assert_journal_matches_emulator(journal, emu, rotated)
+
+
+async def test_cancelling_the_consumer_task_stops_the_work(tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    state = EmulatorState(tunnels=300, seed=13, rate_limit=None, faults=SLOW)
+    async with serve(state) as emu, make_client(emu) as client:
+        seen: list[str] = []
+
+        async def consume() -> None:
+            async for outcome in client.tunnels.ipsec.psk.rotate(
+                emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal
+            ):
+                seen.append(outcome.tunnel_id)
+
+        task = asyncio.ensure_future(consume())
+        while len(seen) < 20:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert rotation_tasks() == []
+        settled = await _requests_settle(emu)
+        assert settled < 100
+        await asyncio.sleep(0.3)
+        assert emu.state.requests.total == settled
+        # The client is still usable afterwards.
+        result = await client.tunnels.ipsec.psk.generate(emu.account_id, emu.tunnel_ids[-1])
+        assert result.psk == emu.state.current_psk(emu.account_id, emu.tunnel_ids[-1])
+    rotated = [k[1] for k, r in read_journal(journal).items() if r.event == "rotated"]
+    assert_journal_matches_emulator(journal, emu, rotated)
+
+
+async def test_concurrency_bounds_requests_in_flight_and_tasks(
+    tracked: tuple[Emulator, Tracker], tmp_path: Path
+) -> None:
+    emu, tracker = tracked
+    emu.set_faults(Faults(latency=0.01, latency_probability=1.0))
+    most_tasks = 0
+    async with make_client(emu) as client:
+        async for outcome in client.tunnels.ipsec.psk.rotate(
+            emu.account_id, emu.tunnel_ids, concurrency=8, journal=tmp_path / "j.jsonl"
+        ):
+            assert outcome.ok
+            most_tasks = max(most_tasks, len(rotation_tasks()))
+    assert tracker.max_in_flight == 8  # reached, never exceeded
+    assert len(tracker.arrivals) == len(emu.tunnel_ids) == 200
+    # 8 workers (plus at most one fsync helper), never one task per tunnel.
+    assert most_tasks <= 9
+    assert rotation_tasks() == []
+
+
+async def test_an_uncertain_outcome_is_verified_by_read_back(tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    state = EmulatorState(
+        tunnels=60,
+        seed=14,
+        rate_limit=None,
+        faults=Faults(reset_after_store=0.3, truncated_json=0.1),
+    )
+    async with serve(state) as emu, make_client(emu, fast=FAST, max_retries=12) as client:
+        outcomes = [
+            o
+            async for o in client.tunnels.ipsec.psk.rotate(
+                emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal
+            )
+        ]
+    assert all(o.ok for o in outcomes)
+    retried = [o for o in outcomes if o.attempts > 1]
+    assert retried  # faults made some outcomes uncertain
+    for o in outcomes:
+        assert o.result is not None
+        assert o.result.psk == emu.state.current_psk(emu.account_id, o.tunnel_id)
+        history = emu.state.history(emu.account_id, o.tunnel_id)
+        if len(history) > 1:  # an earlier attempt stored a PSK nobody saw
+            assert o.verified
+    assert all(o.verified for o in retried)
+    assert emu.state.requests.by_route["get_ipsec_tunnel"] >= len(retried)
+    lines = journal_lines(journal)
+    verified = {e["tunnel_id"] for e in lines if e["event"] == "verified"}
+    assert verified == {o.tunnel_id for o in outcomes if o.verified}
+    assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)

@@ -62,9 +62,13 @@ def check_seconds(value: object, name: str) -> float:
     """A positive, finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidInputError(f"{name} must be a positive finite number of seconds")
-    return float(value)
+    return seconds
 
 
 def check_non_negative_int(value: object, name: str) -> int:

@@ -84,7 +84,14 @@ def _check_rate_limit(value: object) -> tuple[int, float] | None:
     if not isinstance(value, tuple) or len(value) != 2:
         raise InvalidInputError("rate_limit must be (requests, seconds) or None")
     requests = check_positive_int(value[0], "rate_limit requests")
-    return requests, check_seconds(value[1], "rate_limit seconds")
+    seconds = check_seconds(value[1], "rate_limit seconds")
+    try:
+        interval = seconds / requests
+    except OverflowError:  # requests too large for a float
+        interval = 0.0
+    if not interval > 0:  # the limiter divides by it
+        raise InvalidInputError("rate_limit is too fine: seconds / requests must be above zero")
+    return requests, seconds
 
 
 class MagicWAN:

@@ -112,9 +112,7 @@ class Progress:
             self._draw(force=self.done >= self.total)
 
     def note(self, text: str) -> None:
-        """Write a message on its own line, keeping the bar below it."""
-        if self.mode == "off":
-            return
+        """Write a message (a log line) on its own line, keeping the bar below it."""
         self.clear()
         self._write(text.rstrip("\n") + "\n")
         self._draw(force=True)
@@ -146,7 +144,8 @@ class Progress:
         eta = self.eta
         rate_text = f"{rate:.1f}/s" if rate is not None else "-/s"
         if self._stopped is not None:
-            eta_text = f"in {format_duration(self.elapsed)}"
+            elapsed = self.elapsed
+            eta_text = f"in {elapsed:.1f}s" if elapsed < 60 else f"in {format_duration(elapsed)}"
         else:
             eta_text = f"ETA {format_duration(eta)}" if eta is not None else "ETA -"
         return (

@@ -796,7 +796,8 @@ async def amain(
     err = stderr if stderr is not None else sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)  # --help and usage errors print to sys.std*
     except SystemExit as exc:  # --help, --version or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     console = _Console(out=out, err=err, progress_mode=args.progress)

@@ -5,6 +5,9 @@ Cloudflare allows 1,200 requests per 5 minutes per user. The limiter is a GCRA
 starting full), so a fresh client may burst ``limit`` requests and then paces
 itself at the budget's rate: N requests take ``(N - limit) * period / limit`` seconds.
 
+It keeps one request of headroom (``headroom``) against the server's count, so in
+practice the burst is ``limit - 1`` and N requests take one interval longer.
+
 It also holds the client's cooldown: after a 429 every call of the client waits
 until ``Retry-After`` has passed. Clock and sleep are injected, so tests never wait.
 """
@@ -35,7 +38,8 @@ class CooldownTooLong(Exception):
 class RateLimiter:
     """Paces requests to ``limit`` per ``period`` seconds and holds the 429 cooldown.
 
-    ``limit=None`` turns pacing off; the cooldown still applies.
+    ``limit=None`` turns pacing off; the cooldown still applies. ``headroom`` is the
+    number of requests of the budget left unused as a safety margin.
     """
 
     def __init__(
@@ -45,7 +49,10 @@ class RateLimiter:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        headroom: float = 1.0,
     ) -> None:
+        if not (isinstance(headroom, int | float) and math.isfinite(headroom) and headroom >= 0):
+            raise ValueError("headroom must be a non-negative number of requests")
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ValueError("rate limit must be a positive whole number of requests")
@@ -56,7 +63,11 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._interval = self.period / limit if limit else 0.0
-        self._tolerance = self.period - self._interval
+        # Keep ``headroom`` requests of the budget unused: the server counts a request
+        # when it arrives, later than we send it, and its bucket may have started later
+        # than ours (e.g. after our first TLS handshake). Without headroom, request
+        # limit + 1 can reach it a few milliseconds early and cost a whole Retry-After.
+        self._tolerance = max(0.0, self.period - self._interval * (1 + headroom))
         self._tat = clock()  # GCRA "theoretical arrival time": a full bucket
         self._paused_until = -math.inf
 

@@ -12,8 +12,41 @@ from magicwan._envelope import RateLimitInfo
 from magicwan.ratelimit import CooldownTooLong, RateLimiter
 
 
-def _limiter(fake: FakeTime, limit: int | None = 10, period: float = 5.0) -> RateLimiter:
-    return RateLimiter(limit, period, clock=fake.clock, sleep=fake.sleep)
+def _limiter(
+    fake: FakeTime, limit: int | None = 10, period: float = 5.0, headroom: float = 0.0
+) -> RateLimiter:
+    # Exact GCRA arithmetic by default; the headroom tests below set it.
+    return RateLimiter(limit, period, clock=fake.clock, sleep=fake.sleep, headroom=headroom)
+
+
+@pytest.mark.asyncio
+async def test_default_headroom_keeps_one_request_in_reserve() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 5.0, clock=fake.clock, sleep=fake.sleep)
+    times = []
+    for _ in range(13):
+        await limiter.acquire()
+        times.append(fake.elapsed)
+    assert times[:9] == [0.0] * 9
+    assert times[9:] == pytest.approx([0.5, 1.0, 1.5, 2.0])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("headroom", "burst"), [(0, 10), (1, 9), (3, 7), (0.5, 9)])
+async def test_headroom_shrinks_the_burst(headroom: float, burst: int) -> None:
+    fake = FakeTime()
+    limiter = _limiter(fake, limit=10, period=5.0, headroom=headroom)
+    immediate = 0
+    for _ in range(12):
+        await limiter.acquire()
+        immediate += fake.elapsed == 0.0
+    assert immediate == burst
+
+
+@pytest.mark.parametrize("headroom", [-1, math.nan, math.inf, "1"])
+def test_invalid_headroom(headroom: object) -> None:
+    with pytest.raises(ValueError, match="headroom"):
+        RateLimiter(10, 5.0, headroom=headroom)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio
@@ -224,7 +257,7 @@ def test_real_clock_and_sleep_by_default() -> None:
     limiter = RateLimiter()
     assert limiter.limit == 1200
     assert limiter.period == 300.0
-    assert limiter.available() == pytest.approx(1200.0)
+    assert limiter.available() == pytest.approx(1199.0)  # one request of headroom
 
 
 @pytest.mark.parametrize(

@@ -420,6 +420,10 @@ def create_app(state: EmulatorState, *, client_max_size: int = 1024**2) -> web.A
             resp = err.response()
         except web.HTTPException as exc:  # e.g. 413 from request.read()
             resp = _envelope(exc.status, _failure_body(1001, exc.reason))
+        except ConnectionError:
+            # The client went away mid-request: nothing to answer, nothing crashed.
+            state.record_request(name, None, None)
+            return web.Response(status=499)  # never written: the transport is gone
         except Exception:
             _log.exception("emulator endpoint %s failed", name)
             resp = _APIError.of("server_error").response()

@@ -198,3 +198,29 @@ async def test_shutdown_does_not_wait_for_latency(session: aiohttp.ClientSession
     status, _, _ = await request
     assert status == 200
     assert time.perf_counter() - start < 5
+
+
+async def test_a_client_vanishing_mid_body_is_a_drop_not_a_crash(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = emu.base_url.split("//")[1].split("/")[0].split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    path = psk_url(emu, emu.tunnel_ids[0]).split(emu.base_url.split("/client/v4")[0])[1]
+    writer.write(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {emu.api_token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        if emu.state.requests.total:
+            break
+        await asyncio.sleep(0.01)
+    assert emu.state.requests.dropped == 1
+    assert 500 not in emu.state.requests.by_status
+    assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -131,7 +131,8 @@ class Journal:
     def open(self) -> None:
         """Open (or create, 0600) the journal for appending."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        flags |= getattr(os, "O_CLOEXEC", 0)
+        # O_NONBLOCK: opening a FIFO for writing would otherwise block until a reader comes.
+        flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         existed = self.path.exists()
         try:
             fd = os.open(self.path, flags, _MODE)
@@ -141,6 +142,8 @@ class Journal:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise JournalError(f"journal {self.path} is not a regular file")
+            if hasattr(os, "O_NONBLOCK"):
+                os.set_blocking(fd, True)
             if stat.S_IMODE(info.st_mode) & ~_MODE:
                 os.fchmod(fd, _MODE)
             if info.st_size and not self._ends_with_newline():

@@ -284,3 +284,18 @@ async def test_tunnel_reads_against_hostile_bodies(hostile: HostileServer) -> No
                     await call(client)  # type: ignore[misc]
             assert_no_secret(exception_texts(info.value), (SECRET_TOKEN, HOSTILE_PSK))
     assert hostile.witness_seen == []
+
+
+async def test_the_witness_would_see_a_followed_redirect(hostile: HostileServer) -> None:
+    """The redirect tests are not vacuous: a client that follows redirects is caught."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            hostile.url("redirect_307") + "/x",
+            headers={"X-Auth-Email": SECRET_EMAIL, "X-Auth-Key": SECRET_KEY},
+        ) as resp,
+    ):
+        await resp.read()
+    # aiohttp drops Authorization on a cross-origin redirect, but carries X-Auth-Key along.
+    assert len(hostile.witness_seen) == 1
+    assert hostile.witness_seen[0].headers.get("X-Auth-Key") == SECRET_KEY

@@ -86,7 +86,9 @@ def check_positive_int(value: object, name: str) -> int:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    # Only "localhost" itself: "*.localhost" names depend on the resolver, and plain http
+    # to a name that DNS maps elsewhere would send credentials in the clear.
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

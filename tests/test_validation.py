@@ -180,6 +180,7 @@ def test_base_url_accepted(value: str, expected: str) -> None:
         ("http://10.0.0.1:8787", "https"),
         ("http://0.0.0.0:8787", "https"),
         ("http://localhost.evil.example", "https"),
+        ("http://emu.localhost:8787", "https"),
         ("ftp://api.cloudflare.com", "https"),
         ("api.cloudflare.com/client/v4", "https"),
         ("https://", "https"),

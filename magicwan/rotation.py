@@ -151,6 +151,7 @@ class _Run:
         """Rotate one tunnel; never raises a MagicWANError (it becomes the outcome)."""
         record = self.done.get(tunnel_id)
         attempts = 0
+        reused = record is not None  # no new PSK made in this run (yet)
         try:
             if record is not None:
                 result = _from_record(record)
@@ -177,6 +178,7 @@ class _Run:
                         ok=True,
                         result=result,
                         attempts=attempts,
+                        skipped=reused,
                         verified=True,
                     )
                 logger.warning(
@@ -187,6 +189,7 @@ class _Run:
                 reply = await self._generate(tunnel_id)
                 attempts += reply.attempts
                 result = reply.value
+                reused = False
             raise UnexpectedResponseError(
                 f"tunnel {tunnel_id}: read-back never matched the generated PSK "
                 f"after {MAX_VERIFY_ROUNDS} rounds"

@@ -178,6 +178,62 @@ async def test_a_rerun_redoes_an_intent_without_rotated(emu: Emulator, tmp_path:
     assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
 
 
+def _mark_uncertain(journal: Path, tunnel_id: str) -> None:
+    """Rewrite the journal as if a retry had made this tunnel's rotated line uncertain."""
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    for line in lines:
+        if line["tunnel_id"] == tunnel_id and line["event"] == "rotated":
+            line["uncertain"] = True
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+async def test_a_rerun_verifies_an_uncertain_record_without_regenerating(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    doubt = emu.tunnel_ids[2]
+    async with make_client(emu) as client:
+        rotate = client.tunnels.ipsec.psk.rotate
+        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal):
+            pass
+        _mark_uncertain(journal, doubt)
+        again = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+        # Verified once: the journal now says so, and a third run reads nothing back.
+        reads = emu.state.requests.by_route["get_ipsec_tunnel"]
+        third = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+    by_id = {o.tunnel_id: o for o in again}
+    outcome = by_id[doubt]
+    assert outcome.ok
+    assert outcome.verified
+    assert outcome.skipped
+    assert emu.state.tunnel(emu.account_id, doubt).generation == 1  # nothing regenerated
+    assert reads == 1
+    assert emu.state.requests.by_route["get_ipsec_tunnel"] == reads
+    assert all(o.skipped and not o.verified for o in third)
+    assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
+
+
+async def test_a_rerun_regenerates_an_uncertain_record_the_edge_superseded(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    doubt = emu.tunnel_ids[3]
+    async with make_client(emu) as client:
+        rotate = client.tunnels.ipsec.psk.rotate
+        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal):
+            pass
+        _mark_uncertain(journal, doubt)
+        emu.state.generate_psk(emu.state.tunnel(emu.account_id, doubt))  # the unseen PSK
+        again = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+    by_id = {o.tunnel_id: o for o in again}
+    outcome = by_id[doubt]
+    assert outcome.ok
+    assert outcome.verified
+    assert not outcome.skipped
+    assert emu.state.tunnel(emu.account_id, doubt).generation == 3
+    assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
+
+
 async def _requests_settle(emu: Emulator) -> int:
     """Wait until the emulator sees no new request for a while; return the count."""
     seen = emu.state.requests.total

@@ -588,9 +588,12 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
             if journal is not None:
                 await journal.sync(journal.append({"event": "intent", **where}))
             try:
-                result = await client.tunnels.ipsec.psk.generate(
+                # The reply, not just the result: the journal must know whether a retry
+                # left the outcome uncertain, so a later rotate verifies this tunnel.
+                reply = await client.tunnels.ipsec.psk._generate(
                     account_id, tunnel_id, validate_only=args.validate_only
                 )
+                result = reply.value
             except MagicWANError as exc:
                 if journal is not None:
                     journal.append(
@@ -615,6 +618,8 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
                         **where,
                         "psk": result.psk,
                         "last_generated_on": _timestamp(result),
+                        "attempts": reply.attempts,
+                        "uncertain": reply.uncertain,
                     }
                 )
                 await journal.sync(seq)

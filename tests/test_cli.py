@@ -91,6 +91,7 @@ async def test_generate_with_journal_records_the_psk_and_prints_none(
     events = [json.loads(line) for line in journal.read_text().splitlines()]
     assert [e["event"] for e in events] == ["intent", "rotated"]
     assert events[1]["psk"] == emu.state.current_psk(emu.account_id, tunnel)
+    assert events[1]["uncertain"] is False  # a later rotate verifies it only when True
     assert f"tunnel_id          {tunnel}" in result.out
     assert "last_generated_on  20" in result.out
     assert "--show-psk" in result.out
@@ -562,3 +563,23 @@ def test_progress_lines_mode_writes_one_line_per_item() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+@pytest.mark.asyncio
+async def test_generate_records_an_uncertain_outcome_in_the_journal(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    tunnel = emu.tunnel_ids[0]
+    emu.set_faults(Faults(reset_after_store=1.0))
+    first = asyncio.ensure_future(
+        magicwan("psk", "generate", emu.account_id, tunnel, "--journal", str(journal))
+    )
+    while emu.state.requests.dropped == 0:
+        await asyncio.sleep(0.01)
+    emu.set_faults(Faults.none())  # the retry gets through: the first PSK went unseen
+    result = await first
+    assert result.code == 0, result.err
+    rotated = [json.loads(x) for x in journal.read_text().splitlines() if '"rotated"' in x]
+    assert rotated[-1]["uncertain"] is True
+    assert rotated[-1]["psk"] == emu.state.current_psk(emu.account_id, tunnel)

@@ -7,11 +7,10 @@ Resources hand it a method, a path and a function that converts the envelope's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -67,23 +66,45 @@ class _KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[key]
+    def hold(self, key: str) -> _Hold:
+        """``async with locks.hold(key):`` runs the body while holding ``key``'s lock."""
+        return _Hold(self._locks, key)
 
     def __len__(self) -> int:
         return len(self._locks)
+
+
+class _Hold:
+    """The async context manager of :meth:`_KeyedLocks.hold` (a plain class: cheaper
+    per call than ``contextlib.asynccontextmanager``)."""
+
+    __slots__ = ("_key", "_lock", "_locks", "_users")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, list[int]]], key: str) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._key)
+        if entry is None:
+            entry = self._locks[self._key] = (asyncio.Lock(), [0])
+        self._lock, self._users = entry
+        self._users[0] += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        users = self._users
+        users[0] -= 1
+        if not users[0]:
+            del self._locks[self._key]
 
 
 @attrs.define
@@ -185,23 +206,51 @@ class Transport:
         """
         url = URL(self.base_url + path + (f"?{query}" if query else ""), encoded=True)
         state = _CallState()
+        value: T
+        if exclusive_key is None:
+            value = await self._call(method, url, path, body, convert, state, idempotent)
+        else:
+            async with self._locks.hold(exclusive_key):
+                value = await self._call(method, url, path, body, convert, state, idempotent)
+        return Reply(value, state.attempts, state.uncertain)
+
+    async def _call(
+        self,
+        method: str,
+        url: URL,
+        path: str,
+        body: bytes | None,
+        convert: Callable[[Any], T],
+        state: _CallState,
+        idempotent: bool,
+    ) -> T:
+        # Fast path: the first attempt runs outside tenacity, whose per-call setup costs
+        # more CPU than the request itself. Only a failure worth retrying enters the
+        # retry loop, which replays that failure as its attempt 1 and runs the rest.
+        try:
+            return await self._attempt(method, url, path, body, convert, state)
+        except MagicWANError as exc:
+            policy = self.policy
+            if policy.max_retries < 1 or not should_retry(exc, policy, idempotent=idempotent):
+                raise
+            first: MagicWANError | None = exc
+
+        async def attempt() -> T:
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return await self._attempt(method, url, path, body, convert, state)
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.policy.max_retries + 1),
+            stop=stop_after_attempt(policy.max_retries + 1),
             wait=self._wait,
-            retry=retry_if_exception(
-                lambda exc: should_retry(exc, self.policy, idempotent=idempotent)
-            ),
+            retry=retry_if_exception(lambda exc: should_retry(exc, policy, idempotent=idempotent)),
             sleep=self._sleep,
             reraise=True,
             before_sleep=lambda rs: self._log_retry(method, path, rs),
         )
-        value: T
-        if exclusive_key is None:
-            value = await retrying(self._attempt, method, url, path, body, convert, state)
-        else:
-            async with self._locks.hold(exclusive_key):
-                value = await retrying(self._attempt, method, url, path, body, convert, state)
-        return Reply(value, state.attempts, state.uncertain)
+        return await retrying(attempt)
 
     def _wait(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome

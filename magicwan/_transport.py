@@ -11,11 +11,10 @@ import logging
 import ssl
 import sys
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import aiohttp
 import attrs
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from yarl import URL
 
 from magicwan._envelope import decode_envelope, header, parse_ratelimit
@@ -30,6 +29,9 @@ from magicwan.errors import (
     UnexpectedResponseError,
 )
 from magicwan.ratelimit import CooldownTooLong, RateLimiter, Sleep
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 __all__ = ["Reply", "Transport", "user_agent"]
 
@@ -234,6 +236,9 @@ class Transport:
             if policy.max_retries < 1 or not should_retry(exc, policy, idempotent=idempotent):
                 raise
             first: MagicWANError | None = exc
+
+        # Imported here: a process whose calls never need a retry never loads tenacity.
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
         async def attempt() -> T:
             nonlocal first

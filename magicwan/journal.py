@@ -172,6 +172,11 @@ class Journal:
         finally:
             os.close(dfd)
 
+    @property
+    def written(self) -> int:
+        """How many lines this journal object has written so far."""
+        return self._written
+
     def append(self, event: dict[str, Any]) -> int:
         """Write one event (not yet durable); return its sequence number."""
         if self._fd is None:

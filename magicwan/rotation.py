@@ -121,12 +121,12 @@ class _Run:
             {"event": event, "account_id": self.account_id, "tunnel_id": tunnel_id, **fields}
         )
 
-    async def _record(self, reply: Reply[PSKGenerateResult]) -> None:
-        """Put a new PSK on disk before anybody else sees it."""
+    def _record(self, reply: Reply[PSKGenerateResult]) -> None:
+        """Write a new PSK to the journal (made durable before its outcome is handed over)."""
         if self.journal is None:
             return
         result = reply.value
-        seq = self._log(
+        self._log(
             "rotated",
             result.ipsec_tunnel_id,
             psk=result.psk,
@@ -134,11 +134,10 @@ class _Run:
             attempts=reply.attempts,
             uncertain=reply.uncertain,
         )
-        await self.journal.sync(seq)
 
     async def _generate(self, tunnel_id: str) -> Reply[PSKGenerateResult]:
         reply = await self.psk._generate(self.account_id, tunnel_id, self.validate_only)
-        await self._record(reply)
+        self._record(reply)
         return reply
 
     async def _matches_edge(self, tunnel_id: str, result: PSKGenerateResult) -> bool:
@@ -147,8 +146,13 @@ class _Run:
         edge = current.psk_metadata.last_generated_on if current.psk_metadata else None
         return held is not None and edge == held
 
-    async def one(self, tunnel_id: str) -> RotationOutcome:
-        """Rotate one tunnel; never raises a MagicWANError (it becomes the outcome)."""
+    async def one(self, tunnel_id: str) -> tuple[RotationOutcome, int]:
+        """Rotate one tunnel: its outcome, and how much of the journal must be durable
+        before the outcome may be handed over. Never raises a MagicWANError."""
+        outcome = await self._one(tunnel_id)
+        return outcome, self.journal.written if self.journal is not None else 0
+
+    async def _one(self, tunnel_id: str) -> RotationOutcome:
         record = self.done.get(tunnel_id)
         attempts = 0
         reused = record is not None  # no new PSK made in this run (yet)
@@ -227,34 +231,60 @@ async def _run(
         journal.open()
     try:
         run = _Run(psk, tunnels, account_id, validate_only, journal)
-        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=concurrency)
+        # Workers -> staged -> the deliverer (fsync) -> ready -> the caller. The deliverer
+        # makes each outcome's journal lines durable before handing it over, while the
+        # workers already send their next requests: one fsync covers every line written
+        # before it started (group commit), and nobody waits for the disk in line.
+        staged: asyncio.Queue[object] = asyncio.Queue(maxsize=concurrency)
+        ready: asyncio.Queue[object] = asyncio.Queue(maxsize=concurrency)
         pending = iter(ids)
+        n_workers = max(1, min(concurrency, len(ids)))
 
         async def worker() -> None:
             try:
                 for tunnel_id in pending:
-                    await queue.put(await run.one(tunnel_id))
+                    await staged.put(await run.one(tunnel_id))
             except Exception as exc:  # a bug or a journal failure: stop the whole run
-                await queue.put(_Crash(exc))
+                await staged.put(_Crash(exc))
                 return
-            await queue.put(_DONE)
+            await staged.put(_DONE)
 
-        workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(ids))))]
+        async def deliverer() -> None:
+            running = n_workers
+            try:
+                while running:
+                    item = await staged.get()
+                    if item is _DONE:
+                        running -= 1
+                        continue
+                    if isinstance(item, _Crash):
+                        await ready.put(item)
+                        return
+                    assert isinstance(item, tuple)
+                    outcome, durable_upto = item
+                    if journal is not None:
+                        await journal.sync(durable_upto)
+                    await ready.put(outcome)
+            except Exception as exc:
+                await ready.put(_Crash(exc))
+                return
+            await ready.put(_DONE)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
+        tasks.append(asyncio.create_task(deliverer()))
         try:
-            running = len(workers)
-            while running:
-                item = await queue.get()
+            while True:
+                item = await ready.get()
                 if item is _DONE:
-                    running -= 1
-                elif isinstance(item, _Crash):
+                    break
+                if isinstance(item, _Crash):
                     raise item.exc
-                else:
-                    assert isinstance(item, RotationOutcome)
-                    yield item
+                assert isinstance(item, RotationOutcome)
+                yield item
         finally:
-            for task in workers:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         if journal is not None:
             await journal.aclose()

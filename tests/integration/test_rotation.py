@@ -351,3 +351,29 @@ async def test_an_uncertain_outcome_is_verified_by_read_back(tmp_path: Path) -> 
     verified = {e["tunnel_id"] for e in lines if e["event"] == "verified"}
     assert verified == {o.tunnel_id for o in outcomes if o.verified}
     assert_journal_matches_emulator(journal, emu, emu.tunnel_ids)
+
+
+async def test_every_psk_is_on_disk_before_its_outcome_is_handed_over(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    durable = [0]  # bytes of the journal covered by the last completed fsync
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size
+        real_fsync(fd)
+        durable[0] = max(durable[0], size)
+
+    monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
+    handed = 0
+    async with make_client(emu) as client:
+        rotate = client.tunnels.ipsec.psk.rotate
+        async for outcome in rotate(emu.account_id, emu.tunnel_ids, concurrency=4, journal=journal):
+            assert outcome.ok
+            assert outcome.result is not None
+            assert outcome.result.psk is not None
+            on_disk = journal.read_bytes()[: durable[0]].decode()
+            assert outcome.result.psk in on_disk, outcome.tunnel_id
+            handed += 1
+    assert handed == len(emu.tunnel_ids)

@@ -76,6 +76,8 @@ def should_retry(exc: BaseException, policy: RetryPolicy, *, idempotent: bool) -
     """Whether a failed attempt is worth another try under ``policy``."""
     if isinstance(exc, RateLimitError):
         return exc.retry_after is None or exc.retry_after <= policy.max_retry_after
+    if isinstance(exc, APIConnectionError) and not exc.retryable:
+        return False
     if isinstance(exc, APIConnectionError) and not exc.request_sent:
         return True
     if outcome_unknown(exc):

@@ -330,6 +330,14 @@ class Transport:
             except aiohttp.ConnectionTimeoutError as exc:
                 error = APITimeoutError(f"timed out connecting to {self._host}", request_sent=False)
                 error.__cause__ = exc
+            except aiohttp.ClientConnectorCertificateError as exc:
+                # Retrying cannot make a certificate verify.
+                error = APIConnectionError(
+                    f"TLS certificate of {self._host} failed verification: {exc.certificate_error}",
+                    request_sent=False,
+                    retryable=False,
+                )
+                error.__cause__ = exc
             except aiohttp.ClientConnectorError as exc:
                 error = APIConnectionError(
                     f"cannot connect to {self._host}: {exc.os_error or type(exc).__name__}",

@@ -54,13 +54,15 @@ class APIConnectionError(MagicWANError):
     """The request could not be completed at the connection level.
 
     ``request_sent`` tells whether the request may have reached Cloudflare: when it
-    is true, the outcome of a PSK generation is unknown.
+    is true, the outcome of a PSK generation is unknown. ``retryable`` is false when
+    another try cannot help (a certificate that fails verification).
     """
 
-    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+    def __init__(self, message: str, *, request_sent: bool = True, retryable: bool = True) -> None:
         super().__init__(message)
         self.message = message
         self.request_sent = request_sent
+        self.retryable = retryable
 
 
 class APITimeoutError(APIConnectionError):

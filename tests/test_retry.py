@@ -132,3 +132,12 @@ def test_policy_defaults() -> None:
     assert DEFAULT.max_retries == 2
     assert DEFAULT.retry_unknown_outcome is True
     assert DEFAULT.max_retry_after == 60.0
+
+
+@pytest.mark.parametrize("request_sent", [False, True])
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_connection_error_marked_not_retryable_is_never_retried(
+    request_sent: bool, idempotent: bool
+) -> None:
+    exc = APIConnectionError("certificate failed", request_sent=request_sent, retryable=False)
+    assert not should_retry(exc, DEFAULT, idempotent=idempotent)

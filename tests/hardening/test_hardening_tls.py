@@ -80,15 +80,23 @@ async def test_default_verification_refuses_an_unknown_ca(tls_emulator: Emulator
     await _refused(tls_emulator)
 
 
-async def test_default_verification_is_not_retried_into_success(tls_emulator: Emulator) -> None:
-    # Even with retries, every attempt fails the handshake: nothing is ever sent.
-    with pytest.raises(APIConnectionError):
+async def test_a_failed_verification_is_not_retried(tls_emulator: Emulator) -> None:
+    # Retrying cannot make a certificate verify: one handshake, no backoff, nothing sent.
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    with pytest.raises(APIConnectionError) as info:
         async with MagicWAN(
-            api_token=SECRET_TOKEN, base_url=tls_emulator.base_url, max_retries=2
+            api_token=SECRET_TOKEN, base_url=tls_emulator.base_url, max_retries=2, sleep=sleep
         ) as client:
             await client.tunnels.ipsec.psk.generate(
                 tls_emulator.account_id, tls_emulator.tunnel_ids[0]
             )
+    assert info.value.retryable is False
+    assert "certificate" in str(info.value).lower()
+    assert sleeps == []
     assert tls_emulator.state.requests.total == 0
 
 

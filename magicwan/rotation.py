@@ -65,8 +65,9 @@ def _unique_ids(tunnel_ids: Iterable[str]) -> list[str]:
     unique = []
     for tunnel_id in tunnel_ids:
         check_id(tunnel_id, "tunnel_id")
-        if tunnel_id not in seen:
-            seen.add(tunnel_id)
+        key = tunnel_id.lower()  # hex ids: two spellings are one tunnel
+        if key not in seen:
+            seen.add(key)
             unique.append(tunnel_id)
     return unique
 
@@ -111,8 +112,9 @@ class _Run:
         self.done: dict[str, JournalRecord] = {}
         if self.journal is not None:
             for (account, tunnel_id), record in read_journal(self.journal.path).items():
-                if account == account_id and record.event == "rotated" and record.psk:
-                    self.done[tunnel_id] = record
+                same_account = account is not None and account.lower() == account_id.lower()
+                if same_account and record.event == "rotated" and record.psk:
+                    self.done[tunnel_id.lower()] = record
 
     def _log(self, event: str, tunnel_id: str, **fields: object) -> int:
         if self.journal is None:
@@ -153,7 +155,7 @@ class _Run:
         return outcome, self.journal.written if self.journal is not None else 0
 
     async def _one(self, tunnel_id: str) -> RotationOutcome:
-        record = self.done.get(tunnel_id)
+        record = self.done.get(tunnel_id.lower())
         attempts = 0
         reused = record is not None  # no new PSK made in this run (yet)
         try:

@@ -14,7 +14,7 @@ from cattrs.preconf.json import make_converter
 from magicwan.errors import UnexpectedResponseError
 from magicwan.models.tunnels import HealthCheckTarget
 
-__all__ = ["converter", "parse_datetime", "structure", "structure_member"]
+__all__ = ["converter", "format_datetime", "parse_datetime", "structure", "structure_member"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,11 @@ def parse_datetime(value: object) -> datetime:
     except ValueError:
         raise ValueError("not an RFC 3339 timestamp") from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def format_datetime(value: datetime) -> str:
+    """RFC 3339 with ``Z`` for UTC, as Cloudflare writes its timestamps."""
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def _strict_str(value: object, _: Any) -> str:
@@ -87,7 +92,7 @@ def _make() -> cattrs.Converter:
     conv.register_structure_hook_factory(attrs.has, _objects_only(conv))
     conv.register_structure_hook(HealthCheckTarget, _health_check_target)
     conv.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
-    conv.register_unstructure_hook(datetime, lambda d: d.isoformat().replace("+00:00", "Z"))
+    conv.register_unstructure_hook(datetime, lambda d: format_datetime(d))
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook(int, _strict_int)

@@ -37,7 +37,7 @@ from magicwan._validation import check_id
 from magicwan._version import __version__
 from magicwan.client import MagicWAN
 from magicwan.errors import InvalidInputError, MagicWANError
-from magicwan.journal import Journal, JournalError, read_journal
+from magicwan.journal import Journal, JournalError, generated_on, read_journal
 from magicwan.models.psk import PSKGenerateResult
 from magicwan.rotation import DEFAULT_CONCURRENCY, RotationOutcome
 
@@ -338,8 +338,7 @@ def _logging(console: _Console, verbose: bool) -> Iterator[None]:
 
 
 def _timestamp(result: PSKGenerateResult | None) -> str:
-    stamp = result.psk_metadata.last_generated_on if result and result.psk_metadata else None
-    return stamp.isoformat().replace("+00:00", "Z") if stamp else "-"
+    return (generated_on(result) if result else None) or "-"
 
 
 def _describe(exc: BaseException) -> str:
@@ -582,11 +581,10 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
     if args.journal is not None and not args.validate_only:
         journal = Journal(args.journal)
         journal.open()
-    where = {"account_id": account_id, "tunnel_id": tunnel_id}
     try:
         async with client:
             if journal is not None:
-                await journal.sync(journal.append({"event": "intent", **where}))
+                await journal.sync(journal.intent(account_id, tunnel_id))
             try:
                 # The reply, not just the result: the journal must know whether a retry
                 # left the outcome uncertain, so a later rotate verifies this tunnel.
@@ -596,14 +594,7 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
                 result = reply.value
             except MagicWANError as exc:
                 if journal is not None:
-                    journal.append(
-                        {
-                            "event": "failed",
-                            **where,
-                            "error": _describe(exc),
-                            "outcome_unknown": outcome_unknown(exc),
-                        }
-                    )
+                    journal.failed(account_id, tunnel_id, exc)
                 console.error(_describe(exc))
                 if outcome_unknown(exc) and not args.validate_only:
                     console.error(
@@ -612,15 +603,8 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
                     )
                 return EXIT_FAILED
             if journal is not None:
-                seq = journal.append(
-                    {
-                        "event": "rotated",
-                        **where,
-                        "psk": result.psk,
-                        "last_generated_on": _timestamp(result),
-                        "attempts": reply.attempts,
-                        "uncertain": reply.uncertain,
-                    }
+                seq = journal.rotated(
+                    account_id, result, attempts=reply.attempts, uncertain=reply.uncertain
                 )
                 await journal.sync(seq)
     finally:

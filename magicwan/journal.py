@@ -28,7 +28,10 @@ from typing import Any
 
 import attrs
 
+from magicwan._converter import format_datetime
+from magicwan._retry import outcome_unknown
 from magicwan.errors import MagicWANError
+from magicwan.models.psk import PSKGenerateResult
 
 __all__ = ["Journal", "JournalError", "JournalRecord", "read_journal"]
 
@@ -52,7 +55,13 @@ class JournalRecord:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return format_datetime(datetime.now(UTC))
+
+
+def generated_on(result: PSKGenerateResult) -> str | None:
+    """The result's ``last_generated_on`` as journalled, or None."""
+    stamp = result.psk_metadata.last_generated_on if result.psk_metadata else None
+    return format_datetime(stamp) if stamp else None
 
 
 def iter_events(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -191,6 +200,51 @@ class Journal:
             raise JournalError(f"cannot write journal {self.path}: {exc.strerror}") from None
         self._written += 1
         return self._written
+
+    # The events, in one place: every writer of a journal uses these.
+
+    def intent(self, account_id: str, tunnel_id: str) -> int:
+        """A request for the tunnel is about to be sent."""
+        return self.append({"event": "intent", "account_id": account_id, "tunnel_id": tunnel_id})
+
+    def rotated(
+        self, account_id: str, result: PSKGenerateResult, *, attempts: int, uncertain: bool
+    ) -> int:
+        """A new PSK arrived; ``uncertain`` when a retry may have hidden a newer one."""
+        return self.append(
+            {
+                "event": "rotated",
+                "account_id": account_id,
+                "tunnel_id": result.ipsec_tunnel_id,
+                "psk": result.psk,
+                "last_generated_on": generated_on(result),
+                "attempts": attempts,
+                "uncertain": uncertain,
+            }
+        )
+
+    def verified(self, account_id: str, result: PSKGenerateResult) -> int:
+        """A read-back showed the last rotated PSK is the tunnel's current one."""
+        return self.append(
+            {
+                "event": "verified",
+                "account_id": account_id,
+                "tunnel_id": result.ipsec_tunnel_id,
+                "last_generated_on": generated_on(result),
+            }
+        )
+
+    def failed(self, account_id: str, tunnel_id: str, exc: BaseException) -> int:
+        """The tunnel's rotation failed (the message of an SDK error holds no secret)."""
+        return self.append(
+            {
+                "event": "failed",
+                "account_id": account_id,
+                "tunnel_id": tunnel_id,
+                "error": f"{type(exc).__name__}: {exc}",
+                "outcome_unknown": outcome_unknown(exc),
+            }
+        )
 
     async def sync(self, upto: int | None = None) -> None:
         """Return once line ``upto`` (default: everything written) is on disk.

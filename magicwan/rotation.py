@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import attrs
 
 from magicwan._converter import parse_datetime
-from magicwan._retry import outcome_unknown
 from magicwan._validation import check_bool, check_id, check_positive_int
 from magicwan.errors import InvalidInputError, MagicWANError, UnexpectedResponseError
 from magicwan.journal import Journal, JournalRecord, read_journal
@@ -88,11 +87,6 @@ def _stamp(result: PSKGenerateResult) -> datetime | None:
     return result.psk_metadata.last_generated_on if result.psk_metadata else None
 
 
-def _stamp_text(result: PSKGenerateResult) -> str | None:
-    stamp = _stamp(result)
-    return stamp.isoformat().replace("+00:00", "Z") if stamp else None
-
-
 class _Run:
     """One rotation: its journal and the per-tunnel procedure."""
 
@@ -116,30 +110,16 @@ class _Run:
                 if same_account and record.event == "rotated" and record.psk:
                     self.done[tunnel_id.lower()] = record
 
-    def _log(self, event: str, tunnel_id: str, **fields: object) -> int:
-        if self.journal is None:
-            return 0
-        return self.journal.append(
-            {"event": event, "account_id": self.account_id, "tunnel_id": tunnel_id, **fields}
-        )
-
-    def _record(self, reply: Reply[PSKGenerateResult]) -> None:
-        """Write a new PSK to the journal (made durable before its outcome is handed over)."""
-        if self.journal is None:
-            return
-        result = reply.value
-        self._log(
-            "rotated",
-            result.ipsec_tunnel_id,
-            psk=result.psk,
-            last_generated_on=_stamp_text(result),
-            attempts=reply.attempts,
-            uncertain=reply.uncertain,
-        )
-
     async def _generate(self, tunnel_id: str) -> Reply[PSKGenerateResult]:
+        """Generate, and write the new PSK to the journal (made durable before its
+        outcome is handed over)."""
+        if self.journal is not None:
+            self.journal.intent(self.account_id, tunnel_id)
         reply = await self.psk._generate(self.account_id, tunnel_id, self.validate_only)
-        self._record(reply)
+        if self.journal is not None:
+            self.journal.rotated(
+                self.account_id, reply.value, attempts=reply.attempts, uncertain=reply.uncertain
+            )
         return reply
 
     async def _matches_edge(self, tunnel_id: str, result: PSKGenerateResult) -> bool:
@@ -163,7 +143,6 @@ class _Run:
                 result = _from_record(record)
                 uncertain = record.uncertain
             else:
-                self._log("intent", tunnel_id)
                 reply = await self._generate(tunnel_id)
                 attempts, result, uncertain = reply.attempts, reply.value, reply.uncertain
             if self.validate_only or not uncertain:
@@ -178,7 +157,8 @@ class _Run:
             # we never saw. Read the tunnel back; regenerate until the edge holds ours.
             for _ in range(MAX_VERIFY_ROUNDS):
                 if await self._matches_edge(tunnel_id, result):
-                    self._log("verified", tunnel_id, last_generated_on=_stamp_text(result))
+                    if self.journal is not None:
+                        self.journal.verified(self.account_id, result)
                     return RotationOutcome(
                         tunnel_id=tunnel_id,
                         ok=True,
@@ -191,7 +171,6 @@ class _Run:
                     "tunnel %s: the edge holds a newer PSK than the one received; regenerating",
                     tunnel_id,
                 )
-                self._log("intent", tunnel_id)
                 reply = await self._generate(tunnel_id)
                 attempts += reply.attempts
                 result = reply.value
@@ -201,12 +180,8 @@ class _Run:
                 f"after {MAX_VERIFY_ROUNDS} rounds"
             )
         except MagicWANError as exc:
-            self._log(
-                "failed",
-                tunnel_id,
-                error=f"{type(exc).__name__}: {exc}",
-                outcome_unknown=outcome_unknown(exc),
-            )
+            if self.journal is not None:
+                self.journal.failed(self.account_id, tunnel_id, exc)
             return RotationOutcome(tunnel_id=tunnel_id, ok=False, error=exc, attempts=attempts)
 
 

@@ -423,10 +423,16 @@ async def test_ctrl_c_exits_130_with_the_summary_and_a_rerun_resumes(
     emu.set_faults(Faults(latency=0.1, latency_probability=1.0))
     journal = tmp_path / "j.jsonl"
     argv = ["psk", "rotate", emu.account_id, "--all", "--journal", str(journal)]
+    # As a terminal's Ctrl-C finds it: a shell (CI's, or nohup's) may start us with SIGINT
+    # ignored, and Python keeps an ignored SIGINT ignored in its children.
+    as_in_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'magicwan'; runpy.run_module('magicwan', run_name='__main__')"
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "magicwan",
+        "-c",
+        as_in_a_terminal,
         *argv,
         "--concurrency",
         "1",

@@ -1,5 +1,7 @@
 """magicwan: an async Python SDK for Cloudflare Magic WAN."""
 
+from magicwan._psk import new_psk
+from magicwan._transport import Reply
 from magicwan._version import __version__
 from magicwan.client import DEFAULT_BASE_URL, MagicWAN
 from magicwan.errors import (
@@ -21,11 +23,13 @@ from magicwan.errors import (
 )
 from magicwan.journal import JournalError, read_journal
 from magicwan.models import (
+    AppliedPSK,
     HealthCheck,
     HealthCheckTarget,
     IPsecTunnel,
     PSKGenerateResult,
     PSKMetadata,
+    PSKSetResult,
 )
 from magicwan.ratelimit import RateLimiter
 from magicwan.rotation import RotationOutcome
@@ -35,6 +39,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "AppliedPSK",
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
@@ -50,12 +55,15 @@ __all__ = [
     "NotFoundError",
     "PSKGenerateResult",
     "PSKMetadata",
+    "PSKSetResult",
     "PermissionDeniedError",
     "RateLimitError",
     "RateLimiter",
+    "Reply",
     "RotationOutcome",
     "UnexpectedResponseError",
     "UnprocessableEntityError",
     "__version__",
+    "new_psk",
     "read_journal",
 ]

@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Optional, TypeVar
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn, override
 from cattrs.preconf.json import make_converter
 
 from magicwan.errors import UnexpectedResponseError
+from magicwan.models.psk import PSKSetResult
 from magicwan.models.tunnels import HealthCheckTarget
 
 __all__ = ["converter", "format_datetime", "parse_datetime", "structure", "structure_member"]
 
 T = TypeVar("T")
 
-# Python's fromisoformat takes at most 6 fractional digits; Cloudflare may send more.
-_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+logger = logging.getLogger("magicwan")
+
+# RFC 3339 ``date-time`` in full: ``T`` or ``t`` (or a space, as RFC 3339 allows),
+# any number of fractional digits, ``Z``, ``z`` or a numeric offset. No offset at all
+# is read as UTC (Cloudflare always sends one; an emulator or proxy may not).
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?"
+)
 
 
 def parse_datetime(value: object) -> datetime:
-    """An RFC 3339 timestamp as a timezone-aware datetime (naive ones are UTC)."""
+    """An RFC 3339 timestamp as a timezone-aware datetime (naive ones are UTC).
+
+    Fractions beyond microseconds are cut (Python keeps six digits); a leap second
+    (``:60``) becomes the last microsecond of its minute.
+    """
     if not isinstance(value, str):
         raise TypeError(f"expected an RFC 3339 timestamp string, got {type(value).__name__}")
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("not an RFC 3339 timestamp")
+    year, month, day, hour, minute, second, fraction, _z, sign, off_h, off_m = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    sec = int(second)
+    if sec == 60:  # a leap second: datetime cannot hold it
+        sec, micro = 59, 999_999
+    tz = UTC
+    if sign is not None:
+        hours, minutes = int(off_h), int(off_m)
+        if hours > 23 or minutes > 59:
+            raise ValueError("not an RFC 3339 timestamp")
+        delta = timedelta(hours=hours, minutes=minutes)
+        tz = timezone(-delta if sign == "-" else delta)
     try:
-        parsed = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", value))
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), sec, micro, tzinfo=tz
+        )
     except ValueError:
         raise ValueError("not an RFC 3339 timestamp") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def format_datetime(value: datetime) -> str:
@@ -67,6 +97,28 @@ def _health_check_target(value: object, _: Any) -> HealthCheckTarget:
     raise TypeError(f"expected a string or an object, got {type(value).__name__}")
 
 
+def _lenient_datetime(value: object, _: Any) -> datetime | None:
+    # A stamp is metadata: an answer that carries a PSK is never discarded because its
+    # stamp is in a form we do not read (an epoch number, Go's time.String()). The stamp
+    # is left unset and the caller is told; the value itself is not logged (a hostile
+    # server could put anything there).
+    if value is None:
+        return None
+    try:
+        return parse_datetime(value)
+    except (TypeError, ValueError):
+        logger.warning(
+            "ignoring a timestamp that is not RFC 3339 (a %s of %d characters); left unset",
+            type(value).__name__,
+            len(value) if isinstance(value, str) else 0,
+        )
+        return None
+
+
+def _is_optional_datetime(cls: Any) -> bool:
+    return bool(cls == (datetime | None) or cls == Optional[datetime])  # noqa: UP045
+
+
 def _optional_str(value: object) -> str | None:
     return None if value is None else _strict_str(value, str)
 
@@ -87,11 +139,32 @@ def _objects_only(conv: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any]
     return factory
 
 
+def _psk_set_result(conv: cattrs.Converter) -> Callable[[Any, Any], PSKSetResult]:
+    # The API's names are long; the model's (a public contract) are short. Either map may
+    # come as null when it is empty.
+    inner = make_dict_structure_fn(
+        PSKSetResult,
+        conv,
+        applied=override(rename="successfully_applied_psks"),
+        unapplied=override(rename="unapplied_psks"),
+    )
+
+    def hook(value: Any, _: Any) -> PSKSetResult:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        cleaned = {k: v for k, v in value.items() if v is not None}
+        return inner(cleaned, PSKSetResult)
+
+    return hook
+
+
 def _make() -> cattrs.Converter:
     conv = make_converter(forbid_extra_keys=False, prefer_attrib_converters=False)
     conv.register_structure_hook_factory(attrs.has, _objects_only(conv))
     conv.register_structure_hook(HealthCheckTarget, _health_check_target)
     conv.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
+    conv.register_structure_hook_func(_is_optional_datetime, _lenient_datetime)
+    conv.register_structure_hook(PSKSetResult, _psk_set_result(conv))
     conv.register_unstructure_hook(datetime, lambda d: format_datetime(d))
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import re
 from collections.abc import Collection, Mapping
@@ -17,6 +18,7 @@ from typing import Any
 import attrs
 
 from magicwan.errors import (
+    APIError,
     ErrorDetail,
     RateLimitError,
     UnexpectedResponseError,
@@ -32,6 +34,8 @@ __all__ = [
     "parse_retry_after",
     "redact",
 ]
+
+logger = logging.getLogger("magicwan")
 
 EXCERPT_CHARS = 200
 _REDACTED = "[REDACTED]"
@@ -107,14 +111,16 @@ class RateLimitInfo:
     window: float | None = None
 
 
-_SF_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*([0-9]+(?:\.[0-9]+)?)")
+_SF_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)(?![0-9.])")
+#: Numbers above this in a rate-limit header are not believed (and never overflow).
+_MAX_HEADER_NUMBER = 1e12
 
 
 def _sf_items(value: str) -> list[dict[str, float]]:
     items = []
     for item in value.split(","):
         params = {key: float(num) for key, num in _SF_PARAM.findall(item)}
-        if params:
+        if params and all(0 <= v <= _MAX_HEADER_NUMBER for v in params.values()):
             items.append(params)
     return items
 
@@ -122,25 +128,38 @@ def _sf_items(value: str) -> list[dict[str, float]]:
 def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
     """Parse ``Ratelimit: "default";r=50;t=30`` (and ``Ratelimit-Policy``) if present.
 
-    With several limit items, the one with the fewest remaining requests wins.
+    With several limit items, the one with the fewest remaining requests wins. Anything
+    that cannot be parsed sensibly (junk, a window of 0, absurdly large numbers) gives
+    None or drops the policy: a malformed header never raises, it is ignored.
     """
-    raw = header(headers, "ratelimit")
-    if not raw:
+    try:
+        raw = header(headers, "ratelimit")
+        if not raw:
+            return None
+        items = [i for i in _sf_items(raw) if "r" in i]
+        if not items:
+            _log_ignored("Ratelimit", raw)
+            return None
+        tightest = min(items, key=lambda i: i["r"])
+        quota = window = None
+        policy = header(headers, "ratelimit-policy")
+        if policy:
+            policies = [p for p in _sf_items(policy) if p.get("q", 0) >= 1 and p.get("w", 0) > 0]
+            if policies:
+                smallest = min(policies, key=lambda p: p["q"] / p["w"])
+                quota, window = int(smallest["q"]), smallest["w"]
+            else:
+                _log_ignored("Ratelimit-Policy", policy)
+        return RateLimitInfo(
+            remaining=int(tightest["r"]), reset=tightest.get("t", 0.0), quota=quota, window=window
+        )
+    except (ValueError, ArithmeticError, TypeError):  # pragma: no cover - defensive
         return None
-    items = [i for i in _sf_items(raw) if "r" in i]
-    if not items:
-        return None
-    tightest = min(items, key=lambda i: i["r"])
-    quota = window = None
-    policy = header(headers, "ratelimit-policy")
-    if policy:
-        policies = [p for p in _sf_items(policy) if "q" in p and "w" in p]
-        if policies:
-            smallest = min(policies, key=lambda p: p["q"] / p["w"])
-            quota, window = int(smallest["q"]), smallest["w"]
-    return RateLimitInfo(
-        remaining=int(tightest["r"]), reset=tightest.get("t", 0.0), quota=quota, window=window
-    )
+
+
+def _log_ignored(name: str, value: str) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("ignoring a %s header that cannot be parsed: %r", name, value[:100])
 
 
 def _details(raw: object, secrets: Collection[str]) -> list[ErrorDetail]:
@@ -179,8 +198,9 @@ def decode_envelope(
     - a 3xx is an :class:`UnexpectedResponseError` (redirects are never followed);
     - a 4xx/5xx envelope is the :class:`APIError` subclass for its status; a 429 is a
       :class:`RateLimitError` with ``retry_after`` even if its body is not an envelope;
-    - a body that is not an envelope (HTML, truncated JSON, wrong types), or
-      ``success: false`` on a 2xx, is an :class:`UnexpectedResponseError`.
+    - ``success: false`` on a 2xx is a plain :class:`APIError` with Cloudflare's errors;
+    - a body that is not an envelope (HTML, truncated JSON, wrong types) is an
+      :class:`UnexpectedResponseError`.
 
     ``secrets`` are scrubbed from anything the error keeps.
     """
@@ -220,9 +240,9 @@ def decode_envelope(
             "unexpected status", status=status, ray_id=ray_id, body_excerpt=excerpt(body, secrets)
         )
     if data["success"] is not True:
+        # Cloudflare said it failed, with a 2xx: keep its errors structured (``codes``).
+        # Whether it acted first is unknown (``outcome_unknown`` is true for a 2xx).
         errors = _details(data.get("errors"), secrets)
-        detail = "; ".join(str(e) for e in errors) or "no errors given"
-        raise UnexpectedResponseError(
-            f"success is false on a {status} answer ({detail})", status=status, ray_id=ray_id
-        )
+        messages = _details(data.get("messages"), secrets)
+        raise APIError(status, errors, messages, ray_id)
     return data.get("result")

@@ -16,17 +16,9 @@ from collections.abc import Callable
 
 import attrs
 
-from magicwan.errors import (
-    APIConnectionError,
-    APIError,
-    RateLimitError,
-    UnexpectedResponseError,
-)
+from magicwan.errors import APIConnectionError, MagicWANError, RateLimitError
 
-__all__ = ["RetryPolicy", "default_jitter", "outcome_unknown", "should_retry"]
-
-#: Statuses whose outcome is unknown: the server may have acted before failing.
-UNKNOWN_OUTCOME_STATUSES = frozenset({408, 409})
+__all__ = ["RetryPolicy", "default_jitter", "should_retry"]
 
 
 def default_jitter() -> float:
@@ -57,21 +49,6 @@ class RetryPolicy:
         return float(delay / 2 + delay / 2 * self.jitter())
 
 
-def outcome_unknown(exc: BaseException) -> bool:
-    """True when the request may have been acted on although we got no answer."""
-    if isinstance(exc, APIConnectionError):
-        return exc.request_sent
-    if isinstance(exc, RateLimitError):
-        return False
-    if isinstance(exc, APIError):
-        return exc.status >= 500 or exc.status in UNKNOWN_OUTCOME_STATUSES
-    if isinstance(exc, UnexpectedResponseError):
-        # A 4xx refused the request whatever its body; a 3xx was never followed.
-        status = exc.status
-        return status is None or not 300 <= status < 500 or status in UNKNOWN_OUTCOME_STATUSES
-    return False
-
-
 def should_retry(exc: BaseException, policy: RetryPolicy, *, idempotent: bool) -> bool:
     """Whether a failed attempt is worth another try under ``policy``."""
     if isinstance(exc, RateLimitError):
@@ -80,6 +57,6 @@ def should_retry(exc: BaseException, policy: RetryPolicy, *, idempotent: bool) -
         return False
     if isinstance(exc, APIConnectionError) and not exc.request_sent:
         return True
-    if outcome_unknown(exc):
+    if isinstance(exc, MagicWANError) and exc.outcome_unknown:
         return idempotent or policy.retry_unknown_outcome
     return False

@@ -10,11 +10,14 @@ from urllib.parse import urlsplit
 from magicwan.errors import InvalidInputError
 
 __all__ = [
+    "MAX_PSK_LENGTH",
+    "MIN_PSK_LENGTH",
     "check_bool",
     "check_credential",
     "check_id",
     "check_non_negative_int",
     "check_positive_int",
+    "check_psk",
     "check_seconds",
     "normalize_base_url",
 ]
@@ -23,6 +26,10 @@ MAX_ID_LENGTH = 32
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
 # Printable ASCII without spaces: what an API token, key or e-mail header may hold.
 _CREDENTIAL = re.compile(r"[\x21-\x7e]{1,4096}")
+#: Bounds of a PSK the SDK sends (Cloudflare publishes none; see the README).
+MIN_PSK_LENGTH = 16
+MAX_PSK_LENGTH = 128
+_PSK = re.compile(r"[\x21-\x7e]+")
 
 
 def check_id(value: object, name: str) -> str:
@@ -54,6 +61,23 @@ def check_credential(value: object, name: str) -> str:
     if _CREDENTIAL.fullmatch(value) is None:
         raise InvalidInputError(
             f"{name} holds whitespace, control or non-ASCII characters (value not shown)"
+        )
+    return value
+
+
+def check_psk(value: object, name: str) -> str:
+    """A PSK to send: printable ASCII without spaces, within the documented length
+    bounds. The value is never echoed."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
+    if not MIN_PSK_LENGTH <= len(value) <= MAX_PSK_LENGTH:
+        raise InvalidInputError(
+            f"{name} must be {MIN_PSK_LENGTH} to {MAX_PSK_LENGTH} characters long, "
+            f"got {len(value)} (value not shown)"
+        )
+    if _PSK.fullmatch(value) is None:
+        raise InvalidInputError(
+            f"{name} may hold only printable ASCII without spaces (value not shown)"
         )
     return value
 

@@ -32,7 +32,6 @@ from typing import Any, TextIO
 import attrs
 
 from magicwan._progress import Progress, ProgressMode
-from magicwan._retry import outcome_unknown
 from magicwan._validation import check_id
 from magicwan._version import __version__
 from magicwan.client import MagicWAN
@@ -588,7 +587,7 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
             try:
                 # The reply, not just the result: the journal must know whether a retry
                 # left the outcome uncertain, so a later rotate verifies this tunnel.
-                reply = await client.tunnels.ipsec.psk._generate(
+                reply = await client.tunnels.ipsec.psk.with_reply.generate(
                     account_id, tunnel_id, validate_only=args.validate_only
                 )
                 result = reply.value
@@ -596,7 +595,7 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
                 if journal is not None:
                     journal.failed(account_id, tunnel_id, exc)
                 console.error(_describe(exc))
-                if outcome_unknown(exc) and not args.validate_only:
+                if exc.outcome_unknown and not args.validate_only:
                     console.error(
                         "the outcome is unknown: Cloudflare may hold a new PSK that nobody "
                         "received. Generate again before relying on this tunnel."

@@ -6,12 +6,14 @@ import asyncio
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from magicwan._http import HTTPAdapter
 from magicwan._retry import RetryPolicy, default_jitter
 from magicwan._transport import Transport
 from magicwan._validation import (
@@ -123,6 +125,7 @@ class MagicWAN:
         connection_limit: int = 100,
         session: aiohttp.ClientSession | None = None,
         verify: bool | str | ssl.SSLContext = True,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         clock: Clock | None = None,
         sleep: Sleep | None = None,
         environ: Mapping[str, str] | None = None,
@@ -141,6 +144,14 @@ class MagicWAN:
             raise InvalidInputError("verify must be a bool, a CA bundle path or an SSLContext")
         if isinstance(verify, str) and not os.path.isfile(verify):
             raise InvalidInputError(f"verify: no CA bundle file at {verify!r}")
+        traces = list(trace_configs)
+        if not all(isinstance(t, aiohttp.TraceConfig) for t in traces):
+            raise InvalidInputError("trace_configs must be aiohttp.TraceConfig objects")
+        if traces and session is not None:
+            raise InvalidInputError(
+                "trace_configs apply to the client's own session: with session=..., "
+                "give them to your ClientSession instead"
+            )
         limits = _check_rate_limit(rate_limit)
         self.policy = RetryPolicy(
             max_retries=check_non_negative_int(max_retries, "max_retries"),
@@ -155,17 +166,28 @@ class MagicWAN:
             clock=clock or time.monotonic,
             sleep=sleep_fn,
         )
-        self._transport = Transport(
-            base_url=self.base_url,
-            auth_headers=auth_headers,
-            secrets=secrets,
-            policy=self.policy,
-            limiter=self.rate_limiter,
+        http = HTTPAdapter(
+            host=urlsplit(self.base_url).hostname or "?",
             timeout=timeout_s,
             connect_timeout=connect_s,
             connection_limit=check_positive_int(connection_limit, "connection_limit"),
             session=session,
             verify=verify,
+            trace_configs=traces,
+        )
+        #: Seconds one attempt may take, from connect to last byte.
+        self.timeout = timeout_s
+        #: Seconds to establish a connection.
+        self.connect_timeout = connect_s
+        #: Connection pool size (and requests in flight).
+        self.connection_limit = connection_limit
+        self._transport = Transport(
+            http=http,
+            base_url=self.base_url,
+            auth_headers=auth_headers,
+            secrets=secrets,
+            policy=self.policy,
+            limiter=self.rate_limiter,
             sleep=sleep_fn,
         )
         self.tunnels = Tunnels(self._transport)

@@ -42,8 +42,33 @@ class ErrorDetail:
         return self.message if self.code is None else f"{self.code}: {self.message}"
 
 
+#: Statuses whose outcome is unknown: the server may have acted before failing.
+UNKNOWN_OUTCOME_STATUSES = frozenset({408, 409})
+
+
 class MagicWANError(Exception):
-    """The root of every error raised by magicwan."""
+    """The root of every error raised by magicwan.
+
+    ``outcome_unknown`` is true when the request may have been acted on although no
+    usable answer came back: for a PSK generation, Cloudflare may now hold a PSK that
+    nobody received. A call that retried after such a failure keeps saying so even if
+    its last attempt failed in a way that is certain on its own.
+    """
+
+    _call_outcome_unknown = False
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """Whether the server may have acted on the request (see the class docstring)."""
+        return self._call_outcome_unknown or self._own_outcome_unknown()
+
+    def _own_outcome_unknown(self) -> bool:
+        return False
+
+
+def mark_outcome_unknown(exc: MagicWANError) -> None:
+    """Record that an earlier attempt of the call that raised ``exc`` had an unknown outcome."""
+    exc._call_outcome_unknown = True
 
 
 class InvalidInputError(MagicWANError, ValueError):
@@ -63,6 +88,9 @@ class APIConnectionError(MagicWANError):
         self.message = message
         self.request_sent = request_sent
         self.retryable = retryable
+
+    def _own_outcome_unknown(self) -> bool:
+        return self.request_sent
 
 
 class APITimeoutError(APIConnectionError):
@@ -85,6 +113,11 @@ class UnexpectedResponseError(MagicWANError):
         self.status = status
         self.ray_id = ray_id
         self.body_excerpt = body_excerpt
+
+    def _own_outcome_unknown(self) -> bool:
+        # A 4xx refused the request whatever its body; a 3xx was never followed.
+        status = self.status
+        return status is None or not 300 <= status < 500 or status in UNKNOWN_OUTCOME_STATUSES
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -113,6 +146,11 @@ class APIError(MagicWANError):
         self.messages: tuple[ErrorDetail, ...] = tuple(messages)
         self.ray_id = ray_id
         super().__init__(str(self))
+
+    def _own_outcome_unknown(self) -> bool:
+        # A 5xx may come after the server acted; so may ``success: false`` on a 2xx.
+        status = self.status
+        return status >= 500 or status in UNKNOWN_OUTCOME_STATUSES or 200 <= status < 300
 
     @property
     def codes(self) -> tuple[int, ...]:
@@ -170,6 +208,9 @@ class RateLimitError(APIError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(status, errors, messages, ray_id)
+
+    def _own_outcome_unknown(self) -> bool:
+        return False  # a 429 is refused before anything happens
 
     def __str__(self) -> str:
         text = super().__str__()

@@ -29,7 +29,6 @@ from typing import Any
 import attrs
 
 from magicwan._converter import format_datetime
-from magicwan._retry import outcome_unknown
 from magicwan.errors import MagicWANError
 from magicwan.models.psk import PSKGenerateResult
 
@@ -242,7 +241,7 @@ class Journal:
                 "account_id": account_id,
                 "tunnel_id": tunnel_id,
                 "error": f"{type(exc).__name__}: {exc}",
-                "outcome_unknown": outcome_unknown(exc),
+                "outcome_unknown": isinstance(exc, MagicWANError) and exc.outcome_unknown,
             }
         )
 

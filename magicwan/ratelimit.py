@@ -9,7 +9,9 @@ It keeps one request of headroom (``headroom``) against the server's count, so i
 practice the burst is ``limit - 1`` and N requests take one interval longer.
 
 It also holds the client's cooldown: after a 429 every call of the client waits
-until ``Retry-After`` has passed. Clock and sleep are injected, so tests never wait.
+until ``Retry-After`` has passed, but never longer than ``max_cooldown`` (300 s,
+Cloudflare's window, by default): a hostile or broken ``Retry-After: 999999999`` cannot
+stop a client for a year. Clock and sleep are injected, so tests never wait.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ import time
 from collections.abc import Awaitable, Callable
 
 from magicwan._envelope import RateLimitInfo
+from magicwan.errors import MagicWANError
 
-__all__ = ["Clock", "CooldownTooLong", "RateLimiter", "Sleep"]
+__all__ = ["MAX_COOLDOWN", "Clock", "CooldownTooLong", "RateLimiter", "Sleep"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class CooldownTooLong(Exception):
+#: The longest client-side cooldown a 429 can impose, whatever its ``Retry-After``.
+MAX_COOLDOWN = 300.0
+
+
+class CooldownTooLong(MagicWANError):
     """Raised by :meth:`RateLimiter.acquire` when the cooldown exceeds ``max_wait``."""
 
     def __init__(self, remaining: float) -> None:
@@ -50,6 +57,7 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         headroom: float = 1.0,
+        max_cooldown: float = MAX_COOLDOWN,
     ) -> None:
         if not (isinstance(headroom, int | float) and math.isfinite(headroom) and headroom >= 0):
             raise ValueError("headroom must be a non-negative number of requests")
@@ -58,8 +66,11 @@ class RateLimiter:
                 raise ValueError("rate limit must be a positive whole number of requests")
             if not (isinstance(period, int | float) and math.isfinite(period) and period > 0):
                 raise ValueError("rate limit period must be a positive number of seconds")
+        if not (isinstance(max_cooldown, int | float) and max_cooldown >= 0):
+            raise ValueError("max_cooldown must be a non-negative number of seconds")
         self.limit = limit
         self.period = float(period)
+        self.max_cooldown = float(max_cooldown)
         self._clock = clock
         self._sleep = sleep
         self._interval = self.period / limit if limit else 0.0
@@ -102,31 +113,42 @@ class RateLimiter:
         self._check_cooldown(max_wait)
         waited = 0.0
         wait = self.reserve()
-        while wait > 0:
-            await self._sleep(wait)
-            waited += wait
-            # A 429 seen by another call while we slept extends everybody's wait; the
-            # slot taken before it is void, so queue again behind the cooldown: the
-            # sleepers resume at the limiter's pace, not all at once.
-            wait = 0.0
-            if self._paused_until > self._clock():
-                self._check_cooldown(max_wait)
-                wait = self.reserve()
+        try:
+            while wait > 0:
+                await self._sleep(wait)
+                waited += wait
+                # A 429 seen by another call while we slept extends everybody's wait; the
+                # slot taken before it is void, so queue again behind the cooldown: the
+                # sleepers resume at the limiter's pace, not all at once.
+                wait = 0.0
+                if self._paused_until > self._clock():
+                    self._check_cooldown(max_wait)
+                    wait = self.reserve()
+        except BaseException:
+            self._give_back()  # a cancelled waiter never sends: its slot is free again
+            raise
         return waited
+
+    def _give_back(self) -> None:
+        if self.limit:
+            self._tat = max(self._tat - self._interval, self._clock())
 
     def _check_cooldown(self, max_wait: float) -> None:
         remaining = self._paused_until - self._clock()
         if remaining > max_wait:
             raise CooldownTooLong(remaining)
 
-    def pause(self, seconds: float) -> None:
-        """Hold every call for ``seconds`` from now (after a 429)."""
+    def pause(self, seconds: float) -> float:
+        """Hold every call for ``seconds`` from now (after a 429), at most
+        ``max_cooldown``; return the pause applied."""
         now = self._clock()
-        until = now + max(seconds, 0.0)
+        seconds = min(max(seconds, 0.0), self.max_cooldown)
+        until = now + seconds
         self._paused_until = max(self._paused_until, until)
         if self.limit:
             # The server's budget is spent: resume at its pace, not with a burst.
             self._tat = max(self._tat, until + self._tolerance)
+        return seconds
 
     def observe(self, info: RateLimitInfo) -> None:
         """Stay in step with the server's count from its ``Ratelimit`` header.

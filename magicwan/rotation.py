@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from os import PathLike
 from typing import TYPE_CHECKING
@@ -26,8 +26,12 @@ from magicwan.models.psk import PSKGenerateResult, PSKMetadata
 
 if TYPE_CHECKING:
     from magicwan._transport import Reply
-    from magicwan.resources.ipsec import IPsecTunnels
-    from magicwan.resources.psk import IPsecPSK
+    from magicwan.models.tunnels import IPsecTunnel
+
+#: Generate one tunnel's PSK: ``(account_id, tunnel_id, validate_only) -> Reply``.
+Generate = Callable[[str, str, bool], Awaitable["Reply[PSKGenerateResult]"]]
+#: Read one tunnel back: ``(account_id, tunnel_id) -> Reply``.
+ReadBack = Callable[[str, str], Awaitable["Reply[IPsecTunnel]"]]
 
 __all__ = ["DEFAULT_CONCURRENCY", "MAX_VERIFY_ROUNDS", "RotationOutcome", "rotate"]
 
@@ -92,14 +96,14 @@ class _Run:
 
     def __init__(
         self,
-        psk: IPsecPSK,
-        tunnels: IPsecTunnels,
+        generate: Generate,
+        read_back: ReadBack,
         account_id: str,
         validate_only: bool,
         journal: Journal | None,
     ) -> None:
-        self.psk = psk
-        self.tunnels = tunnels
+        self.generate = generate
+        self.read_back = read_back
         self.account_id = account_id
         self.validate_only = validate_only
         self.journal = journal if not validate_only else None
@@ -115,7 +119,7 @@ class _Run:
         outcome is handed over)."""
         if self.journal is not None:
             self.journal.intent(self.account_id, tunnel_id)
-        reply = await self.psk._generate(self.account_id, tunnel_id, self.validate_only)
+        reply = await self.generate(self.account_id, tunnel_id, self.validate_only)
         if self.journal is not None:
             self.journal.rotated(
                 self.account_id, reply.value, attempts=reply.attempts, uncertain=reply.uncertain
@@ -123,7 +127,7 @@ class _Run:
         return reply
 
     async def _matches_edge(self, tunnel_id: str, result: PSKGenerateResult) -> bool:
-        current = await self.tunnels.get(self.account_id, tunnel_id)
+        current = (await self.read_back(self.account_id, tunnel_id)).value
         held = _stamp(result)
         edge = current.psk_metadata.last_generated_on if current.psk_metadata else None
         return held is not None and edge == held
@@ -194,8 +198,8 @@ _DONE = object()
 
 
 async def _run(
-    psk: IPsecPSK,
-    tunnels: IPsecTunnels,
+    generate: Generate,
+    read_back: ReadBack,
     account_id: str,
     ids: list[str],
     concurrency: int,
@@ -207,7 +211,7 @@ async def _run(
         journal = Journal(journal_path)
         journal.open()
     try:
-        run = _Run(psk, tunnels, account_id, validate_only, journal)
+        run = _Run(generate, read_back, account_id, validate_only, journal)
         # Workers -> staged -> the deliverer (fsync) -> ready -> the caller. The deliverer
         # makes each outcome's journal lines durable before handing it over, while the
         # workers already send their next requests: one fsync covers every line written
@@ -268,8 +272,8 @@ async def _run(
 
 
 def rotate(
-    psk: IPsecPSK,
-    tunnels: IPsecTunnels,
+    generate: Generate,
+    read_back: ReadBack,
     account_id: str,
     tunnel_ids: Iterable[str],
     *,
@@ -284,4 +288,4 @@ def rotate(
     if journal is not None and not isinstance(journal, str | PathLike):
         raise InvalidInputError("journal must be a path")
     ids = _unique_ids(tunnel_ids)
-    return _run(psk, tunnels, account_id, ids, concurrency, validate_only, journal)
+    return _run(generate, read_back, account_id, ids, concurrency, validate_only, journal)

@@ -257,9 +257,9 @@ def test_valid_settings_are_applied() -> None:
     assert client.policy.max_retry_after == 10.0
     assert client.rate_limiter.limit == 10
     assert client.rate_limiter.period == 1.0
-    assert client._transport._timeout.total == 5.0
-    assert client._transport._timeout.sock_connect == 1.5
-    assert client._transport._connection_limit == 7
+    assert client.timeout == 5.0
+    assert client.connect_timeout == 1.5
+    assert client.connection_limit == 7
 
 
 def test_rate_limit_none_disables_pacing() -> None:

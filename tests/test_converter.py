@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -105,8 +106,6 @@ def test_unknown_fields_are_ignored() -> None:
         (_result(psk=12345), "result.psk"),
         (_result(psk=True), "result.psk"),
         (_result(ipsec_tunnel_id=["x"]), "result.ipsec_tunnel_id"),
-        (_result(psk_metadata={"last_generated_on": "yesterday-SECRETISH"}), "last_generated_on"),
-        (_result(psk_metadata={"last_generated_on": 1497417600}), "last_generated_on"),
         (_result(psk_metadata="SECRETISH-text"), "result.psk_metadata"),
         (_result(psk_metadata=["SECRETISH"]), "result.psk_metadata"),
         ({"psk": PSK}, "result.ipsec_tunnel_id"),
@@ -122,6 +121,54 @@ def test_wrong_types_name_the_path_not_the_value(result: dict[str, Any], path: s
     assert "12345" not in text
     assert info.value.__cause__ is None
     assert info.value.__context__ is None  # no chained exception keeps the raw value
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "yesterday-SECRETISH",
+        1497417600,  # an epoch number
+        "2017-06-14 05:20:00.123456789 +0000 UTC",  # Go's time.String()
+        ["SECRETISH"],
+        {"SECRETISH": 1},
+    ],
+)
+def test_a_stamp_that_cannot_be_read_never_costs_the_psk(
+    stamp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    model = structure(_result(psk_metadata={"last_generated_on": stamp}), PSKGenerateResult)
+    assert model.psk == PSK
+    assert model.psk_metadata == PSKMetadata(last_generated_on=None)
+    assert "not RFC 3339" in caplog.text
+    assert "SECRETISH" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2017-06-14t05:20:00z", datetime(2017, 6, 14, 5, 20, tzinfo=UTC)),
+        ("2017-06-14 05:20:00Z", datetime(2017, 6, 14, 5, 20, tzinfo=UTC)),
+        ("2017-06-14T05:20:00.123z", datetime(2017, 6, 14, 5, 20, 0, 123000, tzinfo=UTC)),
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        (
+            "2017-06-14T05:20:00-00:30",
+            datetime(2017, 6, 14, 5, 20, tzinfo=timezone(timedelta(minutes=-30))),
+        ),
+    ],
+)
+def test_rfc3339_in_full(raw: str, expected: datetime) -> None:
+    parsed = parse_datetime(raw)
+    assert parsed == expected
+    assert parsed.utcoffset() == expected.utcoffset()
+
+
+@pytest.mark.parametrize(
+    "raw", ["2017-06-14", "2017-13-14T05:20:00Z", "2017-06-14T05:20:00+24:00", "05:20:00Z"]
+)
+def test_not_rfc3339(raw: str) -> None:
+    with pytest.raises(ValueError, match="RFC 3339"):
+        parse_datetime(raw)
 
 
 def test_wrong_types_sample() -> None:

@@ -47,6 +47,7 @@ API_ERRORS: dict[str, tuple[type[APIError], tuple[int, ...], str, float | None]]
     "internal_500": (InternalServerError, (10002,), "unknown error", None),
     "bad_gateway_502": (InternalServerError, (10013,), "upstream", None),
     "unavailable_503": (InternalServerError, (10043,), "temporarily unavailable", None),
+    "success_false_200": (APIError, (1000,), "tunnel is locked", None),
 }
 
 # sample -> fragment of the error's message
@@ -55,7 +56,6 @@ UNEXPECTED: dict[str, str] = {
     "html_echo_with_psk_200": "not valid JSON",
     "truncated_json_200": "not valid JSON",
     "empty_body_200": "body is empty",
-    "success_false_200": "success is false",
     "success_missing_200": "not a Cloudflare envelope",
     "success_string_200": "not a Cloudflare envelope",
     "redirect_301": "redirect",
@@ -152,10 +152,14 @@ def test_psk_in_a_broken_body_is_redacted(name: str) -> None:
     assert "[REDACTED]" in info.value.body_excerpt
 
 
-def test_success_false_on_200_shows_codes_but_no_body() -> None:
-    with pytest.raises(UnexpectedResponseError) as info:
+def test_success_false_on_200_keeps_the_errors_structured() -> None:
+    with pytest.raises(APIError) as info:
         decode_envelope(*load_sample("success_false_200"))
+    assert type(info.value) is APIError
+    assert info.value.status == 200
+    assert info.value.codes == (1000,)
     assert "1000: tunnel is locked" in str(info.value)
+    assert info.value.outcome_unknown  # it said "failed" with a 2xx: it may have acted
 
 
 def test_redirect_location_is_not_followed_or_decoded() -> None:

@@ -22,6 +22,10 @@ PUBLIC = {
     "IPsecTunnel",
     "HealthCheck",
     "HealthCheckTarget",
+    "AppliedPSK",
+    "PSKSetResult",
+    "Reply",
+    "new_psk",
     # rotation
     "RotationOutcome",
     "JournalError",
@@ -44,8 +48,9 @@ PUBLIC = {
     "UnexpectedResponseError",
 }
 
-# The names issue 2 makes a contract (Cloudflare's official SDK spells them the same).
+# The names issues make a contract (Cloudflare's official SDK spells the errors the same).
 CONTRACT = {
+    "new_psk",
     "MagicWAN",
     "PSKGenerateResult",
     "PSKMetadata",

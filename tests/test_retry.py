@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from magicwan._retry import RetryPolicy, default_jitter, outcome_unknown, should_retry
+from magicwan._retry import RetryPolicy, default_jitter, should_retry
 from magicwan.errors import (
     APIConnectionError,
     APIError,
@@ -84,28 +84,6 @@ def test_cap_is_the_policys_max_retry_after() -> None:
     exc = RateLimitError(429, retry_after=100.0)
     assert not should_retry(exc, RetryPolicy(max_retry_after=99.0), idempotent=True)
     assert should_retry(exc, RetryPolicy(max_retry_after=100.0), idempotent=False)
-
-
-@pytest.mark.parametrize(
-    ("exc", "unknown"),
-    [
-        (APIConnectionError("x", request_sent=True), True),
-        (APIConnectionError("x", request_sent=False), False),
-        (RateLimitError(429), False),
-        (InternalServerError(500), True),
-        (ConflictError(409), True),
-        (APIError(408), True),
-        (NotFoundError(404), False),
-        (UnexpectedResponseError("x"), True),
-        (UnexpectedResponseError("x", status=200), True),
-        (UnexpectedResponseError("x", status=503), True),
-        (UnexpectedResponseError("x", status=301), False),
-        (UnexpectedResponseError("x", status=400), False),
-        (MagicWANError("x"), False),
-    ],
-)
-def test_outcome_unknown(exc: BaseException, unknown: bool) -> None:
-    assert outcome_unknown(exc) is unknown
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:

@@ -8,7 +8,14 @@ import attrs
 
 from magicwan.models.psk import PSKMetadata
 
-__all__ = ["HealthCheck", "HealthCheckTarget", "IPsecTunnel"]
+__all__ = [
+    "BGP",
+    "BGPStatus",
+    "CustomRemoteIdentities",
+    "HealthCheck",
+    "HealthCheckTarget",
+    "IPsecTunnel",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -31,8 +38,45 @@ class HealthCheck:
 
 
 @attrs.frozen(kw_only=True)
+class CustomRemoteIdentities:
+    """Extra IKE identities the tunnel accepts (``fqdn_id``)."""
+
+    fqdn_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BGP:
+    """A tunnel's BGP session settings. ``md5_key`` is not a secret by Cloudflare's own
+    description, but it is still kept out of ``repr``."""
+
+    customer_asn: int | None = None
+    extra_prefixes: list[str] | None = None
+    md5_key: str | None = attrs.field(default=None, repr=False)
+    export_filter_id: str | None = None
+    import_filter_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BGPStatus:
+    """The state of a tunnel's BGP session."""
+
+    state: str | None = None
+    tcp_established: bool | None = None
+    updated_at: datetime | None = None
+    bgp_state: str | None = None
+    cf_speaker_ip: str | None = None
+    cf_speaker_port: int | None = None
+    customer_speaker_ip: str | None = None
+    customer_speaker_port: int | None = None
+
+
+@attrs.frozen(kw_only=True)
 class IPsecTunnel:
-    """An IPsec tunnel of a Magic WAN account."""
+    """An IPsec tunnel of a Magic WAN account.
+
+    ``ipsec_id`` is the IKE identity the customer's device presents for the tunnel
+    (present in the emulator's answers; None when the API gives none).
+    """
 
     id: str
     name: str | None = None
@@ -46,4 +90,9 @@ class IPsecTunnel:
     psk_metadata: PSKMetadata | None = None
     replay_protection: bool | None = None
     allow_null_cipher: bool | None = None
+    automatic_return_routing: bool | None = None
     health_check: HealthCheck | None = None
+    custom_remote_identities: CustomRemoteIdentities | None = None
+    bgp: BGP | None = None
+    bgp_status: BGPStatus | None = None
+    ipsec_id: str | None = None

@@ -1,36 +1,137 @@
-"""``client.tunnels.ipsec.psk``: generate an IPsec tunnel's pre-shared key."""
+"""``client.tunnels.ipsec.psk``: IPsec tunnels' pre-shared keys."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from magicwan._converter import structure
+from magicwan._routes import (
+    IPSEC_PSK_GENERATE,
+    IPSEC_PSK_SET,
+    IPSEC_PSK_SET_VALIDATE,
+    IPSEC_PSK_VALIDATE,
+)
 from magicwan._transport import Reply, Transport
-from magicwan._validation import check_bool, check_id
-from magicwan.errors import UnexpectedResponseError
-from magicwan.models.psk import PSKGenerateResult
+from magicwan._validation import check_bool, check_id, check_psk
+from magicwan.errors import InvalidInputError, UnexpectedResponseError
+from magicwan.models.psk import PSKGenerateResult, PSKSetResult
+from magicwan.models.tunnels import IPsecTunnel
 from magicwan.rotation import DEFAULT_CONCURRENCY, RotationOutcome, rotate
 
-if TYPE_CHECKING:
-    from magicwan.resources.ipsec import IPsecTunnels
+__all__ = ["IPsecPSK", "IPsecPSKWithReply"]
 
-__all__ = ["IPsecPSK"]
-
-_EMPTY_OBJECT = b"{}"
+ReadBack = Callable[[str, str], Awaitable[Reply[IPsecTunnel]]]
 
 
-def psk_path(account_id: str, tunnel_id: str) -> str:
-    return f"/accounts/{account_id}/magic/ipsec_tunnels/{tunnel_id}/psk_generate"
+def _generate_converter(tunnel_id: str, validate_only: bool) -> Callable[[Any], PSKGenerateResult]:
+    def convert(result: Any) -> PSKGenerateResult:
+        if validate_only and result is None:
+            return PSKGenerateResult(ipsec_tunnel_id=tunnel_id)
+        if isinstance(result, dict) and "ipsec_tunnel_id" not in result:
+            result = {**result, "ipsec_tunnel_id": tunnel_id}  # the id is ours to fill in
+        model = structure(result, PSKGenerateResult)
+        # Cloudflare ids are hex: a differently cased echo is the same tunnel.
+        if model.ipsec_tunnel_id.lower() != tunnel_id.lower():
+            raise UnexpectedResponseError(
+                f"result is for tunnel {model.ipsec_tunnel_id!r}, not {tunnel_id!r}"
+            )
+        if not validate_only and not model.psk:
+            raise UnexpectedResponseError("a successful psk_generate answer has no psk")
+        return model
+
+    return convert
+
+
+def _check_psks(psks: object) -> dict[str, str]:
+    if not isinstance(psks, Mapping):
+        raise InvalidInputError("psks must be a mapping of tunnel id to PSK")
+    if not psks:
+        raise InvalidInputError("psks must not be empty")
+    checked: dict[str, str] = {}
+    seen: set[str] = set()
+    for tunnel_id, psk in psks.items():
+        check_id(tunnel_id, "tunnel_id")
+        if tunnel_id.lower() in seen:  # hex ids: two spellings are one tunnel
+            raise InvalidInputError(f"tunnel {tunnel_id!r} is given twice")
+        seen.add(tunnel_id.lower())
+        checked[tunnel_id] = check_psk(psk, f"the PSK for tunnel {tunnel_id}")
+    return checked
+
+
+def _set_converter(psks: dict[str, str], validate_only: bool) -> Callable[[Any], PSKSetResult]:
+    sent = {tunnel_id.lower(): tunnel_id for tunnel_id in psks}
+
+    def convert(result: Any) -> PSKSetResult:
+        model = structure(result, PSKSetResult)
+        applied = {}
+        for key, item in model.applied.items():
+            ours = sent.get(key.lower())
+            if ours is None or item.ipsec_tunnel_id.lower() != key.lower():
+                raise UnexpectedResponseError(f"answer applies a PSK to tunnel {key!r}, not sent")
+            if not validate_only and item.psk != psks[ours]:
+                raise UnexpectedResponseError(
+                    f"answer for tunnel {ours} holds a different PSK than the one sent"
+                )
+            applied[ours] = item
+        unapplied = {}
+        for key, reason in model.unapplied.items():
+            ours = sent.get(key.lower())
+            if ours is None:
+                raise UnexpectedResponseError(f"answer refuses tunnel {key!r}, not sent")
+            if ours in applied:
+                raise UnexpectedResponseError(f"answer both applies and refuses tunnel {ours}")
+            unapplied[ours] = reason
+        for ours in psks:
+            if ours not in applied and ours not in unapplied:
+                unapplied[ours] = "absent from Cloudflare's answer"
+        return PSKSetResult(applied=applied, unapplied=unapplied)
+
+    return convert
+
+
+class IPsecPSKWithReply:
+    """The PSK calls, each returning a :class:`~magicwan.Reply` (attempts, whether the
+    outcome was uncertain, the ``cf-ray`` id)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def generate(
+        self, account_id: str, tunnel_id: str, validate_only: bool = False
+    ) -> Reply[PSKGenerateResult]:
+        check_bool(validate_only, "validate_only")
+        route = IPSEC_PSK_VALIDATE if validate_only else IPSEC_PSK_GENERATE
+        compiled = route.compile(account_id=account_id, tunnel_id=tunnel_id)
+        return await self._transport.request(
+            compiled, _generate_converter(tunnel_id, validate_only), json={}
+        )
+
+    async def set(
+        self, account_id: str, psks: Mapping[str, str], validate_only: bool = False
+    ) -> Reply[PSKSetResult]:
+        check_bool(validate_only, "validate_only")
+        checked = _check_psks(psks)
+        if validate_only:
+            compiled = IPSEC_PSK_SET_VALIDATE.compile(account_id=account_id)
+        else:
+            compiled = IPSEC_PSK_SET.compile(account_id=account_id, locks=checked)
+        body = {"psks": [{"id": tunnel_id, "psk": psk} for tunnel_id, psk in checked.items()]}
+        return await self._transport.request(
+            compiled,
+            _set_converter(checked, validate_only),
+            json=body,
+            secrets=tuple(checked.values()),
+        )
 
 
 class IPsecPSK:
     """Pre-shared keys of IPsec tunnels."""
 
-    def __init__(self, transport: Transport, tunnels: IPsecTunnels) -> None:
-        self._transport = transport
-        self._tunnels = tunnels
+    def __init__(self, transport: Transport, *, read_back: ReadBack) -> None:
+        self.with_reply = IPsecPSKWithReply(transport)
+        self._read_back = read_back
 
     async def generate(
         self, account_id: str, tunnel_id: str, validate_only: bool = False
@@ -41,40 +142,19 @@ class IPsecPSK:
         before doing anything else. With ``validate_only=True`` nothing changes and
         the result has no ``psk``.
         """
-        reply = await self._generate(account_id, tunnel_id, validate_only)
-        return reply.value
+        return (await self.with_reply.generate(account_id, tunnel_id, validate_only)).value
 
-    async def _generate(
-        self, account_id: str, tunnel_id: str, validate_only: bool = False
-    ) -> Reply[PSKGenerateResult]:
-        check_id(account_id, "account_id")
-        check_id(tunnel_id, "tunnel_id")
-        check_bool(validate_only, "validate_only")
+    async def set(
+        self, account_id: str, psks: Mapping[str, str], validate_only: bool = False
+    ) -> PSKSetResult:
+        """Set the PSKs of many tunnels in one request: ``{tunnel_id: psk, ...}``.
 
-        def convert(result: Any) -> PSKGenerateResult:
-            if validate_only and result is None:
-                return PSKGenerateResult(ipsec_tunnel_id=tunnel_id)
-            if isinstance(result, dict) and "ipsec_tunnel_id" not in result:
-                result = {**result, "ipsec_tunnel_id": tunnel_id}  # the id is ours to fill in
-            model = structure(result, PSKGenerateResult)
-            # Cloudflare ids are hex: a differently cased echo is the same tunnel.
-            if model.ipsec_tunnel_id.lower() != tunnel_id.lower():
-                raise UnexpectedResponseError(
-                    f"result is for tunnel {model.ipsec_tunnel_id!r}, not {tunnel_id!r}"
-                )
-            if not validate_only and not model.psk:
-                raise UnexpectedResponseError("a successful psk_generate answer has no psk")
-            return model
-
-        return await self._transport.request(
-            "POST",
-            psk_path(account_id, tunnel_id),
-            convert,
-            query="validate_only=true" if validate_only else "",
-            body=_EMPTY_OBJECT,
-            idempotent=validate_only,
-            exclusive_key=None if validate_only else f"psk:{account_id}/{tunnel_id}".lower(),
-        )
+        Make PSKs with :func:`magicwan.new_psk` and record them *before* calling this.
+        The call is idempotent (the same PSKs resent leave the same PSKs), so it is
+        retried like any idempotent call. ``result.applied`` maps tunnel id to what was
+        applied, ``result.unapplied`` to Cloudflare's reason for the rest.
+        """
+        return (await self.with_reply.set(account_id, psks, validate_only)).value
 
     def rotate(
         self,
@@ -93,8 +173,8 @@ class IPsecPSK:
         rotated. Arguments are checked here, before anything is sent.
         """
         return rotate(
-            self,
-            self._tunnels,
+            self.with_reply.generate,
+            self._read_back,
             account_id,
             tunnel_ids,
             concurrency=concurrency,

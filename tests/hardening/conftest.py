@@ -19,7 +19,7 @@ import pytest_asyncio
 from aiohttp import web
 from hardening_support import HOSTILE_PSK, SECRET_EMAIL, SECRET_KEY, SECRET_TOKEN, TUNNEL
 
-from magicwan._transport import MAX_RESPONSE_BYTES
+from magicwan._http import MAX_RESPONSE_BYTES
 from magicwan.emulator import Emulator, run
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

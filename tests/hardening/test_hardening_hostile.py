@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -58,7 +59,6 @@ UNEXPECTED = [
     "type_null",
     "success_missing",
     "success_string",
-    "success_false_2xx",
     "errors_not_list",
     "result_list",
     "result_null",
@@ -66,7 +66,6 @@ UNEXPECTED = [
     "psk_int",
     "psk_empty",
     "psk_metadata_string",
-    "psk_metadata_bad_date",
     "tunnel_id_int",
     "other_tunnel",
     "html_echo",
@@ -152,6 +151,36 @@ async def test_broken_bodies_are_unexpected_response_errors(
     if scenario.startswith("redirect"):
         assert exc.status == int(scenario.rsplit("_", 1)[1])
         assert "redirect" in str(exc)
+
+
+@pytest.mark.parametrize("auth", ["token", "key"])
+async def test_success_false_on_a_2xx_is_an_api_error_without_secrets(
+    hostile: HostileServer, auth: str
+) -> None:
+    exc = await _fail(_client(hostile.url("success_false_2xx"), auth))
+    assert type(exc) is APIError
+    assert exc.status == 200
+    assert exc.codes == (7,)
+    assert exc.outcome_unknown
+    assert "[REDACTED]" in str(exc)
+    assert hostile.hits("success_false_2xx") == 1
+
+
+async def test_a_stamp_that_is_not_a_date_never_costs_the_psk(
+    hostile: HostileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The hostile server puts the PSK itself where the stamp belongs: the answer carries
+    # a PSK, so it is kept (stamp unset), and the warning does not repeat the value.
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    async with _client(hostile.url("psk_metadata_bad_date")) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert result.psk == HOSTILE_PSK
+    assert result.psk_metadata is not None
+    assert result.psk_metadata.last_generated_on is None
+    assert hostile.hits("psk_metadata_bad_date") == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("not RFC 3339" in r.getMessage() for r in warnings)
+    assert HOSTILE_PSK not in caplog.text
 
 
 @pytest.mark.parametrize("auth", ["token", "key"])

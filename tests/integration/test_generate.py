@@ -344,11 +344,25 @@ async def test_invalid_rotation_ids_send_nothing(emu: Emulator) -> None:
     assert emu.state.requests.total == 0
 
 
-async def test_a_passed_in_session_stays_open(emu: Emulator) -> None:
-    async with aiohttp.ClientSession() as session:
+def session_spy() -> tuple[aiohttp.TraceConfig, list[aiohttp.ClientSession]]:
+    """A trace config that records the session of every request it sees."""
+    seen: list[aiohttp.ClientSession] = []
+
+    async def on_start(session: aiohttp.ClientSession, *_: object) -> None:
+        seen.append(session)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    return trace, seen
+
+
+async def test_a_passed_in_session_is_used_and_stays_open(emu: Emulator) -> None:
+    trace, seen = session_spy()
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
         client = MagicWAN(api_token=emu.api_token, base_url=emu.base_url, session=session)
         async with client:
             result = await client.tunnels.ipsec.psk.generate(emu.account_id, emu.tunnel_ids[0])
+        assert seen == [session]
         assert client.closed
         assert not session.closed
         async with session.get(emu.admin_url + "/state") as resp:  # still usable
@@ -356,11 +370,25 @@ async def test_a_passed_in_session_stays_open(emu: Emulator) -> None:
         assert result.psk == emu.state.current_psk(emu.account_id, emu.tunnel_ids[0])
 
 
-async def test_an_owned_session_is_closed(emu: Emulator) -> None:
-    client = make_client(emu)
+async def test_an_owned_session_is_made_on_first_use_and_closed(emu: Emulator) -> None:
+    trace, seen = session_spy()
+    # Made in the synchronous __init__, outside any loop, a session would warn (and
+    # filterwarnings=error would fail this test): it is made on first use instead.
+    client = make_client(emu, trace_configs=[trace])
     await client.tunnels.ipsec.psk.generate(emu.account_id, emu.tunnel_ids[0])
-    session = client._transport._session
-    assert session is not None
+    await client.tunnels.ipsec.psk.generate(emu.account_id, emu.tunnel_ids[1])
+    assert len(seen) == 2
+    assert seen[0] is seen[1]  # one session for the client's life
+    assert not seen[0].closed
     await client.aclose()
-    assert session.closed
+    assert seen[0].closed
     assert client.closed
+    await client.aclose()  # twice is fine
+
+
+async def test_async_with_closes_the_owned_session(emu: Emulator) -> None:
+    trace, seen = session_spy()
+    async with make_client(emu, trace_configs=[trace]) as client:
+        await client.tunnels.ipsec.psk.generate(emu.account_id, emu.tunnel_ids[0])
+    (session,) = seen
+    assert session.closed

@@ -1,0 +1,203 @@
+"""The only module that uses aiohttp's client: it sends one request and returns
+``(status, headers, body)``, or raises a typed connection error.
+
+Everything else (retries, the limiter, envelopes, rate-limit headers) lives in pure code
+that never sees aiohttp (the gidgethub shape: a thin adapter beside a sans-I/O core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+from collections.abc import Mapping, Sequence
+
+import aiohttp
+import attrs
+
+from magicwan._envelope import header
+from magicwan._version import __version__
+from magicwan.errors import APIConnectionError, APITimeoutError, UnexpectedResponseError
+
+__all__ = ["MAX_RESPONSE_BYTES", "HTTPAdapter", "RawResponse", "user_agent"]
+
+#: Largest response body read before giving up (a hostile or broken server).
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+def user_agent() -> str:
+    """``magicwan/<version> Python/<x.y.z> aiohttp/<version>``."""
+    py = ".".join(str(part) for part in sys.version_info[:3])
+    return f"magicwan/{__version__} Python/{py} aiohttp/{aiohttp.__version__}"
+
+
+@attrs.frozen
+class RawResponse:
+    """An HTTP answer as it came: nothing decoded yet."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _ssl_setting(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
+class HTTPAdapter:
+    """One client's HTTP: its session (ours or the caller's) and :meth:`send`.
+
+    A session passed in is used as is and never closed here; our own is created inside
+    the running loop on first use and closed by :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        timeout: float,
+        connect_timeout: float,
+        connection_limit: int,
+        session: aiohttp.ClientSession | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._host = host
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self._timeout_s = timeout
+        self._connection_limit = connection_limit
+        # Requests in flight, also on a session the caller passed (whose pool is theirs).
+        self._slots = asyncio.Semaphore(connection_limit)
+        self._ssl = _ssl_setting(verify)
+        self._trace_configs = list(trace_configs)
+        self._max_response_bytes = max_response_bytes
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise APIConnectionError("the client is closed", request_sent=False, retryable=False)
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._connection_limit, limit_per_host=0, ttl_dns_cache=300, ssl=self._ssl
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                raise_for_status=False,
+                trace_configs=self._trace_configs or None,
+            )
+        elif self._session.closed:
+            raise APIConnectionError(
+                "the aiohttp session given to the client is closed",
+                request_sent=False,
+                retryable=False,
+            )
+        return self._session
+
+    def open(self) -> None:
+        """Create our own session now (inside the running loop), if we own one."""
+        self._open()
+
+    async def aclose(self) -> None:
+        """Close our own session (never one we were given). Safe to call twice."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> RawResponse:
+        """Send one request; never follows a redirect.
+
+        Raises :class:`APIConnectionError` (``request_sent`` says whether the server may
+        have seen the request), :class:`APITimeoutError`, or
+        :class:`UnexpectedResponseError` for a body over the size limit.
+        """
+        session = self._open()
+        host = self._host
+        try:
+            async with (
+                self._slots,
+                session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    raise_for_status=False,
+                    timeout=self._timeout,
+                    ssl=self._ssl,
+                ) as resp,
+            ):
+                return RawResponse(resp.status, resp.headers, await self._read(resp))
+        except aiohttp.ConnectionTimeoutError as exc:
+            error: APIConnectionError = APITimeoutError(
+                f"timed out connecting to {host}", request_sent=False
+            )
+            cause: BaseException | None = exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # Retrying cannot make a certificate verify.
+            error = APIConnectionError(
+                f"TLS certificate of {host} failed verification: {exc.certificate_error}",
+                request_sent=False,
+                retryable=False,
+            )
+            cause = exc
+        except aiohttp.ClientConnectorError as exc:
+            error = APIConnectionError(
+                f"cannot connect to {host}: {exc.os_error or type(exc).__name__}",
+                request_sent=False,
+            )
+            cause = exc
+        except TimeoutError as exc:
+            error = APITimeoutError(
+                f"no complete answer from {host} within {self._timeout_s:g}s", request_sent=True
+            )
+            cause = exc
+        except aiohttp.ClientResponseError as exc:
+            error = APIConnectionError(
+                f"invalid HTTP answer from {host}: {type(exc).__name__}", request_sent=True
+            )
+            cause = None  # not chained: aiohttp keeps the request's headers (credentials) on it
+        except (aiohttp.ClientError, OSError) as exc:
+            what = "the client was closed" if self._closed else type(exc).__name__
+            error = APIConnectionError(
+                f"connection to {host} failed after sending: {what}",
+                request_sent=True,
+                retryable=not self._closed,
+            )
+            cause = exc
+        error.__cause__ = cause
+        raise error
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_response_bytes
+        length = resp.content_length
+        if length is not None and length <= limit:
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        if length is None:
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+        if size > limit or (length is not None and length > limit):
+            raise UnexpectedResponseError(
+                f"response body larger than {limit} bytes",
+                status=resp.status,
+                ray_id=header(resp.headers, "cf-ray"),
+            )
+        return b"".join(chunks)

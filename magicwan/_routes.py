@@ -1,0 +1,117 @@
+"""Every endpoint the SDK calls, declared once (in the spirit of hikari's ``Route``).
+
+A :class:`Route` is a method, a path template and the endpoint's properties. Compiling
+it with ids validates and quotes every id, so a resource cannot build an unchecked path:
+``../`` or ``?`` in an id is refused before anything is sent. A new endpoint is one entry
+here; the transport never changes for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import attrs
+
+from magicwan._validation import check_id
+
+__all__ = [
+    "GET_IPSEC_TUNNEL",
+    "IPSEC_PSK_GENERATE",
+    "IPSEC_PSK_SET",
+    "IPSEC_PSK_SET_VALIDATE",
+    "IPSEC_PSK_VALIDATE",
+    "LIST_IPSEC_TUNNELS",
+    "CompiledRoute",
+    "Route",
+]
+
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+@attrs.frozen
+class CompiledRoute:
+    """A route with its ids filled in: what the transport sends."""
+
+    route: Route
+    path: str
+    #: Keys of the per-tunnel locks the call must hold (sorted, so two calls that need
+    #: several locks always take them in the same order).
+    lock_keys: tuple[str, ...] = ()
+
+    @property
+    def method(self) -> str:
+        return self.route.method
+
+    @property
+    def idempotent(self) -> bool:
+        return self.route.idempotent
+
+    @property
+    def query(self) -> tuple[tuple[str, str], ...]:
+        return self.route.query
+
+    def __str__(self) -> str:
+        return f"{self.route.method} {self.path}"
+
+
+@attrs.frozen
+class Route:
+    """One endpoint.
+
+    ``idempotent``: sending it twice has the effect of sending it once, so an unknown
+    outcome is always worth a retry. ``exclusive``: calls hold a per-tunnel lock (the
+    path's ``tunnel_id``, or the ids given to :meth:`compile` as ``locks``), so two calls
+    of one client never race on the same tunnel's PSK. ``query`` is fixed query
+    parameters (``validate_only=true`` for the validating variants).
+    """
+
+    method: str
+    template: str
+    idempotent: bool
+    exclusive: bool = False
+    query: tuple[tuple[str, str], ...] = ()
+    params: tuple[str, ...] = attrs.field(init=False)
+
+    @params.default
+    def _params(self) -> tuple[str, ...]:
+        return tuple(_PARAM.findall(self.template))
+
+    def compile(self, *, locks: Iterable[str] = (), **ids: str) -> CompiledRoute:
+        """Fill in the template: each id is validated and quoted, none may be missing
+        or extra. ``locks`` are tunnel ids whose locks an exclusive call holds when the
+        path names none (a bulk call)."""
+        if set(ids) != set(self.params):
+            missing = sorted(set(self.params) - set(ids))
+            extra = sorted(set(ids) - set(self.params))
+            raise TypeError(f"route {self.template}: missing {missing}, unexpected {extra}")
+        safe = {name: quote(check_id(value, name), safe="") for name, value in ids.items()}
+        path = self.template.format(**safe)
+        lock_keys: tuple[str, ...] = ()
+        if self.exclusive:
+            account = safe.get("account_id", "").lower()
+            tunnels = [safe["tunnel_id"]] if "tunnel_id" in safe else list(locks)
+            lock_keys = tuple(sorted({f"{account}/{t.lower()}" for t in tunnels}))
+        return CompiledRoute(self, path, lock_keys)
+
+
+_IPSEC = "/accounts/{account_id}/magic/ipsec_tunnels"
+
+LIST_IPSEC_TUNNELS = Route("GET", _IPSEC, idempotent=True)
+GET_IPSEC_TUNNEL = Route("GET", _IPSEC + "/{tunnel_id}", idempotent=True)
+#: Each call makes a new PSK: sending it twice is not sending it once.
+IPSEC_PSK_GENERATE = Route(
+    "POST", _IPSEC + "/{tunnel_id}/psk_generate", idempotent=False, exclusive=True
+)
+IPSEC_PSK_VALIDATE = Route(
+    "POST",
+    _IPSEC + "/{tunnel_id}/psk_generate",
+    idempotent=True,
+    query=(("validate_only", "true"),),
+)
+#: The same PSKs sent twice leave the same PSKs: a retry is always safe.
+IPSEC_PSK_SET = Route("POST", _IPSEC + "/psk", idempotent=True, exclusive=True)
+IPSEC_PSK_SET_VALIDATE = Route(
+    "POST", _IPSEC + "/psk", idempotent=True, query=(("validate_only", "true"),)
+)

@@ -1,0 +1,83 @@
+"""The route table: every endpoint once; compiling validates and quotes every id."""
+
+from __future__ import annotations
+
+import pytest
+
+from magicwan import _routes
+from magicwan._routes import (
+    GET_IPSEC_TUNNEL,
+    IPSEC_PSK_GENERATE,
+    IPSEC_PSK_SET,
+    IPSEC_PSK_VALIDATE,
+    CompiledRoute,
+    Route,
+)
+from magicwan.errors import InvalidInputError
+
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+TUNNEL = "C4A7362D577A6C3019A474FD6F485823"
+
+ROUTES = [getattr(_routes, name) for name in _routes.__all__ if name.isupper()]
+
+
+def test_every_route_is_listed_and_well_formed() -> None:
+    assert len(ROUTES) >= 6
+    for route in ROUTES:
+        assert isinstance(route, Route)
+        assert route.method in ("GET", "POST")
+        assert route.template.startswith("/accounts/{account_id}/magic/")
+        assert route.params[0] == "account_id"
+        # Only POSTs that change a PSK are exclusive, and only they may be non-idempotent.
+        if not route.idempotent:
+            assert route.exclusive
+        if route.method == "GET":
+            assert route.idempotent
+            assert not route.exclusive
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.template}")
+@pytest.mark.parametrize("bad", ["", "../x", "a?b=1", "a/b", "x" * 33, "é", "a b", "%2e%2e"])
+def test_compiling_refuses_any_id_that_is_not_a_cloudflare_id(route: Route, bad: str) -> None:
+    ids = dict.fromkeys(route.params, TUNNEL)
+    for name in route.params:
+        with pytest.raises(InvalidInputError, match=name):
+            route.compile(**{**ids, name: bad})
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.template}")
+def test_compiling_needs_exactly_the_templates_ids(route: Route) -> None:
+    ids = dict.fromkeys(route.params, TUNNEL)
+    with pytest.raises(TypeError, match="unexpected"):
+        route.compile(**ids, other=TUNNEL)
+    with pytest.raises(TypeError, match="missing"):
+        route.compile(**dict(list(ids.items())[1:]))
+
+
+def test_a_compiled_route_is_the_path_and_its_properties() -> None:
+    compiled = IPSEC_PSK_GENERATE.compile(account_id=ACCOUNT, tunnel_id=TUNNEL)
+    assert isinstance(compiled, CompiledRoute)
+    assert compiled.path == f"/accounts/{ACCOUNT}/magic/ipsec_tunnels/{TUNNEL}/psk_generate"
+    assert compiled.method == "POST"
+    assert not compiled.idempotent
+    assert str(compiled) == "POST " + compiled.path
+    # Hex ids: two spellings of one tunnel share one lock.
+    assert compiled.lock_keys == (f"{ACCOUNT}/{TUNNEL.lower()}",)
+
+
+def test_validating_variants_change_nothing_and_need_no_lock() -> None:
+    compiled = IPSEC_PSK_VALIDATE.compile(account_id=ACCOUNT, tunnel_id=TUNNEL)
+    assert compiled.query == (("validate_only", "true"),)
+    assert compiled.idempotent
+    assert compiled.lock_keys == ()
+
+
+def test_a_bulk_set_locks_every_tunnel_it_names_in_sorted_order() -> None:
+    compiled = IPSEC_PSK_SET.compile(account_id=ACCOUNT, locks=["bb", "AA", "aa", "cc"])
+    assert compiled.path == f"/accounts/{ACCOUNT}/magic/ipsec_tunnels/psk"
+    assert compiled.idempotent
+    assert compiled.lock_keys == (f"{ACCOUNT}/aa", f"{ACCOUNT}/bb", f"{ACCOUNT}/cc")
+
+
+def test_reads_take_no_lock() -> None:
+    assert GET_IPSEC_TUNNEL.compile(account_id=ACCOUNT, tunnel_id=TUNNEL).lock_keys == ()

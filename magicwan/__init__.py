@@ -24,6 +24,7 @@ from magicwan.errors import (
 from magicwan.journal import JournalError, read_journal
 from magicwan.models import (
     AppliedPSK,
+    GRETunnel,
     HealthCheck,
     HealthCheckTarget,
     IPsecTunnel,
@@ -44,6 +45,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "ErrorDetail",
+    "GRETunnel",
     "HealthCheck",
     "HealthCheckTarget",
     "IPsecTunnel",

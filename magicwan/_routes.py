@@ -17,11 +17,13 @@ import attrs
 from magicwan._validation import check_id
 
 __all__ = [
+    "GET_GRE_TUNNEL",
     "GET_IPSEC_TUNNEL",
     "IPSEC_PSK_GENERATE",
     "IPSEC_PSK_SET",
     "IPSEC_PSK_SET_VALIDATE",
     "IPSEC_PSK_VALIDATE",
+    "LIST_GRE_TUNNELS",
     "LIST_IPSEC_TUNNELS",
     "CompiledRoute",
     "Route",
@@ -97,6 +99,7 @@ class Route:
 
 
 _IPSEC = "/accounts/{account_id}/magic/ipsec_tunnels"
+_GRE = "/accounts/{account_id}/magic/gre_tunnels"
 
 LIST_IPSEC_TUNNELS = Route("GET", _IPSEC, idempotent=True)
 GET_IPSEC_TUNNEL = Route("GET", _IPSEC + "/{tunnel_id}", idempotent=True)
@@ -115,3 +118,5 @@ IPSEC_PSK_SET = Route("POST", _IPSEC + "/psk", idempotent=True, exclusive=True)
 IPSEC_PSK_SET_VALIDATE = Route(
     "POST", _IPSEC + "/psk", idempotent=True, query=(("validate_only", "true"),)
 )
+LIST_GRE_TUNNELS = Route("GET", _GRE, idempotent=True)
+GET_GRE_TUNNEL = Route("GET", _GRE + "/{tunnel_id}", idempotent=True)

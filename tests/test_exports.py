@@ -22,6 +22,7 @@ PUBLIC = {
     "IPsecTunnel",
     "HealthCheck",
     "HealthCheckTarget",
+    "GRETunnel",
     "AppliedPSK",
     "PSKSetResult",
     "Reply",

@@ -10,6 +10,7 @@ from magicwan._routes import (
     IPSEC_PSK_GENERATE,
     IPSEC_PSK_SET,
     IPSEC_PSK_VALIDATE,
+    LIST_GRE_TUNNELS,
     CompiledRoute,
     Route,
 )
@@ -22,7 +23,7 @@ ROUTES = [getattr(_routes, name) for name in _routes.__all__ if name.isupper()]
 
 
 def test_every_route_is_listed_and_well_formed() -> None:
-    assert len(ROUTES) >= 6
+    assert len(ROUTES) >= 8
     for route in ROUTES:
         assert isinstance(route, Route)
         assert route.method in ("GET", "POST")
@@ -81,3 +82,6 @@ def test_a_bulk_set_locks_every_tunnel_it_names_in_sorted_order() -> None:
 
 def test_reads_take_no_lock() -> None:
     assert GET_IPSEC_TUNNEL.compile(account_id=ACCOUNT, tunnel_id=TUNNEL).lock_keys == ()
+    assert LIST_GRE_TUNNELS.compile(account_id=ACCOUNT).path == (
+        f"/accounts/{ACCOUNT}/magic/gre_tunnels"
+    )

@@ -1,5 +1,6 @@
 """Frozen attrs models of Magic WAN resources. They hold data, never parsing code."""
 
+from magicwan.models.gre import GRETunnel
 from magicwan.models.psk import AppliedPSK, PSKGenerateResult, PSKMetadata, PSKSetResult
 from magicwan.models.tunnels import (
     BGP,
@@ -15,6 +16,7 @@ __all__ = [
     "AppliedPSK",
     "BGPStatus",
     "CustomRemoteIdentities",
+    "GRETunnel",
     "HealthCheck",
     "HealthCheckTarget",
     "IPsecTunnel",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlencode
@@ -27,7 +28,7 @@ from magicwan.errors import (
     RateLimitError,
     mark_outcome_unknown,
 )
-from magicwan.ratelimit import CooldownTooLong, RateLimiter, Sleep
+from magicwan.ratelimit import Clock, CooldownTooLong, RateLimiter, Sleep
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -164,9 +165,15 @@ class Transport:
         secrets: tuple[str, ...],
         policy: RetryPolicy,
         limiter: RateLimiter,
+        timeout: float = 60.0,
+        clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.http = http
+        #: The per-attempt timeout, the clock and the sleep every waiting part shares.
+        self.timeout = timeout
+        self.clock = clock
+        self.sleep = sleep
         self.base_url = base_url
         self.policy = policy
         self.limiter = limiter

@@ -31,14 +31,15 @@ from typing import Any, TextIO
 
 import attrs
 
+from magicwan._converter import format_datetime
 from magicwan._progress import Progress, ProgressMode
 from magicwan._validation import check_id
 from magicwan._version import __version__
 from magicwan.client import MagicWAN
 from magicwan.errors import InvalidInputError, MagicWANError
-from magicwan.journal import Journal, JournalError, generated_on, read_journal
+from magicwan.journal import Journal, JournalError, read_journal
 from magicwan.models.psk import PSKGenerateResult
-from magicwan.rotation import DEFAULT_CONCURRENCY, RotationOutcome
+from magicwan.rotation import DEFAULT_CONCURRENCY, journalled_generate
 
 __all__ = ["amain", "build_parser", "console_main", "main"]
 
@@ -47,6 +48,7 @@ logger = logging.getLogger("magicwan")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNRECORDED = 4
 EXIT_INTERRUPTED = 130
 
 _OFF = "off"
@@ -58,7 +60,8 @@ credentials (environment only, never flags):
   CLOUDFLARE_EMAIL + CLOUDFLARE_API_KEY  an e-mail and global API key
   CLOUDFLARE_BASE_URL                    the API base URL (default Cloudflare's)
 
-exit status: 0 all ok, 1 some tunnel failed, 2 usage or input error, 130 interrupted
+exit status: 0 all ok, 1 some tunnel failed, 2 usage or input error,
+  4 a new PSK is live but the journal could not record it, 130 interrupted
 """
 
 
@@ -337,7 +340,8 @@ def _logging(console: _Console, verbose: bool) -> Iterator[None]:
 
 
 def _timestamp(result: PSKGenerateResult | None) -> str:
-    return (generated_on(result) if result else None) or "-"
+    stamp = result.psk_metadata.last_generated_on if result and result.psk_metadata else None
+    return format_datetime(stamp) if stamp else "-"
 
 
 def _describe(exc: BaseException) -> str:
@@ -419,7 +423,7 @@ class _Tally:
     def done(self) -> int:
         return self.rotated + self.skipped + self.failed
 
-    def add(self, outcome: RotationOutcome, show_psk: bool) -> None:
+    def add(self, outcome: Any, show_psk: bool) -> None:
         if not outcome.ok:
             error = outcome.error
             self.failures.append(
@@ -430,14 +434,14 @@ class _Tally:
             self.skipped += 1
         else:
             self.rotated += 1
-        if outcome.verified:
+        if getattr(outcome, "verified", False):
             self.verified += 1
         psk = outcome.result.psk if outcome.result else None
         if show_psk and psk:
             self.psks.append((outcome.tunnel_id, psk))
 
 
-def _outcome_line(outcome: RotationOutcome, validate_only: bool) -> str:
+def _outcome_line(outcome: Any, validate_only: bool) -> str:
     """The plain progress line of one tunnel (no secret in it)."""
     if not outcome.ok:
         error = outcome.error
@@ -519,6 +523,7 @@ async def _rotate(
     journal: str | None,
     show_psk: bool,
     clock: Callable[[], float] = time.monotonic,
+    settle_window: float | None = None,
 ) -> int:
     """Rotate with progress and print the summary; the exit status."""
     tally = _Tally(requested=len(tunnel_ids))
@@ -535,6 +540,7 @@ async def _rotate(
         concurrency=concurrency,
         validate_only=validate_only,
         journal=None if validate_only else journal,
+        settle_window=settle_window,
     )
     interrupted = False
     crash: BaseException | None = None
@@ -582,18 +588,20 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
         journal.open()
     try:
         async with client:
-            if journal is not None:
-                await journal.sync(journal.intent(account_id, tunnel_id))
+            psk_api = client.tunnels.ipsec.psk.with_reply
             try:
-                # The reply, not just the result: the journal must know whether a retry
-                # left the outcome uncertain, so a later rotate verifies this tunnel.
-                reply = await client.tunnels.ipsec.psk.with_reply.generate(
-                    account_id, tunnel_id, validate_only=args.validate_only
-                )
-                result = reply.value
+                if args.validate_only:
+                    result = (await psk_api.generate(account_id, tunnel_id, True)).value
+                else:
+                    # The one journalled path rotation uses too: intent before sending,
+                    # rotated (with whether a retry left doubt) as soon as the PSK arrives.
+                    reply, seq, unrecorded = await journalled_generate(
+                        journal, psk_api.generate, account_id, tunnel_id
+                    )
+                    result = reply.value
+            except JournalError:
+                raise  # the intent could not be written: nothing was sent (exit 2)
             except MagicWANError as exc:
-                if journal is not None:
-                    journal.failed(account_id, tunnel_id, exc)
                 console.error(_describe(exc))
                 if exc.outcome_unknown and not args.validate_only:
                     console.error(
@@ -601,14 +609,18 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
                         "received. Generate again before relying on this tunnel."
                     )
                 return EXIT_FAILED
-            if journal is not None:
-                seq = journal.rotated(
-                    account_id, result, attempts=reply.attempts, uncertain=reply.uncertain
-                )
-                await journal.sync(seq)
+            if journal is not None and not args.validate_only:
+                if unrecorded is None:
+                    try:
+                        await journal.sync(seq)
+                    except JournalError as exc:
+                        unrecorded = exc
+                if unrecorded is not None:
+                    return _unrecorded(console, args, tunnel_id, result, unrecorded)
     finally:
         if journal is not None:
-            await journal.aclose()
+            with contextlib.suppress(JournalError):
+                await journal.aclose()
     console.print(f"tunnel_id          {tunnel_id}")
     if args.validate_only:
         console.print("validated          yes: a new PSK can be generated (nothing changed)")
@@ -622,6 +634,31 @@ async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
             "(mode 0600). Pass --show-psk to print it."
         )
     return EXIT_OK
+
+
+def _unrecorded(
+    console: _Console,
+    args: argparse.Namespace,
+    tunnel_id: str,
+    result: PSKGenerateResult,
+    exc: JournalError,
+) -> int:
+    """A PSK is live at Cloudflare but the journal could not record it: say so, name the
+    tunnel, and still honour --show-psk (the PSK is never dropped)."""
+    console.error(f"{exc}")
+    console.error(
+        f"tunnel {tunnel_id} holds a NEW PSK that is NOT in the journal {args.journal}. "
+        + (
+            "It is printed below: store it now."
+            if args.show_psk
+            else "Generate again once the journal is writable (pass --show-psk to see it)."
+        )
+    )
+    console.print(f"tunnel_id          {tunnel_id}")
+    console.print(f"last_generated_on  {_timestamp(result)}")
+    if args.show_psk:
+        console.print(f"psk                {result.psk}")
+    return EXIT_UNRECORDED
 
 
 async def _cmd_rotate(args: argparse.Namespace, console: _Console) -> int:
@@ -736,6 +773,9 @@ async def _cmd_demo(args: argparse.Namespace, console: _Console) -> int:
                 validate_only=False,
                 journal=journal,
                 show_psk=False,
+                # The emulator's faults never store late: a short window shows the
+                # read-back without a minute's wait.
+                settle_window=0.5,
             )
         requests = emu.state.requests
         injected = sum(requests.faults.values())

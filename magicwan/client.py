@@ -160,10 +160,11 @@ class MagicWAN:
             jitter=default_jitter,
         )
         sleep_fn = sleep or asyncio.sleep
+        clock_fn = clock or time.monotonic
         self.rate_limiter = RateLimiter(
             limits[0] if limits else None,
             limits[1] if limits else 300.0,
-            clock=clock or time.monotonic,
+            clock=clock_fn,
             sleep=sleep_fn,
         )
         http = HTTPAdapter(
@@ -188,6 +189,8 @@ class MagicWAN:
             secrets=secrets,
             policy=self.policy,
             limiter=self.rate_limiter,
+            timeout=timeout_s,
+            clock=clock_fn,
             sleep=sleep_fn,
         )
         self.tunnels = Tunnels(self._transport)

@@ -19,13 +19,16 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "DeliveryError",
     "ErrorDetail",
     "InternalServerError",
     "InvalidInputError",
     "MagicWANError",
+    "NotAppliedError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RotationHaltedError",
     "UnexpectedResponseError",
     "UnprocessableEntityError",
 ]
@@ -73,6 +76,29 @@ def mark_outcome_unknown(exc: MagicWANError) -> None:
 
 class InvalidInputError(MagicWANError, ValueError):
     """An argument was refused before any request was sent."""
+
+
+class DeliveryError(MagicWANError):
+    """A new PSK could not be placed on the tunnel's other end.
+
+    The message is scrubbed: the PSK never appears in it, and control characters from a
+    program's output are escaped.
+    """
+
+
+class NotAppliedError(MagicWANError):
+    """Cloudflare answered a bulk PSK set but did not apply this tunnel's PSK.
+
+    ``reason`` is Cloudflare's reason, as it came.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Cloudflare did not apply the PSK: {reason}")
+        self.reason = reason
+
+
+class RotationHaltedError(MagicWANError):
+    """The tunnel was never attempted: the rotation stopped starting new tunnels first."""
 
 
 class APIConnectionError(MagicWANError):

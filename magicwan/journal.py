@@ -1,172 +1,466 @@
-"""The rotation journal: a durable JSON Lines record of every PSK a rotation made.
+"""The rotation journal: a durable JSON Lines record of every PSK the SDK made or sent.
 
-Each line is one event with at least ``tunnel_id`` and ``event``:
+The first line is a header (``{"event": "journal", "version": 2, ...}``); every other
+line is one event about one tunnel:
 
-- ``intent``: the tunnel's request is about to be sent;
-- ``rotated``: a PSK arrived (``psk``, ``last_generated_on``); a later line for the
-  same tunnel supersedes an earlier one;
-- ``verified``: a read-back confirmed that the last ``rotated`` PSK is the current one
-  (written only when a retry had made that uncertain);
-- ``failed``: the tunnel's rotation failed (``error``, ``outcome_unknown``).
+- ``intent``: a request for the tunnel is about to be sent. With ``method: "set"`` it
+  carries the PSK the client made, fsynced *before* the request leaves, so no answer,
+  timeout or crash can ever lose it: a rerun resends the same PSK;
+- ``rotated``: a PSK is live at Cloudflare (``psk``, ``last_generated_on``,
+  ``ipsec_id``); ``uncertain`` when a retry may have hidden a newer one;
+- ``verified`` / ``unverified``: a read-back confirmed that PSK, or could not decide
+  (the PSK was handed over all the same, and a rerun checks again);
+- ``failed``: the tunnel's rotation failed (``error``, ``outcome_unknown``);
+- ``delivered`` / ``undelivered``: the PSK reached the tunnel's other end, or not.
 
 The file is created with mode 0600 (an existing one is tightened to 0600, never
-loosened) and is never followed through a symlink. ``rotated`` lines are fsynced
-before the rotation hands the PSK to its caller; concurrent rotations share one
-fsync (group commit), so durability costs little per tunnel.
+loosened), is never followed through a symlink, and is locked (``flock``) for as long
+as a writer has it open: a second rotation on the same journal is refused at once. A
+file that is not a journal is refused untouched. Lines a rotation must not lose are
+fsynced before it hands anything over; concurrent writers share one fsync (group
+commit). After any write or fsync failure the journal is *broken*: it refuses every
+later write, so the caller stops starting work it could not record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import attrs
 
-from magicwan._converter import format_datetime
-from magicwan.errors import MagicWANError
+from magicwan._converter import converter, format_datetime
+from magicwan._version import __version__
+from magicwan.errors import APIError, MagicWANError, UnexpectedResponseError
 from magicwan.models.psk import PSKGenerateResult
 
-__all__ = ["Journal", "JournalError", "JournalRecord", "read_journal"]
+__all__ = [
+    "JOURNAL_VERSION",
+    "Delivered",
+    "Failed",
+    "Intent",
+    "Journal",
+    "JournalError",
+    "JournalEvent",
+    "JournalRecord",
+    "Rotated",
+    "Undelivered",
+    "Unverified",
+    "Verified",
+    "iter_events",
+    "read_journal",
+]
 
+JOURNAL_VERSION = 2
 _MODE = 0o600
+_HEADER = "journal"
 
 
 class JournalError(MagicWANError):
-    """The journal could not be opened, read or written."""
+    """The journal could not be opened, read or written, or is not a journal."""
+
+
+# -- the events ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _Event:
+    kind: ClassVar[str]
+    account_id: str | None = None
+    tunnel_id: str
+    time: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Intent(_Event):
+    """A request for the tunnel is about to be sent (for ``set``: with its PSK)."""
+
+    kind: ClassVar[str] = "intent"
+    method: Literal["generate", "set"] = "generate"
+    psk: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Rotated(_Event):
+    """A PSK is live at Cloudflare."""
+
+    kind: ClassVar[str] = "rotated"
+    psk: str | None = attrs.field(default=None, repr=False)
+    last_generated_on: datetime | None = None
+    ipsec_id: str | None = None
+    attempts: int = 0
+    uncertain: bool = False
+    method: Literal["generate", "set"] = "generate"
+
+
+@attrs.frozen(kw_only=True)
+class Verified(_Event):
+    """A read-back showed the last rotated PSK is the tunnel's current one."""
+
+    kind: ClassVar[str] = "verified"
+    last_generated_on: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Unverified(_Event):
+    """A read-back could not decide; the PSK was handed over, a rerun checks again."""
+
+    kind: ClassVar[str] = "unverified"
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Failed(_Event):
+    """The tunnel's rotation failed. The message of an SDK error holds no secret."""
+
+    kind: ClassVar[str] = "failed"
+    error: str = ""
+    error_type: str | None = None
+    codes: list[int] = attrs.field(factory=list)
+    ray_id: str | None = None
+    outcome_unknown: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Delivered(_Event):
+    """The tunnel's current PSK reached its other end."""
+
+    kind: ClassVar[str] = "delivered"
+    attempts: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Undelivered(_Event):
+    """Delivering the tunnel's current PSK failed (the PSK is live at Cloudflare)."""
+
+    kind: ClassVar[str] = "undelivered"
+    error: str = ""
+    attempts: int = 0
+
+
+JournalEvent = Intent | Rotated | Verified | Unverified | Failed | Delivered | Undelivered
+_KINDS: dict[str, type[JournalEvent]] = {
+    cls.kind: cls for cls in (Intent, Rotated, Verified, Unverified, Failed, Delivered, Undelivered)
+}
+
+
+def _encode(event: JournalEvent) -> bytes:
+    data: dict[str, Any] = {"event": event.kind}
+    data.update(converter.unstructure(event))
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
+    """An event, the header (a dict), or None for a line that is neither."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("event")
+    if kind == _HEADER and isinstance(data.get("version"), int):
+        return data
+    cls = _KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None or not isinstance(data.get("tunnel_id"), str):
+        return None
+    fields = {k: v for k, v in data.items() if k != "event"}
+    try:
+        event: JournalEvent = converter.structure(fields, cls)
+    except Exception:  # a line we wrote is always readable; anything else is not ours
+        return None
+    return event
+
+
+def failure(account_id: str, tunnel_id: str, exc: BaseException) -> Failed:
+    """The ``failed`` event for an error (its text holds no secret: SDK errors never do)."""
+    codes: list[int] = []
+    ray_id = None
+    if isinstance(exc, APIError):
+        codes, ray_id = list(exc.codes), exc.ray_id
+    elif isinstance(exc, UnexpectedResponseError):
+        ray_id = exc.ray_id
+    return Failed(
+        account_id=account_id,
+        tunnel_id=tunnel_id,
+        error=f"{type(exc).__name__}: {exc}",
+        error_type=type(exc).__name__,
+        codes=codes,
+        ray_id=ray_id,
+        outcome_unknown=isinstance(exc, MagicWANError) and exc.outcome_unknown,
+    )
+
+
+def rotated(
+    account_id: str,
+    result: PSKGenerateResult,
+    *,
+    attempts: int,
+    uncertain: bool,
+    method: Literal["generate", "set"] = "generate",
+) -> Rotated:
+    """The ``rotated`` event for a PSK that is live at Cloudflare."""
+    meta = result.psk_metadata
+    return Rotated(
+        account_id=account_id,
+        tunnel_id=result.ipsec_tunnel_id,
+        psk=result.psk,
+        last_generated_on=meta.last_generated_on if meta else None,
+        ipsec_id=result.ipsec_id,
+        attempts=attempts,
+        uncertain=uncertain,
+        method=method,
+    )
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _open_for_reading(path: str | os.PathLike[str]) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {os.fspath(path)}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise JournalError(f"journal {os.fspath(path)} is not a regular file")
+    return fd
+
+
+def _lines(fd: int) -> Iterator[bytes]:
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        fh.seek(0)
+        yield from fh
+
+
+def _first_line(fd: int) -> bytes | None:
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        fh.seek(0)
+        return fh.readline() or None
+
+
+def _check_journal(path: str | os.PathLike[str], first: bytes | None) -> None:
+    if first is not None and _decode(first) is None:
+        raise JournalError(
+            f"{os.fspath(path)} is not a magicwan journal (its first line is not a journal "
+            "event); refusing to touch it"
+        )
+
+
+def iter_events(path: str | os.PathLike[str]) -> Iterator[JournalEvent]:
+    """Every complete event of a journal, in order (a missing file has none).
+
+    A last line cut short by a crash (no newline) is skipped, and so is a line in the
+    middle that is not an event (a torn write that a later writer closed with a newline).
+    A file whose first line is not a journal line raises :class:`JournalError`.
+    """
+    fd = _open_for_reading(path)
+    if fd is None:
+        return
+    try:
+        first = True
+        for raw in _lines(fd):
+            if first:
+                _check_journal(path, raw)
+                first = False
+            if not raw.endswith(b"\n"):
+                break  # torn final write
+            event = _decode(raw)
+            if event is not None and not isinstance(event, dict):
+                yield event
+    finally:
+        os.close(fd)
 
 
 @attrs.frozen(kw_only=True)
 class JournalRecord:
-    """The last word of the journal on one tunnel."""
+    """What the journal says of one tunnel, folded over all its events.
+
+    ``psk`` is the newest PSK known to have been live at Cloudflare (from ``rotated``),
+    kept even when a later ``intent`` or ``failed`` follows: it may still be the
+    tunnel's current one. ``pending_psk`` is a ``set`` intent's PSK that no ``rotated``
+    line confirmed yet (a rerun resends it). ``in_flight`` means an intent is the last
+    word: a request may have been sent and its outcome never recorded. ``event`` is the
+    last event that changed the tunnel's PSK state: ``intent``, ``rotated`` or ``failed``
+    (``verified``, ``delivered`` and the like are the flags beside it).
+    """
 
     account_id: str | None
     tunnel_id: str
     event: str
     psk: str | None = attrs.field(default=None, repr=False)
-    last_generated_on: str | None = None
+    pending_psk: str | None = attrs.field(default=None, repr=False)
+    last_generated_on: datetime | None = None
+    ipsec_id: str | None = None
+    in_flight: bool = False
     uncertain: bool = False
+    verified: bool = False
+    delivered: bool = False
+    attempts: int = 0
+    error: str | None = None
+    outcome_unknown: bool = False
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+
+    @property
+    def rotated(self) -> bool:
+        """A PSK is recorded and no request for the tunnel was left open since."""
+        return self.psk is not None and not self.in_flight
 
 
-def _now() -> str:
-    return format_datetime(datetime.now(UTC))
-
-
-def generated_on(result: PSKGenerateResult) -> str | None:
-    """The result's ``last_generated_on`` as journalled, or None."""
-    stamp = result.psk_metadata.last_generated_on if result.psk_metadata else None
-    return format_datetime(stamp) if stamp else None
-
-
-def iter_events(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every complete event of a journal, in order.
-
-    A last line cut short by a crash (no newline, or not JSON) is skipped; so is any
-    line that is not a JSON object with ``tunnel_id`` and ``event``.
-    """
-    try:
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # torn final write
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue
-                if (
-                    isinstance(event, dict)
-                    and isinstance(event.get("tunnel_id"), str)
-                    and isinstance(event.get("event"), str)
-                ):
-                    yield event
-    except FileNotFoundError:
-        return
+def _fold(previous: JournalRecord | None, event: JournalEvent) -> JournalRecord:
+    record = previous or JournalRecord(
+        account_id=event.account_id,
+        tunnel_id=event.tunnel_id,
+        event=event.kind,
+        first_time=event.time,
+    )
+    record = attrs.evolve(record, last_time=event.time or record.last_time)
+    if isinstance(event, Intent | Rotated | Failed):
+        record = attrs.evolve(record, event=event.kind)
+    if isinstance(event, Intent):
+        pending = event.psk if event.method == "set" else record.pending_psk
+        return attrs.evolve(record, in_flight=True, pending_psk=pending)
+    if isinstance(event, Rotated):
+        return attrs.evolve(
+            record,
+            psk=event.psk,
+            pending_psk=None,
+            last_generated_on=event.last_generated_on,
+            ipsec_id=event.ipsec_id or record.ipsec_id,
+            in_flight=False,
+            uncertain=event.uncertain,
+            verified=False,
+            delivered=False,
+            attempts=record.attempts + event.attempts,
+            error=None,
+            outcome_unknown=False,
+        )
+    if isinstance(event, Verified):
+        return attrs.evolve(record, uncertain=False, verified=True)
+    if isinstance(event, Unverified):
+        return attrs.evolve(record, error=event.reason or record.error)
+    if isinstance(event, Failed):
+        return attrs.evolve(record, error=event.error, outcome_unknown=event.outcome_unknown)
+    if isinstance(event, Delivered):
+        return attrs.evolve(record, delivered=True, error=None)
+    return attrs.evolve(record, delivered=False, error=event.error)
 
 
 def read_journal(path: str | os.PathLike[str]) -> dict[tuple[str | None, str], JournalRecord]:
-    """The latest record per (account_id, tunnel_id) in a journal.
+    """What the journal says of each tunnel, by ``(account_id, tunnel_id)``, lowercased
+    (Cloudflare ids are hex: two spellings are one tunnel).
 
-    Each record keeps the newest PSK seen for its tunnel, even when a later ``intent``
-    or ``failed`` follows it: that PSK may still be the tunnel's current one.
+    A missing file is an empty journal. A file that is not a journal, a directory or an
+    unreadable file raises :class:`JournalError`.
     """
-    latest: dict[tuple[str | None, str], JournalRecord] = {}
+    records: dict[tuple[str | None, str], JournalRecord] = {}
     for event in iter_events(path):
-        account = event.get("account_id")
-        key = (account if isinstance(account, str) else None, event["tunnel_id"])
-        kind = event["event"]
-        if kind == "rotated":
-            psk = event.get("psk")
-            generated = event.get("last_generated_on")
-            latest[key] = JournalRecord(
-                account_id=key[0],
-                tunnel_id=key[1],
-                event=kind,
-                psk=psk if isinstance(psk, str) else None,
-                last_generated_on=generated if isinstance(generated, str) else None,
-                uncertain=event.get("uncertain") is True,
-            )
-        elif kind == "verified":
-            previous = latest.get(key)
-            if previous is not None and previous.event == "rotated":
-                latest[key] = attrs.evolve(previous, uncertain=False)
-        else:
-            previous = latest.get(key)
-            latest[key] = JournalRecord(
-                account_id=key[0],
-                tunnel_id=key[1],
-                event=kind,
-                psk=previous.psk if previous else None,
-                last_generated_on=previous.last_generated_on if previous else None,
-            )
-    return latest
+        account = event.account_id.lower() if event.account_id is not None else None
+        key = (account, event.tunnel_id.lower())
+        records[key] = _fold(records.get(key), event)
+    return records
+
+
+# -- writing --------------------------------------------------------------------------------
 
 
 class Journal:
-    """An append-only journal file with group-committed fsyncs."""
+    """An append-only, locked journal file with group-committed fsyncs."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._fd: int | None = None
-        self._written = 0  # lines written
-        self._synced = 0  # lines known durable
+        self._written = 0  # lines written by us
+        self._synced = 0  # of those, lines known durable
         self._sync_task: asyncio.Task[None] | None = None
+        self._broken: JournalError | None = None
+
+    @property
+    def broken(self) -> JournalError | None:
+        """The failure that broke the journal (no write is attempted after one), or None."""
+        return self._broken
+
+    @property
+    def written(self) -> int:
+        """How many lines this journal object has written so far."""
+        return self._written
+
+    @property
+    def synced(self) -> int:
+        """How many of those are known to be on disk."""
+        return self._synced
 
     def open(self) -> None:
-        """Open (or create, 0600) the journal for appending."""
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        # O_NONBLOCK: opening a FIFO for writing would otherwise block until a reader comes.
+        """Open (or create, 0600) and lock the journal for appending.
+
+        Raises :class:`JournalError` when the path cannot be opened, is not a regular
+        file, is locked by another writer, or holds something that is not a journal.
+        """
+        if self._fd is not None:
+            return
+        name = os.fspath(self.path)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        # O_NONBLOCK: opening a FIFO would otherwise block until a reader comes.
         flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         existed = self.path.exists()
         try:
             fd = os.open(self.path, flags, _MODE)
         except OSError as exc:
-            raise JournalError(f"cannot open journal {self.path}: {exc.strerror}") from None
+            why = exc.strerror
+            if exc.errno == errno.ELOOP:
+                why = "it is a symbolic link (never followed)"
+            raise JournalError(f"cannot open journal {name}: {why}") from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise JournalError(f"journal {self.path} is not a regular file")
-            if hasattr(os, "O_NONBLOCK"):
-                os.set_blocking(fd, True)
+                raise JournalError(f"journal {name} is not a regular file")
+            os.set_blocking(fd, True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JournalError(
+                    f"journal {name} is in use by another rotation (it is locked); "
+                    "two writers would corrupt it"
+                ) from None
+            _check_journal(self.path, _first_line(fd))
             if stat.S_IMODE(info.st_mode) & ~_MODE:
                 os.fchmod(fd, _MODE)
-            if info.st_size and not self._ends_with_newline():
-                os.write(fd, b"\n")  # a crash cut the last line: start a clean one
+            self._fd = fd
+            if info.st_size == 0:
+                header = {
+                    "event": _HEADER,
+                    "version": JOURNAL_VERSION,
+                    "magicwan": __version__,
+                    "created": format_datetime(datetime.now(UTC)),
+                }
+                self._write((json.dumps(header, separators=(",", ":")) + "\n").encode())
+            elif not self._ends_with_newline(fd, info.st_size):
+                self._write(b"\n")  # a crash cut the last line: start a clean one
+            os.fsync(fd)
             if not existed:
                 self._sync_dir()
-        except BaseException:
+        except BaseException as exc:
+            self._fd = None
             os.close(fd)
+            if isinstance(exc, OSError):
+                raise JournalError(f"cannot prepare journal {name}: {exc.strerror}") from None
             raise
-        self._fd = fd
 
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) == b"\n"
+    @staticmethod
+    def _ends_with_newline(fd: int, size: int) -> bool:
+        return os.pread(fd, 1, size - 1) == b"\n"
 
     def _sync_dir(self) -> None:
         try:
@@ -180,79 +474,46 @@ class Journal:
         finally:
             os.close(dfd)
 
-    @property
-    def written(self) -> int:
-        """How many lines this journal object has written so far."""
-        return self._written
-
-    def append(self, event: dict[str, Any]) -> int:
-        """Write one event (not yet durable); return its sequence number."""
-        if self._fd is None:
+    def _write(self, data: bytes) -> None:
+        fd = self._fd
+        if fd is None:
             raise JournalError("journal is not open")
-        line = json.dumps({**event, "time": _now()}, separators=(",", ":")) + "\n"
-        data = line.encode()
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+
+    def append(self, event: JournalEvent) -> int:
+        """Write one event (not yet durable); return its sequence number.
+
+        Raises :class:`JournalError` (and breaks the journal) when the write fails.
+        """
+        if self._broken is not None:
+            raise self._broken
+        if event.time is None:
+            event = attrs.evolve(event, time=datetime.now(UTC))
         try:
-            written = os.write(self._fd, data)
-            while written < len(data):  # pragma: no cover - short writes are rare
-                written += os.write(self._fd, data[written:])
+            self._write(_encode(event))
         except OSError as exc:
-            raise JournalError(f"cannot write journal {self.path}: {exc.strerror}") from None
+            raise self._break(f"cannot write journal {self.path}: {exc.strerror}") from None
         self._written += 1
         return self._written
 
-    # The events, in one place: every writer of a journal uses these.
-
-    def intent(self, account_id: str, tunnel_id: str) -> int:
-        """A request for the tunnel is about to be sent."""
-        return self.append({"event": "intent", "account_id": account_id, "tunnel_id": tunnel_id})
-
-    def rotated(
-        self, account_id: str, result: PSKGenerateResult, *, attempts: int, uncertain: bool
-    ) -> int:
-        """A new PSK arrived; ``uncertain`` when a retry may have hidden a newer one."""
-        return self.append(
-            {
-                "event": "rotated",
-                "account_id": account_id,
-                "tunnel_id": result.ipsec_tunnel_id,
-                "psk": result.psk,
-                "last_generated_on": generated_on(result),
-                "attempts": attempts,
-                "uncertain": uncertain,
-            }
-        )
-
-    def verified(self, account_id: str, result: PSKGenerateResult) -> int:
-        """A read-back showed the last rotated PSK is the tunnel's current one."""
-        return self.append(
-            {
-                "event": "verified",
-                "account_id": account_id,
-                "tunnel_id": result.ipsec_tunnel_id,
-                "last_generated_on": generated_on(result),
-            }
-        )
-
-    def failed(self, account_id: str, tunnel_id: str, exc: BaseException) -> int:
-        """The tunnel's rotation failed (the message of an SDK error holds no secret)."""
-        return self.append(
-            {
-                "event": "failed",
-                "account_id": account_id,
-                "tunnel_id": tunnel_id,
-                "error": f"{type(exc).__name__}: {exc}",
-                "outcome_unknown": isinstance(exc, MagicWANError) and exc.outcome_unknown,
-            }
-        )
+    def _break(self, message: str) -> JournalError:
+        if self._broken is None:
+            self._broken = JournalError(message)
+        return self._broken
 
     async def sync(self, upto: int | None = None) -> None:
         """Return once line ``upto`` (default: everything written) is on disk.
 
-        Callers arriving while an fsync runs wait for the next one, which covers
-        all their lines at once.
+        Callers arriving while an fsync runs wait for the next one, which covers all
+        their lines at once. Raises :class:`JournalError` (and breaks the journal) when
+        an fsync fails.
         """
         target = self._written if upto is None else upto
         while self._synced < target:
+            if self._broken is not None:
+                raise self._broken
             task = self._sync_task
             if task is None:
                 task = self._sync_task = asyncio.ensure_future(self._fsync())
@@ -270,17 +531,22 @@ class Journal:
         try:
             await asyncio.to_thread(os.fsync, fd)
         except OSError as exc:
-            raise JournalError(f"cannot sync journal {self.path}: {exc.strerror}") from None
+            raise self._break(f"cannot sync journal {self.path}: {exc.strerror}") from None
         self._synced = max(self._synced, covered)
 
     async def aclose(self) -> None:
-        """Sync what was written and close the file."""
+        """Sync what was written, unlock and close the file. Raises :class:`JournalError`
+        if the final sync fails (the file is closed all the same)."""
         if self._fd is None:
             return
         try:
-            if self._synced < self._written:
+            if self._synced < self._written and self._broken is None:
                 await self.sync()
         finally:
+            task = self._sync_task
+            if task is not None and not task.done():
+                with contextlib.suppress(BaseException):
+                    await task
             fd, self._fd = self._fd, None
             if fd is not None:
-                os.close(fd)
+                os.close(fd)  # closing releases the lock

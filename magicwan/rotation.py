@@ -1,291 +1,1238 @@
 """Bulk PSK rotation: many tunnels at once, paced by the client's limiter, no PSK lost.
 
-A rotation runs ``concurrency`` workers over the tunnel ids and yields one
-:class:`RotationOutcome` per tunnel in completion order. With a journal, every PSK
-is on disk (fsynced) before its outcome is handed over, and a rerun with the same
-journal skips the tunnels already rotated and redoes the rest.
+:func:`rotate` returns a :class:`Rotation`: ``async with rotation: async for outcome in
+rotation:`` (a plain ``async for`` works too). Every tunnel gets exactly one outcome, in
+completion order. The promise: **any outcome for a tunnel that may now hold a PSK we
+received (or sent) carries that PSK** (``outcome.result.psk``), whatever ``ok`` says,
+and the rotation never starts work it cannot record.
+
+How a tunnel goes (the journal's events are in :mod:`magicwan.journal`):
+
+- ``method="generate"``: ``intent`` -> ``psk_generate`` -> ``rotated``. When a retry made
+  the outcome uncertain (an unanswered request may still store a PSK nobody saw), the
+  tunnel is *unsettled*: it is read back only after ``settle_window`` seconds have passed
+  since the answer, and regenerated only on positive evidence (the edge's
+  ``last_generated_on`` is newer than the held PSK's, compared at the coarser precision
+  of the two). A read-back that cannot decide hands the held PSK over, unverified.
+- ``method="set"``: the client makes each PSK (:func:`magicwan.new_psk`) and writes it
+  in an ``intent`` line that is fsynced *before* the request carrying it is sent;
+  tunnels go in batches. A lost answer, a timeout, a late store or a crash can then never
+  lose a PSK: a retry or a rerun resends the same PSK, and no read-back is ever needed.
+- Then, with ``deliver``: the PSK, durable in the journal, goes to the tunnel's other
+  end (retried with backoff, each try bounded by ``deliver_timeout``): ``delivered`` or
+  ``undelivered``.
+
+Leaving the ``async with`` block early (``break``, an exception, a cancellation) starts
+no new request; requests already sent finish (bounded by ``drain_timeout``), are
+journalled, delivered, and their outcomes are kept in :attr:`Rotation.unclaimed`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import enum
+import heapq
+import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import datetime
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from os import PathLike
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import Any, Generic, Literal, Self, TypeVar
 
 import attrs
 
-from magicwan._converter import parse_datetime
-from magicwan._validation import check_bool, check_id, check_positive_int
-from magicwan.errors import InvalidInputError, MagicWANError, UnexpectedResponseError
-from magicwan.journal import Journal, JournalRecord, read_journal
-from magicwan.models.psk import PSKGenerateResult, PSKMetadata
+from magicwan._envelope import redact
+from magicwan._psk import new_psk
+from magicwan._transport import Reply
+from magicwan._validation import (
+    check_bool,
+    check_id,
+    check_non_negative_int,
+    check_positive_int,
+    check_seconds,
+)
+from magicwan.delivery._model import Deliverer, Delivery
+from magicwan.errors import (
+    APIError,
+    DeliveryError,
+    InvalidInputError,
+    MagicWANError,
+    NotAppliedError,
+    RotationHaltedError,
+    UnexpectedResponseError,
+)
+from magicwan.journal import (
+    Delivered,
+    Intent,
+    Journal,
+    JournalError,
+    JournalRecord,
+    Undelivered,
+    Unverified,
+    Verified,
+    failure,
+    read_journal,
+    rotated,
+)
+from magicwan.models.psk import PSKGenerateResult, PSKMetadata, PSKSetResult
+from magicwan.models.tunnels import IPsecTunnel
+from magicwan.ratelimit import Clock, Sleep
 
-if TYPE_CHECKING:
-    from magicwan._transport import Reply
-    from magicwan.models.tunnels import IPsecTunnel
-
-#: Generate one tunnel's PSK: ``(account_id, tunnel_id, validate_only) -> Reply``.
-Generate = Callable[[str, str, bool], Awaitable["Reply[PSKGenerateResult]"]]
-#: Read one tunnel back: ``(account_id, tunnel_id) -> Reply``.
-ReadBack = Callable[[str, str], Awaitable["Reply[IPsecTunnel]"]]
-
-__all__ = ["DEFAULT_CONCURRENCY", "MAX_VERIFY_ROUNDS", "RotationOutcome", "rotate"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_DELIVER_RETRIES",
+    "DEFAULT_DELIVER_TIMEOUT",
+    "MAX_BATCH_SIZE",
+    "MAX_VERIFY_ROUNDS",
+    "OutcomeState",
+    "Rotation",
+    "RotationFailure",
+    "RotationOutcome",
+    "RotationSuccess",
+    "Validated",
+    "ValidationOutcome",
+    "journalled_generate",
+    "rotate",
+]
 
 logger = logging.getLogger("magicwan")
 
 DEFAULT_CONCURRENCY = 16
+DEFAULT_BATCH_SIZE = 100
+#: The largest batch ``method="set"`` sends (the emulator's documented maximum).
+MAX_BATCH_SIZE = 1000
+DEFAULT_DELIVER_RETRIES = 2
+DEFAULT_DELIVER_TIMEOUT = 30.0
 #: How many times a rotation regenerates a PSK that read-back shows was superseded.
 MAX_VERIFY_ROUNDS = 3
+#: Cloudflare error codes (besides HTTP 413) that mean "this batch is too large": the
+#: batch is split in two and both halves are sent. 1005 is the emulator's; see README.
+BATCH_TOO_LARGE_CODES = frozenset({1005})
+_DELIVER_BACKOFF = (1.0, 10.0)  # first wait, cap (seconds), doubled per retry, jittered
+
+Method = Literal["generate", "set"]
+#: ``(account_id, tunnel_id, validate_only) -> Reply[PSKGenerateResult]``.
+GenerateCall = Callable[[str, str, bool], Awaitable[Reply[PSKGenerateResult]]]
+#: ``(account_id, {tunnel_id: psk}, validate_only) -> Reply[PSKSetResult]``.
+SetCall = Callable[[str, Mapping[str, str], bool], Awaitable[Reply[PSKSetResult]]]
+#: ``(account_id, tunnel_id) -> Reply[IPsecTunnel]``.
+ReadBackCall = Callable[[str, str], Awaitable[Reply[IPsecTunnel]]]
+
+
+class OutcomeState(enum.Enum):
+    """What happened to one tunnel (the value is what the CLI's JSON shows)."""
+
+    #: A new PSK is live at Cloudflare, recorded, and delivered if ``deliver`` was given.
+    ROTATED = "rotated"
+    #: The journal already held this tunnel's new PSK: nothing was generated (a delivery
+    #: may still have been made: see ``delivered``).
+    SKIPPED = "skipped"
+    #: ``validate_only``: the request would be accepted; nothing changed.
+    VALIDATED = "validated"
+    #: The rotation failed; ``error`` says why and ``outcome_unknown`` whether the tunnel
+    #: may now hold a PSK nobody holds.
+    FAILED = "failed"
+    #: The new PSK is live at Cloudflare (in ``result``) but did not reach the other end.
+    UNDELIVERED = "undelivered"
+    #: The new PSK is live at Cloudflare and in ``result``, but the journal could not
+    #: record it: keep it yourself.
+    UNRECORDED = "unrecorded"
+    #: Never started: the rotation halted (``halt_after``) or its journal failed first.
+    NOT_ATTEMPTED = "not_attempted"
 
 
 @attrs.frozen(kw_only=True)
-class RotationOutcome:
-    """What happened to one tunnel.
+class RotationSuccess:
+    """A tunnel whose rotation did everything asked: ``ok`` is always True.
 
-    ``ok`` with ``result`` (the PSK is in ``result.psk``), or not ``ok`` with ``error``.
-    ``skipped`` means the journal already held this tunnel's new PSK (``result`` is
-    rebuilt from it). ``verified`` means the PSK was checked against a read-back of
-    the tunnel because a retry had made its outcome uncertain.
+    ``result.psk`` (also ``psk``) is the tunnel's current PSK. ``verified``: a read-back
+    confirmed it after a retry had made it doubtful; ``unverified`` says why a doubtful
+    PSK could not be checked (it is handed over all the same, the journal says so and a
+    rerun checks it). ``delivered`` is None when no deliverer was given.
     """
 
+    ok: Literal[True] = True
     tunnel_id: str
-    ok: bool
-    result: PSKGenerateResult | None = None
-    error: MagicWANError | None = None
+    state: OutcomeState
+    result: PSKGenerateResult
+    tunnel: IPsecTunnel | None = None
     attempts: int = 0
-    skipped: bool = False
     verified: bool = False
+    unverified: str | None = None
+    delivered: bool | None = None
+    error: None = None
+    delivery_error: None = None
+    outcome_unknown: Literal[False] = False
+
+    @property
+    def psk(self) -> str:
+        """The tunnel's current PSK."""
+        psk = self.result.psk
+        assert psk is not None
+        return psk
+
+    @property
+    def skipped(self) -> bool:
+        """No new PSK was made in this run: the journal already had it."""
+        return self.state is OutcomeState.SKIPPED
 
 
-def _unique_ids(tunnel_ids: Iterable[str]) -> list[str]:
-    if isinstance(tunnel_ids, str):
-        raise TypeError("tunnel_ids must be an iterable of ids, not one string")
-    seen: set[str] = set()
-    unique = []
-    for tunnel_id in tunnel_ids:
-        check_id(tunnel_id, "tunnel_id")
-        key = tunnel_id.lower()  # hex ids: two spellings are one tunnel
-        if key not in seen:
-            seen.add(key)
-            unique.append(tunnel_id)
-    return unique
+@attrs.frozen(kw_only=True)
+class RotationFailure:
+    """A tunnel whose rotation did not do everything asked: ``ok`` is always False.
+
+    ``error`` says why. ``result`` carries the PSK the tunnel may now hold whenever there
+    is one (``UNDELIVERED``, ``UNRECORDED``, a set whose answer was lost, a regeneration
+    that failed after an earlier PSK was received): never drop it.
+    """
+
+    ok: Literal[False] = False
+    tunnel_id: str
+    state: OutcomeState
+    error: MagicWANError
+    result: PSKGenerateResult | None = None
+    tunnel: IPsecTunnel | None = None
+    attempts: int = 0
+    verified: bool = False
+    unverified: str | None = None
+    delivered: bool | None = None
+    delivery_error: BaseException | None = None
+    #: The tunnel may now hold a PSK that nobody received (a generate whose answer was
+    #: lost): rotate it again.
+    outcome_unknown: bool = False
+
+    @property
+    def psk(self) -> str | None:
+        """The PSK the tunnel may now hold, or None."""
+        return self.result.psk if self.result is not None else None
+
+    @property
+    def skipped(self) -> bool:
+        return False
 
 
-def _from_record(record: JournalRecord) -> PSKGenerateResult:
-    generated = None
-    if record.last_generated_on:
-        with contextlib.suppress(TypeError, ValueError):
-            generated = parse_datetime(record.last_generated_on)
-    return PSKGenerateResult(
-        ipsec_tunnel_id=record.tunnel_id,
-        psk=record.psk,
-        psk_metadata=PSKMetadata(last_generated_on=generated),
-    )
+@attrs.frozen(kw_only=True)
+class Validated:
+    """``validate_only``: Cloudflare would accept the request; nothing changed."""
+
+    ok: Literal[True] = True
+    tunnel_id: str
+    state: OutcomeState = OutcomeState.VALIDATED
+    result: PSKGenerateResult
+    tunnel: IPsecTunnel | None = None
+    attempts: int = 0
+    error: None = None
+
+    @property
+    def skipped(self) -> bool:
+        return False
+
+
+RotationOutcome = RotationSuccess | RotationFailure
+ValidationOutcome = Validated | RotationFailure
+O = TypeVar("O")  # noqa: E741 - the outcome type: RotationOutcome, ValidationOutcome
+
+
+# -- pieces shared with the CLI ----------------------------------------------------------
+
+
+async def journalled_generate(
+    journal: Journal | None,
+    generate: GenerateCall,
+    account_id: str,
+    tunnel_id: str,
+) -> tuple[Reply[PSKGenerateResult], int, JournalError | None]:
+    """Generate one PSK with its journal lines: ``intent`` before the request (no request
+    is sent when it cannot be written), ``rotated`` as soon as the PSK arrives.
+
+    Returns the reply, the journal line that must be durable before the PSK is handed
+    on, and the :class:`JournalError` if the ``rotated`` line could not be written (the
+    PSK is in the reply all the same: never drop it). A failed generate raises, after a
+    ``failed`` line. The one path for rotation and ``magicwan psk generate``.
+    """
+    if journal is not None:
+        journal.append(Intent(account_id=account_id, tunnel_id=tunnel_id, method="generate"))
+    try:
+        reply = await generate(account_id, tunnel_id, False)
+    except MagicWANError as exc:
+        if journal is not None and journal.broken is None:
+            with contextlib.suppress(JournalError):  # the caller sees journal.broken
+                journal.append(failure(account_id, tunnel_id, exc))
+        raise
+    seq, error = 0, None
+    if journal is not None:
+        event = rotated(account_id, reply.value, attempts=reply.attempts, uncertain=reply.uncertain)
+        try:
+            seq = journal.append(event)
+        except JournalError as exc:
+            error = exc
+    return reply, seq, error
+
+
+def _precision(stamp: datetime) -> timedelta:
+    if stamp.microsecond == 0:
+        return timedelta(seconds=1)
+    if stamp.microsecond % 1000 == 0:
+        return timedelta(milliseconds=1)
+    return timedelta(microseconds=1)
+
+
+def compare_stamps(held: datetime | None, edge: datetime | None) -> int | None:
+    """-1, 0 or 1 as the edge's stamp is older, equal or newer than the held PSK's,
+    compared at the coarser precision of the two; None when either is missing.
+
+    Cloudflare may send microseconds in one answer and milliseconds in another: equal at
+    the coarser precision counts as equal (a PSK is never regenerated on a rounding).
+    """
+    if held is None or edge is None:
+        return None
+    step = max(_precision(held), _precision(edge))
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    a = (held - epoch) // step
+    b = (edge - epoch) // step
+    return (b > a) - (b < a)
 
 
 def _stamp(result: PSKGenerateResult) -> datetime | None:
     return result.psk_metadata.last_generated_on if result.psk_metadata else None
 
 
-class _Run:
-    """One rotation: its journal and the per-tunnel procedure."""
+def _from_record(record: JournalRecord) -> PSKGenerateResult:
+    return PSKGenerateResult(
+        ipsec_tunnel_id=record.tunnel_id,
+        psk=record.psk,
+        psk_metadata=PSKMetadata(last_generated_on=record.last_generated_on),
+        ipsec_id=record.ipsec_id,
+    )
+
+
+# -- the engine ----------------------------------------------------------------------------
+
+
+@attrs.define
+class _Tunnel:
+    """One tunnel's work in this run."""
+
+    id: str
+    obj: IPsecTunnel | None
+    record: JournalRecord | None = None
+    held: PSKGenerateResult | None = None  # the newest PSK the tunnel may hold
+    held_from_journal: bool = False
+    attempts: int = 0
+    rounds: int = 0  # regenerations after a read-back saw a newer PSK
+    verified: bool = False
+    unverified: str | None = None
+    seq: int = 0  # journal line that must be durable before the PSK is handed on
+
+
+@attrs.frozen
+class _Settings:
+    account_id: str
+    method: Method
+    concurrency: int
+    batch_size: int
+    validate_only: bool
+    journal: str | PathLike[str] | None
+    deliver: Deliverer | None
+    deliver_retries: int
+    deliver_timeout: float
+    halt_after: int | None
+    settle_window: float
+    drain_timeout: float
+
+
+class Rotation(Generic[O]):
+    """A running (or ready to run) rotation; see the module docstring.
+
+    ``async with rotation:`` opens (and locks) the journal, ``async for`` yields one
+    outcome per tunnel in completion order. Leaving the block early stops starting work
+    and keeps what finished in :attr:`unclaimed`. :attr:`unrecorded` counts tunnels
+    whose PSK is live but not in the journal (after a journal failure: the iteration
+    then ends by raising :class:`~magicwan.JournalError`).
+    """
 
     def __init__(
         self,
-        generate: Generate,
-        read_back: ReadBack,
-        account_id: str,
-        validate_only: bool,
-        journal: Journal | None,
+        settings: _Settings,
+        targets: list[tuple[str, IPsecTunnel | None]],
+        *,
+        generate: GenerateCall,
+        set_psks: SetCall,
+        read_back: ReadBackCall,
+        clock: Clock,
+        sleep: Sleep,
     ) -> None:
-        self.generate = generate
-        self.read_back = read_back
-        self.account_id = account_id
-        self.validate_only = validate_only
-        self.journal = journal if not validate_only else None
-        self.done: dict[str, JournalRecord] = {}
-        if self.journal is not None:
-            for (account, tunnel_id), record in read_journal(self.journal.path).items():
-                same_account = account is not None and account.lower() == account_id.lower()
-                if same_account and record.event == "rotated" and record.psk:
-                    self.done[tunnel_id.lower()] = record
+        self._s = settings
+        self._targets = targets
+        self._generate = generate
+        self._set = set_psks
+        self._read_back = read_back
+        self._clock = clock
+        self._sleep = sleep
+        self._journal: Journal | None = None
+        self._started = False
+        self._finished = False
+        self._stopping = False
+        self._halted = False
+        self._crash: BaseException | None = None
+        # Work not started yet, and unsettled tunnels waiting for their read-back.
+        self._pending: collections.deque[_Tunnel] = collections.deque()
+        self._deferred: list[tuple[float, int, _Tunnel]] = []
+        self._seq = itertools.count()
+        self._busy = 0  # work units being processed by request workers
+        self._busy_tunnels = 0  # the tunnels in those units
+        unit = settings.batch_size if settings.method == "set" else 1
+        self._lookahead = 2 * settings.concurrency * unit
+        # Outcomes, and the stages between: request workers -> staged (journal sync)
+        # -> to_deliver (deliverers) -> ready (the caller).
+        self._staged: collections.deque[tuple[_Tunnel, OutcomeState]] = collections.deque()
+        self._to_deliver: collections.deque[tuple[_Tunnel, OutcomeState]] = collections.deque()
+        self._ready: collections.deque[O] = collections.deque()
+        self._changed = asyncio.Event()
+        self._emitted = 0
+        self._failures = 0
+        self._unrecorded = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        # Items a stage took from staged/to_deliver and has not passed on yet.
+        self._holding: dict[int, tuple[_Tunnel, OutcomeState]] = {}
+        self._journal_error: JournalError | None = None
 
-    async def _generate(self, tunnel_id: str) -> Reply[PSKGenerateResult]:
-        """Generate, and write the new PSK to the journal (made durable before its
-        outcome is handed over)."""
-        if self.journal is not None:
-            self.journal.intent(self.account_id, tunnel_id)
-        reply = await self.generate(self.account_id, tunnel_id, self.validate_only)
-        if self.journal is not None:
-            self.journal.rotated(
-                self.account_id, reply.value, attempts=reply.attempts, uncertain=reply.uncertain
-            )
-        return reply
+    # -- public ----------------------------------------------------------------------------
 
-    async def _matches_edge(self, tunnel_id: str, result: PSKGenerateResult) -> bool:
-        current = (await self.read_back(self.account_id, tunnel_id)).value
-        held = _stamp(result)
-        edge = current.psk_metadata.last_generated_on if current.psk_metadata else None
-        return held is not None and edge == held
+    @property
+    def unclaimed(self) -> list[O]:
+        """Outcomes that finished but were not taken by the caller (after leaving early)."""
+        return list(self._ready)
 
-    async def one(self, tunnel_id: str) -> tuple[RotationOutcome, int]:
-        """Rotate one tunnel: its outcome, and how much of the journal must be durable
-        before the outcome may be handed over. Never raises a MagicWANError."""
-        outcome = await self._one(tunnel_id)
-        return outcome, self.journal.written if self.journal is not None else 0
+    @property
+    def unrecorded(self) -> int:
+        """Tunnels whose new PSK is live at Cloudflare but not in the journal."""
+        return self._unrecorded
 
-    async def _one(self, tunnel_id: str) -> RotationOutcome:
-        record = self.done.get(tunnel_id.lower())
-        attempts = 0
-        reused = record is not None  # no new PSK made in this run (yet)
+    @property
+    def halted(self) -> bool:
+        """True once ``halt_after`` failures stopped the rotation from starting tunnels."""
+        return self._halted
+
+    @property
+    def total(self) -> int:
+        """How many tunnels this rotation has (one outcome each)."""
+        return len(self._targets)
+
+    async def __aenter__(self) -> Self:
+        await self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> O:
+        if not self._started:
+            await self._start()
+        while True:
+            if self._crash is not None:
+                crash, self._crash = self._crash, None
+                await self.aclose()
+                raise crash
+            if self._ready:
+                outcome = self._ready.popleft()
+                self._poke()  # room in the queue: a blocked stage may go on
+                return outcome
+            if self._emitted >= len(self._targets) or self._finished:
+                await self._finish()
+                raise StopAsyncIteration
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def aclose(self) -> None:
+        """Stop starting work, let what was sent finish (within ``drain_timeout``),
+        journal and deliver it, and close the journal. Outcomes not yet taken stay in
+        :attr:`unclaimed`. Safe to call twice."""
+        if self._finished:
+            return
+        if not self._started:
+            self._finished = True
+            return
+        self._stopping = True
+        self._poke()
         try:
-            if record is not None:
-                result = _from_record(record)
-                uncertain = record.uncertain
-            else:
-                reply = await self._generate(tunnel_id)
-                attempts, result, uncertain = reply.attempts, reply.value, reply.uncertain
-            if self.validate_only or not uncertain:
-                return RotationOutcome(
-                    tunnel_id=tunnel_id,
-                    ok=True,
-                    result=result,
-                    attempts=attempts,
-                    skipped=record is not None,
-                )
-            # A retry (or a crash) left doubt: an earlier request may have stored a PSK
-            # we never saw. Read the tunnel back; regenerate until the edge holds ours.
-            for _ in range(MAX_VERIFY_ROUNDS):
-                if await self._matches_edge(tunnel_id, result):
-                    if self.journal is not None:
-                        self.journal.verified(self.account_id, result)
-                    return RotationOutcome(
-                        tunnel_id=tunnel_id,
-                        ok=True,
-                        result=result,
-                        attempts=attempts,
-                        skipped=reused,
-                        verified=True,
-                    )
-                logger.warning(
-                    "tunnel %s: the edge holds a newer PSK than the one received; regenerating",
-                    tunnel_id,
-                )
-                reply = await self._generate(tunnel_id)
-                attempts += reply.attempts
-                result = reply.value
-                reused = False
-            raise UnexpectedResponseError(
-                f"tunnel {tunnel_id}: read-back never matched the generated PSK "
-                f"after {MAX_VERIFY_ROUNDS} rounds"
-            )
-        except MagicWANError as exc:
-            if self.journal is not None:
-                self.journal.failed(self.account_id, tunnel_id, exc)
-            return RotationOutcome(tunnel_id=tunnel_id, ok=False, error=exc, attempts=attempts)
-
-
-class _Crash:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_DONE = object()
-
-
-async def _run(
-    generate: Generate,
-    read_back: ReadBack,
-    account_id: str,
-    ids: list[str],
-    concurrency: int,
-    validate_only: bool,
-    journal_path: str | PathLike[str] | None,
-) -> AsyncIterator[RotationOutcome]:
-    journal = None
-    if journal_path is not None and not validate_only:
-        journal = Journal(journal_path)
-        journal.open()
-    try:
-        run = _Run(generate, read_back, account_id, validate_only, journal)
-        # Workers -> staged -> the deliverer (fsync) -> ready -> the caller. The deliverer
-        # makes each outcome's journal lines durable before handing it over, while the
-        # workers already send their next requests: one fsync covers every line written
-        # before it started (group commit), and nobody waits for the disk in line.
-        staged: asyncio.Queue[object] = asyncio.Queue(maxsize=concurrency)
-        ready: asyncio.Queue[object] = asyncio.Queue(maxsize=concurrency)
-        pending = iter(ids)
-        n_workers = max(1, min(concurrency, len(ids)))
-
-        async def worker() -> None:
-            try:
-                for tunnel_id in pending:
-                    await staged.put(await run.one(tunnel_id))
-            except Exception as exc:  # a bug or a journal failure: stop the whole run
-                await staged.put(_Crash(exc))
-                return
-            await staged.put(_DONE)
-
-        async def deliverer() -> None:
-            running = n_workers
-            try:
-                while running:
-                    item = await staged.get()
-                    if item is _DONE:
-                        running -= 1
-                        continue
-                    if isinstance(item, _Crash):
-                        await ready.put(item)
-                        return
-                    assert isinstance(item, tuple)
-                    outcome, durable_upto = item
-                    if journal is not None:
-                        await journal.sync(durable_upto)
-                    await ready.put(outcome)
-            except Exception as exc:
-                await ready.put(_Crash(exc))
-                return
-            await ready.put(_DONE)
-
-        tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
-        tasks.append(asyncio.create_task(deliverer()))
-        try:
-            while True:
-                item = await ready.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, _Crash):
-                    raise item.exc
-                assert isinstance(item, RotationOutcome)
-                yield item
+            await self._drain()
         finally:
-            for task in tasks:
+            await self._finish(raise_journal_error=False)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        s = self._s
+        records: dict[str, JournalRecord] = {}
+        if s.journal is not None and not s.validate_only:
+            journal = Journal(s.journal)
+            journal.open()  # raises JournalError before anything is sent
+            self._journal = journal
+            try:
+                account = s.account_id.lower()
+                for (acc, tunnel_id), found in read_journal(journal.path).items():
+                    if acc == account:
+                        records[tunnel_id] = found
+            except BaseException:
+                await journal.aclose()
+                self._journal = None
+                raise
+        now = self._clock()
+        wall = datetime.now(UTC)
+        for tunnel_id, obj in self._targets:
+            record = records.get(tunnel_id.lower())
+            work = _Tunnel(tunnel_id, obj, record)
+            if record is not None and record.rotated and not s.validate_only:
+                work.held = _from_record(record)
+                work.held_from_journal = True
+                if record.uncertain:
+                    # A run before this one left doubt: check once the window has passed
+                    # since its last word.
+                    last = record.last_time or wall
+                    left = (last + timedelta(seconds=s.settle_window) - wall).total_seconds()
+                    self._defer(work, now + max(0.0, left))
+                else:
+                    self._staged.append((work, OutcomeState.SKIPPED))
+                continue
+            self._pending.append(work)
+        workers = max(1, min(s.concurrency, len(self._targets)))
+        self._tasks = [
+            asyncio.create_task(self._guard(self._request_worker())) for _ in range(workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._guard(self._syncer())))
+        if s.deliver is not None:
+            self._tasks += [
+                asyncio.create_task(self._guard(self._deliverer())) for _ in range(workers)
+            ]
+
+    async def _guard(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: stop everything and tell the caller
+            if self._crash is None:
+                self._crash = exc
+            self._stopping = True
+            self._poke()
+
+    async def _drain(self) -> None:
+        deadline = self._s.drain_timeout
+        try:
+            async with asyncio.timeout(deadline):
+                while not self._idle():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            logger.warning(
+                "rotation: in-flight work did not finish within %gs; cancelling it", deadline
+            )
+
+    def _idle(self) -> bool:
+        return (
+            self._busy == 0
+            and not self._holding
+            and not self._staged
+            and not self._to_deliver
+            and not self._deferred
+        )
+
+    async def _finish(self, raise_journal_error: bool = True) -> None:
+        if not self._finished:
+            self._finished = True
+            self._stopping = True
+            self._poke()
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        if journal is not None:
-            await journal.aclose()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._salvage()
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                try:
+                    await journal.aclose()
+                except JournalError as exc:
+                    logger.error("rotation: %s", exc)
+        if raise_journal_error and self._unrecorded_error() is not None:
+            raise self._unrecorded_error()  # type: ignore[misc]
+
+    def _salvage(self) -> None:
+        """Tunnels whose PSK is in hand but whose work was cut short (the drain timed
+        out): hand them over anyway, never drop them."""
+        left = [*self._holding.values(), *self._staged, *self._to_deliver]
+        left += [(work, OutcomeState.ROTATED) for _, _, work in self._deferred]
+        self._holding.clear()
+        self._staged.clear()
+        self._to_deliver.clear()
+        self._deferred.clear()
+        for work, state in left:
+            if work.held is None or work.held.psk is None:
+                continue
+            if state is OutcomeState.ROTATED and work.held_from_journal:
+                state = OutcomeState.SKIPPED
+            if self._s.deliver is not None and state is not OutcomeState.UNRECORDED:
+                error = DeliveryError("not delivered: the rotation stopped first")
+                self._finish_tunnel(work, state, delivered=False, error=error)
+            else:
+                self._finish_tunnel(work, state)
+
+    def _unrecorded_error(self) -> JournalError | None:
+        journal_error = self._journal_error
+        if journal_error is None:
+            return None
+        return JournalError(
+            f"{journal_error}; {self._unrecorded} tunnel(s) hold PSKs that are not in the "
+            "journal: their outcomes carry them (state unrecorded), keep them yourself"
+        )
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        self._changed.set()
+
+    def _defer(self, work: _Tunnel, due: float) -> None:
+        heapq.heappush(self._deferred, (due, next(self._seq), work))
+        self._poke()
+
+    async def _take(self) -> list[_Tunnel] | _Tunnel | None:
+        """The next unit of work: a batch (set), a tunnel (generate), or an unsettled
+        tunnel whose window has passed; None when there will be none."""
+        while True:
+            if self._deferred:
+                due, _, work = self._deferred[0]
+                if self._stopping or self._journal_error is not None or due <= self._clock():
+                    heapq.heappop(self._deferred)
+                    return work
+            if self._pending:
+                if self._halted or self._journal_error is not None or self._stopping:
+                    self._give_up_pending()
+                    continue
+                # Bounded look-ahead: a caller who stops reading (a plain ``async for``
+                # left by ``break``) stops the rotation within 2 x ``concurrency`` units.
+                if self._outstanding() < self._lookahead:
+                    if self._s.method == "set":
+                        size = min(self._s.batch_size, len(self._pending))
+                        return [self._pending.popleft() for _ in range(size)]
+                    return self._pending.popleft()
+            elif not self._deferred and self._busy == 0:
+                return None
+            await self._wait_for_change(
+                self._deferred[0][0] - self._clock() if self._deferred else None
+            )
+
+    def _outstanding(self) -> int:
+        """Tunnels started (or finished) and not yet taken by the caller."""
+        staged = len(self._staged) + len(self._to_deliver) + len(self._holding)
+        return self._busy_tunnels + staged + len(self._ready)
+
+    async def _wait_for_change(self, at_most: float | None) -> None:
+        """Wait until something changes, or ``at_most`` seconds of the injected clock."""
+        self._changed.clear()
+        if at_most is None:
+            await self._changed.wait()
+            return
+        waiter = asyncio.ensure_future(self._changed.wait())
+        sleeper = asyncio.ensure_future(self._sleep(max(at_most, 0.0)))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+
+    def _give_up_pending(self) -> None:
+        """Tunnels never started when the rotation halted or its journal failed."""
+        if self._stopping and not self._halted and self._journal_error is None:
+            self._pending.clear()  # the caller left: nobody wants their outcomes
+            return
+        if self._journal_error is not None:
+            reason: MagicWANError = self._journal_error
+        else:
+            reason = RotationHaltedError(
+                f"not attempted: the rotation halted after {self._failures} failed tunnel(s) "
+                f"(halt_after={self._s.halt_after})"
+            )
+        while self._pending:
+            work = self._pending.popleft()
+            self._emit(
+                RotationFailure(
+                    tunnel_id=work.id,
+                    state=OutcomeState.NOT_ATTEMPTED,
+                    error=reason,
+                    result=work.held,
+                    tunnel=work.obj,
+                )
+            )
+
+    # -- request workers --------------------------------------------------------------------
+
+    async def _request_worker(self) -> None:
+        while True:
+            unit = await self._take()
+            if unit is None:
+                return
+            size = len(unit) if isinstance(unit, list) else 1
+            self._busy += 1
+            self._busy_tunnels += size
+            try:
+                if isinstance(unit, list):
+                    await self._set_batch(unit)
+                elif unit.held is not None and not self._s.validate_only:
+                    await self._verify(unit)
+                else:
+                    await self._generate_one(unit)
+            finally:
+                self._busy -= 1
+                self._busy_tunnels -= size
+                self._poke()
+
+    async def _generate_one(self, work: _Tunnel) -> None:
+        s = self._s
+        if s.validate_only:
+            try:
+                reply = await self._generate(s.account_id, work.id, True)
+            except MagicWANError as exc:
+                self._fail(work, exc)
+                return
+            self._emit(
+                Validated(
+                    tunnel_id=work.id, result=reply.value, tunnel=work.obj, attempts=reply.attempts
+                )
+            )
+            return
+        try:
+            reply, seq, journal_error = await journalled_generate(
+                self._journal, self._generate, s.account_id, work.id
+            )
+        except JournalError as exc:  # the intent could not be written: nothing was sent
+            self._journal_failed(exc)
+            self._not_attempted(work, exc)
+            return
+        except MagicWANError as exc:
+            self._note_journal(exc)
+            self._fail(work, exc)
+            return
+        work.attempts += reply.attempts
+        work.held, work.held_from_journal, work.seq = reply.value, False, seq
+        if journal_error is not None:
+            self._journal_failed(journal_error)
+            self._stage(work, OutcomeState.UNRECORDED)
+            return
+        if reply.uncertain:
+            logger.info(
+                "tunnel %s: a retry left doubt; reading it back in %gs",
+                work.id,
+                s.settle_window,
+            )
+            self._defer(work, self._clock() + s.settle_window)
+            return
+        if work.rounds:
+            # Regenerated because the edge held a newer PSK: the earlier requests have
+            # settled, so one read-back now proves the new PSK is the one in force.
+            self._defer(work, self._clock())
+            return
+        self._stage(work, OutcomeState.ROTATED)
+
+    async def _verify(self, work: _Tunnel) -> None:
+        """Read an unsettled tunnel back; hand its PSK on, or regenerate on evidence."""
+        s = self._s
+        state = OutcomeState.SKIPPED if work.held_from_journal else OutcomeState.ROTATED
+        held = work.held
+        assert held is not None
+        if self._stopping or self._journal_error is not None:
+            why = "the rotation stopped" if self._stopping else "the journal failed"
+            self._unverified(work, f"not read back: {why}")
+            self._stage(work, state)
+            return
+        try:
+            edge = (await self._read_back(s.account_id, work.id)).value
+        except MagicWANError as exc:
+            self._unverified(work, f"read-back failed: {type(exc).__name__}: {exc}")
+            self._stage(work, state)
+            return
+        edge_stamp = edge.psk_metadata.last_generated_on if edge.psk_metadata else None
+        verdict = compare_stamps(_stamp(held), edge_stamp)
+        if verdict == 0:
+            work.verified = True
+            if self._journal is not None:
+                event = Verified(
+                    account_id=s.account_id, tunnel_id=work.id, last_generated_on=_stamp(held)
+                )
+                if not self._append(work, event):
+                    return
+            self._stage(work, state)
+            return
+        if verdict is None or verdict < 0:
+            why = "no stamp to compare" if verdict is None else "the edge's stamp is older"
+            self._unverified(work, f"read-back cannot decide ({why})")
+            self._stage(work, state)
+            return
+        # The edge holds a newer PSK than ours: an unanswered request stored one late.
+        if work.rounds >= MAX_VERIFY_ROUNDS:
+            self._fail(
+                work,
+                UnexpectedResponseError(
+                    f"tunnel {work.id}: the edge still holds a newer PSK than the one received "
+                    f"after {MAX_VERIFY_ROUNDS} regenerations (another client is rotating it?)"
+                ),
+            )
+            return
+        work.rounds += 1
+        logger.warning(
+            "tunnel %s: the edge holds a newer PSK than the one received; regenerating",
+            work.id,
+        )
+        await self._generate_one(work)
+
+    def _unverified(self, work: _Tunnel, reason: str) -> None:
+        work.unverified = reason
+        logger.warning("tunnel %s: PSK handed over unverified: %s", work.id, reason)
+        if self._journal is not None and self._journal_error is None:
+            event = Unverified(account_id=self._s.account_id, tunnel_id=work.id, reason=reason)
+            self._append(work, event)
+
+    def _append(self, work: _Tunnel, event: Any) -> bool:
+        """Write a line for a tunnel whose PSK is in hand; on failure stage it unrecorded."""
+        assert self._journal is not None
+        try:
+            work.seq = self._journal.append(event)
+        except JournalError as exc:
+            self._journal_failed(exc)
+            self._stage(work, OutcomeState.UNRECORDED)
+            return False
+        return True
+
+    async def _set_batch(self, batch: list[_Tunnel]) -> None:
+        s = self._s
+        psks: dict[str, str] = {}
+        for work in batch:
+            record = work.record
+            # A rerun resends the PSK of an intent that no rotated line confirmed.
+            pending = record.pending_psk if record is not None and record.in_flight else None
+            psks[work.id] = pending or new_psk()
+        if self._journal is not None and not s.validate_only:
+            try:
+                for work in batch:
+                    event = Intent(
+                        account_id=s.account_id, tunnel_id=work.id, method="set", psk=psks[work.id]
+                    )
+                    self._journal.append(event)
+                await self._journal.sync()  # every PSK on disk before the request leaves
+            except JournalError as exc:
+                self._journal_failed(exc)
+                for work in batch:
+                    self._not_attempted(work, exc)
+                return
+        await self._send_set(batch, psks)
+
+    async def _send_set(self, batch: list[_Tunnel], psks: dict[str, str]) -> None:
+        s = self._s
+        try:
+            mapping = {work.id: psks[work.id] for work in batch}
+            reply = await self._set(s.account_id, mapping, s.validate_only)
+        except MagicWANError as exc:
+            if _batch_too_large(exc) and len(batch) > 1:
+                half = len(batch) // 2
+                logger.info("batch of %d refused as too large; splitting it", len(batch))
+                await self._send_set(batch[:half], psks)
+                await self._send_set(batch[half:], psks)
+                return
+            self._note_journal(exc)
+            for work in batch:
+                if exc.outcome_unknown and not s.validate_only:
+                    # The PSK we sent may be live: the outcome carries it.
+                    work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
+                    work.held_from_journal = False
+                # With set, we know every PSK the tunnel may hold: nothing is unknown.
+                self._fail(work, exc, unknown=False)
+            return
+        result = reply.value
+        for work in batch:
+            work.attempts += reply.attempts
+            applied = result.applied.get(work.id)
+            if applied is None:
+                reason = result.unapplied.get(work.id, "absent from Cloudflare's answer")
+                error: MagicWANError = NotAppliedError(reason)
+                if self._journal is not None and not s.validate_only:
+                    self._append_failure(work, error)
+                self._fail(work, error)
+                continue
+            model = PSKGenerateResult(
+                ipsec_tunnel_id=work.id,
+                psk=applied.psk,
+                psk_metadata=applied.psk_metadata,
+                ipsec_id=applied.ipsec_id,
+            )
+            if s.validate_only:
+                self._emit(
+                    Validated(
+                        tunnel_id=work.id,
+                        result=attrs.evolve(model, psk=None),
+                        tunnel=work.obj,
+                        attempts=reply.attempts,
+                    )
+                )
+                continue
+            work.held, work.held_from_journal = model, False
+            if self._journal is not None:
+                event = rotated(
+                    s.account_id, model, attempts=reply.attempts, uncertain=False, method="set"
+                )
+                if not self._append(work, event):
+                    continue
+            self._stage(work, OutcomeState.ROTATED)
+
+    def _append_failure(self, work: _Tunnel, exc: MagicWANError) -> None:
+        if self._journal is None or self._journal_error is not None:
+            return
+        try:
+            self._journal.append(failure(self._s.account_id, work.id, exc))
+        except JournalError as error:
+            self._journal_failed(error)
+
+    def _note_journal(self, exc: MagicWANError) -> None:
+        # journalled_generate writes the failed line; it may be what broke the journal.
+        if self._journal is not None and self._journal.broken is not None:
+            self._journal_failed(self._journal.broken)
+
+    # -- the journal's sync, then delivery -------------------------------------------------
+
+    def _stage(self, work: _Tunnel, state: OutcomeState) -> None:
+        self._staged.append((work, state))
+        self._poke()
+
+    async def _syncer(self) -> None:
+        while True:
+            if not self._staged:
+                if self._finished_producing():
+                    return
+                await self._wait_for_change(None)
+                continue
+            item = self._staged.popleft()
+            work, state = item
+            self._holding[id(item)] = item
+            try:
+                journal = self._journal
+                if journal is not None and state is not OutcomeState.UNRECORDED:
+                    try:
+                        await journal.sync(work.seq)
+                    except JournalError as exc:
+                        self._journal_failed(exc)
+                        state = OutcomeState.UNRECORDED
+                if self._s.deliver is not None and work.held is not None:
+                    record = work.record
+                    if state is OutcomeState.SKIPPED and record is not None and record.delivered:
+                        self._finish_tunnel(work, state, delivered=True)
+                    else:
+                        self._to_deliver.append((work, state))
+                else:
+                    self._finish_tunnel(work, state)
+            finally:
+                del self._holding[id(item)]
+                self._poke()
+
+    def _finished_producing(self) -> bool:
+        return self._emitted >= len(self._targets) or (
+            self._stopping and self._busy == 0 and not self._deferred and not self._pending
+        )
+
+    async def _deliverer(self) -> None:
+        while True:
+            if not self._to_deliver:
+                if self._finished_producing() and not self._staged and not self._holding:
+                    return
+                await self._wait_for_change(None)
+                continue
+            item = self._to_deliver.popleft()
+            self._holding[id(item)] = item
+            try:
+                await self._deliver(*item)
+            finally:
+                del self._holding[id(item)]
+                self._poke()
+
+    async def _deliver(self, work: _Tunnel, state: OutcomeState) -> None:
+        s = self._s
+        deliver = s.deliver
+        held = work.held
+        assert deliver is not None
+        assert held is not None
+        assert held.psk is not None
+        psk = held.psk
+        delivery = Delivery(
+            account_id=s.account_id,
+            tunnel_id=work.id,
+            psk=psk,
+            ipsec_id=held.ipsec_id or (work.obj.ipsec_id if work.obj else None),
+            tunnel=work.obj,
+        )
+        last: BaseException | None = None
+        tries = 0
+        for tries in range(1, s.deliver_retries + 2):
+            try:
+                async with asyncio.timeout(s.deliver_timeout):
+                    await deliver(delivery)
+            except Exception as exc:  # the deliverer is the caller's code: anything may come
+                last = exc
+                if tries <= s.deliver_retries:
+                    await self._sleep(_deliver_backoff(tries))
+                continue
+            last = None
+            break
+        if last is None:
+            if self._journal is not None and state is not OutcomeState.UNRECORDED:
+                event = Delivered(account_id=s.account_id, tunnel_id=work.id, attempts=tries)
+                if not self._append_and_sync(work, event):
+                    state = OutcomeState.UNRECORDED
+            self._finish_tunnel(work, state, delivered=True)
+            return
+        error = DeliveryError(f"delivery failed after {tries} tries: {_describe(last, psk)}")
+        if self._journal is not None and state is not OutcomeState.UNRECORDED:
+            event_u = Undelivered(
+                account_id=s.account_id, tunnel_id=work.id, error=str(error), attempts=tries
+            )
+            self._append_and_sync(work, event_u)
+        self._finish_tunnel(work, state, delivered=False, delivery_error=last, error=error)
+
+    def _append_and_sync(self, work: _Tunnel, event: Any) -> bool:
+        assert self._journal is not None
+        try:
+            work.seq = self._journal.append(event)
+        except JournalError as exc:
+            self._journal_failed(exc)
+            return False
+        return True
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _finish_tunnel(
+        self,
+        work: _Tunnel,
+        state: OutcomeState,
+        *,
+        delivered: bool | None = None,
+        delivery_error: BaseException | None = None,
+        error: MagicWANError | None = None,
+    ) -> None:
+        held = work.held
+        assert held is not None
+        common: dict[str, Any] = {
+            "tunnel_id": work.id,
+            "result": held,
+            "tunnel": work.obj,
+            "attempts": work.attempts,
+            "verified": work.verified,
+            "unverified": work.unverified,
+            "delivered": delivered,
+        }
+        if state is OutcomeState.UNRECORDED:
+            journal_error = self._journal_error or JournalError("the journal failed")
+            self._unrecorded += 1
+            self._emit(
+                RotationFailure(
+                    state=state, error=journal_error, delivery_error=delivery_error, **common
+                )
+            )
+            return
+        if error is not None:
+            self._emit(
+                RotationFailure(
+                    state=OutcomeState.UNDELIVERED,
+                    error=error,
+                    delivery_error=delivery_error,
+                    **common,
+                )
+            )
+            return
+        self._emit(RotationSuccess(state=state, **common))
+
+    def _fail(self, work: _Tunnel, exc: MagicWANError, *, unknown: bool | None = None) -> None:
+        self._emit(
+            RotationFailure(
+                tunnel_id=work.id,
+                state=OutcomeState.FAILED,
+                error=exc,
+                result=work.held,
+                tunnel=work.obj,
+                attempts=work.attempts,
+                verified=work.verified,
+                unverified=work.unverified,
+                outcome_unknown=exc.outcome_unknown if unknown is None else unknown,
+            )
+        )
+
+    def _not_attempted(self, work: _Tunnel, exc: MagicWANError) -> None:
+        self._emit(
+            RotationFailure(
+                tunnel_id=work.id,
+                state=OutcomeState.NOT_ATTEMPTED,
+                error=exc,
+                result=work.held,
+                tunnel=work.obj,
+            )
+        )
+
+    def _journal_failed(self, exc: JournalError) -> None:
+        if self._journal_error is None:
+            self._journal_error = exc
+            logger.error("rotation: %s; starting no new work", exc)
+        self._poke()
+
+    def _emit(self, outcome: Any) -> None:
+        self._ready.append(outcome)
+        self._emitted += 1
+        if not outcome.ok and outcome.state in _COUNTED_FAILURES:
+            self._failures += 1
+            halt = self._s.halt_after
+            if halt is not None and self._failures >= halt and not self._halted:
+                self._halted = True
+                logger.error(
+                    "rotation: %d tunnel(s) failed; halting (halt_after=%d): no new tunnel "
+                    "is started",
+                    self._failures,
+                    halt,
+                )
+        self._poke()
+
+
+_COUNTED_FAILURES = frozenset(
+    {OutcomeState.FAILED, OutcomeState.UNDELIVERED, OutcomeState.UNRECORDED}
+)
+
+
+def _batch_too_large(exc: MagicWANError) -> bool:
+    if not isinstance(exc, APIError):
+        return False
+    return exc.status == 413 or bool(BATCH_TOO_LARGE_CODES & set(exc.codes))
+
+
+def _deliver_backoff(retry: int) -> float:
+    first, cap = _DELIVER_BACKOFF
+    delay = min(cap, first * 2.0 ** min(retry - 1, 16))
+    return delay / 2 + delay / 2 * random.random()  # noqa: S311 - jitter, not a secret
+
+
+def _describe(exc: BaseException, psk: str) -> str:
+    """A deliverer's error as text with the PSK scrubbed and control characters escaped."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = redact(f"{type(exc).__name__}: {exc}", (psk,))
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text[:300]
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def _targets(tunnels: Iterable[str | IPsecTunnel]) -> list[tuple[str, IPsecTunnel | None]]:
+    if isinstance(tunnels, str | IPsecTunnel):
+        raise TypeError("tunnels must be an iterable of tunnel ids or IPsecTunnel objects")
+    seen: dict[str, int] = {}
+    targets: list[tuple[str, IPsecTunnel | None]] = []
+    for item in tunnels:
+        obj = item if isinstance(item, IPsecTunnel) else None
+        tunnel_id = check_id(obj.id if obj is not None else item, "tunnel_id")
+        key = tunnel_id.lower()  # hex ids: two spellings are one tunnel
+        if key in seen:
+            index = seen[key]
+            if obj is not None and targets[index][1] is None:
+                targets[index] = (targets[index][0], obj)  # keep what we know of it
+            continue
+        seen[key] = len(targets)
+        targets.append((tunnel_id, obj))
+    return targets
 
 
 def rotate(
-    generate: Generate,
-    read_back: ReadBack,
     account_id: str,
-    tunnel_ids: Iterable[str],
+    tunnels: Iterable[str | IPsecTunnel],
     *,
+    generate: GenerateCall,
+    set_psks: SetCall,
+    read_back: ReadBackCall,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    method: Method = "generate",
     concurrency: int = DEFAULT_CONCURRENCY,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     validate_only: bool = False,
     journal: str | PathLike[str] | None = None,
-) -> AsyncIterator[RotationOutcome]:
-    """Check every argument now, then return the async iterator of outcomes."""
+    unsafe_without_journal: bool = False,
+    deliver: Deliverer | None = None,
+    deliver_retries: int = DEFAULT_DELIVER_RETRIES,
+    deliver_timeout: float = DEFAULT_DELIVER_TIMEOUT,
+    halt_after: int | None = None,
+    settle_window: float = 60.0,
+    drain_timeout: float = 60.0,
+) -> Rotation[Any]:
+    """Check every argument now (nothing is sent), then return the :class:`Rotation`.
+
+    The callables are the only way it reaches Cloudflare, so it is tested with fakes.
+    """
     check_id(account_id, "account_id")
+    if method not in ("generate", "set"):
+        raise InvalidInputError(f"method must be 'generate' or 'set', got {method!r}")
     check_positive_int(concurrency, "concurrency")
+    check_positive_int(batch_size, "batch_size")
+    if batch_size > MAX_BATCH_SIZE:
+        raise InvalidInputError(f"batch_size must be at most {MAX_BATCH_SIZE}")
     check_bool(validate_only, "validate_only")
+    check_bool(unsafe_without_journal, "unsafe_without_journal")
     if journal is not None and not isinstance(journal, str | PathLike):
         raise InvalidInputError("journal must be a path")
-    ids = _unique_ids(tunnel_ids)
-    return _run(generate, read_back, account_id, ids, concurrency, validate_only, journal)
+    if method == "set" and journal is None and not validate_only and not unsafe_without_journal:
+        raise InvalidInputError(
+            "method='set' needs a journal: it is where each PSK is written before it is "
+            "sent (pass unsafe_without_journal=True to accept losing PSKs to a crash)"
+        )
+    if deliver is not None and not callable(deliver):
+        raise InvalidInputError("deliver must be an async callable taking a Delivery")
+    check_non_negative_int(deliver_retries, "deliver_retries")
+    deliver_timeout = check_seconds(deliver_timeout, "deliver_timeout")
+    if halt_after is not None:
+        check_positive_int(halt_after, "halt_after")
+    if isinstance(settle_window, bool) or not isinstance(settle_window, int | float):
+        raise InvalidInputError("settle_window must be a number of seconds")
+    if not (math.isfinite(settle_window) and settle_window >= 0):
+        raise InvalidInputError("settle_window must be a finite number of seconds >= 0")
+    drain_timeout = check_seconds(drain_timeout, "drain_timeout")
+    settings = _Settings(
+        account_id=account_id,
+        method=method,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        validate_only=validate_only,
+        journal=journal,
+        deliver=None if validate_only else deliver,
+        deliver_retries=deliver_retries,
+        deliver_timeout=deliver_timeout,
+        halt_after=halt_after,
+        settle_window=float(settle_window),
+        drain_timeout=drain_timeout,
+    )
+    return Rotation(
+        settings,
+        _targets(tunnels),
+        generate=generate,
+        set_psks=set_psks,
+        read_back=read_back,
+        clock=clock,
+        sleep=sleep,
+    )

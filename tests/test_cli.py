@@ -88,7 +88,7 @@ async def test_generate_with_journal_records_the_psk_and_prints_none(
 
     assert result.code == 0, result.err
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
-    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    events = [json.loads(line) for line in journal.read_text().splitlines()][1:]  # header
     assert [e["event"] for e in events] == ["intent", "rotated"]
     assert events[1]["psk"] == emu.state.current_psk(emu.account_id, tunnel)
     assert events[1]["uncertain"] is False  # a later rotate verifies it only when True
@@ -141,7 +141,7 @@ async def test_generate_unknown_tunnel_fails_with_1_and_journals_the_failure(
     assert result.code == 1
     assert "NotFoundError: HTTP 404" in result.err
     assert "Traceback" not in result.err
-    assert [json.loads(line)["event"] for line in journal.read_text().splitlines()] == [
+    assert [json.loads(line)["event"] for line in journal.read_text().splitlines()][1:] == [
         "intent",
         "failed",
     ]

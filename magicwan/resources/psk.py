@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from os import PathLike
-from typing import Any
+from typing import Any, Literal, overload
 
 from magicwan._converter import structure
 from magicwan._routes import (
@@ -15,10 +15,22 @@ from magicwan._routes import (
 )
 from magicwan._transport import Reply, Transport
 from magicwan._validation import check_bool, check_id, check_psk
+from magicwan.delivery._model import Deliverer
 from magicwan.errors import InvalidInputError, UnexpectedResponseError
 from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.rotation import DEFAULT_CONCURRENCY, RotationOutcome, rotate
+from magicwan.rotation import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DELIVER_RETRIES,
+    DEFAULT_DELIVER_TIMEOUT,
+    Method,
+    Rotation,
+    RotationOutcome,
+    Validated,
+    ValidationOutcome,
+    rotate,
+)
 
 __all__ = ["IPsecPSK", "IPsecPSKWithReply"]
 
@@ -131,6 +143,7 @@ class IPsecPSK:
 
     def __init__(self, transport: Transport, *, read_back: ReadBack) -> None:
         self.with_reply = IPsecPSKWithReply(transport)
+        self._transport = transport
         self._read_back = read_back
 
     async def generate(
@@ -156,28 +169,121 @@ class IPsecPSK:
         """
         return (await self.with_reply.set(account_id, psks, validate_only)).value
 
+    @overload
     def rotate(
         self,
         account_id: str,
-        tunnel_ids: Iterable[str],
+        tunnels: Iterable[str | IPsecTunnel],
         *,
+        method: Method = ...,
+        concurrency: int = ...,
+        batch_size: int = ...,
+        validate_only: Literal[False] = ...,
+        journal: str | PathLike[str] | None = ...,
+        unsafe_without_journal: bool = ...,
+        deliver: Deliverer | None = ...,
+        deliver_retries: int = ...,
+        deliver_timeout: float = ...,
+        halt_after: int | None = ...,
+        settle_window: float | None = ...,
+        drain_timeout: float | None = ...,
+    ) -> Rotation[RotationOutcome]: ...
+
+    @overload
+    def rotate(
+        self,
+        account_id: str,
+        tunnels: Iterable[str | IPsecTunnel],
+        *,
+        method: Method = ...,
+        concurrency: int = ...,
+        batch_size: int = ...,
+        validate_only: Literal[True],
+        journal: str | PathLike[str] | None = ...,
+        unsafe_without_journal: bool = ...,
+        deliver: Deliverer | None = ...,
+        deliver_retries: int = ...,
+        deliver_timeout: float = ...,
+        halt_after: int | None = ...,
+        settle_window: float | None = ...,
+        drain_timeout: float | None = ...,
+    ) -> Rotation[ValidationOutcome]: ...
+
+    @overload
+    def rotate(
+        self,
+        account_id: str,
+        tunnels: Iterable[str | IPsecTunnel],
+        *,
+        method: Method = ...,
+        concurrency: int = ...,
+        batch_size: int = ...,
+        validate_only: bool,
+        journal: str | PathLike[str] | None = ...,
+        unsafe_without_journal: bool = ...,
+        deliver: Deliverer | None = ...,
+        deliver_retries: int = ...,
+        deliver_timeout: float = ...,
+        halt_after: int | None = ...,
+        settle_window: float | None = ...,
+        drain_timeout: float | None = ...,
+    ) -> Rotation[RotationOutcome | Validated]: ...
+
+    def rotate(
+        self,
+        account_id: str,
+        tunnels: Iterable[str | IPsecTunnel],
+        *,
+        method: Method = "generate",
         concurrency: int = DEFAULT_CONCURRENCY,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         validate_only: bool = False,
         journal: str | PathLike[str] | None = None,
-    ) -> AsyncIterator[RotationOutcome]:
-        """Rotate many tunnels' PSKs; ``async for outcome in ...`` in completion order.
+        unsafe_without_journal: bool = False,
+        deliver: Deliverer | None = None,
+        deliver_retries: int = DEFAULT_DELIVER_RETRIES,
+        deliver_timeout: float = DEFAULT_DELIVER_TIMEOUT,
+        halt_after: int | None = None,
+        settle_window: float | None = None,
+        drain_timeout: float | None = None,
+    ) -> Rotation[Any]:
+        """Rotate many tunnels' PSKs: ``async with ... as rotation: async for outcome in
+        rotation:``, one outcome per tunnel in completion order.
 
-        One tunnel's failure never stops the others. With ``journal`` (a path), every
-        new PSK is written and fsynced to that JSON Lines file (mode 0600) before its
-        outcome is yielded, and a rerun with the same journal skips tunnels already
-        rotated. Arguments are checked here, before anything is sent.
+        ``tunnels``: ids or :class:`~magicwan.IPsecTunnel` objects (from ``list()``),
+        mixed; duplicates are rotated once. ``method="generate"`` (Cloudflare makes each
+        PSK, one request per tunnel) or ``"set"`` (the client makes them, journals them
+        *before* sending, and sets ``batch_size`` per request: nothing is ever unknown,
+        and the API budget stops being the bottleneck; needs ``journal``).
+        ``journal``: a JSON Lines file (0600, locked) where every PSK is fsynced before
+        its outcome is handed over; a rerun with it resumes. ``deliver``: an async
+        callable given a :class:`~magicwan.Delivery` once the PSK is durable, retried
+        ``deliver_retries`` times, each try bounded by ``deliver_timeout``.
+        ``halt_after``: after that many failed tunnels no new tunnel is started.
+        ``settle_window`` (default: the client's timeout): how long after an uncertain
+        answer a tunnel is read back. ``drain_timeout`` (default: the client's timeout):
+        how long leaving early waits for work in flight. Arguments are checked here,
+        before anything is sent. See :mod:`magicwan.rotation`.
         """
+        transport = self._transport
         return rotate(
-            self.with_reply.generate,
-            self._read_back,
             account_id,
-            tunnel_ids,
+            tunnels,
+            generate=self.with_reply.generate,
+            set_psks=self.with_reply.set,
+            read_back=self._read_back,
+            clock=transport.clock,
+            sleep=transport.sleep,
+            method=method,
             concurrency=concurrency,
+            batch_size=batch_size,
             validate_only=validate_only,
             journal=journal,
+            unsafe_without_journal=unsafe_without_journal,
+            deliver=deliver,
+            deliver_retries=deliver_retries,
+            deliver_timeout=deliver_timeout,
+            halt_after=halt_after,
+            settle_window=transport.timeout if settle_window is None else settle_window,
+            drain_timeout=transport.timeout if drain_timeout is None else drain_timeout,
         )

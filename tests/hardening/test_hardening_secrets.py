@@ -15,7 +15,6 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hardening_support import (
@@ -42,7 +41,7 @@ from magicwan import (
     read_journal,
 )
 from magicwan.emulator import Emulator, Faults
-from magicwan.journal import Journal
+from magicwan.journal import Intent, Journal, JournalEvent
 
 pytestmark = pytest.mark.asyncio
 
@@ -254,7 +253,7 @@ async def test_journal_is_0600_from_the_moment_it_exists(
     journal.open()
     try:
         assert _mode(path) == 0o600  # created 0600, not chmod-ed afterwards
-        journal.append({"event": "intent", "tunnel_id": "a"})
+        journal.append(Intent(tunnel_id="a"))
         assert _mode(path) == 0o600
         await journal.sync()
     finally:
@@ -269,7 +268,7 @@ async def test_rotation_journal_is_0600_at_its_first_append(
     modes: list[int] = []
     original = Journal.append
 
-    def spying_append(self: Journal, event: dict[str, Any]) -> int:
+    def spying_append(self: Journal, event: JournalEvent) -> int:
         modes.append(_mode(self.path))
         seq = original(self, event)
         modes.append(_mode(self.path))

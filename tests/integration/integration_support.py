@@ -116,7 +116,8 @@ def make_client(
 
 def journal_lines(path: Path) -> list[dict[str, Any]]:
     """Every line of a journal, parsed (fails on a line that is not JSON)."""
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [line for line in lines if line.get("event") != "journal"]  # not the header
 
 
 def ray_recorder() -> tuple[aiohttp.TraceConfig, list[str | None]]:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-
-from magicwan.emulator import Emulator, run
-
-from .emulator_support import (
+from support.emulator import (
     ENVELOPE,
     PSK_RE,
     RAY_RE,
@@ -21,6 +18,8 @@ from .emulator_support import (
     token_headers,
     tunnels_url,
 )
+
+from magicwan.emulator import Emulator, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -9,11 +9,10 @@ import sys
 
 import aiohttp
 import pytest
+from support.emulator import SUCCESS, call
 
 from magicwan.emulator import Faults
 from magicwan.emulator.__main__ import _faults, build_parser, parse_rate_limit
-
-from .emulator_support import SUCCESS, call
 
 EXPECTED_KEYS = [
     "MAGICWAN_BASE_URL",

@@ -8,10 +8,7 @@ import time
 
 import aiohttp
 import pytest
-
-from magicwan.emulator import Emulator, Faults, run
-
-from .emulator_support import (
+from support.emulator import (
     FAILURE,
     RAY_RE,
     SUCCESS,
@@ -21,6 +18,8 @@ from .emulator_support import (
     token_headers,
     tunnels_url,
 )
+
+from magicwan.emulator import Emulator, Faults, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from support.emulator import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
 
 from magicwan.emulator import EmulatorState, Faults, RateLimiter
 from magicwan.emulator import faults as faults_module
 from magicwan.emulator import state as state_module
 from magicwan.emulator.faults import FaultInjector, FaultKind
 from magicwan.emulator.state import format_timestamp, is_identifier
-
-from .emulator_support import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
 
 
 class Clock:

@@ -1,4 +1,5 @@
-"""Helpers for the emulator tests: the spec's schemas (as we read them) and small HTTP helpers.
+"""Helpers for tests that talk to the emulator: a fake clock, the spec's schemas (as we read
+them) and small HTTP helpers.
 
 How we read the spec's failure schema (``responses["4XX"]``): as written it is
 ``allOf: [<the whole 200 schema>, <failure half>]``, which no document can satisfy (the 200 half
@@ -53,15 +54,18 @@ class FakeClock:
 
 
 def load_spec() -> dict[str, Any]:
-    return json.loads(SPEC_COPY.read_text())
+    spec: dict[str, Any] = json.loads(SPEC_COPY.read_text())
+    return spec
 
 
 def _responses(spec: dict[str, Any]) -> dict[str, Any]:
-    return spec["paths"][PSK_PATH]["post"]["responses"]
+    responses: dict[str, Any] = spec["paths"][PSK_PATH]["post"]["responses"]
+    return responses
 
 
 def success_schema(spec: dict[str, Any]) -> dict[str, Any]:
-    return _responses(spec)["200"]["content"]["application/json"]["schema"]
+    schema: dict[str, Any] = _responses(spec)["200"]["content"]["application/json"]["schema"]
+    return schema
 
 
 def envelope_schema(spec: dict[str, Any]) -> dict[str, Any]:

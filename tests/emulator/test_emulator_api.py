@@ -37,7 +37,11 @@ async def test_run_yields_a_base_url_and_credentials() -> None:
             "emulator@example.com",
             "emulator-key",
         )
-        assert emu.env()["MAGICWAN_BASE_URL"] == emu.base_url
+        assert emu.env() == {
+            "CLOUDFLARE_BASE_URL": emu.base_url,
+            "CLOUDFLARE_API_TOKEN": "emulator-token",
+            "CLOUDFLARE_ACCOUNT_ID": "023e105f4ecef8ad9ca31a8372d0c353",
+        }
         port = int(emu.base_url.split(":")[2].split("/")[0])
         assert port > 0
     # The port is released: nothing listens any more.
@@ -57,8 +61,9 @@ async def test_generate_returns_a_fresh_psk_in_the_spec_envelope(
     assert body["errors"] == []
     assert body["messages"] == []
     result = body["result"]
-    assert set(result) == {"ipsec_tunnel_id", "psk", "psk_metadata"}
+    assert set(result) == {"ipsec_tunnel_id", "psk", "psk_metadata", "ipsec_id"}
     assert result["ipsec_tunnel_id"] == tunnel_id
+    assert result["ipsec_id"] == f"{tunnel_id}.{emu.account_id}.ipsec.cloudflare.com"
     assert PSK_RE.fullmatch(result["psk"])
     assert TIMESTAMP_RE.fullmatch(result["psk_metadata"]["last_generated_on"])
     assert headers["Content-Type"] == "application/json"
@@ -87,7 +92,8 @@ async def test_validate_only_changes_nothing(emu: Emulator, session: aiohttp.Cli
     status, _, body = await generate(session, emu, params={"validate_only": "true"})
     assert status == 200
     SUCCESS.validate(body)
-    assert body["result"] == {"ipsec_tunnel_id": tunnel.id}  # never generated: no metadata
+    # Never generated: no metadata.
+    assert body["result"] == {"ipsec_tunnel_id": tunnel.id, "ipsec_id": tunnel.ipsec_id}
     assert tunnel.generation == 0
     assert tunnel.psk is None
 
@@ -97,6 +103,7 @@ async def test_validate_only_changes_nothing(emu: Emulator, session: aiohttp.Cli
     assert body["result"] == {
         "ipsec_tunnel_id": tunnel.id,
         "psk_metadata": first["result"]["psk_metadata"],
+        "ipsec_id": tunnel.ipsec_id,
     }
     assert tunnel.generation == 1
     assert tunnel.psk == first["result"]["psk"]
@@ -180,9 +187,15 @@ async def test_list_and_get_tunnels_never_expose_the_psk(
         "replay_protection",
         "health_check",
         "psk_metadata",
+        "interface_address6",
+        "automatic_return_routing",
+        "ipsec_id",
     }
     assert tunnel["psk_metadata"] == generated["result"]["psk_metadata"]
     assert tunnel["interface_address"].endswith("/31")
+    assert tunnel["interface_address6"].endswith("/127")
+    assert tunnel["automatic_return_routing"] is False
+    assert tunnel["ipsec_id"] == generated["result"]["ipsec_id"]
     assert tunnel["allow_null_cipher"] is False
     assert tunnel["replay_protection"] is False
     assert tunnel["health_check"] == {
@@ -276,7 +289,7 @@ async def test_unknown_account_tunnel_route_and_method(
         ("GET", f"{emu.base_url}/nowhere"),
         ("GET", emu.base_url.removesuffix("/client/v4") + "/"),
         ("POST", psk_url(emu) + "/"),
-        ("GET", f"{emu.base_url}/accounts/{emu.account_id}/magic/gre_tunnels"),
+        ("GET", f"{emu.base_url}/accounts/{emu.account_id}/magic/cf_interconnects"),
     ):
         status, headers, body = await call(session, method, url, headers=auth)
         assert status == 404, url

@@ -1,4 +1,4 @@
-"""The plain-Python parts: state, rate limiter, fault injector (no sockets)."""
+"""The plain-Python parts: models, state, token bucket, fault injector (no sockets)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import jsonschema
 import pytest
 from support.emulator import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
 
-from magicwan.emulator import EmulatorState, Faults, RateLimiter
+from magicwan.emulator import EmulatorState, FaultKind, Faults, TokenBucket
+from magicwan.emulator import bucket as bucket_module
 from magicwan.emulator import faults as faults_module
+from magicwan.emulator import models as models_module
 from magicwan.emulator import state as state_module
-from magicwan.emulator.faults import FaultInjector, FaultKind
-from magicwan.emulator.state import format_timestamp, is_identifier
+from magicwan.emulator.faults import FaultInjector
+from magicwan.emulator.models import format_timestamp, is_identifier
 
 
 class Clock:
@@ -130,12 +132,12 @@ def test_snapshot_is_json() -> None:
     assert PSK_RE.fullmatch(entry["psk"])
 
 
-# -- rate limiter -----------------------------------------------------------------------------
+# -- token bucket -----------------------------------------------------------------------------
 
 
 def test_limiter_starts_full_and_refills_continuously() -> None:
     clock = Clock()
-    limiter = RateLimiter(1200, 300, clock=clock)
+    limiter = TokenBucket(1200, 300, clock=clock)
     decisions = [limiter.acquire("u") for _ in range(1200)]
     assert all(d.allowed for d in decisions)
     assert decisions[0].remaining == 1199
@@ -153,7 +155,7 @@ def test_limiter_starts_full_and_refills_continuously() -> None:
 @pytest.mark.parametrize(("limit", "window", "n"), [(1200, 300, 1500), (5, 10, 12), (3, 1, 10)])
 def test_paced_requests_take_n_minus_l_times_w_over_l(limit: int, window: float, n: int) -> None:
     clock = Clock()
-    limiter = RateLimiter(limit, window, clock=clock)
+    limiter = TokenBucket(limit, window, clock=clock)
     for _ in range(n):
         decision = limiter.acquire("u")
         while not decision.allowed:
@@ -164,7 +166,7 @@ def test_paced_requests_take_n_minus_l_times_w_over_l(limit: int, window: float,
 
 def test_limiter_refusal_is_not_charged_and_keys_are_separate() -> None:
     clock = Clock()
-    limiter = RateLimiter(2, 10, clock=clock)
+    limiter = TokenBucket(2, 10, clock=clock)
     assert limiter.acquire("a").allowed
     assert limiter.acquire("a").allowed
     for _ in range(5):
@@ -206,7 +208,7 @@ def test_fault_draws_are_reproducible_and_match_probabilities() -> None:
     assert [a.draw() for _ in range(50)] == draws[:50]
 
 
-@pytest.mark.parametrize("module", [state_module, faults_module])
+@pytest.mark.parametrize("module", [models_module, bucket_module, state_module, faults_module])
 def test_plain_modules_do_not_import_aiohttp(module: types.ModuleType) -> None:
     assert module.__file__ is not None
     tree = ast.parse(Path(module.__file__).read_text())

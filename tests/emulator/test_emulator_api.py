@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import aiohttp
 import pytest
+from aiohttp import web
 from support.emulator import (
     ENVELOPE,
     PSK_RE,
@@ -19,7 +22,7 @@ from support.emulator import (
     tunnels_url,
 )
 
-from magicwan.emulator import Emulator, run
+from magicwan.emulator import Emulator, EmulatorState, run
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,6 +51,49 @@ async def test_run_yields_a_base_url_and_credentials() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_run_serves_a_given_state_with_extra_middlewares_and_routes(
+    session: aiohttp.ClientSession,
+) -> None:
+    state = EmulatorState(tunnels=2, seed=4, rate_limit=None)
+    seen: list[str] = []
+
+    @web.middleware
+    async def tracker(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        seen.append(request.path)
+        return await handler(request)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"hello": len(seen)})
+
+    async with run(
+        state=state, middlewares=[tracker], routes=[web.get("/__emulator__/hello", hello)]
+    ) as emu:
+        assert emu.state is state
+        assert emu.tunnel_ids == state.tunnel_ids
+        assert emu.gre_tunnel_ids == []  # EmulatorState's own default: no GRE tunnels
+        status, _, _ = await generate(session, emu)
+        assert status == 200
+        status, headers, body = await call(session, "GET", f"{emu.admin_url}/hello")
+        assert status == 200
+        assert body == {"hello": 2}
+        assert RAY_RE.fullmatch(headers["cf-ray"])  # an admin route, through the pipeline
+    assert seen == [psk_url(emu).removeprefix(emu.root_url), "/__emulator__/hello"]
+    assert state.total_generations() == 1
+    assert state.requests.total == 1  # the extra admin route is not counted
+
+
+async def test_run_takes_a_state_or_its_options_not_both() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        async with run(state=EmulatorState(), tunnels=3):
+            pass  # pragma: no cover
+    async with run() as emu:
+        assert (len(emu.tunnel_ids), len(emu.gre_tunnel_ids)) == (10, 3)
+        assert emu.state.rate_limit == (1200, 300.0)
 
 
 async def test_generate_returns_a_fresh_psk_in_the_spec_envelope(

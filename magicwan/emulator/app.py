@@ -175,8 +175,12 @@ class Pipeline:
 
         draw = state.fault_injector.draw()
         late_store_delay = state.faults.late_store_delay
-        await self._sleep(draw.delay)
         kind = draw.kind
+        if draw.delay:
+            await self._sleep(draw.delay)
+            if _gone(request):  # the client gave up while we slept: nothing happens for it
+                state.record_request(name, None, kind.value if kind is not None else None)
+                return web.Response(status=499)  # never written: the client left
         limiter = state.limiter
         if kind is FaultKind.RATE_LIMITED:
             decision = limiter.peek(user.id) if limiter is not None else None

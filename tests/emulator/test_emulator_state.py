@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from support.emulator import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
 
-from magicwan.emulator import EmulatorState, FaultKind, Faults, TokenBucket
+from magicwan.emulator import EmulatorState, FaultKind, Faults, PSKRecord, TokenBucket, Tunnel
 from magicwan.emulator import bucket as bucket_module
 from magicwan.emulator import faults as faults_module
 from magicwan.emulator import models as models_module
@@ -222,3 +222,99 @@ def test_plain_modules_do_not_import_aiohttp(module: types.ModuleType) -> None:
     }
     assert imported
     assert not any(name.split(".")[0] == "aiohttp" for name in imported)
+
+
+# -- PSK listeners and set_psk ----------------------------------------------------------------
+
+
+def test_listeners_hear_every_change_in_order_and_can_be_removed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = EmulatorState(tunnels=2)
+    first, second = (state.tunnel(state.account_id, i) for i in state.tunnel_ids)
+    heard: list[tuple[str, int, str, str]] = []
+
+    def listener(tunnel: Tunnel, record: PSKRecord) -> None:
+        # Called after the change: the tunnel already holds the new PSK.
+        assert tunnel.psk == record.psk
+        heard.append((tunnel.id, record.generation, record.source, record.psk))
+
+    def broken(tunnel: Tunnel, record: PSKRecord) -> None:
+        raise RuntimeError("edge daemon unreachable")
+
+    state.add_psk_listener(broken)
+    state.add_psk_listener(listener)
+    generated = state.generate_psk(first)
+    chosen = "x" * 16
+    set_record = state.set_psk(second, chosen)
+    assert heard == [
+        (first.id, 1, "generated", generated.psk),
+        (second.id, 1, "set", chosen),
+    ]
+    assert set_record.source == "set"
+    assert second.psk == chosen
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert messages == [
+        f"emulator: a PSK listener failed for tunnel {t.id}" for t in (first, second)
+    ]
+    assert generated.psk not in caplog.text
+    assert chosen not in caplog.text
+
+    state.reset()  # forgets PSKs, keeps listeners
+    state.generate_psk(first)
+    assert len(heard) == 3
+    state.remove_psk_listener(listener)
+    state.remove_psk_listener(broken)
+    state.generate_psk(first)
+    assert len(heard) == 3
+    with pytest.raises(ValueError, match="not in list"):
+        state.remove_psk_listener(listener)
+
+
+@pytest.mark.parametrize("bad", ["x" * 15, "x" * 129, "x" * 15 + " ", "x" * 15 + "é", 42])
+def test_set_psk_refuses_a_psk_outside_the_bounds(bad: object) -> None:
+    state = EmulatorState(tunnels=1)
+    tunnel = state.tunnel(state.account_id, state.tunnel_ids[0])
+    assert state.psk_problem(bad) is not None
+    with pytest.raises(ValueError, match="16 to 128 printable ASCII") as info:
+        state.set_psk(tunnel, bad)  # type: ignore[arg-type]
+    assert str(bad) not in str(info.value)
+    assert tunnel.generation == 0
+
+
+def test_psk_bounds_and_batch_are_configurable_and_checked() -> None:
+    state = EmulatorState(psk_min_length=4, psk_max_length=8, max_psk_batch=2)
+    assert state.psk_problem("abcd") is None
+    assert state.psk_problem("abcdefghi") is not None
+    for bad in (
+        {"psk_min_length": 0},
+        {"psk_min_length": 10, "psk_max_length": 9},
+        {"max_psk_batch": 0},
+        {"max_psk_batch": True},
+    ):
+        with pytest.raises(ValueError, match="whole number"):
+            EmulatorState(**bad)
+
+
+def test_ipsec_tunnel_objects_carry_the_documented_fields() -> None:
+    state = EmulatorState(tunnels=4, account_id="023e105f4ecef8ad9ca31a8372d0c353")
+    plain, bgp, custom, bgp2 = (
+        state.tunnel(state.account_id, i).to_api() for i in state.tunnel_ids
+    )
+    assert (
+        plain["ipsec_id"] == f"{plain['id']}.023e105f4ecef8ad9ca31a8372d0c353.ipsec.cloudflare.com"
+    )
+    assert plain["interface_address"] == "10.0.0.0/31"
+    assert plain["interface_address6"] == "2001:db8:4d57::/127"
+    assert plain["automatic_return_routing"] is False
+    assert "bgp" not in plain
+    assert "custom_remote_identities" not in plain
+    assert bgp["bgp"] == {"customer_asn": 64513, "extra_prefixes": []}
+    assert bgp["bgp_status"]["state"] == "BGP_UP"
+    assert bgp["bgp_status"]["cf_speaker_ip"] == "10.0.0.2"
+    assert bgp["bgp_status"]["customer_speaker_ip"] == "10.0.0.3"
+    assert custom["custom_remote_identities"] == {
+        "fqdn_id": "site00003.023e105f4ecef8ad9ca31a8372d0c353.custom.ipsec.cloudflare.com"
+    }
+    assert "bgp" in bgp2
+    assert "bgp" not in custom

@@ -11,27 +11,12 @@ counters of the requests seen. Tests seed and audit it directly::
     assert state.current_psk(state.account_id, tunnel_id) == psk_the_client_saw
     assert state.requests.total == 0  # "the emulator saw no request"
 
-Made-up values, reproducible from the seed and the tunnel's creation index ``i`` (counted over
-all accounts; IPsec and GRE tunnels count separately):
-
-* ids: 32 lowercase hex characters from ``random.Random`` streams of the seed (accounts, users,
-  IPsec tunnels and GRE tunnels each have their own, so one does not shift another);
-* IPsec: ``cloudflare_endpoint`` 203.0.113.1 (TEST-NET-3), ``customer_endpoint`` 198.18.0.0/15
-  (the benchmarking range), ``interface_address`` ``10.x.y.z/31``, ``interface_address6``
-  ``2001:db8:4d57::<2i>/127`` (documentation prefix); ``ipsec_id``
-  ``<tunnel_id>.<account_id>.ipsec.cloudflare.com``; every third tunnel (``i % 3 == 2``) has a
-  custom FQDN identity ``site<i+1>.<account_id>.custom.ipsec.cloudflare.com``;
-* GRE: ``cloudflare_gre_endpoint`` 203.0.113.2, ``customer_gre_endpoint`` 198.51.100.0/24
-  (TEST-NET-2), ``interface_address`` ``172.16-31.x.y/31``, ``interface_address6``
-  ``2001:db8:4d58::<2i>/127``, ``mtu`` 1476, ``ttl`` 64;
-* every second tunnel of either kind (``i % 2 == 1``) speaks BGP: a private ASN
-  (64512 + i mod 1023), no extra prefixes, no MD5 key, and a ``bgp_status`` of ``BGP_UP``
-  between the two addresses of its ``/31`` (Cloudflare's side is the even one, port 179).
+The made-up values of the tunnels (ids, addresses, BGP) are documented in
+:mod:`magicwan.emulator.seeding`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import time
@@ -39,12 +24,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from magicwan.emulator import seeding
 from magicwan.emulator.bucket import TokenBucket
 from magicwan.emulator.faults import FaultInjector, Faults
 from magicwan.emulator.models import (
     Account,
-    Bgp,
-    BgpStatus,
     GreTunnel,
     PSKRecord,
     PSKSource,
@@ -82,15 +66,6 @@ PSKListener = Callable[[Tunnel, PSKRecord], None]
 
 _log = logging.getLogger("magicwan.emulator")
 _ONE_MICROSECOND = timedelta(microseconds=1)
-_CLOUDFLARE_ENDPOINT = "203.0.113.1"  # TEST-NET-3: clearly not a real Cloudflare address
-_CLOUDFLARE_GRE_ENDPOINT = "203.0.113.2"
-_CUSTOMER_BASE = int(ipaddress.IPv4Address("198.18.0.0"))  # benchmarking range (RFC 2544)
-_CUSTOMER_GRE_BASE = int(ipaddress.IPv4Address("198.51.100.0"))  # TEST-NET-2
-_INTERFACE_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
-_GRE_INTERFACE_BASE = int(ipaddress.IPv4Address("172.16.0.0"))
-_INTERFACE6_BASE = int(ipaddress.IPv6Address("2001:db8:4d57::"))  # documentation (RFC 3849)
-_GRE_INTERFACE6_BASE = int(ipaddress.IPv6Address("2001:db8:4d58::"))
-_PRIVATE_ASN_BASE = 64512
 
 
 class StateOptions(TypedDict, total=False):
@@ -114,21 +89,6 @@ class StateOptions(TypedDict, total=False):
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _bgp(index: int, interface: ipaddress.IPv4Address, now: datetime) -> tuple[Bgp, BgpStatus]:
-    asn = _PRIVATE_ASN_BASE + index % 1023
-    status = BgpStatus(
-        state="BGP_UP",
-        tcp_established=True,
-        updated_at=now,
-        bgp_state="Established",
-        cf_speaker_ip=str(interface),
-        cf_speaker_port=179,
-        customer_speaker_ip=str(interface + 1),
-        customer_speaker_port=49152 + (index * 7919) % 16384,
-    )
-    return Bgp(customer_asn=asn), status
 
 
 def _check_count(name: str, value: int, minimum: int) -> int:
@@ -279,29 +239,8 @@ class EmulatorState:
         tunnel_id = self._free_id(tunnel_id, self._tunnel_ids, account.tunnels)
         index = self._tunnel_count
         self._tunnel_count += 1
-        customer = str(ipaddress.IPv4Address(_CUSTOMER_BASE + 1 + index % 131_070))
-        interface = ipaddress.IPv4Address(_INTERFACE_BASE + (2 * index) % (1 << 24))
-        interface6 = ipaddress.IPv6Address(_INTERFACE6_BASE + 2 * (index % (1 << 64)))
-        now = self.utcnow()
-        bgp, bgp_status = _bgp(index, interface, now) if index % 2 == 1 else (None, None)
-        fqdn_id = None
-        if index % 3 == 2:
-            fqdn_id = f"site{index + 1:05d}.{account.id}.custom.ipsec.cloudflare.com"
-        tunnel = Tunnel(
-            id=tunnel_id,
-            account_id=account.id,
-            name=name or f"emu_tunnel_{index + 1:05d}",
-            description=description if description is not None else "Emulated IPsec tunnel",
-            cloudflare_endpoint=_CLOUDFLARE_ENDPOINT,
-            customer_endpoint=customer,
-            interface_address=f"{interface}/31",
-            interface_address6=f"{interface6}/127",
-            created_on=now,
-            modified_on=now,
-            health_check_target=customer,
-            custom_fqdn_id=fqdn_id,
-            bgp=bgp,
-            bgp_status=bgp_status,
+        tunnel = seeding.ipsec_tunnel(
+            index, tunnel_id, account.id, self.utcnow(), name=name, description=description
         )
         account.tunnels[tunnel_id] = tunnel
         return tunnel
@@ -326,25 +265,8 @@ class EmulatorState:
         tunnel_id = self._free_id(tunnel_id, self._gre_ids, account.gre_tunnels)
         index = self._gre_count
         self._gre_count += 1
-        customer = str(ipaddress.IPv4Address(_CUSTOMER_GRE_BASE + 1 + index % 254))
-        interface = ipaddress.IPv4Address(_GRE_INTERFACE_BASE + (2 * index) % (1 << 20))
-        interface6 = ipaddress.IPv6Address(_GRE_INTERFACE6_BASE + 2 * (index % (1 << 64)))
-        now = self.utcnow()
-        bgp, bgp_status = _bgp(index, interface, now) if index % 2 == 1 else (None, None)
-        tunnel = GreTunnel(
-            id=tunnel_id,
-            account_id=account.id,
-            name=name or f"emu_gre_{index + 1:05d}",
-            description=description if description is not None else "Emulated GRE tunnel",
-            cloudflare_gre_endpoint=_CLOUDFLARE_GRE_ENDPOINT,
-            customer_gre_endpoint=customer,
-            interface_address=f"{interface}/31",
-            interface_address6=f"{interface6}/127",
-            created_on=now,
-            modified_on=now,
-            health_check_target=customer,
-            bgp=bgp,
-            bgp_status=bgp_status,
+        tunnel = seeding.gre_tunnel(
+            index, tunnel_id, account.id, self.utcnow(), name=name, description=description
         )
         account.gre_tunnels[tunnel_id] = tunnel
         return tunnel

@@ -16,6 +16,7 @@ from magicwan.emulator import EmulatorState, FaultKind, Faults, PSKRecord, Token
 from magicwan.emulator import bucket as bucket_module
 from magicwan.emulator import faults as faults_module
 from magicwan.emulator import models as models_module
+from magicwan.emulator import seeding as seeding_module
 from magicwan.emulator import state as state_module
 from magicwan.emulator.faults import FaultInjector
 from magicwan.emulator.models import format_timestamp, is_identifier
@@ -208,7 +209,9 @@ def test_fault_draws_are_reproducible_and_match_probabilities() -> None:
     assert [a.draw() for _ in range(50)] == draws[:50]
 
 
-@pytest.mark.parametrize("module", [models_module, bucket_module, state_module, faults_module])
+@pytest.mark.parametrize(
+    "module", [models_module, seeding_module, bucket_module, state_module, faults_module]
+)
 def test_plain_modules_do_not_import_aiohttp(module: types.ModuleType) -> None:
     assert module.__file__ is not None
     tree = ast.parse(Path(module.__file__).read_text())

@@ -12,9 +12,9 @@ or as a process: ``python -m magicwan.emulator --port 8787 --tunnels 100``, whic
 ``export`` lines to source in a shell. In pytest, request the ``magicwan_emulator`` fixture
 (registered by the installed plugin).
 
-Modules: ``models`` (plain data), ``bucket`` (the per-user token bucket), ``faults``, ``state``
-(:class:`EmulatorState`), ``endpoints`` (Cloudflare's routes), ``app`` (the request pipeline),
-``admin`` (the ``/__emulator__`` routes).
+Modules: ``models`` (plain data), ``seeding`` (how seeded tunnels look), ``bucket`` (the
+per-user token bucket), ``faults``, ``state`` (:class:`EmulatorState`), ``endpoints``
+(Cloudflare's routes), ``app`` (the request pipeline), ``admin`` (the ``/__emulator__`` routes).
 """
 
 from magicwan.emulator._server import Emulator, run

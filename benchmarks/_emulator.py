@@ -1,9 +1,10 @@
 """The benchmark's emulator process: magicwan's emulator plus a connection counter.
 
 Started by ``run.py`` as ``python benchmarks/_emulator.py --tunnels N --ids-file F``.
-It serves the same application as ``python -m magicwan.emulator`` (rate limit off, no
-faults, no access log) and adds one outer middleware that records the client port of
-every request, so a benchmark can count the TCP connections a client really used.
+It serves the same application as ``python -m magicwan.emulator`` (through
+``magicwan.emulator.run()``: rate limit off, no faults, no access log) and adds one outer
+middleware that records the client port of every request, so a benchmark can count the TCP
+connections a client really used.
 
 - ``GET  /__emulator__/bench/connections`` -> ``{"connections": n, "requests": m}``
   (distinct client ports and API requests seen since the last reset; admin requests are
@@ -26,15 +27,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from magicwan.emulator.app import ADMIN_PREFIX, API_PREFIX, create_app
-from magicwan.emulator.state import EmulatorState
+from magicwan.emulator import EmulatorState, run
+from magicwan.emulator.app import ADMIN_PREFIX
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def _serve(args: argparse.Namespace) -> None:
     state = EmulatorState(tunnels=args.tunnels, seed=args.seed, rate_limit=None, faults=None)
-    app = create_app(state)
     ports: set[int] = set()
     counts = {"requests": 0}
 
@@ -56,32 +56,28 @@ async def _serve(args: argparse.Namespace) -> None:
         counts["requests"] = 0
         return web.json_response({"ok": True})
 
-    app.middlewares.insert(0, count_connections)
-    app.router.add_get(ADMIN_PREFIX + "/bench/connections", connections)
-    app.router.add_post(ADMIN_PREFIX + "/bench/reset", reset)
-
     with open(args.ids_file, "w") as fh:
         json.dump(state.tunnel_ids, fh)
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    root = f"http://{host}:{port}"
-    print(f"MAGICWAN_BASE_URL={root}{API_PREFIX}")
-    print(f"MAGICWAN_ACCOUNT_ID={state.account_id}")
-    print(f"CLOUDFLARE_API_TOKEN={state.user.api_tokens[0]}")
-    print(f"BENCH_ADMIN_URL={root}{ADMIN_PREFIX}")
-    print("READY", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
+    async with run(
+        state=state,
+        port=args.port,
+        middlewares=[count_connections],
+        routes=[
+            web.get(ADMIN_PREFIX + "/bench/connections", connections),
+            web.post(ADMIN_PREFIX + "/bench/reset", reset),
+        ],
+    ) as emulator:
+        print(f"MAGICWAN_BASE_URL={emulator.base_url}")
+        print(f"MAGICWAN_ACCOUNT_ID={emulator.account_id}")
+        print(f"CLOUDFLARE_API_TOKEN={emulator.api_token}")
+        print(f"BENCH_ADMIN_URL={emulator.admin_url}")
+        print("READY", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def main() -> int:

@@ -2,14 +2,15 @@
 
 ::
 
-    magicwan psk generate ACCOUNT TUNNEL (--journal FILE | --show-psk) [--validate-only]
-    magicwan psk rotate ACCOUNT [TUNNEL ...] [--all] [--from-file F] --journal FILE
+    magicwan psk generate [ACCOUNT] TUNNEL (--journal FILE | --show-psk) [--validate-only]
+    magicwan psk rotate [ACCOUNT [TUNNEL ...]] [--all] [--from-file F] --journal FILE
     magicwan demo [--tunnels 300] [--concurrency 32] [--journal FILE] [--faults]
 
 Credentials come only from the environment (``CLOUDFLARE_API_TOKEN``, or
 ``CLOUDFLARE_EMAIL`` and ``CLOUDFLARE_API_KEY``), never from flags, which other users
-can read in ``ps``. New PSKs go to the journal (mode 0600); they reach the screen only
-with ``--show-psk``. Progress goes to stderr, results and the summary to stdout.
+can read in ``ps``. Without ACCOUNT, ``CLOUDFLARE_ACCOUNT_ID`` names the account. New
+PSKs go to the journal (mode 0600); they reach the screen only with ``--show-psk``.
+Progress goes to stderr, results and the summary to stdout.
 
 Exit status: 0 when every tunnel was rotated (or validated), 1 when any failed,
 2 for a usage or input error (nothing was sent), 130 when interrupted.
@@ -32,6 +33,7 @@ from typing import Any, TextIO
 import attrs
 
 from magicwan._converter import format_datetime
+from magicwan._env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan._progress import Progress, ProgressMode
 from magicwan._validation import check_id
 from magicwan._version import __version__
@@ -52,13 +54,14 @@ EXIT_UNRECORDED = 4
 EXIT_INTERRUPTED = 130
 
 _OFF = "off"
-_CREDENTIAL_VARS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY")
+_CREDENTIAL_VARS = (ENV_API_TOKEN, ENV_EMAIL, ENV_API_KEY)
 _CLOUDFLARE_BUDGET = (1200, 300.0)
-_ENV_HELP = """\
+_ENV_HELP = f"""\
 credentials (environment only, never flags):
-  CLOUDFLARE_API_TOKEN                   an API token, or
-  CLOUDFLARE_EMAIL + CLOUDFLARE_API_KEY  an e-mail and global API key
-  CLOUDFLARE_BASE_URL                    the API base URL (default Cloudflare's)
+  {ENV_API_TOKEN}                   an API token, or
+  {ENV_EMAIL} + {ENV_API_KEY}  an e-mail and global API key
+  {ENV_BASE_URL}                    the API base URL (default Cloudflare's)
+  {ENV_ACCOUNT_ID}                  the account when ACCOUNT is not given
 
 exit status: 0 all ok, 1 some tunnel failed, 2 usage or input error,
   4 a new PSK is live but the journal could not record it, 130 interrupted
@@ -189,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    generate.add_argument("account", metavar="ACCOUNT", help="account id")
+    generate.add_argument(
+        "account", metavar="ACCOUNT", nargs="?", help=f"account id (default: ${ENV_ACCOUNT_ID})"
+    )
     generate.add_argument("tunnel", metavar="TUNNEL", help="IPsec tunnel id")
     generate.add_argument("--journal", metavar="FILE", help="append the new PSK to FILE (0600)")
     generate.add_argument(
@@ -210,7 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    rotate.add_argument("account", metavar="ACCOUNT", help="account id")
+    rotate.add_argument(
+        "account",
+        metavar="ACCOUNT",
+        nargs="?",
+        help=f"account id (default: ${ENV_ACCOUNT_ID}); give it to name TUNNELs",
+    )
     rotate.add_argument("tunnels", metavar="TUNNEL", nargs="*", help="IPsec tunnel ids")
     rotate.add_argument("--all", action="store_true", help="every IPsec tunnel of the account")
     rotate.add_argument(
@@ -363,8 +373,8 @@ def _client(args: argparse.Namespace) -> MagicWAN:
     """A client from the environment's credentials; InvalidInputError (exit 2) when absent."""
     if not any(os.environ.get(name) for name in _CREDENTIAL_VARS):
         raise UsageError(
-            "no credentials: set CLOUDFLARE_API_TOKEN (or CLOUDFLARE_EMAIL and "
-            "CLOUDFLARE_API_KEY) in the environment; they are never taken as flags"
+            f"no credentials: set {ENV_API_TOKEN} (or {ENV_EMAIL} and "
+            f"{ENV_API_KEY}) in the environment; they are never taken as flags"
         )
     return MagicWAN(
         base_url=args.base_url,
@@ -372,6 +382,16 @@ def _client(args: argparse.Namespace) -> MagicWAN:
         max_retries=args.max_retries,
         rate_limit=_rate_limit(args, _CLOUDFLARE_BUDGET),
     )
+
+
+def _account_id(args: argparse.Namespace) -> str:
+    """ACCOUNT if given, else ``CLOUDFLARE_ACCOUNT_ID``; a usage error without either."""
+    if args.account is not None:
+        return check_id(args.account, "ACCOUNT")
+    from_env = os.environ.get(ENV_ACCOUNT_ID)
+    if not from_env:
+        raise UsageError(f"which account? give ACCOUNT or set {ENV_ACCOUNT_ID}")
+    return check_id(from_env, ENV_ACCOUNT_ID)
 
 
 def _read_ids(source: str, stdin: TextIO) -> list[str]:
@@ -574,7 +594,7 @@ async def _rotate(
 
 
 async def _cmd_generate(args: argparse.Namespace, console: _Console) -> int:
-    account_id = check_id(args.account, "ACCOUNT")
+    account_id = _account_id(args)
     tunnel_id = check_id(args.tunnel, "TUNNEL")
     if not args.validate_only and args.journal is None and not args.show_psk:
         raise UsageError(
@@ -662,7 +682,7 @@ def _unrecorded(
 
 
 async def _cmd_rotate(args: argparse.Namespace, console: _Console) -> int:
-    account_id = check_id(args.account, "ACCOUNT")
+    account_id = _account_id(args)
     tunnel_ids = [check_id(t, "TUNNEL") for t in args.tunnels]
     for source in args.from_file:
         tunnel_ids += _read_ids(source, sys.stdin)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan._http import HTTPAdapter
 from magicwan._retry import RetryPolicy, default_jitter
 from magicwan._transport import Transport
@@ -31,10 +32,6 @@ from magicwan.resources.tunnels import Tunnels
 __all__ = ["DEFAULT_BASE_URL", "MagicWAN"]
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
-_ENV_TOKEN = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - a variable name
-_ENV_EMAIL = "CLOUDFLARE_EMAIL"
-_ENV_KEY = "CLOUDFLARE_API_KEY"
-_ENV_BASE_URL = "CLOUDFLARE_BASE_URL"
 
 
 def _resolve_auth(
@@ -55,7 +52,7 @@ def _resolve_auth(
         names = {"api_token": "api_token", "api_email": "api_email", "api_key": "api_key"}
     else:
         source = "environment"
-        names = {"api_token": _ENV_TOKEN, "api_email": _ENV_EMAIL, "api_key": _ENV_KEY}
+        names = {"api_token": ENV_API_TOKEN, "api_email": ENV_EMAIL, "api_key": ENV_API_KEY}
         given = {k: environ.get(v) or None for k, v in names.items()}
     token, email, key = given["api_token"], given["api_email"], given["api_key"]
     if token is not None and (email is not None or key is not None):
@@ -76,7 +73,7 @@ def _resolve_auth(
         raise InvalidInputError(f"incomplete credentials in the {source}: {missing} is missing")
     raise InvalidInputError(
         f"no credentials: pass api_token=... (or api_email=... and api_key=...), or set "
-        f"{_ENV_TOKEN} (or {_ENV_EMAIL} and {_ENV_KEY})"
+        f"{ENV_API_TOKEN} (or {ENV_EMAIL} and {ENV_API_KEY})"
     )
 
 
@@ -133,7 +130,7 @@ class MagicWAN:
         env = os.environ if environ is None else environ
         self._auth_scheme, auth_headers, secrets = _resolve_auth(api_token, api_email, api_key, env)
         if base_url is None:
-            base_url = env.get(_ENV_BASE_URL) or DEFAULT_BASE_URL
+            base_url = env.get(ENV_BASE_URL) or DEFAULT_BASE_URL
         self.base_url = normalize_base_url(base_url)
         timeout_s = check_seconds(timeout, "timeout")
         connect_s = check_seconds(connect_timeout, "connect_timeout")

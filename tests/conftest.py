@@ -45,5 +45,6 @@ def _clean_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CLOUDFLARE_API_KEY",
         "CLOUDFLARE_EMAIL",
         "CLOUDFLARE_BASE_URL",
+        "CLOUDFLARE_ACCOUNT_ID",
     ):
         monkeypatch.delenv(name, raising=False)

@@ -271,6 +271,40 @@ async def test_missing_credentials_exit_2_with_a_clear_message(
 
 
 @pytest.mark.asyncio
+async def test_account_comes_from_cloudflare_account_id_when_not_given(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    missing = await magicwan("psk", "rotate", "--all", "--journal", str(journal))
+    assert missing.code == 2
+    assert "which account? give ACCOUNT or set CLOUDFLARE_ACCOUNT_ID" in missing.err
+    missing = await magicwan("psk", "generate", emu.tunnel_ids[0], "--show-psk")
+    assert missing.code == 2
+    assert "CLOUDFLARE_ACCOUNT_ID" in missing.err
+    assert emu.state.requests.total == 0
+
+    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", emu.account_id)
+    rotated = await magicwan("psk", "rotate", "--all", "--journal", str(journal))
+    assert rotated.code == 0, rotated.err
+    assert journalled(journal, emu.account_id) == {
+        t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids
+    }
+    generated = await magicwan("psk", "generate", emu.tunnel_ids[0], "--journal", str(journal))
+    assert generated.code == 0, generated.err
+    assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 2
+
+    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "../x")
+    bad = await magicwan("psk", "rotate", "--all", "--journal", str(journal))
+    assert bad.code == 2
+    assert "CLOUDFLARE_ACCOUNT_ID" in bad.err
+    # ACCOUNT given wins over the environment.
+    given = await magicwan(
+        "psk", "rotate", emu.account_id, emu.tunnel_ids[1], "--journal", str(tmp_path / "j2")
+    )
+    assert given.code == 0, given.err
+
+
+@pytest.mark.asyncio
 async def test_email_and_key_credentials_work(
     emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

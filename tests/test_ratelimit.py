@@ -9,7 +9,7 @@ import pytest
 from core_support import FakeTime
 
 from magicwan._envelope import RateLimitInfo
-from magicwan.ratelimit import CooldownTooLong, RateLimiter
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, CooldownTooLong, RateLimiter, parse_rate_limit
 
 
 def _limiter(
@@ -278,3 +278,47 @@ def test_real_clock_and_sleep_by_default() -> None:
 def test_invalid_constructor_arguments(limit: object, period: object) -> None:
     with pytest.raises(ValueError, match="rate limit"):
         RateLimiter(limit, period)  # type: ignore[arg-type]
+
+
+def test_cloudflare_budget() -> None:
+    assert CLOUDFLARE_BUDGET == (1200, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1200/300", (1200, 300.0)),
+        ("10/0.5", (10, 0.5)),
+        (" 5 / .5 ", (5, 0.5)),
+        ("off", None),
+        ("OFF", None),
+    ],
+)
+def test_parse_rate_limit(text: str, expected: tuple[int, float] | None) -> None:
+    assert parse_rate_limit(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0",
+        "none",
+        "None",
+        "",
+        "1200",
+        "a/b",
+        "0/10",
+        "5/0",
+        "-1/5",
+        "5/-1",
+        "1e3/5",
+        "5/inf",
+        "5/nan",
+        "1/" + "9" * 400,
+        "9" * 5000 + "/1",
+    ],
+)
+def test_parse_rate_limit_refuses_everything_else(text: str) -> None:
+    with pytest.raises(ValueError, match=r"expected REQUESTS/SECONDS .* or off") as info:
+        parse_rate_limit(text)
+    assert len(str(info.value)) < 200  # a huge input is cut short in the message

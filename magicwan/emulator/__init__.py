@@ -8,35 +8,42 @@ Start it in-process::
         ...  # emu.base_url ends in /client/v4; emu.account_id, emu.tunnel_ids, emu.api_token
         assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 1
 
-or as a process: ``python -m magicwan.emulator --port 8787 --tunnels 100``. In pytest, request
-the ``magicwan_emulator`` fixture (registered by the installed plugin).
+or as a process: ``python -m magicwan.emulator --port 8787 --tunnels 100``, which prints three
+``export`` lines to source in a shell. In pytest, request the ``magicwan_emulator`` fixture
+(registered by the installed plugin).
+
+Modules: ``models`` (plain data), ``seeding`` (how seeded tunnels look), ``bucket`` (the
+per-user token bucket), ``faults``, ``state`` (:class:`EmulatorState`), ``endpoints``
+(Cloudflare's routes), ``app`` (the request pipeline), ``admin`` (the ``/__emulator__`` routes).
 """
 
 from magicwan.emulator._server import Emulator, run
-from magicwan.emulator.app import ERROR_CODES, create_app
-from magicwan.emulator.faults import Faults
+from magicwan.emulator._wire import ERROR_CODES
+from magicwan.emulator.app import create_app
+from magicwan.emulator.bucket import TokenBucket
+from magicwan.emulator.faults import FaultKind, Faults
+from magicwan.emulator.models import GreTunnel, PSKRecord, Tunnel
 from magicwan.emulator.state import (
     DEFAULT_API_EMAIL,
     DEFAULT_API_KEY,
     DEFAULT_API_TOKEN,
-    DEFAULT_RATE_LIMIT,
     EmulatorState,
-    PSKRecord,
-    RateLimiter,
-    Tunnel,
+    PSKListener,
 )
 
 __all__ = [
     "DEFAULT_API_EMAIL",
     "DEFAULT_API_KEY",
     "DEFAULT_API_TOKEN",
-    "DEFAULT_RATE_LIMIT",
     "ERROR_CODES",
     "Emulator",
     "EmulatorState",
+    "FaultKind",
     "Faults",
+    "GreTunnel",
+    "PSKListener",
     "PSKRecord",
-    "RateLimiter",
+    "TokenBucket",
     "Tunnel",
     "create_app",
     "run",

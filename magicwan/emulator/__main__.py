@@ -1,13 +1,17 @@
 """``python -m magicwan.emulator``: serve the emulator until Ctrl-C or SIGTERM.
 
-At startup it prints, one per line and flushed at once::
+At startup it prints exactly three lines on stdout, flushed at once, that a POSIX shell can
+source (values quoted with ``shlex.quote`` where needed)::
 
-    MAGICWAN_BASE_URL=http://127.0.0.1:8787/client/v4
-    MAGICWAN_ACCOUNT_ID=<32 hex>
-    CLOUDFLARE_API_TOKEN=emulator-token
-    CLOUDFLARE_EMAIL=emulator@example.com
-    CLOUDFLARE_API_KEY=emulator-key
-    MAGICWAN_EMULATOR_ADMIN_URL=http://127.0.0.1:8787/__emulator__
+    export CLOUDFLARE_BASE_URL=http://127.0.0.1:8787/client/v4
+    export CLOUDFLARE_API_TOKEN=emulator-token
+    export CLOUDFLARE_ACCOUNT_ID=<32 hex>
+
+Hints for people (what runs, the admin URL, the e-mail and key of the other credential
+scheme) go to stderr as ``#`` comments. For example::
+
+    python -m magicwan.emulator --tunnels 25 > emulator.env &
+    sleep 1; . ./emulator.env && magicwan psk rotate --all --journal rotation.jsonl
 """
 
 from __future__ import annotations
@@ -15,58 +19,82 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import attrs
-
-from magicwan.emulator._server import run
+from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
+from magicwan.emulator._server import DEFAULT_GRE_TUNNELS, DEFAULT_TUNNELS, Emulator, run
 from magicwan.emulator.faults import FaultKind, Faults
+from magicwan.emulator.models import is_identifier
 from magicwan.emulator.state import (
     DEFAULT_API_EMAIL,
     DEFAULT_API_KEY,
     DEFAULT_API_TOKEN,
-    DEFAULT_RATE_LIMIT,
+    DEFAULT_MAX_PSK_BATCH,
+    DEFAULT_PSK_MAX_LENGTH,
+    DEFAULT_PSK_MIN_LENGTH,
 )
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, parse_rate_limit
 
-__all__ = ["build_parser", "main", "parse_rate_limit"]
+__all__ = ["build_parser", "faults_from_args", "main", "shell_block"]
 
 
-def parse_rate_limit(text: str) -> tuple[int, float] | None:
-    """``"1200/300"`` -> ``(1200, 300.0)``; ``"off"`` -> None."""
-    if text.strip().lower() in ("off", "none", "0"):
-        return None
-    limit, sep, window = text.partition("/")
+def _rate_limit(text: str) -> tuple[int, float] | None:
     try:
-        if not sep:
-            raise ValueError
-        result = (int(limit), float(window))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected LIMIT/WINDOW_SECONDS (e.g. 1200/300) or 'off', got {text!r}"
-        ) from None
-    if result[0] < 1 or result[1] <= 0:
-        raise argparse.ArgumentTypeError("rate limit needs LIMIT >= 1 and WINDOW > 0")
-    return result
+        return parse_rate_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _probability(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
     return value
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
+    budget = f"{CLOUDFLARE_BUDGET[0]}/{CLOUDFLARE_BUDGET[1]:g}"
     parser = argparse.ArgumentParser(
         prog="python -m magicwan.emulator",
-        description="A local emulator of Cloudflare's Magic WAN API (fake credentials).",
+        description=(
+            "A local emulator of Cloudflare's Magic WAN API (fake credentials). Prints three "
+            "'export' lines for a shell on stdout, hints on stderr."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (8787)")
-    parser.add_argument("--tunnels", type=int, default=10, help="tunnels to create (10)")
+    parser.add_argument(
+        "--tunnels",
+        type=_count(0),
+        default=DEFAULT_TUNNELS,
+        help=f"IPsec tunnels to create ({DEFAULT_TUNNELS})",
+    )
+    parser.add_argument(
+        "--gre-tunnels",
+        type=_count(0),
+        default=DEFAULT_GRE_TUNNELS,
+        help=f"GRE tunnels to create ({DEFAULT_GRE_TUNNELS})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and faults (0)")
     parser.add_argument("--account-id", default=None, help="account id (derived from the seed)")
     parser.add_argument("--api-token", default=DEFAULT_API_TOKEN)
@@ -74,10 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument(
         "--rate-limit",
-        type=parse_rate_limit,
-        default=DEFAULT_RATE_LIMIT,
-        metavar="LIMIT/WINDOW|off",
-        help="per-user budget, e.g. 1200/300 (the default, Cloudflare's) or 'off'",
+        type=_rate_limit,
+        default=CLOUDFLARE_BUDGET,
+        metavar="N/SECONDS|off",
+        help=f"per-user budget, e.g. {budget} (the default, Cloudflare's) or off",
+    )
+    psk = parser.add_argument_group("bulk PSK set (assumed limits)")
+    psk.add_argument(
+        "--max-psk-batch",
+        type=_count(1),
+        default=DEFAULT_MAX_PSK_BATCH,
+        metavar="N",
+        help=f"most entries in one request; more is a 400, code 1005 ({DEFAULT_MAX_PSK_BATCH})",
+    )
+    psk.add_argument(
+        "--psk-min-length", type=_count(1), default=DEFAULT_PSK_MIN_LENGTH, metavar="N"
+    )
+    psk.add_argument(
+        "--psk-max-length", type=_count(1), default=DEFAULT_PSK_MAX_LENGTH, metavar="N"
     )
     faults = parser.add_argument_group("fault injection (probabilities 0..1, default 0)")
     for kind in FaultKind:
@@ -88,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=0.0,
             metavar="P",
         )
+    faults.add_argument(
+        "--late-store-delay",
+        type=float,
+        default=Faults().late_store_delay,
+        metavar="SECONDS",
+        help="how long a late_store fault stalls before it stores (%(default)g)",
+    )
     faults.add_argument("--latency", type=float, default=0.0, metavar="SECONDS")
     faults.add_argument(
         "--latency-probability",
@@ -99,12 +148,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _faults(args: argparse.Namespace) -> Faults:
+def faults_from_args(args: argparse.Namespace) -> Faults:
+    """The :class:`Faults` the parsed flags describe (ValueError if they are inconsistent)."""
     probability = args.latency_probability
     if probability is None:
         probability = 1.0 if args.latency > 0 else 0.0
     values = {kind.value: getattr(args, kind.value) for kind in FaultKind}
-    return Faults(latency=args.latency, latency_probability=probability, **values)
+    return Faults(
+        latency=args.latency,
+        latency_probability=probability,
+        late_store_delay=args.late_store_delay,
+        **values,
+    )
+
+
+def shell_block(emulator: Emulator) -> str:
+    """The ``export`` lines printed on stdout: ``Emulator.env()``, shell-quoted."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in emulator.env().items())
+
+
+def _hints(emulator: Emulator, args: argparse.Namespace, faults: Faults) -> str:
+    limit = args.rate_limit
+    state = emulator.state
+    shown_faults = {k: v for k, v in faults.to_dict().items() if v} if faults.active else "none"
+    lines = [
+        f"magicwan emulator: {len(emulator.tunnel_ids)} IPsec and "
+        f"{len(emulator.gre_tunnel_ids)} GRE tunnels, rate limit "
+        f"{f'{limit[0]}/{limit[1]:g}s' if limit else 'off'}, faults {shown_faults}; "
+        "Ctrl-C to stop",
+        f"PSKs set in bulk: {state.psk_min_length}..{state.psk_max_length} characters, "
+        f"at most {state.max_psk_batch} per request",
+        f"admin API (no auth): {emulator.admin_url}",
+        "the other credential scheme (never together with the token):",
+        f"  unset {ENV_API_TOKEN}; export {ENV_EMAIL}={shlex.quote(emulator.api_email)} "
+        f"{ENV_API_KEY}={shlex.quote(emulator.api_key)}",
+    ]
+    return "".join(f"# {line}\n" for line in lines)
 
 
 async def _serve(args: argparse.Namespace, faults: Faults) -> None:
@@ -115,6 +194,7 @@ async def _serve(args: argparse.Namespace, faults: Faults) -> None:
             loop.add_signal_handler(signum, stop.set)
     async with run(
         tunnels=args.tunnels,
+        gre_tunnels=args.gre_tunnels,
         rate_limit=args.rate_limit,
         seed=args.seed,
         faults=faults,
@@ -122,20 +202,16 @@ async def _serve(args: argparse.Namespace, faults: Faults) -> None:
         api_token=args.api_token,
         api_email=args.api_email,
         api_key=args.api_key,
+        max_psk_batch=args.max_psk_batch,
+        psk_min_length=args.psk_min_length,
+        psk_max_length=args.psk_max_length,
         host=args.host,
         port=args.port,
     ) as emulator:
-        lines = [f"{k}={v}" for k, v in emulator.env().items()]
-        lines.append(f"MAGICWAN_EMULATOR_ADMIN_URL={emulator.admin_url}")
-        print("\n".join(lines), flush=True)
-        limit = args.rate_limit
-        print(
-            f"magicwan emulator: {len(emulator.tunnel_ids)} tunnels, rate limit "
-            f"{f'{limit[0]}/{limit[1]:g}s' if limit else 'off'}, faults "
-            f"{attrs.asdict(faults) if faults.active else 'none'}; Ctrl-C to stop",
-            file=sys.stderr,
-            flush=True,
-        )
+        sys.stdout.write(shell_block(emulator))
+        sys.stdout.flush()
+        sys.stderr.write(_hints(emulator, args, faults))
+        sys.stderr.flush()
         await stop.wait()
 
 
@@ -143,10 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.tunnels < 0:
-        parser.error("--tunnels must be >= 0")
+    if args.account_id is not None and not is_identifier(args.account_id):
+        parser.error("--account-id must be 32 lowercase hex characters")
+    if args.psk_max_length < args.psk_min_length:
+        parser.error("--psk-max-length must be >= --psk-min-length")
     try:
-        faults = _faults(args)
+        faults = faults_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     with contextlib.suppress(KeyboardInterrupt):

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from typing import Unpack
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from magicwan.emulator.app import ADMIN_PREFIX, API_PREFIX, create_app
+from magicwan._env import ENV_ACCOUNT_ID, ENV_API_TOKEN, ENV_BASE_URL
+from magicwan.emulator._wire import ADMIN_PREFIX, API_PREFIX
+from magicwan.emulator.app import create_app
 from magicwan.emulator.faults import Faults
-from magicwan.emulator.state import (
-    DEFAULT_API_EMAIL,
-    DEFAULT_API_KEY,
-    DEFAULT_API_TOKEN,
-    DEFAULT_RATE_LIMIT,
-    EmulatorState,
-)
+from magicwan.emulator.state import EmulatorState, StateOptions
 
-__all__ = ["Emulator", "run"]
+__all__ = ["DEFAULT_GRE_TUNNELS", "DEFAULT_TUNNELS", "Emulator", "run"]
 
+#: Tunnels ``run()`` and ``python -m magicwan.emulator`` create unless told otherwise.
+DEFAULT_TUNNELS = 10
+DEFAULT_GRE_TUNNELS = 3
 #: Listen backlog, so a benchmark opening 1000+ connections at once is not refused.
 _BACKLOG = 4096
-#: How long shutdown waits for in-flight requests (e.g. a latency fault) before cancelling them.
-_SHUTDOWN_TIMEOUT = 2.0
 
 
 class Emulator:
@@ -48,8 +46,13 @@ class Emulator:
 
     @property
     def tunnel_ids(self) -> list[str]:
-        """Ids of the default account's tunnels, in creation order."""
+        """Ids of the default account's IPsec tunnels, in creation order."""
         return self.state.tunnel_ids
+
+    @property
+    def gre_tunnel_ids(self) -> list[str]:
+        """Ids of the default account's GRE tunnels, in creation order."""
+        return self.state.gre_tunnel_ids
 
     @property
     def faults(self) -> Faults:
@@ -65,51 +68,51 @@ class Emulator:
         self.state.set_rate_limit(rate_limit)
 
     def env(self) -> dict[str, str]:
-        """The environment variables the CLI prints, for a client in a subprocess."""
+        """What a client needs, as environment variables: ``CLOUDFLARE_BASE_URL``,
+        ``CLOUDFLARE_API_TOKEN`` and ``CLOUDFLARE_ACCOUNT_ID`` (the token only: the client
+        refuses a token together with an e-mail and key as ambiguous)."""
         return {
-            "MAGICWAN_BASE_URL": self.base_url,
-            "MAGICWAN_ACCOUNT_ID": self.account_id,
-            "CLOUDFLARE_API_TOKEN": self.api_token,
-            "CLOUDFLARE_EMAIL": self.api_email,
-            "CLOUDFLARE_API_KEY": self.api_key,
+            ENV_BASE_URL: self.base_url,
+            ENV_API_TOKEN: self.api_token,
+            ENV_ACCOUNT_ID: self.account_id,
         }
 
 
 @asynccontextmanager
 async def run(
     *,
-    tunnels: int = 10,
-    rate_limit: tuple[int, float] | None = DEFAULT_RATE_LIMIT,
-    seed: int = 0,
-    faults: Faults | None = None,
-    account_id: str | None = None,
-    api_token: str = DEFAULT_API_TOKEN,
-    api_email: str = DEFAULT_API_EMAIL,
-    api_key: str = DEFAULT_API_KEY,
+    state: EmulatorState | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     ssl_context: ssl.SSLContext | None = None,
-    clock: Callable[[], float] | None = None,
-    utcnow: Callable[[], datetime] | None = None,
+    middlewares: Iterable[Middleware] = (),
+    routes: Iterable[web.AbstractRouteDef] = (),
+    shutdown_timeout: float = 2.0,
+    **options: Unpack[StateOptions],
 ) -> AsyncIterator[Emulator]:
-    """Serve a fresh emulator on ``host:port`` (0 = a free port) for the ``async with`` body.
+    """Serve an emulator on ``host:port`` (0 = a free port) for the ``async with`` body.
 
-    ``rate_limit`` is ``(limit, window_seconds)`` (Cloudflare's 1200/300 by default) or None;
-    ``clock`` drives the limiter (default ``time.monotonic``); ``ssl_context`` serves HTTPS.
+    It serves ``state`` if given; otherwise a fresh :class:`EmulatorState` built from
+    ``options``, its keyword arguments (``tunnels`` (10 here), ``gre_tunnels`` (3 here),
+    ``seed``, ``account_id``, ``api_token``, ``api_email``, ``api_key``, ``rate_limit``
+    (Cloudflare's 1200/300 by default, or None), ``faults``, ``clock``, ``utcnow``,
+    ``max_psk_batch``, ``psk_min_length``, ``psk_max_length``). Giving both is a TypeError.
+
+    ``ssl_context`` serves HTTPS. ``middlewares`` run outside the emulator's pipeline and see
+    every request (e.g. a request tracker); ``routes`` (``aiohttp.web.get(...)`` and the like)
+    are added after the emulator's own, and skip its pipeline when under ``/__emulator__/``.
+    At exit the server stops within ``shutdown_timeout`` seconds: requests sleeping in a fault
+    wake at once, and pending late stores store at once.
     """
-    state = EmulatorState(
-        tunnels=tunnels,
-        seed=seed,
-        account_id=account_id,
-        api_token=api_token,
-        api_email=api_email,
-        api_key=api_key,
-        rate_limit=rate_limit,
-        faults=faults,
-        clock=clock,
-        utcnow=utcnow,
-    )
-    runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+    if state is None:
+        options.setdefault("tunnels", DEFAULT_TUNNELS)
+        options.setdefault("gre_tunnels", DEFAULT_GRE_TUNNELS)
+        state = EmulatorState(**options)
+    elif options:
+        raise TypeError(f"run() takes state= or its options, not both: {sorted(options)}")
+    app = create_app(state, middlewares=middlewares)
+    app.router.add_routes(routes)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=_BACKLOG)

@@ -10,6 +10,7 @@ same sequence of requests, the same requests fail the same way.
 from __future__ import annotations
 
 import enum
+import math
 import random
 
 import attrs
@@ -26,6 +27,7 @@ class FaultKind(enum.Enum):
     RESET_AFTER_STORE = "reset_after_store"
     HTML_502 = "html_502"
     TRUNCATED_JSON = "truncated_json"
+    LATE_STORE = "late_store"
 
 
 def _probability(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -34,7 +36,7 @@ def _probability(instance: object, attribute: attrs.Attribute[float], value: flo
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 0.0:
+    if not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"Faults.{attribute.name} must be >= 0 seconds, got {value!r}")
 
 
@@ -49,7 +51,11 @@ class Faults:
     connection is dropped with no response.
     ``html_502``: a proxy's HTML "502 Bad Gateway" page, no envelope.
     ``truncated_json``: status 200 and the first half of the real body (the request took effect).
-    ``latency`` seconds are added to a request with probability ``latency_probability``.
+    ``late_store``: the server reads the request, stalls ``late_store_delay`` seconds (past a
+    client's timeout), then the request takes effect whether or not the client is still
+    connected (a PSK generated or set), and the answer goes out if the client is still there.
+    ``latency`` seconds are added to a request with probability ``latency_probability``; they
+    are slept before the body is read, and nothing is stored for a client that left.
     The outcome probabilities must sum to at most 1.
     """
 
@@ -59,6 +65,8 @@ class Faults:
     reset_after_store: float = attrs.field(default=0.0, converter=float, validator=_probability)
     html_502: float = attrs.field(default=0.0, converter=float, validator=_probability)
     truncated_json: float = attrs.field(default=0.0, converter=float, validator=_probability)
+    late_store: float = attrs.field(default=0.0, converter=float, validator=_probability)
+    late_store_delay: float = attrs.field(default=2.0, converter=float, validator=_non_negative)
     latency: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     latency_probability: float = attrs.field(default=0.0, converter=float, validator=_probability)
 
@@ -75,7 +83,9 @@ class Faults:
     @property
     def active(self) -> bool:
         """Whether any fault can happen."""
-        return self != _NO_FAULTS
+        if any(getattr(self, kind.value) > 0 for kind in FaultKind):
+            return True
+        return self.latency > 0 and self.latency_probability > 0
 
     def to_dict(self) -> dict[str, float]:
         """The fields as a plain dict (for JSON)."""

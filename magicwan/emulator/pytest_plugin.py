@@ -28,7 +28,8 @@ if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def magicwan_emulator() -> AsyncIterator[Emulator]:
-        """A running emulator: 10 tunnels, rate limiting off, no faults (function-scoped)."""
+        """A running emulator: 10 IPsec and 3 GRE tunnels, rate limiting off, no faults
+        (function-scoped)."""
         from magicwan.emulator import run  # imported here: keeps loading the plugin cheap
 
         async with run(tunnels=10, rate_limit=None) as emulator:

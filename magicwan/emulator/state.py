@@ -1,8 +1,8 @@
-"""The emulator's state as plain Python data: no aiohttp here.
+"""Everything the emulator knows, as plain Python (no aiohttp here): :class:`EmulatorState`.
 
 Accounts, users and their credentials, IPsec tunnels with their current PSK, a generation counter
-and a history per tunnel, the per-user rate limiter, the fault injector, and counters of the
-requests seen. Tests seed and audit it directly::
+and a history per tunnel, GRE tunnels, the per-user token bucket, the fault injector, and
+counters of the requests seen. Tests seed and audit it directly::
 
     state = EmulatorState(tunnels=3, seed=0)
     tunnel_id = state.tunnel_ids[0]
@@ -10,338 +10,151 @@ requests seen. Tests seed and audit it directly::
     assert state.tunnel(state.account_id, tunnel_id).generation == 1
     assert state.current_psk(state.account_id, tunnel_id) == psk_the_client_saw
     assert state.requests.total == 0  # "the emulator saw no request"
+
+The made-up values of the tunnels (ids, addresses, BGP) are documented in
+:mod:`magicwan.emulator.seeding`.
 """
 
 from __future__ import annotations
 
-import collections
-import ipaddress
-import json
-import math
+import logging
 import random
-import re
-import secrets
-import string
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
-import attrs
-
+from magicwan.emulator import seeding
+from magicwan.emulator.bucket import TokenBucket
 from magicwan.emulator.faults import FaultInjector, Faults
+from magicwan.emulator.models import (
+    Account,
+    GreTunnel,
+    PSKRecord,
+    PSKSource,
+    RequestCounters,
+    Tunnel,
+    User,
+    is_identifier,
+    new_psk,
+)
+from magicwan.ratelimit import CLOUDFLARE_BUDGET
 
 __all__ = [
     "DEFAULT_API_EMAIL",
     "DEFAULT_API_KEY",
     "DEFAULT_API_TOKEN",
-    "DEFAULT_RATE_LIMIT",
-    "PSK_ALPHABET",
-    "PSK_LENGTH",
-    "Account",
+    "DEFAULT_MAX_PSK_BATCH",
+    "DEFAULT_PSK_MAX_LENGTH",
+    "DEFAULT_PSK_MIN_LENGTH",
     "EmulatorState",
-    "PSKRecord",
-    "RateDecision",
-    "RateLimiter",
-    "RequestCounters",
-    "Tunnel",
-    "User",
-    "format_timestamp",
-    "is_identifier",
+    "PSKListener",
+    "StateOptions",
 ]
 
 DEFAULT_API_TOKEN = "emulator-token"  # noqa: S105 - a fake, documented credential
 DEFAULT_API_EMAIL = "emulator@example.com"
 DEFAULT_API_KEY = "emulator-key"
-#: Cloudflare's global API budget: 1200 requests per 300 seconds per user.
-DEFAULT_RATE_LIMIT: tuple[int, float] = (1200, 300.0)
+#: Assumed bounds of a PSK a client sets (bulk PSK set): 16..128 printable ASCII characters.
+DEFAULT_PSK_MIN_LENGTH = 16
+DEFAULT_PSK_MAX_LENGTH = 128
+#: Assumed maximum of entries in one bulk PSK set request (more: 400, code 1005).
+DEFAULT_MAX_PSK_BATCH = 1000
 
-PSK_ALPHABET = string.ascii_letters + string.digits
-PSK_LENGTH = 32
+#: Called with the tunnel and its new record every time a tunnel's current PSK changes.
+PSKListener = Callable[[Tunnel, PSKRecord], None]
 
-_ID_RE = re.compile(r"[0-9a-f]{32}")
+_log = logging.getLogger("magicwan.emulator")
 _ONE_MICROSECOND = timedelta(microseconds=1)
-_CLOUDFLARE_ENDPOINT = "203.0.113.1"  # TEST-NET-3: clearly not a real Cloudflare address
-_CUSTOMER_BASE = int(ipaddress.IPv4Address("198.18.0.0"))  # benchmarking range (RFC 2544)
-_INTERFACE_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
 
 
-def is_identifier(value: str) -> bool:
-    """Whether ``value`` looks like a Cloudflare identifier: 32 lowercase hex characters."""
-    return _ID_RE.fullmatch(value) is not None
+class StateOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`EmulatorState` (``run(**options)`` passes them on)."""
 
-
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and a ``Z``: ``2026-11-26T15:50:46.123456Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    tunnels: int
+    gre_tunnels: int
+    seed: int
+    account_id: str | None
+    api_token: str
+    api_email: str
+    api_key: str
+    rate_limit: tuple[int, float] | None
+    faults: Faults | None
+    clock: Callable[[], float] | None
+    utcnow: Callable[[], datetime] | None
+    max_psk_batch: int
+    psk_min_length: int
+    psk_max_length: int
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _new_psk() -> str:
-    return "".join(secrets.choice(PSK_ALPHABET) for _ in range(PSK_LENGTH))
-
-
-@attrs.frozen(kw_only=True)
-class PSKRecord:
-    """One generated PSK: its value, when, and which generation of the tunnel it is (1-based)."""
-
-    psk: str = attrs.field(repr=False)
-    generated_on: datetime
-    generation: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (includes the PSK: admin/audit use only)."""
-        return {
-            "psk": self.psk,
-            "generated_on": format_timestamp(self.generated_on),
-            "generation": self.generation,
-        }
-
-
-@attrs.define(kw_only=True, eq=False)
-class Tunnel:
-    """An IPsec tunnel. ``psk`` is the current PSK (None until one is generated)."""
-
-    id: str
-    account_id: str
-    name: str
-    description: str
-    cloudflare_endpoint: str
-    customer_endpoint: str
-    interface_address: str
-    created_on: datetime
-    modified_on: datetime
-    health_check_target: str
-    psk: str | None = attrs.field(default=None, repr=False)
-    last_generated_on: datetime | None = None
-    generation: int = 0
-    history: list[PSKRecord] = attrs.field(factory=list, repr=False)
-    _api_json: str | None = attrs.field(default=None, init=False, repr=False)
-
-    def psk_metadata(self) -> dict[str, str] | None:
-        """Cloudflare's ``psk_metadata`` object, or None if no PSK was ever generated."""
-        if self.last_generated_on is None:
-            return None
-        return {"last_generated_on": format_timestamp(self.last_generated_on)}
-
-    def to_api(self) -> dict[str, Any]:
-        """The tunnel as Cloudflare returns it. Never includes the PSK."""
-        data: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "cloudflare_endpoint": self.cloudflare_endpoint,
-            "customer_endpoint": self.customer_endpoint,
-            "interface_address": self.interface_address,
-            "created_on": format_timestamp(self.created_on),
-            "modified_on": format_timestamp(self.modified_on),
-            "allow_null_cipher": False,
-            "replay_protection": False,
-            "health_check": {
-                "enabled": True,
-                "target": self.health_check_target,
-                "type": "reply",
-                "rate": "mid",
-                "direction": "unidirectional",
-            },
-        }
-        metadata = self.psk_metadata()
-        if metadata is not None:
-            data["psk_metadata"] = metadata
-        return data
-
-    def api_json(self) -> str:
-        """``to_api()`` serialized, cached until the tunnel changes."""
-        if self._api_json is None:
-            self._api_json = json.dumps(self.to_api(), separators=(",", ":"))
-        return self._api_json
-
-    def _forget(self) -> None:
-        self.psk = None
-        self.last_generated_on = None
-        self.generation = 0
-        self.history.clear()
-        self._api_json = None
-
-
-@attrs.define(kw_only=True, eq=False)
-class User:
-    """A user and its credentials: one email + global API key, any number of API tokens."""
-
-    id: str
-    email: str
-    api_key: str = attrs.field(repr=False)
-    api_tokens: list[str] = attrs.field(factory=list, repr=False)
-
-
-@attrs.define(kw_only=True, eq=False)
-class Account:
-    """An account: its members (user ids) and its tunnels by id (insertion-ordered)."""
-
-    id: str
-    name: str
-    members: set[str] = attrs.field(factory=set)
-    tunnels: dict[str, Tunnel] = attrs.field(factory=dict, repr=False)
-
-
-@attrs.frozen
-class RateDecision:
-    """The limiter's answer: allowed or not, whole tokens left, seconds until full, retry wait."""
-
-    allowed: bool
-    remaining: int
-    reset: int
-    retry_after: int = 0
-
-
-class RateLimiter:
-    """Per-key token bucket: capacity ``limit``, refilled continuously at ``limit/window`` per
-    second, starting full (the GCRA Cloudflare's budget behaves like).
-
-    With a fresh bucket, N requests paced at the limit take ``(N - limit) * window / limit``
-    seconds. ``clock`` returns seconds (default ``time.monotonic``); inject one to test without
-    sleeping.
-    """
-
-    __slots__ = ("_buckets", "_rate", "clock", "limit", "window")
-
-    _EPSILON = 1e-9
-
-    def __init__(
-        self, limit: int, window: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if limit < 1 or not window > 0:
-            raise ValueError(f"rate limit needs limit >= 1 and window > 0, got {limit}/{window}")
-        self.limit = int(limit)
-        self.window = float(window)
-        self.clock = clock
-        self._rate = self.limit / self.window
-        self._buckets: dict[str, list[float]] = {}
-
-    def _tokens(self, key: str, now: float) -> list[float]:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = [float(self.limit), now]
-            return bucket
-        tokens, updated = bucket
-        if now > updated:
-            bucket[0] = min(float(self.limit), tokens + (now - updated) * self._rate)
-            bucket[1] = now
-        return bucket
-
-    def _decision(self, tokens: float, allowed: bool) -> RateDecision:
-        missing = self.limit - tokens
-        reset = math.ceil(missing / self._rate - self._EPSILON) if missing > self._EPSILON else 0
-        retry_after = 0
-        if not allowed:
-            retry_after = max(1, math.ceil((1.0 - tokens) / self._rate - self._EPSILON))
-        remaining = max(0, math.floor(tokens + self._EPSILON))
-        return RateDecision(allowed, remaining, max(reset, 0), retry_after)
-
-    def acquire(self, key: str) -> RateDecision:
-        """Take one token for ``key`` if there is one; a refused request takes nothing."""
-        bucket = self._tokens(key, self.clock())
-        if bucket[0] >= 1.0 - self._EPSILON:
-            bucket[0] = max(0.0, bucket[0] - 1.0)
-            return self._decision(bucket[0], True)
-        return self._decision(bucket[0], False)
-
-    def peek(self, key: str) -> RateDecision:
-        """The state of ``key``'s bucket without taking a token."""
-        bucket = self._tokens(key, self.clock())
-        return self._decision(bucket[0], bucket[0] >= 1.0 - self._EPSILON)
-
-    def policy_header(self) -> str:
-        """The ``Ratelimit-Policy`` header value: ``"default";q=<limit>;w=<window>``."""
-        window = int(self.window) if self.window.is_integer() else self.window
-        return f'"default";q={self.limit};w={window}'
-
-    def reset(self) -> None:
-        """Refill every bucket."""
-        self._buckets.clear()
-
-
-@attrs.define
-class RequestCounters:
-    """Requests the API routes saw (admin routes are not counted).
-
-    ``by_route`` keys: ``psk_generate``, ``list_ipsec_tunnels``, ``get_ipsec_tunnel``,
-    ``unmatched``. ``by_status`` counts answered requests by HTTP status; ``dropped`` counts
-    connections dropped by a reset fault; ``faults`` counts injected faults by name.
-    """
-
-    total: int = 0
-    by_route: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    by_status: collections.Counter[int] = attrs.field(factory=collections.Counter)
-    dropped: int = 0
-    faults: collections.Counter[str] = attrs.field(factory=collections.Counter)
-
-    def clear(self) -> None:
-        """Back to zero."""
-        self.total = 0
-        self.by_route.clear()
-        self.by_status.clear()
-        self.dropped = 0
-        self.faults.clear()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "total": self.total,
-            "by_route": dict(self.by_route),
-            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-            "dropped": self.dropped,
-            "faults": dict(self.faults),
-        }
+def _check_count(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
 
 
 class EmulatorState:
     """Everything the emulator knows, seeded reproducibly from ``seed``.
 
     The constructor creates one user (with ``api_token``, ``api_email`` and ``api_key``), one
-    account (``account_id``, or an id derived from the seed) and ``tunnels`` tunnels in it. Ids
-    are 32 lowercase hex characters derived from the seed; PSKs come from ``secrets``.
-    ``rate_limit`` is ``(limit, window_seconds)`` or None for no limit. ``clock`` drives the
-    rate limiter (default ``time.monotonic``); ``utcnow`` gives timestamps (default: now, UTC).
+    account (``account_id``, or an id derived from the seed), ``tunnels`` IPsec tunnels and
+    ``gre_tunnels`` GRE tunnels in it. PSKs come from ``secrets``. ``rate_limit`` is
+    ``(limit, window_seconds)`` (Cloudflare's budget by default) or None for no limit.
+    ``clock`` drives the token bucket (default ``time.monotonic``); ``utcnow`` gives timestamps
+    (default: now, UTC). A PSK a client sets must be ``psk_min_length`` to ``psk_max_length``
+    printable ASCII characters without spaces; a bulk set takes at most ``max_psk_batch``
+    entries.
     """
 
     def __init__(
         self,
         *,
         tunnels: int = 0,
+        gre_tunnels: int = 0,
         seed: int = 0,
         account_id: str | None = None,
         api_token: str = DEFAULT_API_TOKEN,
         api_email: str = DEFAULT_API_EMAIL,
         api_key: str = DEFAULT_API_KEY,
-        rate_limit: tuple[int, float] | None = DEFAULT_RATE_LIMIT,
+        rate_limit: tuple[int, float] | None = CLOUDFLARE_BUDGET,
         faults: Faults | None = None,
         clock: Callable[[], float] | None = None,
         utcnow: Callable[[], datetime] | None = None,
+        max_psk_batch: int = DEFAULT_MAX_PSK_BATCH,
+        psk_min_length: int = DEFAULT_PSK_MIN_LENGTH,
+        psk_max_length: int = DEFAULT_PSK_MAX_LENGTH,
     ) -> None:
         self.seed = seed
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.utcnow: Callable[[], datetime] = utcnow if utcnow is not None else _utcnow
+        self.max_psk_batch = _check_count("max_psk_batch", max_psk_batch, 1)
+        self.psk_min_length = _check_count("psk_min_length", psk_min_length, 1)
+        self.psk_max_length = _check_count("psk_max_length", psk_max_length, psk_min_length)
         # Separate streams so tunnel ids do not depend on whether an account id was given.
         self._account_ids = random.Random(f"magicwan-emulator/{seed}/accounts")  # noqa: S311 - ids
         self._tunnel_ids = random.Random(f"magicwan-emulator/{seed}/tunnels")  # noqa: S311 - ids
+        self._gre_ids = random.Random(f"magicwan-emulator/{seed}/gre_tunnels")  # noqa: S311 - ids
         self._user_ids = random.Random(f"magicwan-emulator/{seed}/users")  # noqa: S311 - ids
         self.users: dict[str, User] = {}
         self.accounts: dict[str, Account] = {}
         self._by_token: dict[str, User] = {}
         self._by_key: dict[tuple[str, str], User] = {}
         self._tunnel_count = 0
+        self._gre_count = 0
+        self._psk_listeners: list[PSKListener] = []
         self.requests = RequestCounters()
-        self.limiter: RateLimiter | None = None
+        self.limiter: TokenBucket | None = None
         self.set_rate_limit(rate_limit)
         self.fault_injector = FaultInjector(faults, seed=seed)
 
         self.user = self.add_user(email=api_email, api_key=api_key, api_tokens=[api_token])
         self.account_id = self.add_account(account_id, members=[self.user.id]).id
         self.add_tunnels(self.account_id, tunnels)
+        self.add_gre_tunnels(self.account_id, gre_tunnels)
 
     # -- seeding -----------------------------------------------------------------------------
 
@@ -402,6 +215,17 @@ class EmulatorState:
         self.accounts[account_id] = account
         return account
 
+    def _free_id(self, wanted: str | None, rng: random.Random, taken: dict[str, Any]) -> str:
+        if wanted is None:
+            wanted = self._new_id(rng)
+            while wanted in taken:  # pragma: no cover - 2**-128
+                wanted = self._new_id(rng)
+        if not is_identifier(wanted):
+            raise ValueError(f"tunnel id must be 32 lowercase hex characters: {wanted!r}")
+        if wanted in taken:
+            raise ValueError(f"tunnel {wanted} already exists")
+        return wanted
+
     def add_tunnel(
         self,
         account_id: str | None = None,
@@ -410,42 +234,49 @@ class EmulatorState:
         name: str | None = None,
         description: str | None = None,
     ) -> Tunnel:
-        """Add one tunnel to an account (the default account unless given)."""
+        """Add one IPsec tunnel to an account (the default account unless given)."""
         account = self.accounts[account_id or self.account_id]
-        if tunnel_id is None:
-            tunnel_id = self._new_id(self._tunnel_ids)
-            while tunnel_id in account.tunnels:  # pragma: no cover - 2**-128
-                tunnel_id = self._new_id(self._tunnel_ids)
-        if not is_identifier(tunnel_id):
-            raise ValueError(f"tunnel id must be 32 lowercase hex characters: {tunnel_id!r}")
-        if tunnel_id in account.tunnels:
-            raise ValueError(f"tunnel {tunnel_id} already exists in account {account.id}")
+        tunnel_id = self._free_id(tunnel_id, self._tunnel_ids, account.tunnels)
         index = self._tunnel_count
         self._tunnel_count += 1
-        customer = str(ipaddress.IPv4Address(_CUSTOMER_BASE + 1 + index % 131_070))
-        interface = ipaddress.IPv4Address(_INTERFACE_BASE + (2 * index) % (1 << 24))
-        now = self.utcnow()
-        tunnel = Tunnel(
-            id=tunnel_id,
-            account_id=account.id,
-            name=name or f"emu_tunnel_{index + 1:05d}",
-            description=description if description is not None else "Emulated IPsec tunnel",
-            cloudflare_endpoint=_CLOUDFLARE_ENDPOINT,
-            customer_endpoint=customer,
-            interface_address=f"{interface}/31",
-            created_on=now,
-            modified_on=now,
-            health_check_target=customer,
+        tunnel = seeding.ipsec_tunnel(
+            index, tunnel_id, account.id, self.utcnow(), name=name, description=description
         )
         account.tunnels[tunnel_id] = tunnel
         return tunnel
 
     def add_tunnels(self, account_id: str | None = None, count: int = 1) -> list[Tunnel]:
-        """Add ``count`` tunnels with seed-derived ids to an account (default account unless
-        given)."""
+        """Add ``count`` IPsec tunnels with seed-derived ids to an account (default account
+        unless given)."""
         if count < 0:
             raise ValueError("count must be >= 0")
         return [self.add_tunnel(account_id) for _ in range(count)]
+
+    def add_gre_tunnel(
+        self,
+        account_id: str | None = None,
+        tunnel_id: str | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> GreTunnel:
+        """Add one GRE tunnel to an account (the default account unless given)."""
+        account = self.accounts[account_id or self.account_id]
+        tunnel_id = self._free_id(tunnel_id, self._gre_ids, account.gre_tunnels)
+        index = self._gre_count
+        self._gre_count += 1
+        tunnel = seeding.gre_tunnel(
+            index, tunnel_id, account.id, self.utcnow(), name=name, description=description
+        )
+        account.gre_tunnels[tunnel_id] = tunnel
+        return tunnel
+
+    def add_gre_tunnels(self, account_id: str | None = None, count: int = 1) -> list[GreTunnel]:
+        """Add ``count`` GRE tunnels with seed-derived ids to an account (default account unless
+        given)."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        return [self.add_gre_tunnel(account_id) for _ in range(count)]
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -455,7 +286,7 @@ class EmulatorState:
             self.limiter = None
         else:
             limit, window = rate_limit
-            self.limiter = RateLimiter(int(limit), float(window), clock=self.clock)
+            self.limiter = TokenBucket(int(limit), float(window), clock=self.clock)
 
     @property
     def rate_limit(self) -> tuple[int, float] | None:
@@ -473,12 +304,27 @@ class EmulatorState:
         """The faults in force."""
         return self.fault_injector.faults
 
+    def add_psk_listener(self, listener: PSKListener) -> None:
+        """Call ``listener(tunnel, record)`` every time a tunnel's current PSK changes
+        (generated, set, or stored late), synchronously, right after the change. A listener
+        that raises is logged and does not break the request."""
+        self._psk_listeners.append(listener)
+
+    def remove_psk_listener(self, listener: PSKListener) -> None:
+        """Stop calling ``listener`` (ValueError if it was not added)."""
+        self._psk_listeners.remove(listener)
+
     # -- lookups used by the handlers --------------------------------------------------------
 
     @property
     def tunnel_ids(self) -> list[str]:
-        """Ids of the default account's tunnels, in creation order."""
+        """Ids of the default account's IPsec tunnels, in creation order."""
         return list(self.accounts[self.account_id].tunnels)
+
+    @property
+    def gre_tunnel_ids(self) -> list[str]:
+        """Ids of the default account's GRE tunnels, in creation order."""
+        return list(self.accounts[self.account_id].gre_tunnels)
 
     def user_for_token(self, token: str) -> User | None:
         """The user owning an API token, or None."""
@@ -496,58 +342,90 @@ class EmulatorState:
             return None
         return account
 
+    def psk_problem(self, psk: object) -> str | None:
+        """Why ``psk`` cannot be set (a sentence that never quotes it), or None if it can."""
+        low, high = self.psk_min_length, self.psk_max_length
+        if (
+            not isinstance(psk, str)
+            or not low <= len(psk) <= high
+            or not all("!" <= c <= "~" for c in psk)
+        ):
+            return (
+                f"a PSK must be {low} to {high} printable ASCII characters without spaces "
+                "(0x21-0x7e)"
+            )
+        return None
+
     # -- audit -------------------------------------------------------------------------------
 
     def tunnel(self, account_id: str, tunnel_id: str) -> Tunnel:
-        """The tunnel (raises KeyError if unknown)."""
+        """The IPsec tunnel (raises KeyError if unknown)."""
         return self.accounts[account_id].tunnels[tunnel_id]
 
+    def gre_tunnel(self, account_id: str, tunnel_id: str) -> GreTunnel:
+        """The GRE tunnel (raises KeyError if unknown)."""
+        return self.accounts[account_id].gre_tunnels[tunnel_id]
+
     def current_psk(self, account_id: str, tunnel_id: str) -> str | None:
-        """The tunnel's current PSK, or None if none was generated."""
+        """The tunnel's current PSK, or None if it never had one."""
         return self.tunnel(account_id, tunnel_id).psk
 
     def history(self, account_id: str, tunnel_id: str) -> list[PSKRecord]:
-        """Every PSK generated for the tunnel, oldest first."""
+        """Every PSK the tunnel held (generated or set), oldest first."""
         return list(self.tunnel(account_id, tunnel_id).history)
 
     def total_generations(self) -> int:
-        """PSKs generated across all tunnels since the start or the last ``reset()``."""
+        """PSKs stored (generated or set) across all tunnels since the start or ``reset()``."""
         return sum(t.generation for a in self.accounts.values() for t in a.tunnels.values())
 
     # -- mutation ----------------------------------------------------------------------------
 
-    def generate_psk(self, tunnel: Tunnel) -> PSKRecord:
-        """Store a fresh PSK for ``tunnel``; timestamps strictly increase per tunnel."""
+    def next_generated_on(self, tunnel: Tunnel) -> datetime:
+        """The timestamp a PSK stored now would get: now, or 1 µs after the tunnel's last one
+        (timestamps strictly increase per tunnel)."""
         now = self.utcnow()
         previous = tunnel.last_generated_on
         if previous is not None and now <= previous:
             now = previous + _ONE_MICROSECOND
-        record = PSKRecord(psk=_new_psk(), generated_on=now, generation=tunnel.generation + 1)
-        tunnel.psk = record.psk
-        tunnel.last_generated_on = now
-        tunnel.generation = record.generation
-        tunnel.history.append(record)
-        tunnel._api_json = None
+        return now
+
+    def generate_psk(self, tunnel: Tunnel) -> PSKRecord:
+        """Store a fresh PSK for ``tunnel``; timestamps strictly increase per tunnel."""
+        return self._store(tunnel, new_psk(), "generated")
+
+    def set_psk(self, tunnel: Tunnel, psk: str) -> PSKRecord:
+        """Store the client's ``psk`` for ``tunnel`` (ValueError if it breaks the bounds)."""
+        problem = self.psk_problem(psk)
+        if problem is not None:
+            raise ValueError(problem)
+        return self._store(tunnel, psk, "set")
+
+    def _store(self, tunnel: Tunnel, psk: str, source: PSKSource) -> PSKRecord:
+        record = PSKRecord(
+            psk=psk,
+            generated_on=self.next_generated_on(tunnel),
+            generation=tunnel.generation + 1,
+            source=source,
+        )
+        tunnel.store(record)
+        for listener in tuple(self._psk_listeners):
+            try:
+                listener(tunnel, record)
+            except Exception:
+                _log.exception("emulator: a PSK listener failed for tunnel %s", tunnel.id)
         return record
 
     def record_request(self, route: str, status: int | None, fault: str | None = None) -> None:
-        """Count one API request; ``status`` None means its connection was dropped."""
-        counters = self.requests
-        counters.total += 1
-        counters.by_route[route] += 1
-        if status is None:
-            counters.dropped += 1
-        else:
-            counters.by_status[status] += 1
-        if fault is not None:
-            counters.faults[fault] += 1
+        """Count one API request; ``status`` None means its client got no answer."""
+        self.requests.record(route, status, fault)
 
     def reset(self) -> None:
         """Forget everything that happened: PSKs, generations, histories, request counters,
-        rate-limit buckets, and restart the fault sequence. Users, accounts and tunnels stay."""
+        rate-limit buckets, and restart the fault sequence. Users, accounts, tunnels and PSK
+        listeners stay."""
         for account in self.accounts.values():
             for tunnel in account.tunnels.values():
-                tunnel._forget()
+                tunnel.forget()
         self.requests.clear()
         if self.limiter is not None:
             self.limiter.reset()
@@ -560,6 +438,8 @@ class EmulatorState:
             "account_id": self.account_id,
             "rate_limit": list(self.rate_limit) if self.rate_limit else None,
             "faults": self.faults.to_dict(),
+            "psk_bounds": [self.psk_min_length, self.psk_max_length],
+            "max_psk_batch": self.max_psk_batch,
             "requests": self.requests.to_dict(),
             "users": [
                 {
@@ -577,6 +457,7 @@ class EmulatorState:
                     "tunnels": {
                         t.id: {
                             "name": t.name,
+                            "ipsec_id": t.ipsec_id,
                             "generation": t.generation,
                             "psk": t.psk,
                             "psk_metadata": t.psk_metadata(),
@@ -584,6 +465,7 @@ class EmulatorState:
                         }
                         for t in a.tunnels.values()
                     },
+                    "gre_tunnels": {g.id: {"name": g.name} for g in a.gre_tunnels.values()},
                 }
                 for a in self.accounts.values()
             },

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from support.emulator import PSK_RE, RAY_RE, call, generate, token_headers, tunnels_url
 
 from magicwan.emulator import Emulator, Faults
-
-from .emulator_support import PSK_RE, RAY_RE, call, generate, token_headers, tunnels_url
 
 pytestmark = pytest.mark.asyncio
 
@@ -113,3 +112,18 @@ async def test_unknown_admin_route(emu: Emulator, session: aiohttp.ClientSession
     status, _, body = await call(session, "GET", f"{emu.admin_url}/reset")
     assert status == 405
     assert emu.state.requests.total == 0
+
+
+async def test_late_store_faults_over_http(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    url = f"{emu.admin_url}/faults"
+    status, _, body = await call(
+        session, "POST", url, json={"late_store": 0.5, "late_store_delay": 0.25}
+    )
+    assert status == 200
+    assert body["faults"]["late_store"] == 0.5
+    assert body["faults"]["late_store_delay"] == 0.25
+    assert emu.faults == Faults(late_store=0.5, late_store_delay=0.25)
+    status, _, body = await call(session, "POST", url, json={"late_store_delay": -1})
+    assert status == 400
+    assert "late_store_delay" in body["error"]
+    assert emu.faults == Faults(late_store=0.5, late_store_delay=0.25)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import aiohttp
 import pytest
-
-from magicwan.emulator import Emulator, run
-
-from .emulator_support import (
+from aiohttp import web
+from support.emulator import (
     ENVELOPE,
     PSK_RE,
     RAY_RE,
@@ -21,6 +21,8 @@ from .emulator_support import (
     token_headers,
     tunnels_url,
 )
+
+from magicwan.emulator import Emulator, EmulatorState, run
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,13 +40,60 @@ async def test_run_yields_a_base_url_and_credentials() -> None:
             "emulator@example.com",
             "emulator-key",
         )
-        assert emu.env()["MAGICWAN_BASE_URL"] == emu.base_url
+        assert emu.env() == {
+            "CLOUDFLARE_BASE_URL": emu.base_url,
+            "CLOUDFLARE_API_TOKEN": "emulator-token",
+            "CLOUDFLARE_ACCOUNT_ID": "023e105f4ecef8ad9ca31a8372d0c353",
+        }
         port = int(emu.base_url.split(":")[2].split("/")[0])
         assert port > 0
     # The port is released: nothing listens any more.
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_run_serves_a_given_state_with_extra_middlewares_and_routes(
+    session: aiohttp.ClientSession,
+) -> None:
+    state = EmulatorState(tunnels=2, seed=4, rate_limit=None)
+    seen: list[str] = []
+
+    @web.middleware
+    async def tracker(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        seen.append(request.path)
+        return await handler(request)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"hello": len(seen)})
+
+    async with run(
+        state=state, middlewares=[tracker], routes=[web.get("/__emulator__/hello", hello)]
+    ) as emu:
+        assert emu.state is state
+        assert emu.tunnel_ids == state.tunnel_ids
+        assert emu.gre_tunnel_ids == []  # EmulatorState's own default: no GRE tunnels
+        status, _, _ = await generate(session, emu)
+        assert status == 200
+        status, headers, body = await call(session, "GET", f"{emu.admin_url}/hello")
+        assert status == 200
+        assert body == {"hello": 2}
+        assert RAY_RE.fullmatch(headers["cf-ray"])  # an admin route, through the pipeline
+    assert seen == [psk_url(emu).removeprefix(emu.root_url), "/__emulator__/hello"]
+    assert state.total_generations() == 1
+    assert state.requests.total == 1  # the extra admin route is not counted
+
+
+async def test_run_takes_a_state_or_its_options_not_both() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        async with run(state=EmulatorState(), tunnels=3):
+            pass  # pragma: no cover
+    async with run() as emu:
+        assert (len(emu.tunnel_ids), len(emu.gre_tunnel_ids)) == (10, 3)
+        assert emu.state.rate_limit == (1200, 300.0)
 
 
 async def test_generate_returns_a_fresh_psk_in_the_spec_envelope(
@@ -58,8 +107,9 @@ async def test_generate_returns_a_fresh_psk_in_the_spec_envelope(
     assert body["errors"] == []
     assert body["messages"] == []
     result = body["result"]
-    assert set(result) == {"ipsec_tunnel_id", "psk", "psk_metadata"}
+    assert set(result) == {"ipsec_tunnel_id", "psk", "psk_metadata", "ipsec_id"}
     assert result["ipsec_tunnel_id"] == tunnel_id
+    assert result["ipsec_id"] == f"{tunnel_id}.{emu.account_id}.ipsec.cloudflare.com"
     assert PSK_RE.fullmatch(result["psk"])
     assert TIMESTAMP_RE.fullmatch(result["psk_metadata"]["last_generated_on"])
     assert headers["Content-Type"] == "application/json"
@@ -88,7 +138,8 @@ async def test_validate_only_changes_nothing(emu: Emulator, session: aiohttp.Cli
     status, _, body = await generate(session, emu, params={"validate_only": "true"})
     assert status == 200
     SUCCESS.validate(body)
-    assert body["result"] == {"ipsec_tunnel_id": tunnel.id}  # never generated: no metadata
+    # Never generated: no metadata.
+    assert body["result"] == {"ipsec_tunnel_id": tunnel.id, "ipsec_id": tunnel.ipsec_id}
     assert tunnel.generation == 0
     assert tunnel.psk is None
 
@@ -98,6 +149,7 @@ async def test_validate_only_changes_nothing(emu: Emulator, session: aiohttp.Cli
     assert body["result"] == {
         "ipsec_tunnel_id": tunnel.id,
         "psk_metadata": first["result"]["psk_metadata"],
+        "ipsec_id": tunnel.ipsec_id,
     }
     assert tunnel.generation == 1
     assert tunnel.psk == first["result"]["psk"]
@@ -181,9 +233,15 @@ async def test_list_and_get_tunnels_never_expose_the_psk(
         "replay_protection",
         "health_check",
         "psk_metadata",
+        "interface_address6",
+        "automatic_return_routing",
+        "ipsec_id",
     }
     assert tunnel["psk_metadata"] == generated["result"]["psk_metadata"]
     assert tunnel["interface_address"].endswith("/31")
+    assert tunnel["interface_address6"].endswith("/127")
+    assert tunnel["automatic_return_routing"] is False
+    assert tunnel["ipsec_id"] == generated["result"]["ipsec_id"]
     assert tunnel["allow_null_cipher"] is False
     assert tunnel["replay_protection"] is False
     assert tunnel["health_check"] == {
@@ -277,7 +335,7 @@ async def test_unknown_account_tunnel_route_and_method(
         ("GET", f"{emu.base_url}/nowhere"),
         ("GET", emu.base_url.removesuffix("/client/v4") + "/"),
         ("POST", psk_url(emu) + "/"),
-        ("GET", f"{emu.base_url}/accounts/{emu.account_id}/magic/gre_tunnels"),
+        ("GET", f"{emu.base_url}/accounts/{emu.account_id}/magic/cf_interconnects"),
     ):
         status, headers, body = await call(session, method, url, headers=auth)
         assert status == 404, url

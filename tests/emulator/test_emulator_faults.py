@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-
-from magicwan.emulator import Emulator, Faults, run
-
-from .emulator_support import (
+from aiohttp import web
+from support.emulator import (
     FAILURE,
     RAY_RE,
     SUCCESS,
+    a_psk,
     call,
     generate,
     psk_url,
+    set_psks,
     token_headers,
     tunnels_url,
 )
+
+from magicwan.emulator import Emulator, EmulatorState, Faults, PSKRecord, create_app, run
 
 pytestmark = pytest.mark.asyncio
 
@@ -185,7 +189,8 @@ async def test_seeded_faults_are_reproducible(session: aiohttp.ClientSession) ->
     first = await _outcomes(11, session)
     assert first == await _outcomes(11, session)
     assert first != await _outcomes(12, session)
-    assert {"reset", "429:", "502:", "200:214"} <= set(first)
+    # 314 bytes: the envelope around ipsec_tunnel_id, psk, psk_metadata and ipsec_id.
+    assert {"reset", "429:", "502:", "200:314"} <= set(first)
 
 
 async def test_shutdown_does_not_wait_for_latency(session: aiohttp.ClientSession) -> None:
@@ -224,3 +229,120 @@ async def test_a_client_vanishing_mid_body_is_a_drop_not_a_crash(
     assert 500 not in emu.state.requests.by_status
     assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 0
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+# -- late_store: the server stalls past the client's timeout, then stores anyway ---------------
+
+SHORT = aiohttp.ClientTimeout(total=0.2)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``condition`` (bounded): the emulator works on while the client has given up."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never came true")
+
+
+async def test_late_store_generates_after_the_client_timed_out(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    tunnel = emu.state.tunnel(emu.account_id, emu.tunnel_ids[0])
+    _, _, first = await generate(session, emu)
+    seen = {first["result"]["psk"]}
+    heard: list[PSKRecord] = []
+    emu.state.add_psk_listener(lambda _tunnel, record: heard.append(record))
+    emu.set_faults(Faults(late_store=1.0, late_store_delay=0.6))
+
+    asked = datetime.now(UTC)
+    with pytest.raises(TimeoutError):
+        await generate(session, emu, timeout=SHORT)
+    assert tunnel.generation == 1  # the client gave up before anything was stored
+
+    await _until(lambda: tunnel.generation == 2)
+    await _until(lambda: emu.state.requests.total == 2)
+    [record] = heard
+    assert record.generated_on - asked >= timedelta(seconds=0.55)  # ~late_store_delay later
+    assert tunnel.psk == record.psk
+    assert tunnel.psk not in seen  # nobody ever saw the PSK now in force
+    assert emu.state.requests.faults == {"late_store": 1}
+    assert emu.state.requests.dropped == 1  # its answer had nobody to go to
+    assert emu.state.requests.by_status == {200: 1}
+
+
+async def test_late_store_applies_a_psk_set_after_the_client_timed_out(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    tunnel_id = emu.tunnel_ids[1]
+    emu.set_faults(Faults(late_store=1.0, late_store_delay=0.5))
+    psk = a_psk()
+    with pytest.raises(TimeoutError):
+        await set_psks(session, emu, [{"id": tunnel_id, "psk": psk}], timeout=SHORT)
+    assert emu.state.current_psk(emu.account_id, tunnel_id) is None
+    await _until(lambda: emu.state.current_psk(emu.account_id, tunnel_id) == psk)
+    await _until(lambda: emu.state.requests.dropped == 1)
+    assert emu.state.requests.faults == {"late_store": 1}
+
+
+async def test_late_store_answers_a_patient_client(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.set_faults(Faults(late_store=1.0, late_store_delay=0.1))
+    status, _, body = await generate(session, emu)
+    assert status == 200
+    SUCCESS.validate(body)
+    assert body["result"]["psk"] == emu.state.current_psk(emu.account_id, emu.tunnel_ids[0])
+    assert emu.state.requests.faults == {"late_store": 1}
+    assert emu.state.requests.by_status == {200: 1}
+    assert emu.state.requests.dropped == 0
+
+
+async def test_latency_never_stores_for_a_client_that_left(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.set_faults(Faults(latency=0.5, latency_probability=1.0))
+    with pytest.raises(TimeoutError):
+        await generate(session, emu, timeout=SHORT)
+    await _until(lambda: emu.state.requests.total == 1)
+    assert emu.state.requests.dropped == 1
+    assert emu.state.total_generations() == 0
+
+
+async def test_a_cancelled_handler_cannot_cancel_a_late_store(
+    session: aiohttp.ClientSession,
+) -> None:
+    # With handler cancellation on, aiohttp cancels the handler when its client leaves.
+    state = EmulatorState(tunnels=1, rate_limit=None)
+    state.set_faults(Faults(late_store=1.0, late_store_delay=0.5))
+    runner = web.AppRunner(create_app(state), handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        emu = Emulator(state, root_url=f"http://{host}:{port}")
+        with pytest.raises(TimeoutError):
+            await generate(session, emu, timeout=SHORT)
+        await _until(lambda: state.total_generations() == 1)
+        await _until(lambda: state.requests.dropped == 1)
+    finally:
+        await runner.cleanup()
+    assert state.requests.faults == {"late_store": 1}
+
+
+async def test_shutdown_finishes_pending_late_stores_at_once(
+    session: aiohttp.ClientSession,
+) -> None:
+    start = time.perf_counter()
+    faults = Faults(late_store=1.0, late_store_delay=30)
+    async with run(tunnels=1, rate_limit=None, faults=faults) as emu:
+        request = asyncio.ensure_future(generate(session, emu))
+        await asyncio.sleep(0.2)  # the request is in its 30 s stall now
+        assert emu.state.total_generations() == 0
+    # Stopping the server stored the PSK at once instead of waiting or dropping it.
+    assert emu.state.total_generations() == 1
+    status, _, body = await request
+    assert status == 200
+    assert body["result"]["psk"] == emu.state.current_psk(emu.account_id, emu.tunnel_ids[0])
+    assert time.perf_counter() - start < 5

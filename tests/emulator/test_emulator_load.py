@@ -6,10 +6,9 @@ import asyncio
 
 import aiohttp
 import pytest
+from support.emulator import generate
 
 from magicwan.emulator import run
-
-from .emulator_support import generate
 
 pytestmark = pytest.mark.asyncio
 

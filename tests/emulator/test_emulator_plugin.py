@@ -7,11 +7,10 @@ import sys
 
 import aiohttp
 import pytest
+from support.emulator import generate
 
 import magicwan.emulator
 from magicwan.emulator import Emulator
-
-from .emulator_support import generate
 
 
 @pytest.mark.asyncio
@@ -39,13 +38,15 @@ def test_public_surface() -> None:
         "DEFAULT_API_EMAIL",
         "DEFAULT_API_KEY",
         "DEFAULT_API_TOKEN",
-        "DEFAULT_RATE_LIMIT",
         "ERROR_CODES",
         "Emulator",
         "EmulatorState",
+        "FaultKind",
         "Faults",
+        "GreTunnel",
+        "PSKListener",
         "PSKRecord",
-        "RateLimiter",
+        "TokenBucket",
         "Tunnel",
         "create_app",
         "run",

@@ -7,10 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-
-from magicwan.emulator import Emulator, Faults, run
-
-from .emulator_support import (
+from support.emulator import (
     FakeClock,
     assert_failure,
     call,
@@ -19,6 +16,8 @@ from .emulator_support import (
     token_headers,
     tunnels_url,
 )
+
+from magicwan.emulator import Emulator, Faults, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,4 +1,4 @@
-"""The plain-Python parts: state, rate limiter, fault injector (no sockets)."""
+"""The plain-Python parts: models, state, token bucket, fault injector (no sockets)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from support.emulator import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
 
-from magicwan.emulator import EmulatorState, Faults, RateLimiter
+from magicwan.emulator import EmulatorState, FaultKind, Faults, PSKRecord, TokenBucket, Tunnel
+from magicwan.emulator import bucket as bucket_module
 from magicwan.emulator import faults as faults_module
+from magicwan.emulator import models as models_module
+from magicwan.emulator import seeding as seeding_module
 from magicwan.emulator import state as state_module
-from magicwan.emulator.faults import FaultInjector, FaultKind
-from magicwan.emulator.state import format_timestamp, is_identifier
-
-from .emulator_support import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
+from magicwan.emulator.faults import FaultInjector
+from magicwan.emulator.models import format_timestamp, is_identifier
 
 
 class Clock:
@@ -131,12 +133,12 @@ def test_snapshot_is_json() -> None:
     assert PSK_RE.fullmatch(entry["psk"])
 
 
-# -- rate limiter -----------------------------------------------------------------------------
+# -- token bucket -----------------------------------------------------------------------------
 
 
 def test_limiter_starts_full_and_refills_continuously() -> None:
     clock = Clock()
-    limiter = RateLimiter(1200, 300, clock=clock)
+    limiter = TokenBucket(1200, 300, clock=clock)
     decisions = [limiter.acquire("u") for _ in range(1200)]
     assert all(d.allowed for d in decisions)
     assert decisions[0].remaining == 1199
@@ -154,7 +156,7 @@ def test_limiter_starts_full_and_refills_continuously() -> None:
 @pytest.mark.parametrize(("limit", "window", "n"), [(1200, 300, 1500), (5, 10, 12), (3, 1, 10)])
 def test_paced_requests_take_n_minus_l_times_w_over_l(limit: int, window: float, n: int) -> None:
     clock = Clock()
-    limiter = RateLimiter(limit, window, clock=clock)
+    limiter = TokenBucket(limit, window, clock=clock)
     for _ in range(n):
         decision = limiter.acquire("u")
         while not decision.allowed:
@@ -165,7 +167,7 @@ def test_paced_requests_take_n_minus_l_times_w_over_l(limit: int, window: float,
 
 def test_limiter_refusal_is_not_charged_and_keys_are_separate() -> None:
     clock = Clock()
-    limiter = RateLimiter(2, 10, clock=clock)
+    limiter = TokenBucket(2, 10, clock=clock)
     assert limiter.acquire("a").allowed
     assert limiter.acquire("a").allowed
     for _ in range(5):
@@ -207,7 +209,9 @@ def test_fault_draws_are_reproducible_and_match_probabilities() -> None:
     assert [a.draw() for _ in range(50)] == draws[:50]
 
 
-@pytest.mark.parametrize("module", [state_module, faults_module])
+@pytest.mark.parametrize(
+    "module", [models_module, seeding_module, bucket_module, state_module, faults_module]
+)
 def test_plain_modules_do_not_import_aiohttp(module: types.ModuleType) -> None:
     assert module.__file__ is not None
     tree = ast.parse(Path(module.__file__).read_text())
@@ -221,3 +225,99 @@ def test_plain_modules_do_not_import_aiohttp(module: types.ModuleType) -> None:
     }
     assert imported
     assert not any(name.split(".")[0] == "aiohttp" for name in imported)
+
+
+# -- PSK listeners and set_psk ----------------------------------------------------------------
+
+
+def test_listeners_hear_every_change_in_order_and_can_be_removed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = EmulatorState(tunnels=2)
+    first, second = (state.tunnel(state.account_id, i) for i in state.tunnel_ids)
+    heard: list[tuple[str, int, str, str]] = []
+
+    def listener(tunnel: Tunnel, record: PSKRecord) -> None:
+        # Called after the change: the tunnel already holds the new PSK.
+        assert tunnel.psk == record.psk
+        heard.append((tunnel.id, record.generation, record.source, record.psk))
+
+    def broken(tunnel: Tunnel, record: PSKRecord) -> None:
+        raise RuntimeError("edge daemon unreachable")
+
+    state.add_psk_listener(broken)
+    state.add_psk_listener(listener)
+    generated = state.generate_psk(first)
+    chosen = "x" * 16
+    set_record = state.set_psk(second, chosen)
+    assert heard == [
+        (first.id, 1, "generated", generated.psk),
+        (second.id, 1, "set", chosen),
+    ]
+    assert set_record.source == "set"
+    assert second.psk == chosen
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert messages == [
+        f"emulator: a PSK listener failed for tunnel {t.id}" for t in (first, second)
+    ]
+    assert generated.psk not in caplog.text
+    assert chosen not in caplog.text
+
+    state.reset()  # forgets PSKs, keeps listeners
+    state.generate_psk(first)
+    assert len(heard) == 3
+    state.remove_psk_listener(listener)
+    state.remove_psk_listener(broken)
+    state.generate_psk(first)
+    assert len(heard) == 3
+    with pytest.raises(ValueError, match="not in list"):
+        state.remove_psk_listener(listener)
+
+
+@pytest.mark.parametrize("bad", ["x" * 15, "x" * 129, "x" * 15 + " ", "x" * 15 + "é", 42])
+def test_set_psk_refuses_a_psk_outside_the_bounds(bad: object) -> None:
+    state = EmulatorState(tunnels=1)
+    tunnel = state.tunnel(state.account_id, state.tunnel_ids[0])
+    assert state.psk_problem(bad) is not None
+    with pytest.raises(ValueError, match="16 to 128 printable ASCII") as info:
+        state.set_psk(tunnel, bad)  # type: ignore[arg-type]
+    assert str(bad) not in str(info.value)
+    assert tunnel.generation == 0
+
+
+def test_psk_bounds_and_batch_are_configurable_and_checked() -> None:
+    state = EmulatorState(psk_min_length=4, psk_max_length=8, max_psk_batch=2)
+    assert state.psk_problem("abcd") is None
+    assert state.psk_problem("abcdefghi") is not None
+    for bad in (
+        {"psk_min_length": 0},
+        {"psk_min_length": 10, "psk_max_length": 9},
+        {"max_psk_batch": 0},
+        {"max_psk_batch": True},
+    ):
+        with pytest.raises(ValueError, match="whole number"):
+            EmulatorState(**bad)
+
+
+def test_ipsec_tunnel_objects_carry_the_documented_fields() -> None:
+    state = EmulatorState(tunnels=4, account_id="023e105f4ecef8ad9ca31a8372d0c353")
+    plain, bgp, custom, bgp2 = (
+        state.tunnel(state.account_id, i).to_api() for i in state.tunnel_ids
+    )
+    assert (
+        plain["ipsec_id"] == f"{plain['id']}.023e105f4ecef8ad9ca31a8372d0c353.ipsec.cloudflare.com"
+    )
+    assert plain["interface_address"] == "10.0.0.0/31"
+    assert plain["interface_address6"] == "2001:db8:4d57::/127"
+    assert plain["automatic_return_routing"] is False
+    assert "bgp" not in plain
+    assert "custom_remote_identities" not in plain
+    assert bgp["bgp"] == {"customer_asn": 64513, "extra_prefixes": []}
+    assert bgp["bgp_status"]["state"] == "BGP_UP"
+    assert bgp["bgp_status"]["cf_speaker_ip"] == "10.0.0.2"
+    assert bgp["bgp_status"]["customer_speaker_ip"] == "10.0.0.3"
+    assert custom["custom_remote_identities"] == {
+        "fqdn_id": "site00003.023e105f4ecef8ad9ca31a8372d0c353.custom.ipsec.cloudflare.com"
+    }
+    assert "bgp" in bgp2
+    assert "bgp" not in custom

@@ -7,10 +7,9 @@ import ssl
 import aiohttp
 import pytest
 import trustme
+from support.emulator import SUCCESS, generate
 
 from magicwan.emulator import Faults, run
-
-from .emulator_support import SUCCESS, generate
 
 pytestmark = pytest.mark.asyncio
 

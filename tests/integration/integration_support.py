@@ -1,9 +1,10 @@
 """Helpers for the integration tests.
 
-``serve()`` is ``magicwan.emulator.run()`` with one addition: an optional outer middleware (a
-:class:`Tracker`) that sees every request the emulator serves, so a test can measure at the
-server how many requests were in flight at once, per tunnel and in total, and when each
-arrived. Everything else (state, app, handlers, faults, limiter) is the shipped emulator.
+``serve()`` is ``magicwan.emulator.run()`` serving a given state, optionally with an outer
+middleware (a :class:`Tracker`) that sees every request the emulator serves, so a test can
+measure at the server how many requests were in flight at once, per tunnel and in total, and
+when each arrived. Everything else (state, app, handlers, faults, limiter) is the shipped
+emulator.
 
 ``FastTime`` speeds up the *client's* clock and sleep (both injectable by design): backoff and
 ``Retry-After`` cooldowns then take a fraction of a real second, so a rotation through thousands
@@ -25,7 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from magicwan import MagicWAN
-from magicwan.emulator import Emulator, EmulatorState, create_app
+from magicwan.emulator import Emulator, EmulatorState, run
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,19 +69,10 @@ class Tracker:
 
 @asynccontextmanager
 async def serve(state: EmulatorState, *, tracker: Tracker | None = None) -> AsyncIterator[Emulator]:
-    """Serve ``state`` on a free loopback port, like ``magicwan.emulator.run()``."""
-    app = create_app(state)
-    if tracker is not None:
-        app.middlewares.insert(0, tracker.middleware)  # outermost: sees every request
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield Emulator(state, root_url=f"http://{host}:{port}")
-    finally:
-        await runner.cleanup()
+    """Serve ``state`` on a free loopback port with ``magicwan.emulator.run()``."""
+    middlewares = [tracker.middleware] if tracker is not None else []  # outermost: sees all
+    async with run(state=state, middlewares=middlewares, shutdown_timeout=1.0) as emulator:
+        yield emulator
 
 
 class FastTime:
@@ -143,7 +135,8 @@ def rotation_tasks() -> list[asyncio.Task[Any]]:
         if task is asyncio.current_task() or task.done():
             continue
         code = getattr(task.get_coro(), "cr_code", None)
-        filename = code.co_filename if code is not None else ""
-        if "magicwan" in filename and "emulator" not in filename:
+        parts = Path(code.co_filename).parts if code is not None else ()
+        # The package's own folders, not the checkout's (which may be named anything).
+        if "magicwan" in parts and "emulator" not in parts[parts.index("magicwan") :]:
             found.append(task)
     return found

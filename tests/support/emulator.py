@@ -1,4 +1,5 @@
-"""Helpers for the emulator tests: the spec's schemas (as we read them) and small HTTP helpers.
+"""Helpers for tests that talk to the emulator: a fake clock, the spec's schemas (as we read
+them) and small HTTP helpers.
 
 How we read the spec's failure schema (``responses["4XX"]``): as written it is
 ``allOf: [<the whole 200 schema>, <failure half>]``, which no document can satisfy (the 200 half
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +55,18 @@ class FakeClock:
 
 
 def load_spec() -> dict[str, Any]:
-    return json.loads(SPEC_COPY.read_text())
+    spec: dict[str, Any] = json.loads(SPEC_COPY.read_text())
+    return spec
 
 
 def _responses(spec: dict[str, Any]) -> dict[str, Any]:
-    return spec["paths"][PSK_PATH]["post"]["responses"]
+    responses: dict[str, Any] = spec["paths"][PSK_PATH]["post"]["responses"]
+    return responses
 
 
 def success_schema(spec: dict[str, Any]) -> dict[str, Any]:
-    return _responses(spec)["200"]["content"]["application/json"]["schema"]
+    schema: dict[str, Any] = _responses(spec)["200"]["content"]["application/json"]["schema"]
+    return schema
 
 
 def envelope_schema(spec: dict[str, Any]) -> dict[str, Any]:
@@ -93,9 +98,45 @@ def failure_schema(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 SPEC = load_spec()
+#: The bulk PSK set result as ARCH.md fixes it (and the official SDK's
+#: ``IPSECTunnelPSKSetResponse`` reads it): two maps keyed by tunnel id.
+PSK_SET_RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["successfully_applied_psks", "unapplied_psks"],
+    "additionalProperties": False,
+    "properties": {
+        "successfully_applied_psks": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["ipsec_tunnel_id", "ipsec_id", "psk", "psk_metadata"],
+                "additionalProperties": False,
+                "properties": {
+                    "ipsec_tunnel_id": {"type": "string", "maxLength": 32},
+                    "ipsec_id": {"type": "string", "pattern": r"\.ipsec\.cloudflare\.com$"},
+                    "psk": {"type": "string"},
+                    "psk_metadata": {
+                        "type": "object",
+                        "required": ["last_generated_on"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "last_generated_on": {"type": "string", "pattern": TIMESTAMP_RE.pattern}
+                        },
+                    },
+                },
+            },
+        },
+        "unapplied_psks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
 SUCCESS = jsonschema.Draft202012Validator(success_schema(SPEC))
 ENVELOPE = jsonschema.Draft202012Validator(envelope_schema(SPEC))
 FAILURE = jsonschema.Draft202012Validator(failure_schema(SPEC))
+#: A bulk PSK set success: the spec's envelope around :data:`PSK_SET_RESULT_SCHEMA`.
+PSK_SET = jsonschema.Draft202012Validator(
+    {"allOf": [envelope_schema(SPEC), {"properties": {"result": PSK_SET_RESULT_SCHEMA}}]}
+)
 
 
 def psk_url(emu: Emulator, tunnel_id: str | None = None, account_id: str | None = None) -> str:
@@ -106,6 +147,15 @@ def psk_url(emu: Emulator, tunnel_id: str | None = None, account_id: str | None 
 
 def tunnels_url(emu: Emulator, account_id: str | None = None) -> str:
     return f"{emu.base_url}/accounts/{account_id or emu.account_id}/magic/ipsec_tunnels"
+
+
+def psk_set_url(emu: Emulator, account_id: str | None = None) -> str:
+    return f"{tunnels_url(emu, account_id)}/psk"
+
+
+def gre_url(emu: Emulator, tunnel_id: str | None = None, account_id: str | None = None) -> str:
+    url = f"{emu.base_url}/accounts/{account_id or emu.account_id}/magic/gre_tunnels"
+    return url if tunnel_id is None else f"{url}/{tunnel_id}"
 
 
 def token_headers(emu: Emulator) -> dict[str, str]:
@@ -137,3 +187,18 @@ def assert_failure(body: Any, code: int, message: str | None = None) -> None:
     assert body["errors"][0]["code"] == code, body
     if message is not None:
         assert body["errors"][0]["message"] == message, body
+
+
+async def set_psks(
+    session: aiohttp.ClientSession, emu: Emulator, psks: Any, **kwargs: Any
+) -> tuple[int, Any, Any]:
+    """``POST .../ipsec_tunnels/psk`` with ``{"psks": psks}`` (unless ``json``/``data`` given)."""
+    kwargs.setdefault("headers", token_headers(emu))
+    if "data" not in kwargs:
+        kwargs.setdefault("json", {"psks": psks})
+    return await call(session, "POST", psk_set_url(emu), **kwargs)
+
+
+def a_psk(label: str = "") -> str:
+    """A fresh, valid PSK to set (32 URL-safe characters, with ``label`` in front)."""
+    return (label + secrets.token_urlsafe(24))[:32]

@@ -47,3 +47,6 @@ class IPsecTunnel:
     replay_protection: bool | None = None
     allow_null_cipher: bool | None = None
     health_check: HealthCheck | None = None
+    #: The IKE identity the customer's device presents (an FQDN such as
+    #: ``<tunnel_id>.<account_id>.ipsec.cloudflare.com``).
+    ipsec_id: str | None = None

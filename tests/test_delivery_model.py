@@ -54,7 +54,7 @@ def test_delivery_is_frozen_keyword_only_and_typed() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         delivery.psk = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        Delivery("a", "t1", PSK)  # type: ignore[misc]
+        Delivery("a", "t1", PSK)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         Delivery(account_id="a", tunnel_id="t1", psk=PSK.encode())  # type: ignore[arg-type]
 

@@ -323,6 +323,10 @@ class StrongSwanPair:
     def socket(self, side: Side) -> str:
         return self.router_socket if side == "router" else self.edge_socket
 
+    def pid(self, side: Side) -> int:
+        """The pid of the process holding ``side``'s namespaces (charon's parent shell)."""
+        return self._daemons[side].process.pid
+
     def log(self, side: Side) -> str:
         """The daemon's log so far (for failure messages)."""
         path = self.directory / f"{side}.log"

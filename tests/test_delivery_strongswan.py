@@ -263,6 +263,28 @@ async def test_a_socket_nobody_listens_on_is_refused(short_tmp: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_socket_whose_backlog_stays_full_times_out(short_tmp: Path) -> None:
+    # charon accepts nothing while its workers are busy: the backlog fills, connect() says
+    # EAGAIN at once. That is retried until the deadline, then reported as a timeout.
+    path = short_tmp / "busy.vici"
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket(socket.AF_UNIX))
+        listener.bind(str(path))
+        listener.listen(0)
+        while True:  # fill the backlog
+            queued = stack.enter_context(socket.socket(socket.AF_UNIX))
+            queued.setblocking(False)
+            try:
+                queued.connect(str(path))
+            except BlockingIOError:
+                break
+        with pytest.raises(DeliveryError) as caught:
+            await StrongSwan(str(path), timeout=0.3)(DELIVERY)
+    assert caught.value.reason == "timeout"
+    assert "accepted no connection in time" in str(caught.value)
+
+
+@pytest.mark.asyncio
 async def test_a_charon_that_never_answers_times_out(tmp_path: Path) -> None:
     async with fake_charon(tmp_path, lambda name, message: HANG) as fake:
         with pytest.raises(DeliveryError) as caught:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any, Literal
@@ -99,23 +100,43 @@ class Channel:
         self._aborted = False
 
     def connect(self, timeout: float) -> None:
-        failure: ViciError | None = None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with self._lock:
-            self._socket = sock
-            if self._aborted:
-                sock.close()
-                failure = ViciError("timeout", "aborted")
-        if failure is None:
-            try:
-                sock.settimeout(timeout)
-                sock.connect(self.path)
-            except OSError as exc:
-                kind, detail = _describe(exc)
-                failure = ViciError(kind, f"cannot connect to {self.path}: {detail}")
-        if failure is not None:
-            raise failure
-        self._session = self._vici.Session(sock)
+        """Connect within ``timeout`` seconds.
+
+        A full listen backlog (charon's workers are all busy and accept nothing for a
+        moment) makes a unix socket refuse with EAGAIN at once: that is retried, with
+        short pauses, until the time is up.
+        """
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            failure: ViciError | None = None
+            busy = False
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with self._lock:
+                if self._socket is not None:
+                    self._socket.close()
+                self._socket = sock
+                if self._aborted:
+                    failure = ViciError("timeout", "aborted")
+            if failure is None:
+                try:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                    sock.connect(self.path)
+                except BlockingIOError:
+                    busy = True
+                except OSError as exc:
+                    kind, detail = _describe(exc)
+                    failure = ViciError(kind, f"cannot connect to {self.path}: {detail}")
+            if busy and time.monotonic() + pause < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+                continue
+            if busy:
+                failure = ViciError("timeout", f"{self.path} accepted no connection in time")
+            if failure is not None:
+                raise failure
+            self._session = self._vici.Session(sock)
+            return
 
     def abort(self) -> None:
         with self._lock:

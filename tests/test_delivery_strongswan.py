@@ -295,6 +295,35 @@ async def test_a_charon_that_never_answers_times_out(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_thread_stuck_past_its_deadline_is_abandoned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import magicwan.delivery._strongswan as strongswan
+
+    released = threading.Event()
+    aborted: list[bool] = []
+
+    def stuck(channel: Any, plan: Any, secret: Any, deadline: float) -> None:
+        released.wait(10)
+        aborted.append(channel._aborted)
+
+    monkeypatch.setattr(strongswan, "_deliver", stuck)
+    monkeypatch.setattr(strongswan, "_BACKSTOP", 0.05)
+    with pytest.raises(DeliveryError) as caught:
+        await StrongSwan("/nonexistent.vici", timeout=0.1)(DELIVERY)
+    released.set()
+    assert caught.value.reason == "timeout"
+    assert "did not answer within 0.1s" in str(caught.value)
+    for _ in range(100):
+        if aborted:
+            break
+        await asyncio.sleep(0.01)
+    assert aborted == [True]  # its socket was shut down, so a real call would fail at once
+
+
+@pytest.mark.asyncio
 async def test_charons_error_text_is_scrubbed(tmp_path: Path) -> None:
     def refuse(name: str, message: dict[str, Any]) -> dict[str, Any]:
         secret = message["data"].decode()

@@ -37,6 +37,8 @@ _TERMINATE_WAIT = 2.0
 #: How long before the delivery's deadline charon must give up on an initiation, so
 #: that its own answer (which says why) arrives before we stop waiting.
 _INITIATE_MARGIN = 0.5
+#: How long past the deadline a delivery's thread may run before it is abandoned.
+_BACKSTOP = 1.0
 #: Signs in charon's log that IKE authentication failed, and what each means.
 _AUTH_FAILURES = (
     ("AUTHENTICATION_FAILED", "the peer refused our authentication (AUTHENTICATION_FAILED)"),
@@ -188,12 +190,12 @@ class StrongSwan:
             worker = asyncio.ensure_future(work)
             try:
                 # The worker keeps to the deadline itself; this is the backstop.
-                await asyncio.wait([worker], timeout=self.timeout + 1.0)
+                done, _ = await asyncio.wait([worker], timeout=self.timeout + _BACKSTOP)
             finally:
                 if not worker.done():  # stuck, or we are cancelled: unblock its thread now
                     channel.abort()
                     worker.cancel()
-            if worker.cancelled():
+            if not done:
                 raise DeliveryError(
                     f"tunnel {plan.tunnel_id}: charon at {self.socket} did not answer "
                     f"within {self.timeout:g}s",

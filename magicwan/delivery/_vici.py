@@ -109,34 +109,35 @@ class Channel:
         deadline = time.monotonic() + timeout
         pause = 0.01
         while True:
+            sock = self._new_socket()
             failure: ViciError | None = None
-            busy = False
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            with self._lock:
-                if self._socket is not None:
-                    self._socket.close()
-                self._socket = sock
-                if self._aborted:
-                    failure = ViciError("timeout", "aborted")
-            if failure is None:
-                try:
-                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                    sock.connect(self.path)
-                except BlockingIOError:
-                    busy = True
-                except OSError as exc:
-                    kind, detail = _describe(exc)
-                    failure = ViciError(kind, f"cannot connect to {self.path}: {detail}")
-            if busy and time.monotonic() + pause < deadline:
-                time.sleep(pause)
-                pause = min(pause * 2, 0.2)
-                continue
-            if busy:
-                failure = ViciError("timeout", f"{self.path} accepted no connection in time")
+            try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                sock.connect(self.path)
+            except BlockingIOError:  # the backlog is full: try again shortly
+                if time.monotonic() + pause >= deadline:
+                    failure = ViciError("timeout", f"{self.path} accepted no connection in time")
+            except OSError as exc:
+                kind, detail = _describe(exc)
+                failure = ViciError(kind, f"cannot connect to {self.path}: {detail}")
+            else:
+                self._session = self._vici.Session(sock)
+                return
             if failure is not None:
                 raise failure
-            self._session = self._vici.Session(sock)
-            return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def _new_socket(self) -> socket.socket:
+        """A fresh socket in place of the last one; ViciError once :meth:`abort` was called."""
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+            if self._aborted:
+                raise ViciError("timeout", "aborted")
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            return self._socket
 
     def abort(self) -> None:
         with self._lock:

@@ -292,18 +292,20 @@ class _Daemon:
         self.socket_path = socket_path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-            try:
-                self.process.wait(_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(_STOP_TIMEOUT)
-        elif self.process.stdin is not None:
-            self.process.stdin.close()
+        _stop(self.process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Close its standard input (the cue to end), wait; kill its group if it lingers."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    try:
+        process.wait(_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(_STOP_TIMEOUT)
 
 
 class StrongSwanPair:
@@ -539,7 +541,7 @@ def _teardown(
     for daemon in pair._daemons.values():
         daemon.stop()
     if holder is not None:
-        _Daemon("edge", holder, Path()).stop()
+        _stop(holder)
         if holder.stdout is not None:
             holder.stdout.close()
     if keep_logs is not None:

@@ -4,6 +4,7 @@ from magicwan._psk import new_psk
 from magicwan._transport import Reply
 from magicwan._version import __version__
 from magicwan.client import DEFAULT_BASE_URL, MagicWAN
+from magicwan.delivery import Deliverer, Delivery
 from magicwan.errors import (
     APIConnectionError,
     APIError,
@@ -11,17 +12,20 @@ from magicwan.errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    DeliveryError,
     ErrorDetail,
     InternalServerError,
     InvalidInputError,
     MagicWANError,
+    NotAppliedError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    RotationHaltedError,
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
-from magicwan.journal import JournalError, read_journal
+from magicwan.journal import JournalError, JournalRecord, read_journal
 from magicwan.models import (
     AppliedPSK,
     GRETunnel,
@@ -33,7 +37,15 @@ from magicwan.models import (
     PSKSetResult,
 )
 from magicwan.ratelimit import RateLimiter
-from magicwan.rotation import RotationOutcome
+from magicwan.rotation import (
+    OutcomeState,
+    Rotation,
+    RotationFailure,
+    RotationOutcome,
+    RotationSuccess,
+    Validated,
+    ValidationOutcome,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -44,6 +56,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "Deliverer",
+    "Delivery",
+    "DeliveryError",
     "ErrorDetail",
     "GRETunnel",
     "HealthCheck",
@@ -52,9 +67,12 @@ __all__ = [
     "InternalServerError",
     "InvalidInputError",
     "JournalError",
+    "JournalRecord",
     "MagicWAN",
     "MagicWANError",
+    "NotAppliedError",
     "NotFoundError",
+    "OutcomeState",
     "PSKGenerateResult",
     "PSKMetadata",
     "PSKSetResult",
@@ -62,9 +80,15 @@ __all__ = [
     "RateLimitError",
     "RateLimiter",
     "Reply",
+    "Rotation",
+    "RotationFailure",
+    "RotationHaltedError",
     "RotationOutcome",
+    "RotationSuccess",
     "UnexpectedResponseError",
     "UnprocessableEntityError",
+    "Validated",
+    "ValidationOutcome",
     "__version__",
     "new_psk",
     "read_journal",

@@ -589,7 +589,9 @@ class Rotation(Generic[O]):
             if state is OutcomeState.ROTATED and work.held_from_journal:
                 state = OutcomeState.SKIPPED
             if self._s.deliver is not None and state is not OutcomeState.UNRECORDED:
-                error = DeliveryError("not delivered: the rotation stopped first")
+                error = DeliveryError(
+                    "not delivered: the rotation stopped first", reason="stopped", tunnel_id=work.id
+                )
                 self._finish_tunnel(work, state, delivered=False, error=error)
             else:
                 self._finish_tunnel(work, state)
@@ -1003,7 +1005,14 @@ class Rotation(Generic[O]):
                     state = OutcomeState.UNRECORDED
             self._finish_tunnel(work, state, delivered=True)
             return
-        error = DeliveryError(f"delivery failed after {tries} tries: {_describe(last, psk)}")
+        reason = last.reason if isinstance(last, DeliveryError) else "error"
+        if isinstance(last, TimeoutError):
+            reason = "timeout"
+        error = DeliveryError(
+            f"delivery failed after {tries} tries: {_describe(last, psk)}",
+            reason=reason,
+            tunnel_id=work.id,
+        )
         if self._journal is not None and state is not OutcomeState.UNRECORDED:
             event_u = Undelivered(
                 account_id=s.account_id, tunnel_id=work.id, error=str(error), attempts=tries

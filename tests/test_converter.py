@@ -10,7 +10,7 @@ import attrs
 import pytest
 from core_support import TUNNEL, load_sample
 
-from magicwan import PSKGenerateResult, PSKMetadata
+from magicwan import IPsecTunnel, PSKGenerateResult, PSKMetadata
 from magicwan._converter import converter, parse_datetime, structure
 from magicwan._envelope import decode_envelope
 from magicwan.errors import UnexpectedResponseError
@@ -203,3 +203,9 @@ def test_models_are_frozen_and_keyword_only() -> None:
 def test_datetimes_unstructure_as_rfc3339() -> None:
     meta = PSKMetadata(last_generated_on=datetime(2017, 6, 14, 5, 20, tzinfo=UTC))
     assert converter.unstructure(meta) == {"last_generated_on": "2017-06-14T05:20:00Z"}
+
+
+def test_a_tunnel_carries_its_ipsec_id() -> None:
+    ipsec_id = f"{TUNNEL}.023e105f4ecef8ad9ca31a8372d0c353.ipsec.cloudflare.com"
+    assert structure({"id": TUNNEL, "ipsec_id": ipsec_id}, IPsecTunnel).ipsec_id == ipsec_id
+    assert structure({"id": TUNNEL}, IPsecTunnel).ipsec_id is None

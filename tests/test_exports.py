@@ -27,10 +27,19 @@ PUBLIC = {
     "PSKSetResult",
     "Reply",
     "new_psk",
-    # rotation
+    # rotation and delivery
+    "Rotation",
     "RotationOutcome",
+    "RotationSuccess",
+    "RotationFailure",
+    "Validated",
+    "ValidationOutcome",
+    "OutcomeState",
     "JournalError",
+    "JournalRecord",
     "read_journal",
+    "Delivery",
+    "Deliverer",
     # errors
     "MagicWANError",
     "InvalidInputError",
@@ -47,11 +56,17 @@ PUBLIC = {
     "APIConnectionError",
     "APITimeoutError",
     "UnexpectedResponseError",
+    "DeliveryError",
+    "NotAppliedError",
+    "RotationHaltedError",
 }
 
 # The names issues make a contract (Cloudflare's official SDK spells the errors the same).
 CONTRACT = {
     "new_psk",
+    "Delivery",
+    "RotationOutcome",
+    "JournalRecord",
     "MagicWAN",
     "PSKGenerateResult",
     "PSKMetadata",

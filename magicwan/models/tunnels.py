@@ -95,4 +95,6 @@ class IPsecTunnel:
     custom_remote_identities: CustomRemoteIdentities | None = None
     bgp: BGP | None = None
     bgp_status: BGPStatus | None = None
+    #: The IKE identity the customer's device presents (an FQDN such as
+    #: ``<tunnel_id>.<account_id>.ipsec.cloudflare.com``).
     ipsec_id: str | None = None

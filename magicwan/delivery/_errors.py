@@ -1,0 +1,8 @@
+"""The error a deliverer raises when a PSK did not reach the tunnel's other end.
+
+Defined with the other errors in :mod:`magicwan.errors`; named here for deliverers.
+"""
+
+from magicwan.errors import DeliveryError, DeliveryFailure
+
+__all__ = ["DeliveryError", "DeliveryFailure"]

@@ -1,0 +1,257 @@
+"""magicwan.delivery.Command against real programs (``sh -c`` scripts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.leaks import shown_in
+
+from magicwan import IPsecTunnel
+from magicwan.delivery import ENVIRONMENT, Command, Delivery, DeliveryError
+
+PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
+TUNNEL = IPsecTunnel(
+    id="c4a7362d577a6c3019a474fd6f485823",
+    name="branch-1",
+    cloudflare_endpoint="162.159.0.1",
+    customer_endpoint="203.0.113.7",
+    ipsec_id="c4a7362d577a6c3019a474fd6f485823.023e105f4ecef8ad9ca31a8372d0c353.ipsec.cloudflare.com",
+)
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+DELIVERY = Delivery(account_id=ACCOUNT, tunnel_id=TUNNEL.id, psk=PSK, tunnel=TUNNEL)
+
+
+def sh(script: str, *args: str, timeout: float = 30.0) -> Command:
+    return Command(["sh", "-c", script, "sh", *args], timeout=timeout)
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (it may linger as a zombie until someone reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def wait_gone(*pids: int) -> bool:
+    for _ in range(200):
+        if all(gone(pid) for pid in pids):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def stray_pids() -> Iterator[list[int]]:
+    """Pids a test started in the background: killed at the end whatever happened."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.asyncio
+async def test_the_psk_arrives_on_stdin_and_nowhere_else(tmp_path: Path) -> None:
+    out = tmp_path / "received"
+    script = r"""
+        psk=$(cat)
+        printf '%s' "$psk" > "$1"
+        # The PSK must not be in our own argv or environment, nor in our parent's.
+        for f in /proc/$$/cmdline /proc/$$/environ /proc/$PPID/environ; do
+            if tr '\0' '\n' < "$f" | grep -qF -- "$psk"; then echo "found in $f" >&2; exit 3; fi
+        done
+    """
+    await sh(script, str(out))(DELIVERY)
+    assert out.read_text() == PSK
+    environment = sh("true").environment(DELIVERY)
+    assert not any(PSK in value for value in environment.values())
+
+
+@pytest.mark.asyncio
+async def test_stdin_is_the_psk_a_newline_and_end_of_file(tmp_path: Path) -> None:
+    out = tmp_path / "stdin"
+    await sh('cat > "$1"', str(out))(DELIVERY)
+    assert out.read_bytes() == PSK.encode() + b"\n"
+
+
+@pytest.mark.asyncio
+async def test_the_tunnels_facts_are_in_the_environment(tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    await sh('env > "$1"', str(out))(DELIVERY)
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert {name: env[name] for name in ENVIRONMENT} == {
+        "MAGICWAN_TUNNEL_ID": TUNNEL.id,
+        "MAGICWAN_TUNNEL_NAME": "branch-1",
+        "MAGICWAN_ACCOUNT_ID": ACCOUNT,
+        "MAGICWAN_IPSEC_ID": TUNNEL.ipsec_id,
+        "MAGICWAN_CUSTOMER_ENDPOINT": "203.0.113.7",
+        "MAGICWAN_CLOUDFLARE_ENDPOINT": "162.159.0.1",
+    }
+    assert env["PATH"] == os.environ["PATH"]  # the caller's environment is kept
+
+
+@pytest.mark.asyncio
+async def test_unknown_facts_are_empty_even_when_inherited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAGICWAN_TUNNEL_NAME", "stale-from-the-caller")
+    out = tmp_path / "env"
+    await sh('env > "$1"', str(out))(Delivery(account_id=ACCOUNT, tunnel_id="t1", psk=PSK))
+    lines = out.read_text().splitlines()
+    assert "MAGICWAN_TUNNEL_NAME=" in lines
+    assert "MAGICWAN_CLOUDFLARE_ENDPOINT=" in lines
+    assert "MAGICWAN_TUNNEL_ID=t1" in lines
+
+
+@pytest.mark.asyncio
+async def test_env_replaces_the_callers_environment(tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    command = Command(["/bin/sh", "-c", 'env > "$1"', "sh", str(out)], env={"ONLY": "this"})
+    await command(DELIVERY)
+    names = {line.split("=", 1)[0] for line in out.read_text().splitlines()}
+    assert {"ONLY", "MAGICWAN_TUNNEL_ID"} <= names
+    assert "HOME" not in names
+
+
+@pytest.mark.asyncio
+async def test_a_failing_program_shows_its_stderr_scrubbed() -> None:
+    script = r"""
+        psk=$(cat)
+        echo "first line" >&2
+        printf 'cannot install key %s: \033[31mdenied\033[0m\n' "$psk" >&2
+        exit 7
+    """
+    with pytest.raises(DeliveryError) as caught:
+        await sh(script)(DELIVERY)
+    error = caught.value
+    assert error.reason == "exit_status"
+    assert error.tunnel_id == TUNNEL.id
+    assert "exited with status 7" in str(error)
+    assert "cannot install key [REDACTED]: \\x1b[31mdenied\\x1b[0m\\n" in str(error)
+    assert "first line\\n" in str(error)
+    assert "\x1b" not in str(error)
+    assert "\n" not in str(error)
+    assert shown_in(PSK, error) == []
+
+
+@pytest.mark.asyncio
+async def test_a_long_stderr_is_cut_to_its_end() -> None:
+    script = r"""
+        psk=$(cat)
+        head -c 200000 /dev/zero | tr '\0' 'x' >&2
+        echo " the end: $psk" >&2
+        exit 1
+    """
+    with pytest.raises(DeliveryError) as caught:
+        await sh(script)(DELIVERY)
+    text = str(caught.value)
+    assert text.endswith("xxx the end: [REDACTED]\\n")
+    assert len(text) < 500
+    assert shown_in(PSK, caught.value) == []
+
+
+@pytest.mark.asyncio
+async def test_a_program_killed_by_a_signal_fails() -> None:
+    with pytest.raises(DeliveryError) as caught:
+        await sh("kill -TERM $$")(DELIVERY)
+    assert caught.value.reason == "exit_status"
+    assert "killed by SIGTERM" in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_a_program_that_cannot_start_fails(tmp_path: Path) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        await Command([str(tmp_path / "no-such-program")])(DELIVERY)
+    assert caught.value.reason == "not_started"
+    assert "no-such-program" in str(caught.value)
+    assert "No such file or directory" in str(caught.value)
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(DeliveryError) as denied:
+        await Command([str(script)])(DELIVERY)
+    assert "Permission denied" in str(denied.value)
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_kills_the_whole_process_group(
+    tmp_path: Path, stray_pids: list[int]
+) -> None:
+    pids = tmp_path / "pids"
+    script = r"""
+        sleep 60 & echo $! >> "$1"
+        echo $$ >> "$1"
+        echo "waiting for the router" >&2
+        wait
+    """
+    with pytest.raises(DeliveryError) as caught:
+        await sh(script, str(pids), timeout=0.5)(DELIVERY)
+    started = [int(pid) for pid in pids.read_text().split()]
+    stray_pids.extend(started)
+    assert len(started) == 2
+    assert caught.value.reason == "timeout"
+    assert "did not finish within 0.5s and was killed" in str(caught.value)
+    assert "waiting for the router" in str(caught.value)
+    assert await wait_gone(*started)
+
+
+@pytest.mark.asyncio
+async def test_cancelling_a_delivery_kills_the_program(
+    tmp_path: Path, stray_pids: list[int]
+) -> None:
+    pids = tmp_path / "pids"
+    script = r"""sleep 60 & echo $! >> "$1"; echo $$ >> "$1"; wait"""
+    task = asyncio.ensure_future(sh(script, str(pids))(DELIVERY))
+    for _ in range(500):
+        if pids.exists() and len(pids.read_text().split()) == 2:
+            break
+        await asyncio.sleep(0.01)
+    started = [int(pid) for pid in pids.read_text().split()]
+    stray_pids.extend(started)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_gone(*started)
+
+
+@pytest.mark.asyncio
+async def test_a_child_left_holding_stderr_does_not_hold_the_delivery(
+    tmp_path: Path, stray_pids: list[int]
+) -> None:
+    pids = tmp_path / "pids"
+    await sh('sleep 60 & echo $! > "$1"', str(pids))(DELIVERY)
+    stray_pids.append(int(pids.read_text()))
+    assert not gone(stray_pids[0])  # a success: leftovers are the program's business
+
+
+@pytest.mark.asyncio
+async def test_a_program_that_ignores_its_input_succeeds() -> None:
+    await sh("exit 0")(DELIVERY)
+
+
+def test_argv_must_be_a_list_of_strings() -> None:
+    with pytest.raises(TypeError):
+        Command("install-psk --tunnel x")  # a str is a Sequence[str]: refused at run time
+    with pytest.raises(TypeError):
+        Command([])
+    with pytest.raises(TypeError):
+        Command(["prog", 1])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="timeout"):
+        Command(["prog"], timeout=0)
+    assert repr(Command(["prog", "-v"], timeout=5)) == "Command(['prog', '-v'], timeout=5)"
+
+
+@pytest.mark.asyncio
+async def test_a_psk_too_long_for_a_pipe_is_refused() -> None:
+    huge = Delivery(account_id=ACCOUNT, tunnel_id="t1", psk="k" * 5000)
+    with pytest.raises(DeliveryError) as caught:
+        await sh("cat >/dev/null")(huge)
+    assert caught.value.reason == "misconfigured"
+    assert "k" * 20 not in str(caught.value)

@@ -1,4 +1,4 @@
-"""Shared test fixtures."""
+"""Fixtures for the whole suite. Shared helpers live in ``tests/support/``, never here."""
 
 from __future__ import annotations
 
@@ -23,14 +23,6 @@ if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
     aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
 
 
-ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
-TUNNEL = "c4a7362d577a6c3019a474fd6f485823"
-TOKEN = "tok-SECRET-0123456789abcdef"
-KEY = "key-SECRET-0123456789abcdef"
-BASE = "https://api.cloudflare.com/client/v4"
-PSK_URL = f"{BASE}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{TUNNEL}/psk_generate"
-
-
 @pytest.fixture
 def mock_api() -> Iterator[_aioresponses]:
     """aioresponses that lets loopback traffic (the emulator) through."""
@@ -47,3 +39,4 @@ def _clean_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CLOUDFLARE_BASE_URL",
     ):
         monkeypatch.delenv(name, raising=False)
+

@@ -6,11 +6,9 @@ import math
 from typing import Any
 
 import pytest
-from core_support import BASE, KEY, TOKEN
 
 from magicwan import DEFAULT_BASE_URL, InvalidInputError, MagicWAN, MagicWANError
-
-EMAIL = "ops@example.com"
+from tests.support.constants import BASE, EMAIL, KEY, TOKEN
 
 
 def _no_secret(text: str) -> None:

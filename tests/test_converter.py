@@ -8,14 +8,13 @@ from typing import Any
 
 import attrs
 import pytest
-from core_support import TUNNEL, load_sample
 
 from magicwan import PSKGenerateResult, PSKMetadata
 from magicwan._converter import converter, parse_datetime, structure
 from magicwan._envelope import decode_envelope
 from magicwan.errors import UnexpectedResponseError
-
-PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
+from tests.support.constants import PSK, TUNNEL
+from tests.support.samples import load_sample
 
 
 def _result(**overrides: Any) -> dict[str, Any]:

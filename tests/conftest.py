@@ -39,4 +39,3 @@ def _clean_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CLOUDFLARE_BASE_URL",
     ):
         monkeypatch.delenv(name, raising=False)
-

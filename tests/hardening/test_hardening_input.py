@@ -16,7 +16,6 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import pytest
-from hardening_support import SECRET_EMAIL, SECRET_KEY, SECRET_TOKEN, assert_no_secret
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +28,7 @@ from magicwan import (
     PermissionDeniedError,
 )
 from magicwan.emulator import Emulator, run
+from tests.support.secrets import SECRET_EMAIL, SECRET_KEY, SECRET_TOKEN, assert_no_secret
 
 T = TypeVar("T")
 

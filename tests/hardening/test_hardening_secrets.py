@@ -18,15 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hardening_support import (
-    SECRET_EMAIL,
-    SECRET_KEY,
-    SECRET_TOKEN,
-    FakeTime,
-    assert_no_secret,
-    exception_texts,
-    log_texts,
-)
 
 from magicwan import (
     APIConnectionError,
@@ -42,18 +33,22 @@ from magicwan import (
     read_journal,
 )
 from magicwan.emulator import Emulator, Faults
+from magicwan.emulator.faults import FaultKind
 from magicwan.journal import Journal
+from tests.support.clock import FakeClock
+from tests.support.secrets import (
+    SECRET_EMAIL,
+    SECRET_KEY,
+    SECRET_TOKEN,
+    assert_no_secret,
+    exception_texts,
+    log_texts,
+)
 
 pytestmark = pytest.mark.asyncio
 
-FAULT_KINDS = [
-    "server_error",
-    "rate_limited",
-    "reset_before_store",
-    "reset_after_store",
-    "html_502",
-    "truncated_json",
-]
+#: Every outcome fault the emulator can inject, from its own enum.
+FAULT_KINDS = [kind.value for kind in FaultKind]
 
 
 @pytest.fixture
@@ -112,7 +107,7 @@ class Seen:
 
 async def _scenarios(emu: Emulator, tmp_path: Path, seen: Seen) -> None:
     account, tunnels = emu.account_id, emu.tunnel_ids
-    fake = FakeTime()
+    fake = FakeClock()
     base = {"base_url": emu.base_url, "clock": fake.clock, "sleep": fake.sleep}
 
     # Successes, both auth schemes; reads.
@@ -149,7 +144,8 @@ async def _scenarios(emu: Emulator, tmp_path: Path, seen: Seen) -> None:
         await expect(RateLimitError, client)  # the client-side cooldown
     emu.set_rate_limit(None)
 
-    # Every fault, alone, with too few retries to get through: the error is what's left.
+    # Every fault, alone, with too few retries to get through: the error is what's left
+    # (a fault kind missing here fails the test with a KeyError).
     expected: dict[str, type[MagicWANError]] = {
         "server_error": InternalServerError,
         "rate_limited": RateLimitError,

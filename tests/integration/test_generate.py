@@ -21,8 +21,8 @@ from magicwan import (
     UnexpectedResponseError,
 )
 from magicwan.emulator import Emulator, EmulatorState, Faults
-
-from .integration_support import Tracker, make_client, ray_recorder, serve
+from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.probes import ray_recorder, session_spy
 
 pytestmark = pytest.mark.asyncio
 
@@ -342,18 +342,6 @@ async def test_invalid_rotation_ids_send_nothing(emu: Emulator) -> None:
         with pytest.raises(InvalidInputError):
             client.tunnels.ipsec.psk.rotate(emu.account_id, emu.tunnel_ids, concurrency=0)
     assert emu.state.requests.total == 0
-
-
-def session_spy() -> tuple[aiohttp.TraceConfig, list[aiohttp.ClientSession]]:
-    """A trace config that records the session of every request it sees."""
-    seen: list[aiohttp.ClientSession] = []
-
-    async def on_start(session: aiohttp.ClientSession, *_: object) -> None:
-        seen.append(session)
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_start)
-    return trace, seen
 
 
 async def test_a_passed_in_session_is_used_and_stays_open(emu: Emulator) -> None:

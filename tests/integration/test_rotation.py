@@ -13,8 +13,8 @@ import pytest
 
 from magicwan import NotFoundError, read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults
-
-from .integration_support import Tracker, journal_lines, make_client, rotation_tasks, serve
+from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.probes import journal_lines, magicwan_tasks
 
 pytestmark = pytest.mark.asyncio
 
@@ -265,7 +265,7 @@ async def test_breaking_out_of_the_iteration_stops_the_work(tmp_path: Path) -> N
         assert settled < 60  # the rotation stopped: nowhere near 300
         await asyncio.sleep(0.3)
         assert emu.state.requests.total == settled
-        assert rotation_tasks() == []
+        assert magicwan_tasks() == []
     # Whatever finished is journalled and true; nothing else was rotated.
     records = read_journal(journal)
     rotated = [k[1] for k, r in records.items() if r.event == "rotated"]
@@ -291,7 +291,7 @@ async def test_cancelling_the_consumer_task_stops_the_work(tmp_path: Path) -> No
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert rotation_tasks() == []
+        assert magicwan_tasks() == []
         settled = await _requests_settle(emu)
         assert settled < 100
         await asyncio.sleep(0.3)
@@ -314,7 +314,7 @@ async def test_concurrency_bounds_requests_in_flight_and_tasks(
             emu.account_id, emu.tunnel_ids, concurrency=8, journal=tmp_path / "j.jsonl"
         ):
             assert outcome.ok
-            kinds = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in rotation_tasks())
+            kinds = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in magicwan_tasks())
             most |= kinds  # the per-kind maximum over the run
     assert tracker.max_in_flight == 8  # reached, never exceeded
     assert len(tracker.arrivals) == len(emu.tunnel_ids) == 200
@@ -324,7 +324,7 @@ async def test_concurrency_bounds_requests_in_flight_and_tasks(
     assert most["_run.<locals>.worker"] == 8
     assert most["_run.<locals>.deliverer"] == 1
     assert most["Journal._fsync"] <= 1
-    assert rotation_tasks() == []
+    assert magicwan_tasks() == []
 
 
 async def test_an_uncertain_outcome_is_verified_by_read_back(tmp_path: Path) -> None:

@@ -1,14 +1,22 @@
-"""MagicWAN construction: credentials, base URL, limits; no secret ever shown."""
+"""MagicWAN construction: credentials, base URL, limits; no secret ever shown.
+
+Which credentials a client uses is read from what it sends: the headers of a request captured
+by aioresponses (``mock_api``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from aioresponses import aioresponses
+from yarl import URL
 
 from magicwan import DEFAULT_BASE_URL, InvalidInputError, MagicWAN, MagicWANError
-from tests.support.constants import BASE, EMAIL, KEY, TOKEN
+from tests.support.constants import ACCOUNT, BASE, EMAIL, KEY, PSK, PSK_URL, TOKEN, TUNNEL
+from tests.support.samples import envelope
 
 
 def _no_secret(text: str) -> None:
@@ -16,18 +24,31 @@ def _no_secret(text: str) -> None:
     assert KEY not in text
 
 
-def test_token_argument() -> None:
+async def sent_headers(client: MagicWAN, mock_api: aioresponses) -> Mapping[str, str]:
+    """The headers of the one PSK generation ``client`` sends (then closes it)."""
+    mock_api.post(PSK_URL, payload=envelope({"ipsec_tunnel_id": TUNNEL, "psk": PSK}))
+    async with client:
+        await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    [call] = mock_api.requests[("POST", URL(PSK_URL))]
+    headers: Mapping[str, str] = call.kwargs["headers"]
+    return headers
+
+
+@pytest.mark.asyncio
+async def test_token_argument(mock_api: aioresponses) -> None:
     client = MagicWAN(api_token=TOKEN)
     assert client.auth_scheme == "token"
     assert client.base_url == DEFAULT_BASE_URL == BASE
-    assert client._transport._post_headers["Authorization"] == f"Bearer {TOKEN}"
-    assert "X-Auth-Key" not in client._transport._post_headers
+    headers = await sent_headers(client, mock_api)
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert "X-Auth-Key" not in headers
 
 
-def test_email_and_key_arguments() -> None:
+@pytest.mark.asyncio
+async def test_email_and_key_arguments(mock_api: aioresponses) -> None:
     client = MagicWAN(api_email=EMAIL, api_key=KEY)
     assert client.auth_scheme == "key"
-    headers = client._transport._post_headers
+    headers = await sent_headers(client, mock_api)
     assert headers["X-Auth-Email"] == EMAIL
     assert headers["X-Auth-Key"] == KEY
     assert "Authorization" not in headers
@@ -38,12 +59,15 @@ def test_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert MagicWAN().auth_scheme == "token"
 
 
-def test_email_and_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.asyncio
+async def test_email_and_key_from_environment(
+    monkeypatch: pytest.MonkeyPatch, mock_api: aioresponses
+) -> None:
     monkeypatch.setenv("CLOUDFLARE_EMAIL", EMAIL)
     monkeypatch.setenv("CLOUDFLARE_API_KEY", KEY)
     client = MagicWAN()
     assert client.auth_scheme == "key"
-    assert client._transport._post_headers["X-Auth-Key"] == KEY
+    assert (await sent_headers(client, mock_api))["X-Auth-Key"] == KEY
 
 
 def test_explicit_environ_mapping() -> None:
@@ -51,12 +75,15 @@ def test_explicit_environ_mapping() -> None:
     assert client.auth_scheme == "token"
 
 
-def test_any_argument_wins_over_the_whole_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.asyncio
+async def test_any_argument_wins_over_the_whole_environment(
+    monkeypatch: pytest.MonkeyPatch, mock_api: aioresponses
+) -> None:
     monkeypatch.setenv("CLOUDFLARE_EMAIL", EMAIL)
     monkeypatch.setenv("CLOUDFLARE_API_KEY", KEY)
     client = MagicWAN(api_token=TOKEN)
     assert client.auth_scheme == "token"
-    assert "X-Auth-Key" not in client._transport._post_headers
+    assert "X-Auth-Key" not in await sent_headers(client, mock_api)
 
 
 def test_argument_key_does_not_borrow_the_environments_email(

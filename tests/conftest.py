@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -39,3 +40,13 @@ def _clean_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CLOUDFLARE_BASE_URL",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """umask 000 for the test: a file made without an explicit mode would be world-writable."""
+    old = os.umask(0o000)
+    try:
+        yield
+    finally:
+        os.umask(old)

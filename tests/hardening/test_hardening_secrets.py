@@ -69,15 +69,6 @@ def debug_everything(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCap
     return caplog
 
 
-@pytest.fixture
-def permissive_umask() -> Iterator[None]:
-    old = os.umask(0o000)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def _all_psks(emu: Emulator) -> list[str]:
     return [
         record.psk
@@ -242,22 +233,6 @@ async def test_no_secret_anywhere(
 # -- the journal file -------------------------------------------------------------------------
 
 
-async def test_journal_is_0600_from_the_moment_it_exists(
-    tmp_path: Path, permissive_umask: None
-) -> None:
-    path = tmp_path / "j.jsonl"
-    journal = Journal(path)
-    journal.open()
-    try:
-        assert _mode(path) == 0o600  # created 0600, not chmod-ed afterwards
-        journal.append({"event": "intent", "tunnel_id": "a"})
-        assert _mode(path) == 0o600
-        await journal.sync()
-    finally:
-        await journal.aclose()
-    assert _mode(path) == 0o600
-
-
 async def test_rotation_journal_is_0600_at_its_first_append(
     emulator: Emulator, tmp_path: Path, permissive_umask: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,12 +301,3 @@ async def test_a_symlinked_journal_is_refused(emulator: Emulator, tmp_path: Path
     assert target.read_text() == "not a journal\n"
     assert _mode(target) == 0o644
     assert not (tmp_path / "nowhere.jsonl").exists()
-
-
-async def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(JournalError):
-        Journal(tmp_path).open()  # a directory
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    with pytest.raises(JournalError):
-        Journal(fifo).open()

@@ -16,7 +16,6 @@ from magicwan import (
     MagicWAN,
     PSKSetResult,
     UnexpectedResponseError,
-    new_psk,
 )
 from magicwan._validation import MAX_PSK_LENGTH, MIN_PSK_LENGTH
 from tests.support.clock import FakeClock
@@ -57,15 +56,6 @@ def sent(mock_api: aioresponses, url: str = SET_URL) -> list[Any]:
 @pytest.fixture
 def fake() -> FakeClock:
     return FakeClock()
-
-
-def test_new_psk_is_32_alphanumerics_and_never_repeats() -> None:
-    psks = {new_psk() for _ in range(200)}
-    assert len(psks) == 200
-    for psk in psks:
-        assert len(psk) == 32
-        assert psk.isascii()
-        assert psk.isalnum()
 
 
 @pytest.mark.asyncio

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import platform
+import random
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from magicwan import (
 from magicwan.ratelimit import MAX_COOLDOWN
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT, BASE, EMAIL, KEY, PSK, PSK_URL, TOKEN, TUNNEL
+from tests.support.probes import live_locks
 from tests.support.samples import envelope, load_sample
 
 OTHER = "0123456789abcdef0123456789abcdef"
@@ -80,7 +82,9 @@ def fake() -> FakeClock:
 @pytest.fixture(autouse=True)
 def _half_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     # The backoff is then exactly 0.75 * its exponential step: 0.375, 0.75, 1.5, ...
-    monkeypatch.setattr("magicwan._retry.random.random", lambda: 0.5)
+    # MagicWAN takes no jitter argument (its RetryPolicy gets magicwan._retry.default_jitter
+    # when it is built), so the random source that function reads is pinned instead.
+    monkeypatch.setattr(random, "random", lambda: 0.5)
 
 
 def client_for(fake: FakeClock, **kwargs: Any) -> MagicWAN:
@@ -717,18 +721,24 @@ async def test_retry_never_races_another_generate_for_the_tunnel(
     mock_api: aioresponses, fake: FakeClock
 ) -> None:
     times: list[float] = []
+    locks: list[int] = []
 
     def stamp(url: URL, **kwargs: Any) -> None:
         times.append(fake.elapsed)
+        locks.append(live_locks())
 
     mock_api.post(PSK_URL, status=500, payload=fail(10002, "boom"), callback=stamp)
     mock_api.post(PSK_URL, payload=ok(), callback=stamp, repeat=True)
     async with client_for(fake) as client:
         psk = client.tunnels.ipsec.psk
+        idle = live_locks()
         await asyncio.gather(psk.generate(ACCOUNT, TUNNEL), psk.generate(ACCOUNT, TUNNEL))
+        after = live_locks()
     # The second caller waited for the first one's backoff and retry.
     assert times == [0.0, 0.375, 0.375]
-    assert len(client._transport._locks) == 0  # per-tunnel locks are dropped when idle
+    # The tunnel's lock lives while a call holds or awaits it, and is dropped when idle.
+    assert all(n > idle for n in locks)
+    assert after == idle
 
 
 @pytest.mark.asyncio

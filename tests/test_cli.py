@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -10,7 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
@@ -497,6 +498,38 @@ def test_python_m_magicwan_help() -> None:
     assert "psk" in done.stdout
     assert "demo" in done.stdout
     assert "CLOUDFLARE_API_TOKEN" in done.stdout
+
+
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
+    """Every command path of ``parser`` (``("psk",)``, ``("psk", "rotate")``, ...).
+
+    argparse offers no public way to list subcommands: this walks its ``_actions``.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name)
+                yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands(cli.build_parser()))
+
+
+def test_the_command_list_is_not_empty() -> None:
+    assert {("psk",), ("psk", "generate"), ("psk", "rotate"), ("demo",)} <= set(COMMANDS)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+async def test_every_command_has_help_and_is_listed_by_its_parent(command: tuple[str, ...]) -> None:
+    own = await magicwan(*command, "--help")
+    assert own.code == 0, own.err
+    assert own.out.startswith(f"usage: magicwan {' '.join(command)}")
+    parent = await magicwan(*command[:-1], "--help")
+    assert parent.code == 0, parent.err
+    assert f"    {command[-1]} " in parent.out or f"    {command[-1]}\n" in parent.out
 
 
 @pytest.mark.asyncio

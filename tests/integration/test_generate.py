@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, timedelta
 
 import aiohttp
@@ -21,6 +22,7 @@ from magicwan import (
     UnexpectedResponseError,
 )
 from magicwan.emulator import Emulator, EmulatorState, Faults
+from magicwan.emulator.faults import FaultKind
 from tests.integration.integration_support import Tracker, make_client, serve
 from tests.support.probes import ray_recorder, session_spy
 
@@ -147,14 +149,8 @@ async def test_list_and_get_return_models_without_a_psk(emu: Emulator) -> None:
 
 # -- faults -----------------------------------------------------------------------------------
 
-FAULT_MODES = [
-    "server_error",
-    "rate_limited",
-    "reset_before_store",
-    "reset_after_store",
-    "html_502",
-    "truncated_json",
-]
+#: Every outcome fault the emulator can inject, from its own enum.
+FAULT_MODES = [kind.value for kind in FaultKind]
 
 
 @pytest.mark.parametrize("mode", [*FAULT_MODES, "latency"])
@@ -187,8 +183,7 @@ async def _one_generate_with(faults: Faults, **client_kwargs: object) -> tuple[E
     return emu, caught.value
 
 
-async def test_server_error_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(server_error=1.0))
+def _server_error(emu: Emulator, err: Exception) -> None:
     assert emu.state.total_generations() == 0
     assert isinstance(err, InternalServerError)
     assert err.status in (500, 502, 503)
@@ -196,30 +191,26 @@ async def test_server_error_without_retries() -> None:
     assert err.ray_id
 
 
-async def test_rate_limited_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(rate_limited=1.0))
+def _rate_limited(emu: Emulator, err: Exception) -> None:
     assert isinstance(err, RateLimitError)
     assert err.retry_after == 1.0
     assert err.codes == (971,)
     assert emu.state.total_generations() == 0
 
 
-async def test_reset_before_store_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(reset_before_store=1.0))
+def _reset_before_store(emu: Emulator, err: Exception) -> None:
     assert type(err) is APIConnectionError
     assert err.request_sent is True
     assert emu.state.total_generations() == 0
 
 
-async def test_reset_after_store_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(reset_after_store=1.0))
+def _reset_after_store(emu: Emulator, err: Exception) -> None:
     assert type(err) is APIConnectionError
     assert err.request_sent is True
     assert emu.state.total_generations() == 1  # the edge holds a PSK nobody saw
 
 
-async def test_html_502_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(html_502=1.0))
+def _html_502(emu: Emulator, err: Exception) -> None:
     assert emu.state.total_generations() == 0
     assert isinstance(err, UnexpectedResponseError)
     assert err.status == 502
@@ -227,14 +218,32 @@ async def test_html_502_without_retries() -> None:
     assert err.ray_id
 
 
-async def test_truncated_json_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(truncated_json=1.0))
+def _truncated_json(emu: Emulator, err: Exception) -> None:
     assert isinstance(err, UnexpectedResponseError)
     assert err.status == 200
     assert emu.state.total_generations() == 1
     stored = emu.state.current_psk(emu.account_id, emu.tunnel_ids[0])
     assert stored is not None
     assert stored not in str(err)  # a PSK cut short in the body is redacted, not echoed
+
+
+#: What one request under each fault (and no retry) leaves: the error and the emulator's state.
+WITHOUT_RETRIES: dict[FaultKind, Callable[[Emulator, Exception], None]] = {
+    FaultKind.SERVER_ERROR: _server_error,
+    FaultKind.RATE_LIMITED: _rate_limited,
+    FaultKind.RESET_BEFORE_STORE: _reset_before_store,
+    FaultKind.RESET_AFTER_STORE: _reset_after_store,
+    FaultKind.HTML_502: _html_502,
+    FaultKind.TRUNCATED_JSON: _truncated_json,
+}
+
+
+@pytest.mark.parametrize("kind", list(FaultKind), ids=lambda kind: kind.value)
+async def test_each_fault_without_retries(kind: FaultKind) -> None:
+    check = WITHOUT_RETRIES.get(kind)
+    assert check is not None, f"no expectation for {kind}: add one to WITHOUT_RETRIES"
+    emu, err = await _one_generate_with(Faults(**{kind.value: 1.0}))
+    check(emu, err)
 
 
 async def test_latency_beyond_the_timeout_without_retries() -> None:

@@ -110,7 +110,7 @@ def test_argument_email_does_not_pair_with_env_token(monkeypatch: pytest.MonkeyP
         {"api_token": TOKEN, "api_email": EMAIL, "api_key": KEY},
     ],
 )
-def test_ambiguous_arguments(kwargs: dict[str, str]) -> None:
+def test_ambiguous_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match="ambiguous") as info:
         MagicWAN(**kwargs)
     assert isinstance(info.value, ValueError)
@@ -138,7 +138,7 @@ def test_ambiguous_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, s
     ("kwargs", "missing"),
     [({"api_email": EMAIL}, "api_key"), ({"api_key": KEY}, "api_email")],
 )
-def test_incomplete_arguments(kwargs: dict[str, str], missing: str) -> None:
+def test_incomplete_arguments(kwargs: dict[str, Any], missing: str) -> None:
     with pytest.raises(InvalidInputError, match=f"{missing} is missing") as info:
         MagicWAN(**kwargs)
     _no_secret(str(info.value))
@@ -181,11 +181,12 @@ def test_empty_environment_variables_count_as_unset(monkeypatch: pytest.MonkeyPa
 )
 @pytest.mark.parametrize("where", ["api_token", "api_key", "env_token"])
 def test_unsafe_credentials_are_refused_without_echo(bad: str, where: str) -> None:
-    kwargs: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "api_token": {"api_token": bad},
         "api_key": {"api_email": EMAIL, "api_key": bad},
         "env_token": {"environ": {"CLOUDFLARE_API_TOKEN": bad}},
-    }[where]
+    }
+    kwargs = cases[where]
     with pytest.raises(InvalidInputError) as info:
         MagicWAN(**kwargs)
     text = str(info.value) + repr(info.value)
@@ -200,7 +201,7 @@ def test_non_string_credentials_are_refused() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kwargs", [{"api_token": TOKEN}, {"api_email": EMAIL, "api_key": KEY}])
-async def test_repr_and_vars_show_no_secret(kwargs: dict[str, str]) -> None:
+async def test_repr_and_vars_show_no_secret(kwargs: dict[str, Any]) -> None:
     async with MagicWAN(**kwargs) as client:
         _no_secret(repr(client))
         _no_secret(str(client))

@@ -196,7 +196,7 @@ def test_models_are_frozen_and_keyword_only() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         model.psk = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        PSKGenerateResult(TUNNEL)  # type: ignore[misc]
+        PSKGenerateResult(TUNNEL)  # type: ignore[call-arg]
 
 
 def test_datetimes_unstructure_as_rfc3339() -> None:

@@ -269,13 +269,14 @@ def test_validate_only_must_be_a_real_bool(loop_emu: LoopEmulator, value: Any) -
 def test_bad_credentials_are_refused_and_never_echoed(
     loop_emu: LoopEmulator, bad: str, where: str
 ) -> None:
-    options: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "api_token": {"api_token": bad},
         "api_email": {"api_email": bad, "api_key": SECRET_KEY},
         "api_key": {"api_email": SECRET_EMAIL, "api_key": bad},
         "env_token": {"environ": {"CLOUDFLARE_API_TOKEN": bad}},
         "env_key": {"environ": {"CLOUDFLARE_EMAIL": SECRET_EMAIL, "CLOUDFLARE_API_KEY": bad}},
-    }[where]
+    }
+    options = cases[where]
     exc = refused(
         loop_emu, lambda: MagicWAN(base_url=loop_emu.emu.base_url, max_retries=0, **options)
     )
@@ -313,7 +314,9 @@ def test_missing_or_ambiguous_credentials(loop_emu: LoopEmulator, options: dict[
 def test_valid_credentials_are_sent_and_never_shown(
     loop_emu: LoopEmulator, token: str, scheme: str
 ) -> None:
-    creds = {"api_token": token} if scheme == "token" else {"api_email": "x@y", "api_key": token}
+    creds: dict[str, Any] = (
+        {"api_token": token} if scheme == "token" else {"api_email": "x@y", "api_key": token}
+    )
     client = MagicWAN(base_url=loop_emu.emu.base_url, max_retries=0, rate_limit=None, **creds)
     if len(token) >= 12:
         assert token not in repr(client)
@@ -456,8 +459,9 @@ def test_bad_seconds(loop_emu: LoopEmulator, value: Any, name: str) -> None:
 @given(value=good_seconds, name=st.sampled_from(["timeout", "connect_timeout", "max_retry_after"]))
 def test_good_seconds_work(loop_emu: LoopEmulator, value: float, name: str) -> None:
     # A request must still work: a tiny timeout may time out, but only as a typed error.
+    options: dict[str, Any] = {name: value}
     client = MagicWAN(
-        api_token=SECRET_TOKEN, base_url=loop_emu.emu.base_url, max_retries=0, **{name: value}
+        api_token=SECRET_TOKEN, base_url=loop_emu.emu.base_url, max_retries=0, **options
     )
 
     async def attempt() -> object:

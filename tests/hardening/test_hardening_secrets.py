@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ FAULT_KINDS = [kind.value for kind in FaultKind]
 
 
 @pytest.fixture
-def debug_everything(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+def debug_everything(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     for name in (
         "magicwan",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from magicwan import (
     MagicWAN,
     NotFoundError,
     PermissionDeniedError,
+    PSKGenerateResult,
     RateLimitError,
     UnexpectedResponseError,
 )
@@ -173,7 +175,7 @@ async def test_each_fault_mode_is_survived_with_retries(mode: str) -> None:
         assert result.psk == emu.state.current_psk(emu.account_id, tunnel_id)
 
 
-async def _one_generate_with(faults: Faults, **client_kwargs: object) -> tuple[Emulator, Exception]:
+async def _one_generate_with(faults: Faults, **client_kwargs: Any) -> tuple[Emulator, Exception]:
     state = EmulatorState(tunnels=1, seed=4, rate_limit=None, faults=faults)
     async with serve(state) as emu, make_client(emu, max_retries=0, **client_kwargs) as client:
         with pytest.raises(Exception) as caught:  # noqa: PT011 - checked by the caller
@@ -299,11 +301,17 @@ async def test_same_tunnel_generates_never_overlap() -> None:
         history = emu.state.history(emu.account_id, tunnel_id)
         assert len(history) == 5
         assert sorted(r.psk for r in mine if r.psk) == sorted(h.psk for h in history)
-        latest = max(mine, key=lambda r: r.psk_metadata.last_generated_on)  # type: ignore[union-attr]
+        stamps = [_stamp(r) for r in mine]
+        latest = max(mine, key=_stamp)
         assert latest.psk == emu.state.current_psk(emu.account_id, tunnel_id)
-        stamps = [r.psk_metadata.last_generated_on for r in mine]  # type: ignore[union-attr]
         assert len(set(stamps)) == 5
         assert all(s is not None and s.tzinfo == UTC for s in stamps)
+
+
+def _stamp(result: PSKGenerateResult) -> datetime:
+    assert result.psk_metadata is not None
+    assert result.psk_metadata.last_generated_on is not None
+    return result.psk_metadata.last_generated_on
 
 
 # -- input checks and session ownership -------------------------------------------------------

@@ -69,21 +69,16 @@ async def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
-async def test_a_loose_journal_is_tightened_on_open_and_never_loosened(tmp_path: Path) -> None:
-    loose, tight = tmp_path / "loose.jsonl", tmp_path / "tight.jsonl"
-    for path, mode in ((loose, 0o644), (tight, 0o400)):
-        path.write_text("")
-        path.chmod(mode)
-    journal = Journal(loose)
+@pytest.mark.parametrize("mode", [0o644, 0o666, 0o606, 0o600])
+async def test_an_existing_journal_is_0600_once_opened(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_text("")
+    path.chmod(mode)
+    journal = Journal(path)
     journal.open()
+    assert _mode(path) == 0o600  # before any event is written
     await journal.aclose()
-    assert _mode(loose) == 0o600
-    tight.chmod(0o600)
-    tight.chmod(0o400 | 0o200)  # owner read-write, nothing else: already within 0600
-    journal = Journal(tight)
-    journal.open()
-    await journal.aclose()
-    assert _mode(tight) == 0o600
+    assert _mode(path) == 0o600
 
 
 @pytest.mark.asyncio

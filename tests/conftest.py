@@ -1,8 +1,9 @@
-"""Shared test fixtures."""
+"""Fixtures for the whole suite. Shared helpers live in ``tests/support/``, never here."""
 
 from __future__ import annotations
 
 import inspect
+import os
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -20,15 +21,7 @@ if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
             kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
             super().__init__(method, url, **kwargs)
 
-    aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
-
-
-ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
-TUNNEL = "c4a7362d577a6c3019a474fd6f485823"
-TOKEN = "tok-SECRET-0123456789abcdef"
-KEY = "key-SECRET-0123456789abcdef"
-BASE = "https://api.cloudflare.com/client/v4"
-PSK_URL = f"{BASE}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{TUNNEL}/psk_generate"
+    aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -48,3 +41,13 @@ def _clean_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CLOUDFLARE_ACCOUNT_ID",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """umask 000 for the test: a file made without an explicit mode would be world-writable."""
+    old = os.umask(0o000)
+    try:
+        yield
+    finally:
+        os.umask(old)

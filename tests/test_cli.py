@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -10,7 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
@@ -18,7 +19,6 @@ import pytest
 import pytest_asyncio
 
 from magicwan import cli
-from magicwan._progress import Progress, format_duration
 from magicwan.emulator import Emulator, Faults, run
 from magicwan.journal import read_journal
 
@@ -534,75 +534,36 @@ def test_python_m_magicwan_help() -> None:
     assert "CLOUDFLARE_API_TOKEN" in done.stdout
 
 
-# -- the progress display ---------------------------------------------------------------
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
+    """Every command path of ``parser`` (``("psk",)``, ``("psk", "rotate")``, ...).
+
+    argparse offers no public way to list subcommands: this walks its ``_actions``.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name)
+                yield from _commands(sub, (*path, name))
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+COMMANDS = list(_commands(cli.build_parser()))
 
 
-def test_progress_rate_and_eta_follow_the_clock() -> None:
-    clock = FakeClock()
-    progress = Progress(1000, stream=io.StringIO(), mode="off", clock=clock)
-    assert progress.rate is None
-    assert progress.eta is None
-
-    progress.start()
-    for _ in range(340):
-        progress.add(True)
-    for _ in range(5):
-        progress.add(False)
-    clock.now += 2.0
-
-    assert progress.done == 345
-    assert progress.rate == pytest.approx(172.5)
-    assert progress.eta == pytest.approx(655 / 172.5)
-    assert progress.render() == (
-        "rotating   345/1000  [######..............]   34%  ok 340  failed 5  172.5/s  ETA 4s"
-    )
-    progress.finish()
-    clock.now += 60.0
-    assert progress.elapsed == pytest.approx(2.0)  # frozen at finish
+def test_the_command_list_is_not_empty() -> None:
+    assert {("psk",), ("psk", "generate"), ("psk", "rotate"), ("demo",)} <= set(COMMANDS)
 
 
-def test_progress_bar_redraws_in_place_at_most_every_tenth_of_a_second() -> None:
-    clock = FakeClock()
-    stream = io.StringIO()
-    progress = Progress(3, stream=stream, mode="bar", clock=clock, width=200)
-    progress.start()
-    progress.add(True)  # within 0.1 s of the first draw: not drawn
-    clock.now += 0.5
-    progress.add(False)
-    progress.note("a log line")
-    progress.add(True)  # the last item is always drawn
-    progress.finish()
-
-    text = stream.getvalue()
-    assert text.count("\r\x1b[K") == 6  # start, 2nd item, note (clear + redraw), last, final
-    assert "\r\x1b[Ka log line\n" in text
-    assert "3/3  [####################]  100%  ok 2  failed 1" in text
-    assert text.endswith("in 0.5s\n")
-
-
-def test_progress_lines_mode_writes_one_line_per_item() -> None:
-    stream = io.StringIO()
-    progress = Progress(2, stream=stream, mode="lines", clock=FakeClock())
-    progress.start()
-    progress.add(True, "ok a")
-    progress.add(False, "failed b")
-    progress.finish()
-    assert stream.getvalue() == "ok a\nfailed b\n"
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"), [(0.4, "0s"), (59.6, "1m00s"), (125, "2m05s"), (3720, "1h02m")]
-)
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
+@pytest.mark.asyncio
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+async def test_every_command_has_help_and_is_listed_by_its_parent(command: tuple[str, ...]) -> None:
+    own = await magicwan(*command, "--help")
+    assert own.code == 0, own.err
+    assert own.out.startswith(f"usage: magicwan {' '.join(command)}")
+    parent = await magicwan(*command[:-1], "--help")
+    assert parent.code == 0, parent.err
+    assert f"    {command[-1]} " in parent.out or f"    {command[-1]}\n" in parent.out
 
 
 @pytest.mark.asyncio

@@ -8,14 +8,13 @@ from typing import Any
 
 import attrs
 import pytest
-from core_support import TUNNEL, load_sample
 
 from magicwan import IPsecTunnel, PSKGenerateResult, PSKMetadata
 from magicwan._converter import converter, parse_datetime, structure
 from magicwan._envelope import decode_envelope
 from magicwan.errors import UnexpectedResponseError
-
-PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
+from tests.support.constants import PSK, TUNNEL
+from tests.support.samples import load_sample
 
 
 def _result(**overrides: Any) -> dict[str, Any]:
@@ -197,7 +196,7 @@ def test_models_are_frozen_and_keyword_only() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         model.psk = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        PSKGenerateResult(TUNNEL)  # type: ignore[misc]
+        PSKGenerateResult(TUNNEL)  # type: ignore[call-arg]
 
 
 def test_datetimes_unstructure_as_rfc3339() -> None:

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.leaks import shown_in
 
 from magicwan import IPsecTunnel
 from magicwan.delivery import ENVIRONMENT, Command, Delivery, DeliveryError
+from tests.support.leaks import shown_in
 
 PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
 TUNNEL = IPsecTunnel(

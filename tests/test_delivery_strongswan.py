@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from support.leaks import shown_in
-from support.strongswan import require_vici
+
+from tests.support.leaks import shown_in
+from tests.support.strongswan import require_vici
 
 require_vici()
 

@@ -7,7 +7,6 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from core_support import TOKEN, TUNNEL, load_sample, sample_names
 
 from magicwan._envelope import (
     EXCERPT_CHARS,
@@ -30,8 +29,8 @@ from magicwan.errors import (
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
-
-PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
+from tests.support.constants import PSK, TOKEN, TUNNEL
+from tests.support.samples import load_sample, sample_names
 
 # sample -> (error class, Cloudflare codes, message fragment, retry_after)
 API_ERRORS: dict[str, tuple[type[APIError], tuple[int, ...], str, float | None]] = {

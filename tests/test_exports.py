@@ -8,7 +8,6 @@ import pkgutil
 import pytest
 
 import magicwan
-import magicwan.errors as errors
 
 PUBLIC = {
     # client
@@ -118,70 +117,6 @@ def test_every_public_module_declares_all() -> None:
         if not hasattr(module, "__all__"):
             missing.append(info.name)
     assert missing == []
-
-
-API_ERRORS = [
-    (errors.BadRequestError, 400),
-    (errors.AuthenticationError, 401),
-    (errors.PermissionDeniedError, 403),
-    (errors.NotFoundError, 404),
-    (errors.ConflictError, 409),
-    (errors.UnprocessableEntityError, 422),
-    (errors.RateLimitError, 429),
-    (errors.InternalServerError, 500),
-    (errors.InternalServerError, 503),
-    (errors.APIError, 405),
-    (errors.APIError, 418),
-]
-
-
-@pytest.mark.parametrize(("cls", "status"), API_ERRORS)
-def test_status_maps_to_its_error(cls: type[errors.APIError], status: int) -> None:
-    assert errors.error_class_for(status) is cls
-    assert issubclass(cls, errors.APIError)
-    assert issubclass(cls, errors.MagicWANError)
-
-
-def test_error_hierarchy() -> None:
-    assert issubclass(errors.APIError, errors.MagicWANError)
-    assert issubclass(errors.MagicWANError, Exception)
-    assert issubclass(errors.InvalidInputError, errors.MagicWANError)
-    assert issubclass(errors.InvalidInputError, ValueError)
-    assert issubclass(errors.APIConnectionError, errors.MagicWANError)
-    assert issubclass(errors.APITimeoutError, errors.APIConnectionError)
-    assert issubclass(errors.UnexpectedResponseError, errors.MagicWANError)
-    assert not issubclass(errors.UnexpectedResponseError, errors.APIError)
-    assert not issubclass(errors.APIConnectionError, errors.APIError)
-    for name in magicwan.__all__:
-        obj = getattr(magicwan, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
-            assert issubclass(obj, errors.MagicWANError), name
-
-
-def test_api_error_attributes_and_str() -> None:
-    error = errors.RateLimitError(
-        429,
-        [errors.ErrorDetail(971, "Please wait")],
-        [errors.ErrorDetail(None, "note")],
-        "ray-LHR",
-        retry_after=30.0,
-    )
-    assert error.status == 429
-    assert error.codes == (971,)
-    assert error.messages == (errors.ErrorDetail(None, "note"),)
-    assert error.ray_id == "ray-LHR"
-    assert error.retry_after == 30.0
-    assert (
-        str(error)
-        == "HTTP 429: 971: Please wait [messages: note] (cf-ray ray-LHR) (retry after 30s)"
-    )
-    assert repr(error) == f"RateLimitError({error})"
-    assert error.args == (str(error),)
-
-
-def test_connection_error_attributes() -> None:
-    assert errors.APIConnectionError("x").request_sent is True
-    assert errors.APITimeoutError("x", request_sent=False).request_sent is False
 
 
 def test_py_typed_is_shipped() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from aioresponses import aioresponses
-from core_support import PSK_URL
 
 from magicwan._http import HTTPAdapter
 from magicwan.errors import UnexpectedResponseError
+from tests.support.constants import PSK_URL
 
 
 def adapter(**kwargs: object) -> HTTPAdapter:

@@ -6,14 +6,14 @@ import asyncio
 import math
 
 import pytest
-from core_support import FakeTime
 
 from magicwan._envelope import RateLimitInfo
 from magicwan.ratelimit import CLOUDFLARE_BUDGET, CooldownTooLong, RateLimiter, parse_rate_limit
+from tests.support.clock import FakeClock
 
 
 def _limiter(
-    fake: FakeTime, limit: int | None = 10, period: float = 5.0, headroom: float = 0.0
+    fake: FakeClock, limit: int | None = 10, period: float = 5.0, headroom: float = 0.0
 ) -> RateLimiter:
     # Exact GCRA arithmetic by default; the headroom tests below set it.
     return RateLimiter(limit, period, clock=fake.clock, sleep=fake.sleep, headroom=headroom)
@@ -21,7 +21,7 @@ def _limiter(
 
 @pytest.mark.asyncio
 async def test_default_headroom_keeps_one_request_in_reserve() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = RateLimiter(10, 5.0, clock=fake.clock, sleep=fake.sleep)
     times = []
     for _ in range(13):
@@ -34,7 +34,7 @@ async def test_default_headroom_keeps_one_request_in_reserve() -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("headroom", "burst"), [(0, 10), (1, 9), (3, 7), (0.5, 9)])
 async def test_headroom_shrinks_the_burst(headroom: float, burst: int) -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=10, period=5.0, headroom=headroom)
     immediate = 0
     for _ in range(12):
@@ -51,7 +51,7 @@ def test_invalid_headroom(headroom: object) -> None:
 
 @pytest.mark.asyncio
 async def test_burst_of_limit_then_paced() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=10, period=5.0)
     times = []
     for _ in range(14):
@@ -66,7 +66,7 @@ async def test_burst_of_limit_then_paced() -> None:
     ("limit", "period", "n"), [(10, 5.0, 30), (1200, 300.0, 1500), (3, 1.0, 3)]
 )
 async def test_n_requests_take_exactly_the_budget(limit: int, period: float, n: int) -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=limit, period=period)
     for _ in range(n):
         await limiter.acquire()
@@ -75,7 +75,7 @@ async def test_n_requests_take_exactly_the_budget(limit: int, period: float, n: 
 
 @pytest.mark.asyncio
 async def test_concurrent_callers_are_paced_in_arrival_order() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=2, period=2.0)
     order: list[tuple[int, float]] = []
 
@@ -90,7 +90,7 @@ async def test_concurrent_callers_are_paced_in_arrival_order() -> None:
 
 @pytest.mark.asyncio
 async def test_bucket_refills_while_idle() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=4, period=4.0)
     for _ in range(4):
         await limiter.acquire()
@@ -105,7 +105,7 @@ async def test_bucket_refills_while_idle() -> None:
 
 @pytest.mark.asyncio
 async def test_pause_holds_new_callers() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=None)
     limiter.pause(30.0)
     assert limiter.paused_until == fake.now + 30.0
@@ -117,7 +117,7 @@ async def test_pause_holds_new_callers() -> None:
 
 @pytest.mark.asyncio
 async def test_pause_holds_callers_already_sleeping_and_resumes_them_in_order() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=2, period=2.0)  # one request a second after the burst
     for _ in range(2):
         await limiter.acquire()
@@ -141,7 +141,7 @@ async def test_pause_holds_callers_already_sleeping_and_resumes_them_in_order() 
 
 @pytest.mark.asyncio
 async def test_pause_without_pacing_releases_sleepers_after_the_cooldown() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=None)
     limiter.pause(5.0)
     released: list[float] = []
@@ -160,7 +160,7 @@ async def test_pause_without_pacing_releases_sleepers_after_the_cooldown() -> No
 
 @pytest.mark.asyncio
 async def test_pause_only_extends() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake)
     limiter.pause(30.0)
     limiter.pause(5.0)
@@ -170,7 +170,7 @@ async def test_pause_only_extends() -> None:
 
 @pytest.mark.asyncio
 async def test_resumes_at_pace_after_a_pause_not_with_a_burst() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=10, period=10.0)
     limiter.pause(3.0)
     times = []
@@ -182,7 +182,7 @@ async def test_resumes_at_pace_after_a_pause_not_with_a_burst() -> None:
 
 @pytest.mark.asyncio
 async def test_cooldown_too_long_raises_without_waiting() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake)
     limiter.pause(120.0)
     with pytest.raises(CooldownTooLong) as info:
@@ -194,7 +194,7 @@ async def test_cooldown_too_long_raises_without_waiting() -> None:
 
 @pytest.mark.asyncio
 async def test_cooldown_extended_beyond_max_wait_while_sleeping_raises() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=None)
     limiter.pause(10.0)
     task = asyncio.create_task(limiter.acquire(max_wait=30.0))
@@ -208,7 +208,7 @@ async def test_cooldown_extended_beyond_max_wait_while_sleeping_raises() -> None
 
 @pytest.mark.asyncio
 async def test_no_pacing_when_limit_is_none() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=None)
     for _ in range(10_000):
         await limiter.acquire()
@@ -221,7 +221,7 @@ async def test_no_pacing_when_limit_is_none() -> None:
 
 @pytest.mark.asyncio
 async def test_observe_tightens_to_the_servers_count() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=10, period=10.0)
     limiter.observe(RateLimitInfo(remaining=3, reset=10.0))
     assert limiter.available() == pytest.approx(3.0)
@@ -234,7 +234,7 @@ async def test_observe_tightens_to_the_servers_count() -> None:
 
 @pytest.mark.asyncio
 async def test_observe_never_loosens() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=10, period=10.0)
     for _ in range(10):
         await limiter.acquire()
@@ -246,7 +246,7 @@ async def test_observe_never_loosens() -> None:
 
 @pytest.mark.asyncio
 async def test_observe_ignores_rounding_differences() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = _limiter(fake, limit=10, period=10.0)
     await limiter.acquire()
     limiter.observe(RateLimitInfo(remaining=8, reset=10.0))  # we think 9 are left

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import platform
+import random
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,6 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import CallbackResult, aioresponses
-from core_support import ACCOUNT, BASE, KEY, PSK_URL, TOKEN, TUNNEL, FakeTime, envelope, load_sample
 from yarl import URL
 
 import magicwan
@@ -36,9 +36,11 @@ from magicwan import (
     UnprocessableEntityError,
 )
 from magicwan.ratelimit import MAX_COOLDOWN
+from tests.support.clock import FakeClock
+from tests.support.constants import ACCOUNT, BASE, EMAIL, KEY, PSK, PSK_URL, TOKEN, TUNNEL
+from tests.support.probes import live_locks
+from tests.support.samples import envelope, load_sample
 
-PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
-EMAIL = "ops@example.com"
 OTHER = "0123456789abcdef0123456789abcdef"
 OTHER_URL = f"{BASE}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{OTHER}/psk_generate"
 VALIDATE_URL = PSK_URL + "?validate_only=true"
@@ -73,22 +75,24 @@ def calls(mock_api: aioresponses, url: str = PSK_URL) -> list[Any]:
 
 
 @pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
+def fake() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture(autouse=True)
 def _half_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     # The backoff is then exactly 0.75 * its exponential step: 0.375, 0.75, 1.5, ...
-    monkeypatch.setattr("magicwan._retry.random.random", lambda: 0.5)
+    # MagicWAN takes no jitter argument (its RetryPolicy gets magicwan._retry.default_jitter
+    # when it is built), so the random source that function reads is pinned instead.
+    monkeypatch.setattr(random, "random", lambda: 0.5)
 
 
-def client_for(fake: FakeTime, **kwargs: Any) -> MagicWAN:
+def client_for(fake: FakeClock, **kwargs: Any) -> MagicWAN:
     kwargs.setdefault("api_token", TOKEN)
     return MagicWAN(clock=fake.clock, sleep=fake.sleep, **kwargs)
 
 
-def backoff_sleeps(fake: FakeTime) -> list[float]:
+def backoff_sleeps(fake: FakeClock) -> list[float]:
     return [s for s in fake.sleeps if s > 0]
 
 
@@ -96,7 +100,7 @@ def backoff_sleeps(fake: FakeTime) -> list[float]:
 
 
 @pytest.mark.asyncio
-async def test_request_shape_with_a_token(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_request_shape_with_a_token(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, payload=ok(), headers={"cf-ray": RAY})
     async with client_for(fake) as client:
         result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
@@ -123,7 +127,7 @@ async def test_request_shape_with_a_token(mock_api: aioresponses, fake: FakeTime
 
 
 @pytest.mark.asyncio
-async def test_request_shape_with_email_and_key(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_request_shape_with_email_and_key(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, payload=ok())
     async with client_for(fake, api_token=None, api_email=EMAIL, api_key=KEY) as client:
         await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
@@ -134,7 +138,7 @@ async def test_request_shape_with_email_and_key(mock_api: aioresponses, fake: Fa
 
 
 @pytest.mark.asyncio
-async def test_validate_only_adds_the_query(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_validate_only_adds_the_query(mock_api: aioresponses, fake: FakeClock) -> None:
     sample(mock_api, VALIDATE_URL, "validate_only_200")
     async with client_for(fake) as client:
         result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL, validate_only=True)
@@ -145,7 +149,7 @@ async def test_validate_only_adds_the_query(mock_api: aioresponses, fake: FakeTi
 
 
 @pytest.mark.asyncio
-async def test_no_query_unless_validate_only(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_no_query_unless_validate_only(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, payload=ok())
     async with client_for(fake) as client:
         await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL, validate_only=False)
@@ -155,7 +159,7 @@ async def test_no_query_unless_validate_only(mock_api: aioresponses, fake: FakeT
 
 
 @pytest.mark.asyncio
-async def test_base_url_path_is_kept(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_base_url_path_is_kept(mock_api: aioresponses, fake: FakeClock) -> None:
     base = "https://proxy.example:8443/cf/v4"
     url = f"{base}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{TUNNEL}/psk_generate"
     mock_api.post(url, payload=ok())
@@ -186,7 +190,7 @@ FAMILIES: list[tuple[str, type[APIError], tuple[int, ...]]] = [
 @pytest.mark.parametrize(("name", "cls", "codes"), FAMILIES, ids=[f[0] for f in FAMILIES])
 async def test_status_families(
     mock_api: aioresponses,
-    fake: FakeTime,
+    fake: FakeClock,
     name: str,
     cls: type[APIError],
     codes: tuple[int, ...],
@@ -214,7 +218,7 @@ async def test_status_families(
 
 
 @pytest.mark.asyncio
-async def test_5xx_then_success(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_5xx_then_success(mock_api: aioresponses, fake: FakeClock) -> None:
     sample(mock_api, PSK_URL, "internal_500")
     sample(mock_api, PSK_URL, "bad_gateway_502")
     mock_api.post(PSK_URL, payload=ok())
@@ -229,7 +233,7 @@ async def test_5xx_then_success(mock_api: aioresponses, fake: FakeTime) -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("max_retries", [0, 1, 4])
 async def test_max_retries_is_respected(
-    mock_api: aioresponses, fake: FakeTime, max_retries: int
+    mock_api: aioresponses, fake: FakeClock, max_retries: int
 ) -> None:
     sample(mock_api, PSK_URL, "unavailable_503", repeat=True)
     async with client_for(fake, max_retries=max_retries) as client:
@@ -253,7 +257,7 @@ async def test_max_retries_is_respected(
     ],
 )
 async def test_other_4xx_are_never_retried(
-    mock_api: aioresponses, fake: FakeTime, name: str
+    mock_api: aioresponses, fake: FakeClock, name: str
 ) -> None:
     sample(mock_api, PSK_URL, name, repeat=True)
     async with client_for(fake, max_retries=5) as client:
@@ -264,7 +268,7 @@ async def test_other_4xx_are_never_retried(
 
 
 @pytest.mark.asyncio
-async def test_4xx_html_page_is_not_retried(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_4xx_html_page_is_not_retried(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(
         PSK_URL, status=403, body="<html>Attention Required!</html>", content_type="text/html"
     )
@@ -278,7 +282,7 @@ async def test_4xx_html_page_is_not_retried(mock_api: aioresponses, fake: FakeTi
 @pytest.mark.asyncio
 @pytest.mark.parametrize("name", ["conflict_409"])
 async def test_409_is_an_unknown_outcome_and_retried(
-    mock_api: aioresponses, fake: FakeTime, name: str
+    mock_api: aioresponses, fake: FakeClock, name: str
 ) -> None:
     sample(mock_api, PSK_URL, name)
     mock_api.post(PSK_URL, payload=ok())
@@ -288,7 +292,7 @@ async def test_409_is_an_unknown_outcome_and_retried(
 
 
 @pytest.mark.asyncio
-async def test_408_is_retried(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_408_is_retried(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, status=408, payload=fail(1000, "request timeout"))
     mock_api.post(PSK_URL, payload=ok())
     async with client_for(fake) as client:
@@ -308,7 +312,7 @@ async def test_408_is_retried(mock_api: aioresponses, fake: FakeTime) -> None:
     ids=["500", "timeout", "disconnected", "truncated"],
 )
 async def test_retry_unknown_outcome_false_stops_unknown_outcomes(
-    mock_api: aioresponses, fake: FakeTime, failure: dict[str, Any]
+    mock_api: aioresponses, fake: FakeClock, failure: dict[str, Any]
 ) -> None:
     mock_api.post(PSK_URL, repeat=True, **failure)
     async with client_for(fake, retry_unknown_outcome=False, max_retries=3) as client:
@@ -319,7 +323,7 @@ async def test_retry_unknown_outcome_false_stops_unknown_outcomes(
 
 @pytest.mark.asyncio
 async def test_retry_unknown_outcome_false_still_retries_validate_only(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(VALIDATE_URL, status=500, payload=fail(10002, "boom"))
     sample(mock_api, VALIDATE_URL, "validate_only_200")
@@ -333,7 +337,7 @@ async def test_retry_unknown_outcome_false_still_retries_validate_only(
 
 
 @pytest.mark.asyncio
-async def test_429_retry_after_seconds(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_429_retry_after_seconds(mock_api: aioresponses, fake: FakeClock) -> None:
     times: list[float] = []
 
     def stamp(url: URL, **kwargs: Any) -> None:
@@ -349,7 +353,7 @@ async def test_429_retry_after_seconds(mock_api: aioresponses, fake: FakeTime) -
 
 
 @pytest.mark.asyncio
-async def test_429_retry_after_http_date(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_429_retry_after_http_date(mock_api: aioresponses, fake: FakeClock) -> None:
     times: list[float] = []
 
     def stamp(url: URL, **kwargs: Any) -> None:
@@ -371,7 +375,7 @@ async def test_429_retry_after_http_date(mock_api: aioresponses, fake: FakeTime)
 
 
 @pytest.mark.asyncio
-async def test_429_without_retry_after_backs_off(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_429_without_retry_after_backs_off(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, status=429, payload=fail(971, "Please wait"))
     mock_api.post(PSK_URL, payload=ok())
     async with client_for(fake) as client:
@@ -381,7 +385,7 @@ async def test_429_without_retry_after_backs_off(mock_api: aioresponses, fake: F
 
 
 @pytest.mark.asyncio
-async def test_429_beyond_the_cap_raises_at_once(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_429_beyond_the_cap_raises_at_once(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(
         PSK_URL,
         status=429,
@@ -410,7 +414,7 @@ async def test_429_beyond_the_cap_raises_at_once(mock_api: aioresponses, fake: F
 
 @pytest.mark.asyncio
 async def test_429_cooldown_is_shared_by_the_clients_calls(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     log: list[tuple[str, float]] = []
 
@@ -453,7 +457,7 @@ def connector_error() -> aiohttp.ClientConnectorError:
 
 @pytest.mark.asyncio
 async def test_connect_failure_is_retried_even_when_cautious(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(PSK_URL, exception=connector_error())
     mock_api.post(PSK_URL, payload=ok())
@@ -463,7 +467,7 @@ async def test_connect_failure_is_retried_even_when_cautious(
 
 
 @pytest.mark.asyncio
-async def test_connect_failure_exhausted(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_connect_failure_exhausted(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, exception=connector_error(), repeat=True)
     async with client_for(fake) as client:
         with pytest.raises(APIConnectionError) as info:
@@ -475,7 +479,7 @@ async def test_connect_failure_exhausted(mock_api: aioresponses, fake: FakeTime)
 
 
 @pytest.mark.asyncio
-async def test_connect_timeout_is_not_sent(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_connect_timeout_is_not_sent(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, exception=aiohttp.ConnectionTimeoutError(), repeat=True)
     async with client_for(fake, retry_unknown_outcome=False) as client:
         with pytest.raises(APITimeoutError) as info:
@@ -497,7 +501,7 @@ async def test_connect_timeout_is_not_sent(mock_api: aioresponses, fake: FakeTim
     ids=["disconnected", "reset", "payload", "timeout", "read-timeout"],
 )
 async def test_failures_after_sending(
-    mock_api: aioresponses, fake: FakeTime, exc: Exception, cls: type[APIConnectionError]
+    mock_api: aioresponses, fake: FakeClock, exc: Exception, cls: type[APIConnectionError]
 ) -> None:
     mock_api.post(PSK_URL, exception=exc, repeat=True)
     async with client_for(fake) as client:
@@ -510,7 +514,7 @@ async def test_failures_after_sending(
 
 
 @pytest.mark.asyncio
-async def test_failure_after_sending_then_success(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_failure_after_sending_then_success(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, exception=aiohttp.ServerDisconnectedError())
     mock_api.post(PSK_URL, payload=ok())
     async with client_for(fake) as client:
@@ -523,7 +527,7 @@ async def test_failure_after_sending_then_success(mock_api: aioresponses, fake: 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("name", ["truncated_json_200", "html_bad_gateway_502", "empty_body_200"])
 async def test_undecodable_bodies_are_retried_then_raised(
-    mock_api: aioresponses, fake: FakeTime, name: str
+    mock_api: aioresponses, fake: FakeClock, name: str
 ) -> None:
     sample(mock_api, PSK_URL, name, repeat=True)
     async with client_for(fake) as client:
@@ -537,7 +541,7 @@ async def test_undecodable_bodies_are_retried_then_raised(
 
 
 @pytest.mark.asyncio
-async def test_html_then_success(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_html_then_success(mock_api: aioresponses, fake: FakeClock) -> None:
     sample(mock_api, PSK_URL, "html_bad_gateway_502")
     mock_api.post(PSK_URL, payload=ok())
     async with client_for(fake) as client:
@@ -545,7 +549,7 @@ async def test_html_then_success(mock_api: aioresponses, fake: FakeTime) -> None
 
 
 @pytest.mark.asyncio
-async def test_redirect_is_not_followed(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_redirect_is_not_followed(mock_api: aioresponses, fake: FakeClock) -> None:
     sample(mock_api, PSK_URL, "redirect_301", repeat=True)
     mock_api.get("https://evil.example/steal", payload=ok(), repeat=True)
     mock_api.post("https://evil.example/steal", payload=ok(), repeat=True)
@@ -558,7 +562,7 @@ async def test_redirect_is_not_followed(mock_api: aioresponses, fake: FakeTime) 
 
 
 @pytest.mark.asyncio
-async def test_success_without_psk_is_unexpected(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_success_without_psk_is_unexpected(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, payload=ok(psk=None), repeat=True)
     async with client_for(fake, max_retries=0) as client:
         with pytest.raises(UnexpectedResponseError, match="no psk"):
@@ -567,7 +571,7 @@ async def test_success_without_psk_is_unexpected(mock_api: aioresponses, fake: F
 
 @pytest.mark.asyncio
 async def test_result_for_another_tunnel_is_unexpected(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(PSK_URL, payload=ok(tunnel=OTHER), repeat=True)
     async with client_for(fake, max_retries=0) as client:
@@ -578,7 +582,7 @@ async def test_result_for_another_tunnel_is_unexpected(
 
 @pytest.mark.asyncio
 async def test_result_id_differing_only_in_case_is_the_same_tunnel(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     upper = TUNNEL.upper()
     mock_api.post(PSK_URL.replace(TUNNEL, upper), payload=ok(tunnel=TUNNEL))
@@ -589,7 +593,7 @@ async def test_result_id_differing_only_in_case_is_the_same_tunnel(
 
 
 @pytest.mark.asyncio
-async def test_validate_only_with_a_null_result(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_validate_only_with_a_null_result(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(VALIDATE_URL, payload=envelope(None))
     async with client_for(fake, max_retries=0) as client:
         result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL, validate_only=True)
@@ -598,7 +602,7 @@ async def test_validate_only_with_a_null_result(mock_api: aioresponses, fake: Fa
 
 @pytest.mark.asyncio
 async def test_same_tunnel_in_two_spellings_is_serialized(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     in_flight = 0
     overlapped = False
@@ -624,7 +628,7 @@ async def test_same_tunnel_in_two_spellings_is_serialized(
 
 @pytest.mark.asyncio
 async def test_success_false_on_200_is_an_api_error_with_codes(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     sample(mock_api, PSK_URL, "success_false_200", repeat=True)
     async with client_for(fake, max_retries=0) as client:
@@ -636,7 +640,7 @@ async def test_success_false_on_200_is_an_api_error_with_codes(
 
 
 @pytest.mark.asyncio
-async def test_wrong_result_types_are_unexpected(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_wrong_result_types_are_unexpected(mock_api: aioresponses, fake: FakeClock) -> None:
     sample(mock_api, PSK_URL, "result_wrong_types_200", repeat=True)
     async with client_for(fake, max_retries=0) as client:
         with pytest.raises(UnexpectedResponseError, match=r"result\.psk"):
@@ -645,7 +649,7 @@ async def test_wrong_result_types_are_unexpected(mock_api: aioresponses, fake: F
 
 @pytest.mark.asyncio
 async def test_ratelimit_header_tightens_the_limiter(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(
         PSK_URL,
@@ -682,7 +686,9 @@ class InFlight:
 
 
 @pytest.mark.asyncio
-async def test_same_tunnel_generates_are_serialized(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_same_tunnel_generates_are_serialized(
+    mock_api: aioresponses, fake: FakeClock
+) -> None:
     tracker = InFlight()
     mock_api.post(PSK_URL, callback=tracker.handle, repeat=True)
     async with client_for(fake) as client:
@@ -695,7 +701,7 @@ async def test_same_tunnel_generates_are_serialized(mock_api: aioresponses, fake
 
 
 @pytest.mark.asyncio
-async def test_different_tunnels_run_concurrently(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_different_tunnels_run_concurrently(mock_api: aioresponses, fake: FakeClock) -> None:
     tracker = InFlight()
     pattern = re.compile(
         rf"^{re.escape(BASE)}/accounts/{ACCOUNT}/magic/ipsec_tunnels/\w+/psk_generate$"
@@ -712,25 +718,31 @@ async def test_different_tunnels_run_concurrently(mock_api: aioresponses, fake: 
 
 @pytest.mark.asyncio
 async def test_retry_never_races_another_generate_for_the_tunnel(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     times: list[float] = []
+    locks: list[int] = []
 
     def stamp(url: URL, **kwargs: Any) -> None:
         times.append(fake.elapsed)
+        locks.append(live_locks())
 
     mock_api.post(PSK_URL, status=500, payload=fail(10002, "boom"), callback=stamp)
     mock_api.post(PSK_URL, payload=ok(), callback=stamp, repeat=True)
     async with client_for(fake) as client:
         psk = client.tunnels.ipsec.psk
+        idle = live_locks()
         await asyncio.gather(psk.generate(ACCOUNT, TUNNEL), psk.generate(ACCOUNT, TUNNEL))
+        after = live_locks()
     # The second caller waited for the first one's backoff and retry.
     assert times == [0.0, 0.375, 0.375]
-    assert len(client._transport._locks) == 0  # per-tunnel locks are dropped when idle
+    # The tunnel's lock lives while a call holds or awaits it, and is dropped when idle.
+    assert all(n > idle for n in locks)
+    assert after == idle
 
 
 @pytest.mark.asyncio
-async def test_validate_only_is_not_serialized(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_validate_only_is_not_serialized(mock_api: aioresponses, fake: FakeClock) -> None:
     tracker = InFlight()
     mock_api.post(VALIDATE_URL, callback=tracker.handle, repeat=True)
     async with client_for(fake) as client:
@@ -747,7 +759,7 @@ async def test_validate_only_is_not_serialized(mock_api: aioresponses, fake: Fak
 
 
 @pytest.mark.asyncio
-async def test_a_passed_session_is_never_closed(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_a_passed_session_is_never_closed(mock_api: aioresponses, fake: FakeClock) -> None:
     # That the passed session is the one used is shown against the emulator
     # (tests/integration/test_generate.py): aioresponses bypasses trace hooks.
     mock_api.post(PSK_URL, payload=ok())
@@ -761,14 +773,14 @@ async def test_a_passed_session_is_never_closed(mock_api: aioresponses, fake: Fa
 
 
 @pytest.mark.asyncio
-async def test_aclose_without_use(fake: FakeTime) -> None:
+async def test_aclose_without_use(fake: FakeClock) -> None:
     client = client_for(fake)
     await client.aclose()
     assert client.closed
 
 
 @pytest.mark.asyncio
-async def test_a_closed_client_refuses_to_work(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_a_closed_client_refuses_to_work(mock_api: aioresponses, fake: FakeClock) -> None:
     mock_api.post(PSK_URL, payload=ok(), repeat=True)
     client = client_for(fake)
     await client.aclose()
@@ -781,7 +793,7 @@ async def test_a_closed_client_refuses_to_work(mock_api: aioresponses, fake: Fak
 
 
 @pytest.mark.asyncio
-async def test_a_closed_passed_session_is_refused(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_a_closed_passed_session_is_refused(mock_api: aioresponses, fake: FakeClock) -> None:
     session = aiohttp.ClientSession()
     await session.close()
     client = client_for(fake, session=session)
@@ -797,7 +809,7 @@ async def test_a_closed_passed_session_is_refused(mock_api: aioresponses, fake: 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("auth", ["token", "key"])
 async def test_logging_has_the_facts_and_no_secret(
-    mock_api: aioresponses, fake: FakeTime, caplog: pytest.LogCaptureFixture, auth: str
+    mock_api: aioresponses, fake: FakeClock, caplog: pytest.LogCaptureFixture, auth: str
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="magicwan")
     creds = {"api_token": TOKEN} if auth == "token" else {"api_email": EMAIL, "api_key": KEY}
@@ -834,7 +846,7 @@ async def test_logging_has_the_facts_and_no_secret(
 
 
 @pytest.mark.asyncio
-async def test_declared_content_length_is_read(mock_api: aioresponses, fake: FakeTime) -> None:
+async def test_declared_content_length_is_read(mock_api: aioresponses, fake: FakeClock) -> None:
     body = json.dumps(ok()).encode()
     mock_api.post(PSK_URL, body=body, headers={"Content-Length": str(len(body))})
     async with client_for(fake) as client:

@@ -7,7 +7,6 @@ import re
 
 import pytest
 from aioresponses import aioresponses
-from core_support import ACCOUNT, BASE, TOKEN, TUNNEL
 
 from magicwan import InvalidInputError, MagicWAN, MagicWANError
 from magicwan._validation import (
@@ -19,6 +18,7 @@ from magicwan._validation import (
     check_seconds,
     normalize_base_url,
 )
+from tests.support.constants import ACCOUNT, BASE, TOKEN, TUNNEL
 
 BAD_IDS: list[object] = [
     "",

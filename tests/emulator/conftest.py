@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-from support.emulator import FakeClock
 
 from magicwan.emulator import Emulator, run
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

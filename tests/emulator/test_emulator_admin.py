@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from support.emulator import PSK_RE, RAY_RE, call, generate, token_headers, tunnels_url
 
 from magicwan.emulator import Emulator, Faults
+from tests.support.emulator import PSK_RE, RAY_RE, call, generate, token_headers, tunnels_url
 
 pytestmark = pytest.mark.asyncio
 

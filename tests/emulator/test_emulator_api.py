@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from support.emulator import (
+
+from magicwan.emulator import Emulator, EmulatorState, run
+from tests.support.emulator import (
     ENVELOPE,
     PSK_RE,
     RAY_RE,
@@ -21,8 +23,6 @@ from support.emulator import (
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, EmulatorState, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import aiohttp
 import attrs
 import pytest
-from support.emulator import SUCCESS, call
 
 from magicwan.emulator import FaultKind, Faults
 from magicwan.emulator.__main__ import build_parser, faults_from_args
 from magicwan.journal import read_journal
+from tests.support.emulator import SUCCESS, call
 
 #: The block on stdout: exactly these, in this order (ARCH.md).
 EXPORTED = ["CLOUDFLARE_BASE_URL", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID"]

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 from aiohttp import web
-from support.emulator import (
+
+from magicwan.emulator import Emulator, EmulatorState, Faults, PSKRecord, create_app, run
+from tests.support.emulator import (
     FAILURE,
     RAY_RE,
     SUCCESS,
@@ -23,8 +25,6 @@ from support.emulator import (
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, EmulatorState, Faults, PSKRecord, create_app, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from support.emulator import (
+
+from magicwan.emulator import Emulator, EmulatorState, Faults, run
+from tests.support.emulator import (
     ENVELOPE,
     RAY_RE,
     assert_failure,
@@ -13,8 +15,6 @@ from support.emulator import (
     key_headers,
     token_headers,
 )
-
-from magicwan.emulator import Emulator, EmulatorState, Faults, run
 
 UNKNOWN = "0" * 32
 

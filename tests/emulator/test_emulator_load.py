@@ -6,9 +6,9 @@ import asyncio
 
 import aiohttp
 import pytest
-from support.emulator import generate
 
 from magicwan.emulator import run
+from tests.support.emulator import generate
 
 pytestmark = pytest.mark.asyncio
 

@@ -38,7 +38,9 @@ from cloudflare.types.magic_transit.ipsec_tunnel_psk_generate_response import ( 
 from cloudflare.types.magic_transit.ipsec_tunnel_psk_set_response import (  # noqa: E402
     IPSECTunnelPSKSetResponse,
 )
-from support.emulator import (  # noqa: E402
+
+from magicwan.emulator import Emulator, run  # noqa: E402
+from tests.support.emulator import (  # noqa: E402
     a_psk,
     call,
     generate,
@@ -47,8 +49,6 @@ from support.emulator import (  # noqa: E402
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, run  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
 

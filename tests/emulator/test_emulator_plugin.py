@@ -7,10 +7,10 @@ import sys
 
 import aiohttp
 import pytest
-from support.emulator import generate
 
 import magicwan.emulator
 from magicwan.emulator import Emulator
+from tests.support.emulator import generate
 
 
 @pytest.mark.asyncio

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 import pytest_asyncio
-from support.emulator import (
+
+from magicwan.emulator import Emulator, FaultKind, Faults, PSKRecord, Tunnel, run
+from tests.support.emulator import (
     FAILURE,
     PSK_SET,
     RAY_RE,
@@ -23,8 +25,6 @@ from support.emulator import (
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, FaultKind, Faults, PSKRecord, Tunnel, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-from support.emulator import (
-    FakeClock,
+
+from magicwan.emulator import Emulator, Faults, run
+from tests.support.clock import FakeClock
+from tests.support.emulator import (
     assert_failure,
     call,
     generate,
@@ -16,8 +18,6 @@ from support.emulator import (
     token_headers,
     tunnels_url,
 )
-
-from magicwan.emulator import Emulator, Faults, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from support.emulator import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
 
 from magicwan.emulator import EmulatorState, FaultKind, Faults, PSKRecord, TokenBucket, Tunnel
 from magicwan.emulator import bucket as bucket_module
@@ -20,6 +19,7 @@ from magicwan.emulator import seeding as seeding_module
 from magicwan.emulator import state as state_module
 from magicwan.emulator.faults import FaultInjector
 from magicwan.emulator.models import format_timestamp, is_identifier
+from tests.support.emulator import FAILURE, PSK_RE, SHARED_SPEC, SPEC_COPY, SUCCESS, TIMESTAMP_RE
 
 
 class Clock:

@@ -7,9 +7,9 @@ import ssl
 import aiohttp
 import pytest
 import trustme
-from support.emulator import SUCCESS, generate
 
 from magicwan.emulator import Faults, run
+from tests.support.emulator import SUCCESS, generate
 
 pytestmark = pytest.mark.asyncio
 

@@ -9,18 +9,6 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from conftest import HostileServer
-from hardening_support import (
-    ACCOUNT,
-    HOSTILE_PSK,
-    SECRET_EMAIL,
-    SECRET_KEY,
-    SECRET_TOKEN,
-    TUNNEL,
-    FakeTime,
-    assert_no_secret,
-    exception_texts,
-)
 
 from magicwan import (
     APIConnectionError,
@@ -38,7 +26,18 @@ from magicwan import (
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
-from magicwan._envelope import _MAX_RETRY_AFTER
+from magicwan._envelope import parse_retry_after
+from tests.support.clock import FakeClock
+from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.hostile import ENORMOUS_RETRY_AFTER, RAW_SCENARIOS, HostileServer
+from tests.support.secrets import (
+    HOSTILE_PSK,
+    SECRET_EMAIL,
+    SECRET_KEY,
+    SECRET_TOKEN,
+    assert_no_secret,
+    exception_texts,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -88,7 +87,7 @@ API_ERRORS: dict[str, type[APIError]] = {
 }
 RETRY_AFTER: dict[str, float | None] = {
     "retry_after_negative": None,
-    "retry_after_enormous": _MAX_RETRY_AFTER,
+    "retry_after_enormous": parse_retry_after(ENORMOUS_RETRY_AFTER),  # the cap
     "retry_after_infinite": None,
     "retry_after_nan": None,
     "retry_after_garbage": None,
@@ -103,6 +102,10 @@ RAW: dict[str, type[MagicWANError]] = {
     "close_at_once": APIConnectionError,
     "header_trickle": APITimeoutError,
 }
+
+NEVER_ENDS = ["slowloris", "never_starts"]
+#: Scenarios with a test of their own.
+SINGLES = ["ok", "success_false_2xx", "psk_metadata_bad_date"]
 
 
 def _client(base_url: str, auth: str = "token", **kwargs: object) -> MagicWAN:
@@ -206,7 +209,7 @@ async def test_hostile_retry_after(hostile: HostileServer, scenario: str) -> Non
 @pytest.mark.parametrize("scenario", sorted(RETRY_AFTER))
 async def test_hostile_retry_after_never_sleeps_long(hostile: HostileServer, scenario: str) -> None:
     """Retried with an injected clock: every wait is bounded by the client's caps."""
-    fake = FakeTime()
+    fake = FakeClock()
     client = _client(
         hostile.url(scenario),
         max_retries=3,
@@ -218,7 +221,7 @@ async def test_hostile_retry_after_never_sleeps_long(hostile: HostileServer, sce
         with pytest.raises(RateLimitError):
             await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
         assert all(0 <= s <= 8.0 for s in fake.sleeps), fake.sleeps
-        if RETRY_AFTER[scenario] == _MAX_RETRY_AFTER:
+        if scenario == "retry_after_enormous":
             # Beyond the cap: raised at once, and the client's cooldown refuses the next call
             # without sending anything.
             assert hostile.hits(scenario) == 1
@@ -230,7 +233,7 @@ async def test_hostile_retry_after_never_sleeps_long(hostile: HostileServer, sce
             assert hostile.hits(scenario) == 4
 
 
-@pytest.mark.parametrize("scenario", ["slowloris", "never_starts"])
+@pytest.mark.parametrize("scenario", NEVER_ENDS)
 async def test_a_response_that_never_ends_is_cut_by_the_timeout(
     hostile: HostileServer, scenario: str
 ) -> None:
@@ -263,7 +266,7 @@ async def test_answers_that_are_not_http(hostile: HostileServer, scenario: str) 
 async def test_retries_against_hostile_answers(
     hostile: HostileServer, scenario: str, retried: bool
 ) -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     client = _client(hostile.url(scenario), max_retries=2, clock=fake.clock, sleep=fake.sleep)
     exc = await _fail(client)
     assert hostile.hits(scenario) == (3 if retried else 1)
@@ -328,3 +331,11 @@ async def test_the_witness_would_see_a_followed_redirect(hostile: HostileServer)
     # aiohttp drops Authorization on a cross-origin redirect, but carries X-Auth-Key along.
     assert len(hostile.witness_seen) == 1
     assert hostile.witness_seen[0].headers.get("X-Auth-Key") == SECRET_KEY
+
+
+async def test_every_hostile_scenario_is_exercised(hostile: HostileServer) -> None:
+    """The tables above come from the server's own lists: a new misbehaviour needs a test."""
+    tables = [UNEXPECTED, list(API_ERRORS), list(RETRY_AFTER), NEVER_ENDS, SINGLES]
+    covered = [scenario for table in tables for scenario in table]
+    assert sorted(covered) == hostile.scenarios  # each exactly once
+    assert sorted(RAW) == RAW_SCENARIOS

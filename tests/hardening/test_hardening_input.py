@@ -16,7 +16,6 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import pytest
-from hardening_support import SECRET_EMAIL, SECRET_KEY, SECRET_TOKEN, assert_no_secret
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +28,7 @@ from magicwan import (
     PermissionDeniedError,
 )
 from magicwan.emulator import Emulator, run
+from tests.support.secrets import SECRET_EMAIL, SECRET_KEY, SECRET_TOKEN, assert_no_secret
 
 T = TypeVar("T")
 
@@ -269,13 +269,14 @@ def test_validate_only_must_be_a_real_bool(loop_emu: LoopEmulator, value: Any) -
 def test_bad_credentials_are_refused_and_never_echoed(
     loop_emu: LoopEmulator, bad: str, where: str
 ) -> None:
-    options: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "api_token": {"api_token": bad},
         "api_email": {"api_email": bad, "api_key": SECRET_KEY},
         "api_key": {"api_email": SECRET_EMAIL, "api_key": bad},
         "env_token": {"environ": {"CLOUDFLARE_API_TOKEN": bad}},
         "env_key": {"environ": {"CLOUDFLARE_EMAIL": SECRET_EMAIL, "CLOUDFLARE_API_KEY": bad}},
-    }[where]
+    }
+    options = cases[where]
     exc = refused(
         loop_emu, lambda: MagicWAN(base_url=loop_emu.emu.base_url, max_retries=0, **options)
     )
@@ -313,7 +314,9 @@ def test_missing_or_ambiguous_credentials(loop_emu: LoopEmulator, options: dict[
 def test_valid_credentials_are_sent_and_never_shown(
     loop_emu: LoopEmulator, token: str, scheme: str
 ) -> None:
-    creds = {"api_token": token} if scheme == "token" else {"api_email": "x@y", "api_key": token}
+    creds: dict[str, Any] = (
+        {"api_token": token} if scheme == "token" else {"api_email": "x@y", "api_key": token}
+    )
     client = MagicWAN(base_url=loop_emu.emu.base_url, max_retries=0, rate_limit=None, **creds)
     if len(token) >= 12:
         assert token not in repr(client)
@@ -456,8 +459,9 @@ def test_bad_seconds(loop_emu: LoopEmulator, value: Any, name: str) -> None:
 @given(value=good_seconds, name=st.sampled_from(["timeout", "connect_timeout", "max_retry_after"]))
 def test_good_seconds_work(loop_emu: LoopEmulator, value: float, name: str) -> None:
     # A request must still work: a tiny timeout may time out, but only as a typed error.
+    options: dict[str, Any] = {name: value}
     client = MagicWAN(
-        api_token=SECRET_TOKEN, base_url=loop_emu.emu.base_url, max_retries=0, **{name: value}
+        api_token=SECRET_TOKEN, base_url=loop_emu.emu.base_url, max_retries=0, **options
     )
 
     async def attempt() -> object:
@@ -508,9 +512,9 @@ def test_rotate_refuses_odd_tunnel_collections(loop_emu: LoopEmulator) -> None:
     psk = loop_emu.client.tunnels.ipsec.psk
     account = loop_emu.emu.account_id
     refused(loop_emu, lambda: psk.rotate(account, loop_emu.emu.tunnel_ids[0]), TypeError)
-    refused(loop_emu, lambda: psk.rotate(account, 5), TypeError)  # type: ignore[arg-type]
+    refused(loop_emu, lambda: psk.rotate(account, 5), TypeError)  # type: ignore[call-overload]
     refused(loop_emu, lambda: psk.rotate(account, [None]))  # type: ignore[list-item]
-    refused(loop_emu, lambda: psk.rotate(account, [], journal=5))  # type: ignore[arg-type]
+    refused(loop_emu, lambda: psk.rotate(account, [], journal=5))  # type: ignore[call-overload]
 
 
 bad_rate_limits = st.one_of(

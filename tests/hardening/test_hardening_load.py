@@ -12,6 +12,7 @@ import pytest
 
 from magicwan import MagicWAN
 from magicwan.emulator import Faults, run
+from tests.support.probes import live_locks
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,11 +61,12 @@ async def test_5000_concurrent_generates_with_20_percent_faults() -> None:
                 rate_limit=None,
                 sleep=_quick_sleep,
             ) as client:
+                idle = live_locks()
                 outcomes = await asyncio.gather(
                     *(one(client, t) for t in tunnel_ids for _ in range(PER_TUNNEL)),
                     return_exceptions=True,
                 )
-                assert len(client._transport._locks) == 0  # no per-tunnel lock left behind
+                assert live_locks() == idle  # no per-tunnel lock left behind
         elapsed = time.monotonic() - started
 
         errors = [o for o in outcomes if isinstance(o, BaseException)]

@@ -13,22 +13,13 @@ import io
 import logging
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hardening_support import (
-    SECRET_EMAIL,
-    SECRET_KEY,
-    SECRET_TOKEN,
-    FakeTime,
-    assert_no_secret,
-    exception_texts,
-    log_texts,
-)
 
 from magicwan import (
     APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     InternalServerError,
     JournalError,
@@ -41,22 +32,26 @@ from magicwan import (
     read_journal,
 )
 from magicwan.emulator import Emulator, Faults
-from magicwan.journal import Intent, Journal, JournalEvent
+from magicwan.emulator.faults import FaultKind
+from magicwan.journal import Journal, JournalEvent
+from tests.support.clock import FakeClock
+from tests.support.secrets import (
+    SECRET_EMAIL,
+    SECRET_KEY,
+    SECRET_TOKEN,
+    assert_no_secret,
+    exception_texts,
+    log_texts,
+)
 
 pytestmark = pytest.mark.asyncio
 
-FAULT_KINDS = [
-    "server_error",
-    "rate_limited",
-    "reset_before_store",
-    "reset_after_store",
-    "html_502",
-    "truncated_json",
-]
+#: Every outcome fault the emulator can inject, from its own enum.
+FAULT_KINDS = [kind.value for kind in FaultKind]
 
 
 @pytest.fixture
-def debug_everything(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+def debug_everything(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     for name in (
         "magicwan",
@@ -71,15 +66,6 @@ def debug_everything(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCap
         caplog.set_level(logging.DEBUG, logger=name)
         logging.getLogger(name).propagate = True
     return caplog
-
-
-@pytest.fixture
-def permissive_umask() -> Iterator[None]:
-    old = os.umask(0o000)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def _all_psks(emu: Emulator) -> list[str]:
@@ -111,7 +97,7 @@ class Seen:
 
 async def _scenarios(emu: Emulator, tmp_path: Path, seen: Seen) -> None:
     account, tunnels = emu.account_id, emu.tunnel_ids
-    fake = FakeTime()
+    fake = FakeClock()
     base = {"base_url": emu.base_url, "clock": fake.clock, "sleep": fake.sleep}
 
     # Successes, both auth schemes; reads.
@@ -148,7 +134,8 @@ async def _scenarios(emu: Emulator, tmp_path: Path, seen: Seen) -> None:
         await expect(RateLimitError, client)  # the client-side cooldown
     emu.set_rate_limit(None)
 
-    # Every fault, alone, with too few retries to get through: the error is what's left.
+    # Every fault, alone, with too few retries to get through: the error is what's left
+    # (a fault kind missing here fails the test with a KeyError).
     expected: dict[str, type[MagicWANError]] = {
         "server_error": InternalServerError,
         "rate_limited": RateLimitError,
@@ -156,10 +143,17 @@ async def _scenarios(emu: Emulator, tmp_path: Path, seen: Seen) -> None:
         "reset_after_store": APIConnectionError,
         "html_502": UnexpectedResponseError,
         "truncated_json": UnexpectedResponseError,
+        "late_store": APITimeoutError,  # stored after the client gave up waiting
     }
     for kind in FAULT_KINDS:
-        emu.set_faults(Faults(**{kind: 1.0}), seed=1)
-        async with MagicWAN(api_token=SECRET_TOKEN, max_retries=2, **base) as client:  # type: ignore[arg-type]
+        emu.set_faults(Faults(**{kind: 1.0}, late_store_delay=0.3), seed=1)
+        timeout = 0.1 if kind == "late_store" else 60.0
+        async with MagicWAN(
+            api_token=SECRET_TOKEN,
+            max_retries=2,
+            timeout=timeout,
+            **base,  # type: ignore[arg-type]
+        ) as client:
             await expect(expected[kind], client)
 
     # Retries through a mix of faults, to success.
@@ -245,22 +239,6 @@ async def test_no_secret_anywhere(
 # -- the journal file -------------------------------------------------------------------------
 
 
-async def test_journal_is_0600_from_the_moment_it_exists(
-    tmp_path: Path, permissive_umask: None
-) -> None:
-    path = tmp_path / "j.jsonl"
-    journal = Journal(path)
-    journal.open()
-    try:
-        assert _mode(path) == 0o600  # created 0600, not chmod-ed afterwards
-        journal.append(Intent(tunnel_id="a"))
-        assert _mode(path) == 0o600
-        await journal.sync()
-    finally:
-        await journal.aclose()
-    assert _mode(path) == 0o600
-
-
 async def test_rotation_journal_is_0600_at_its_first_append(
     emulator: Emulator, tmp_path: Path, permissive_umask: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -329,12 +307,3 @@ async def test_a_symlinked_journal_is_refused(emulator: Emulator, tmp_path: Path
     assert target.read_text() == "not a journal\n"
     assert _mode(target) == 0o644
     assert not (tmp_path / "nowhere.jsonl").exists()
-
-
-async def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(JournalError):
-        Journal(tmp_path).open()  # a directory
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    with pytest.raises(JournalError):
-        Journal(fifo).open()

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import trustme
-from hardening_support import (
+
+from magicwan import APIConnectionError, MagicWAN
+from magicwan.emulator import Emulator, run
+from tests.support.secrets import (
     SECRET_EMAIL,
     SECRET_KEY,
     SECRET_TOKEN,
     assert_no_secret,
     exception_texts,
 )
-
-from magicwan import APIConnectionError, MagicWAN
-from magicwan.emulator import Emulator, run
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,9 +1,12 @@
-"""A rotation in its own process, for the crash tests: ``python _rotate_child.py JOURNAL IDS_FILE``.
+"""A rotation in its own process, for the crash tests.
+
+Run from the repository root as ``python -m tests.integration._rotate_child JOURNAL IDS_FILE``.
 
 Talks to the emulator named by ``MAGICWAN_BASE_URL``, ``MAGICWAN_ACCOUNT_ID`` and
 ``CLOUDFLARE_API_TOKEN``; rotates every id in ``IDS_FILE`` (one per line) with the journal at
 ``JOURNAL``; prints one JSON summary line at the end and exits 0 only if every tunnel rotated.
-The client's clock and sleep run ``MAGICWAN_TEST_FAST`` times faster (backoff, cooldowns).
+The client's clock and sleep run ``MAGICWAN_TEST_FAST`` times faster (a ``ScaledClock``: backoff,
+cooldowns).
 """
 
 from __future__ import annotations
@@ -12,16 +15,13 @@ import asyncio
 import json
 import os
 import sys
-import time
 
 from magicwan import MagicWAN
+from tests.support.clock import ScaledClock
 
 
 async def main(journal: str, ids_file: str) -> int:
-    fast = float(os.environ.get("MAGICWAN_TEST_FAST", "1"))
-
-    async def sleep(seconds: float) -> None:
-        await asyncio.sleep(seconds / fast)
+    fast = ScaledClock(float(os.environ.get("MAGICWAN_TEST_FAST", "1")))
 
     with open(ids_file) as fh:
         ids = [line.strip() for line in fh if line.strip()]
@@ -30,8 +30,8 @@ async def main(journal: str, ids_file: str) -> int:
         base_url=os.environ["MAGICWAN_BASE_URL"],
         rate_limit=None,
         max_retries=12,
-        clock=lambda: time.monotonic() * fast,
-        sleep=sleep,
+        clock=fast,
+        sleep=fast.sleep,
     )
     async with client:
         async for outcome in client.tunnels.ipsec.psk.rotate(

@@ -6,27 +6,26 @@ measure at the server how many requests were in flight at once, per tunnel and i
 when each arrived. Everything else (state, app, handlers, faults, limiter) is the shipped
 emulator.
 
-``FastTime`` speeds up the *client's* clock and sleep (both injectable by design): backoff and
-``Retry-After`` cooldowns then take a fraction of a real second, so a rotation through thousands
-of injected faults runs in seconds. Requests, sockets and the emulator stay real.
+``make_client(emu, fast=F)`` runs the *client's* clock and sleep F times faster (a
+``tests.support.clock.ScaledClock``): backoff and ``Retry-After`` cooldowns then take a fraction
+of a real second, so a rotation through thousands of injected faults runs in seconds. Requests,
+sockets and the emulator stay real. Helpers that watch the client from outside are in
+``tests.support.probes``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from magicwan import MagicWAN
 from magicwan.emulator import Emulator, EmulatorState, run
+from tests.support.clock import ScaledClock
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,19 +74,6 @@ async def serve(state: EmulatorState, *, tracker: Tracker | None = None) -> Asyn
         yield emulator
 
 
-class FastTime:
-    """A client clock and sleep running ``factor`` times faster than real time."""
-
-    def __init__(self, factor: float) -> None:
-        self.factor = factor
-
-    def clock(self) -> float:
-        return time.monotonic() * self.factor
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds / self.factor)
-
-
 def make_client(
     emu: Emulator,
     *,
@@ -98,45 +84,9 @@ def make_client(
     """A real client of ``emu``; client-side rate limiting off unless ``rate_limit`` is given."""
     kwargs.setdefault("rate_limit", None)
     if fast is not None:
-        fast_time = FastTime(fast)
-        kwargs.setdefault("clock", fast_time.clock)
-        kwargs.setdefault("sleep", fast_time.sleep)
+        scaled = ScaledClock(fast)
+        kwargs.setdefault("clock", scaled)
+        kwargs.setdefault("sleep", scaled.sleep)
     if auth == "token":
         return MagicWAN(api_token=emu.api_token, base_url=emu.base_url, **kwargs)
     return MagicWAN(api_email=emu.api_email, api_key=emu.api_key, base_url=emu.base_url, **kwargs)
-
-
-def journal_lines(path: Path) -> list[dict[str, Any]]:
-    """Every line of a journal, parsed (fails on a line that is not JSON)."""
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    return [line for line in lines if line.get("event") != "journal"]  # not the header
-
-
-def ray_recorder() -> tuple[aiohttp.TraceConfig, list[str | None]]:
-    """A TraceConfig that records the ``cf-ray`` header of every response, in order."""
-    rays: list[str | None] = []
-
-    async def on_end(
-        session: aiohttp.ClientSession,
-        ctx: Any,
-        params: aiohttp.TraceRequestEndParams,
-    ) -> None:
-        rays.append(params.response.headers.get("cf-ray"))
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_end.append(on_end)
-    return trace, rays
-
-
-def rotation_tasks() -> list[asyncio.Task[Any]]:
-    """Pending tasks running magicwan's rotation, transport or journal code."""
-    found = []
-    for task in asyncio.all_tasks():
-        if task is asyncio.current_task() or task.done():
-            continue
-        code = getattr(task.get_coro(), "cr_code", None)
-        parts = Path(code.co_filename).parts if code is not None else ()
-        # The package's own folders, not the checkout's (which may be named anything).
-        if "magicwan" in parts and "emulator" not in parts[parts.index("magicwan") :]:
-            found.append(task)
-    return found

@@ -1,9 +1,9 @@
 """kill -9 in the middle of a rotation, then a rerun with the same journal: no PSK lost.
 
-The rotation runs in a child process (``_rotate_child.py``) against an emulator served on this
-test's own event loop over loopback. The test polls the journal and SIGKILLs the child once a
-given number of ``rotated`` lines are on disk, reruns the child to completion, and compares
-every tunnel's journalled PSK with the one the emulator holds.
+The rotation runs in a child process (``tests/integration/_rotate_child.py``) against an emulator
+served on this test's own event loop over loopback. The test polls the journal and SIGKILLs the
+child once a given number of ``rotated`` lines are on disk, reruns the child to completion, and
+compares every tunnel's journalled PSK with the one the emulator holds.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import pytest
 
 from magicwan import read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults
-
-from .integration_support import Tracker, serve
+from tests.integration.integration_support import Tracker, serve
 
 pytestmark = pytest.mark.asyncio
 
-CHILD = Path(__file__).with_name("_rotate_child.py")
+#: The child runs as a module from the repository root, so it can import ``tests.support``.
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = "tests.integration._rotate_child"
 TUNNELS = 300
 FAULTS = Faults(
     latency=0.01,
@@ -52,7 +53,8 @@ def _start_child(emu: Emulator, journal: Path, ids_file: Path) -> subprocess.Pop
     log = journal.with_suffix(".child.log")
     with log.open("ab") as out:
         return subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-            [sys.executable, str(CHILD), str(journal), str(ids_file)],
+            [sys.executable, "-m", CHILD, str(journal), str(ids_file)],
+            cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

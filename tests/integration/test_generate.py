@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,12 +19,14 @@ from magicwan import (
     MagicWAN,
     NotFoundError,
     PermissionDeniedError,
+    PSKGenerateResult,
     RateLimitError,
     UnexpectedResponseError,
 )
 from magicwan.emulator import Emulator, EmulatorState, Faults
-
-from .integration_support import Tracker, make_client, ray_recorder, serve
+from magicwan.emulator.faults import FaultKind
+from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.probes import ray_recorder, session_spy
 
 pytestmark = pytest.mark.asyncio
 
@@ -147,14 +151,8 @@ async def test_list_and_get_return_models_without_a_psk(emu: Emulator) -> None:
 
 # -- faults -----------------------------------------------------------------------------------
 
-FAULT_MODES = [
-    "server_error",
-    "rate_limited",
-    "reset_before_store",
-    "reset_after_store",
-    "html_502",
-    "truncated_json",
-]
+#: Every outcome fault the emulator can inject, from its own enum.
+FAULT_MODES = [kind.value for kind in FaultKind]
 
 
 @pytest.mark.parametrize("mode", [*FAULT_MODES, "latency"])
@@ -177,7 +175,7 @@ async def test_each_fault_mode_is_survived_with_retries(mode: str) -> None:
         assert result.psk == emu.state.current_psk(emu.account_id, tunnel_id)
 
 
-async def _one_generate_with(faults: Faults, **client_kwargs: object) -> tuple[Emulator, Exception]:
+async def _one_generate_with(faults: Faults, **client_kwargs: Any) -> tuple[Emulator, Exception]:
     state = EmulatorState(tunnels=1, seed=4, rate_limit=None, faults=faults)
     async with serve(state) as emu, make_client(emu, max_retries=0, **client_kwargs) as client:
         with pytest.raises(Exception) as caught:  # noqa: PT011 - checked by the caller
@@ -187,8 +185,7 @@ async def _one_generate_with(faults: Faults, **client_kwargs: object) -> tuple[E
     return emu, caught.value
 
 
-async def test_server_error_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(server_error=1.0))
+def _server_error(emu: Emulator, err: Exception) -> None:
     assert emu.state.total_generations() == 0
     assert isinstance(err, InternalServerError)
     assert err.status in (500, 502, 503)
@@ -196,30 +193,26 @@ async def test_server_error_without_retries() -> None:
     assert err.ray_id
 
 
-async def test_rate_limited_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(rate_limited=1.0))
+def _rate_limited(emu: Emulator, err: Exception) -> None:
     assert isinstance(err, RateLimitError)
     assert err.retry_after == 1.0
     assert err.codes == (971,)
     assert emu.state.total_generations() == 0
 
 
-async def test_reset_before_store_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(reset_before_store=1.0))
+def _reset_before_store(emu: Emulator, err: Exception) -> None:
     assert type(err) is APIConnectionError
     assert err.request_sent is True
     assert emu.state.total_generations() == 0
 
 
-async def test_reset_after_store_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(reset_after_store=1.0))
+def _reset_after_store(emu: Emulator, err: Exception) -> None:
     assert type(err) is APIConnectionError
     assert err.request_sent is True
     assert emu.state.total_generations() == 1  # the edge holds a PSK nobody saw
 
 
-async def test_html_502_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(html_502=1.0))
+def _html_502(emu: Emulator, err: Exception) -> None:
     assert emu.state.total_generations() == 0
     assert isinstance(err, UnexpectedResponseError)
     assert err.status == 502
@@ -227,14 +220,44 @@ async def test_html_502_without_retries() -> None:
     assert err.ray_id
 
 
-async def test_truncated_json_without_retries() -> None:
-    emu, err = await _one_generate_with(Faults(truncated_json=1.0))
+def _truncated_json(emu: Emulator, err: Exception) -> None:
     assert isinstance(err, UnexpectedResponseError)
     assert err.status == 200
     assert emu.state.total_generations() == 1
     stored = emu.state.current_psk(emu.account_id, emu.tunnel_ids[0])
     assert stored is not None
     assert stored not in str(err)  # a PSK cut short in the body is redacted, not echoed
+
+
+def _late_store(emu: Emulator, err: Exception) -> None:
+    assert isinstance(err, APITimeoutError)
+    assert err.request_sent is True
+    assert err.outcome_unknown
+    # Stored after the client gave up: the edge holds a PSK nobody saw.
+    assert emu.state.total_generations() == 1
+
+
+#: What one request under each fault (and no retry) leaves: the error and the emulator's state.
+WITHOUT_RETRIES: dict[FaultKind, Callable[[Emulator, Exception], None]] = {
+    FaultKind.SERVER_ERROR: _server_error,
+    FaultKind.RATE_LIMITED: _rate_limited,
+    FaultKind.RESET_BEFORE_STORE: _reset_before_store,
+    FaultKind.RESET_AFTER_STORE: _reset_after_store,
+    FaultKind.HTML_502: _html_502,
+    FaultKind.TRUNCATED_JSON: _truncated_json,
+    FaultKind.LATE_STORE: _late_store,
+}
+#: Faults that need the client to give up first (the store comes after its timeout).
+_SLOW_KINDS = {FaultKind.LATE_STORE: ({"late_store_delay": 0.4}, {"timeout": 0.1})}
+
+
+@pytest.mark.parametrize("kind", list(FaultKind), ids=lambda kind: kind.value)
+async def test_each_fault_without_retries(kind: FaultKind) -> None:
+    check = WITHOUT_RETRIES.get(kind)
+    assert check is not None, f"no expectation for {kind}: add one to WITHOUT_RETRIES"
+    fault_extra, client_extra = _SLOW_KINDS.get(kind, ({}, {}))
+    emu, err = await _one_generate_with(Faults(**{kind.value: 1.0}, **fault_extra), **client_extra)
+    check(emu, err)
 
 
 async def test_latency_beyond_the_timeout_without_retries() -> None:
@@ -290,11 +313,17 @@ async def test_same_tunnel_generates_never_overlap() -> None:
         history = emu.state.history(emu.account_id, tunnel_id)
         assert len(history) == 5
         assert sorted(r.psk for r in mine if r.psk) == sorted(h.psk for h in history)
-        latest = max(mine, key=lambda r: r.psk_metadata.last_generated_on)  # type: ignore[union-attr]
+        stamps = [_stamp(r) for r in mine]
+        latest = max(mine, key=_stamp)
         assert latest.psk == emu.state.current_psk(emu.account_id, tunnel_id)
-        stamps = [r.psk_metadata.last_generated_on for r in mine]  # type: ignore[union-attr]
         assert len(set(stamps)) == 5
         assert all(s is not None and s.tzinfo == UTC for s in stamps)
+
+
+def _stamp(result: PSKGenerateResult) -> datetime:
+    assert result.psk_metadata is not None
+    assert result.psk_metadata.last_generated_on is not None
+    return result.psk_metadata.last_generated_on
 
 
 # -- input checks and session ownership -------------------------------------------------------
@@ -342,18 +371,6 @@ async def test_invalid_rotation_ids_send_nothing(emu: Emulator) -> None:
         with pytest.raises(InvalidInputError):
             client.tunnels.ipsec.psk.rotate(emu.account_id, emu.tunnel_ids, concurrency=0)
     assert emu.state.requests.total == 0
-
-
-def session_spy() -> tuple[aiohttp.TraceConfig, list[aiohttp.ClientSession]]:
-    """A trace config that records the session of every request it sees."""
-    seen: list[aiohttp.ClientSession] = []
-
-    async def on_start(session: aiohttp.ClientSession, *_: object) -> None:
-        seen.append(session)
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_start)
-    return trace, seen
 
 
 async def test_a_passed_in_session_is_used_and_stays_open(emu: Emulator) -> None:

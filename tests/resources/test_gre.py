@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses
-from core_support import ACCOUNT, BASE, TOKEN, envelope
 
 from magicwan import GRETunnel, InvalidInputError, MagicWAN, NotFoundError
+from tests.support.constants import ACCOUNT, BASE, TOKEN
+from tests.support.samples import envelope
 
 GRE = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 LIST_URL = f"{BASE}/accounts/{ACCOUNT}/magic/gre_tunnels"

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from aioresponses import CallbackResult, aioresponses
-from core_support import ACCOUNT, BASE, PSK_URL, TOKEN, TUNNEL, FakeTime, envelope
 from yarl import URL
 
 from magicwan import (
@@ -17,9 +16,11 @@ from magicwan import (
     MagicWAN,
     PSKSetResult,
     UnexpectedResponseError,
-    new_psk,
 )
 from magicwan._validation import MAX_PSK_LENGTH, MIN_PSK_LENGTH
+from tests.support.clock import FakeClock
+from tests.support.constants import ACCOUNT, BASE, PSK_URL, TOKEN, TUNNEL
+from tests.support.samples import envelope
 
 SET_URL = f"{BASE}/accounts/{ACCOUNT}/magic/ipsec_tunnels/psk"
 T2 = "0123456789abcdef0123456789abcdef"
@@ -44,7 +45,7 @@ def answer(psks: dict[str, str], unapplied: dict[str, str] | None = None) -> dic
     return envelope({"successfully_applied_psks": applied(psks), "unapplied_psks": unapplied or {}})
 
 
-def client_for(fake: FakeTime, **kwargs: Any) -> MagicWAN:
+def client_for(fake: FakeClock, **kwargs: Any) -> MagicWAN:
     return MagicWAN(api_token=TOKEN, clock=fake.clock, sleep=fake.sleep, **kwargs)
 
 
@@ -53,22 +54,13 @@ def sent(mock_api: aioresponses, url: str = SET_URL) -> list[Any]:
 
 
 @pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
-
-
-def test_new_psk_is_32_alphanumerics_and_never_repeats() -> None:
-    psks = {new_psk() for _ in range(200)}
-    assert len(psks) == 200
-    for psk in psks:
-        assert len(psk) == 32
-        assert psk.isascii()
-        assert psk.isalnum()
+def fake() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.mark.asyncio
 async def test_set_sends_the_documented_body_and_returns_applied_and_unapplied(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(SET_URL, payload=answer({TUNNEL: PSK_A}, {T2: "tunnel not found"}))
     async with client_for(fake) as client:
@@ -88,7 +80,7 @@ async def test_set_sends_the_documented_body_and_returns_applied_and_unapplied(
 
 @pytest.mark.asyncio
 async def test_validate_only_goes_to_the_validating_url(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(SET_URL + "?validate_only=true", payload=answer({TUNNEL: PSK_A}))
     async with client_for(fake) as client:
@@ -113,7 +105,7 @@ async def test_validate_only_goes_to_the_validating_url(
 )
 @pytest.mark.asyncio
 async def test_bad_input_is_refused_before_sending(
-    mock_api: aioresponses, fake: FakeTime, psks: Any, match: str
+    mock_api: aioresponses, fake: FakeClock, psks: Any, match: str
 ) -> None:
     async with client_for(fake) as client:
         with pytest.raises(InvalidInputError, match=match) as info:
@@ -127,7 +119,7 @@ async def test_bad_input_is_refused_before_sending(
 
 @pytest.mark.asyncio
 async def test_an_unknown_outcome_is_retried_with_the_same_psks(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(SET_URL, status=502, payload=envelope(None, success=False))
     mock_api.post(SET_URL, payload=answer({TUNNEL: PSK_A}))
@@ -155,7 +147,7 @@ async def test_an_unknown_outcome_is_retried_with_the_same_psks(
 )
 @pytest.mark.asyncio
 async def test_an_answer_that_does_not_match_the_request_is_unexpected(
-    mock_api: aioresponses, fake: FakeTime, result: dict[str, Any]
+    mock_api: aioresponses, fake: FakeClock, result: dict[str, Any]
 ) -> None:
     mock_api.post(SET_URL, payload=envelope(result), repeat=True)
     async with client_for(fake, max_retries=0) as client:
@@ -167,7 +159,7 @@ async def test_an_answer_that_does_not_match_the_request_is_unexpected(
 
 @pytest.mark.asyncio
 async def test_a_tunnel_missing_from_the_answer_is_unapplied(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     mock_api.post(SET_URL, payload=envelope({"successfully_applied_psks": None}))
     async with client_for(fake) as client:
@@ -178,7 +170,7 @@ async def test_a_tunnel_missing_from_the_answer_is_unapplied(
 
 @pytest.mark.asyncio
 async def test_an_error_echoing_the_psks_shows_neither(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     body = envelope(None, success=False, errors=[{"code": 1004, "message": f"bad {PSK_B} {PSK_A}"}])
     mock_api.post(SET_URL, status=400, payload=body)
@@ -193,7 +185,7 @@ async def test_an_error_echoing_the_psks_shows_neither(
 
 @pytest.mark.asyncio
 async def test_a_set_and_a_generate_of_one_tunnel_never_overlap(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     active: list[str] = []
     peak = 0
@@ -224,7 +216,7 @@ async def test_a_set_and_a_generate_of_one_tunnel_never_overlap(
 
 @pytest.mark.asyncio
 async def test_with_reply_tells_attempts_uncertainty_and_ray(
-    mock_api: aioresponses, fake: FakeTime
+    mock_api: aioresponses, fake: FakeClock
 ) -> None:
     result = {"ipsec_tunnel_id": TUNNEL, "psk": PSK_A, "ipsec_id": "x.ipsec.cloudflare.com"}
     mock_api.post(PSK_URL, status=500, payload=envelope(None, success=False))

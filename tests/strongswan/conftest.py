@@ -6,9 +6,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
-from support.strongswan import StrongSwanPair, make_tunnels, require_strongswan, strongswan_pair
 
 from magicwan import IPsecTunnel
+from tests.support.strongswan import (
+    StrongSwanPair,
+    make_tunnels,
+    require_strongswan,
+    strongswan_pair,
+)
 
 TUNNELS: list[IPsecTunnel] = make_tunnels(2)
 

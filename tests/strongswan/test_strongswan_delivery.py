@@ -10,17 +10,17 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from support.leaks import shown_in
-from support.strongswan import (
+
+from magicwan import IPsecTunnel
+from magicwan.delivery import Delivery, DeliveryError, StrongSwan
+from tests.support.leaks import shown_in
+from tests.support.strongswan import (
     HarnessError,
     StrongSwanPair,
     make_tunnels,
     require_strongswan,
     strongswan_pair,
 )
-
-from magicwan import IPsecTunnel
-from magicwan.delivery import Delivery, DeliveryError, StrongSwan
 
 from .conftest import TUNNELS
 

@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-import support.strongswan as harness
-from support.strongswan import StrongSwanPair, make_tunnels, require_strongswan, strongswan_pair
+
+import tests.support.strongswan as harness
+from tests.support.strongswan import (
+    StrongSwanPair,
+    make_tunnels,
+    require_strongswan,
+    strongswan_pair,
+)
 
 
 def namespace(pid: int | str, kind: str) -> str:

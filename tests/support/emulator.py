@@ -41,19 +41,6 @@ TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 RAY_RE = re.compile(r"[0-9a-f]{16}-EMU")
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def load_spec() -> dict[str, Any]:
     spec: dict[str, Any] = json.loads(SPEC_COPY.read_text())
     return spec

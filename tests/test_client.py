@@ -1,16 +1,22 @@
-"""MagicWAN construction: credentials, base URL, limits; no secret ever shown."""
+"""MagicWAN construction: credentials, base URL, limits; no secret ever shown.
+
+Which credentials a client uses is read from what it sends: the headers of a request captured
+by aioresponses (``mock_api``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from core_support import BASE, KEY, TOKEN
+from aioresponses import aioresponses
+from yarl import URL
 
 from magicwan import DEFAULT_BASE_URL, InvalidInputError, MagicWAN, MagicWANError
-
-EMAIL = "ops@example.com"
+from tests.support.constants import ACCOUNT, BASE, EMAIL, KEY, PSK, PSK_URL, TOKEN, TUNNEL
+from tests.support.samples import envelope
 
 
 def _no_secret(text: str) -> None:
@@ -18,18 +24,31 @@ def _no_secret(text: str) -> None:
     assert KEY not in text
 
 
-def test_token_argument() -> None:
+async def sent_headers(client: MagicWAN, mock_api: aioresponses) -> Mapping[str, str]:
+    """The headers of the one PSK generation ``client`` sends (then closes it)."""
+    mock_api.post(PSK_URL, payload=envelope({"ipsec_tunnel_id": TUNNEL, "psk": PSK}))
+    async with client:
+        await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    [call] = mock_api.requests[("POST", URL(PSK_URL))]
+    headers: Mapping[str, str] = call.kwargs["headers"]
+    return headers
+
+
+@pytest.mark.asyncio
+async def test_token_argument(mock_api: aioresponses) -> None:
     client = MagicWAN(api_token=TOKEN)
     assert client.auth_scheme == "token"
     assert client.base_url == DEFAULT_BASE_URL == BASE
-    assert client._transport._post_headers["Authorization"] == f"Bearer {TOKEN}"
-    assert "X-Auth-Key" not in client._transport._post_headers
+    headers = await sent_headers(client, mock_api)
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert "X-Auth-Key" not in headers
 
 
-def test_email_and_key_arguments() -> None:
+@pytest.mark.asyncio
+async def test_email_and_key_arguments(mock_api: aioresponses) -> None:
     client = MagicWAN(api_email=EMAIL, api_key=KEY)
     assert client.auth_scheme == "key"
-    headers = client._transport._post_headers
+    headers = await sent_headers(client, mock_api)
     assert headers["X-Auth-Email"] == EMAIL
     assert headers["X-Auth-Key"] == KEY
     assert "Authorization" not in headers
@@ -40,12 +59,15 @@ def test_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert MagicWAN().auth_scheme == "token"
 
 
-def test_email_and_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.asyncio
+async def test_email_and_key_from_environment(
+    monkeypatch: pytest.MonkeyPatch, mock_api: aioresponses
+) -> None:
     monkeypatch.setenv("CLOUDFLARE_EMAIL", EMAIL)
     monkeypatch.setenv("CLOUDFLARE_API_KEY", KEY)
     client = MagicWAN()
     assert client.auth_scheme == "key"
-    assert client._transport._post_headers["X-Auth-Key"] == KEY
+    assert (await sent_headers(client, mock_api))["X-Auth-Key"] == KEY
 
 
 def test_explicit_environ_mapping() -> None:
@@ -53,12 +75,15 @@ def test_explicit_environ_mapping() -> None:
     assert client.auth_scheme == "token"
 
 
-def test_any_argument_wins_over_the_whole_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.asyncio
+async def test_any_argument_wins_over_the_whole_environment(
+    monkeypatch: pytest.MonkeyPatch, mock_api: aioresponses
+) -> None:
     monkeypatch.setenv("CLOUDFLARE_EMAIL", EMAIL)
     monkeypatch.setenv("CLOUDFLARE_API_KEY", KEY)
     client = MagicWAN(api_token=TOKEN)
     assert client.auth_scheme == "token"
-    assert "X-Auth-Key" not in client._transport._post_headers
+    assert "X-Auth-Key" not in await sent_headers(client, mock_api)
 
 
 def test_argument_key_does_not_borrow_the_environments_email(
@@ -85,7 +110,7 @@ def test_argument_email_does_not_pair_with_env_token(monkeypatch: pytest.MonkeyP
         {"api_token": TOKEN, "api_email": EMAIL, "api_key": KEY},
     ],
 )
-def test_ambiguous_arguments(kwargs: dict[str, str]) -> None:
+def test_ambiguous_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match="ambiguous") as info:
         MagicWAN(**kwargs)
     assert isinstance(info.value, ValueError)
@@ -113,7 +138,7 @@ def test_ambiguous_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, s
     ("kwargs", "missing"),
     [({"api_email": EMAIL}, "api_key"), ({"api_key": KEY}, "api_email")],
 )
-def test_incomplete_arguments(kwargs: dict[str, str], missing: str) -> None:
+def test_incomplete_arguments(kwargs: dict[str, Any], missing: str) -> None:
     with pytest.raises(InvalidInputError, match=f"{missing} is missing") as info:
         MagicWAN(**kwargs)
     _no_secret(str(info.value))
@@ -156,11 +181,12 @@ def test_empty_environment_variables_count_as_unset(monkeypatch: pytest.MonkeyPa
 )
 @pytest.mark.parametrize("where", ["api_token", "api_key", "env_token"])
 def test_unsafe_credentials_are_refused_without_echo(bad: str, where: str) -> None:
-    kwargs: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "api_token": {"api_token": bad},
         "api_key": {"api_email": EMAIL, "api_key": bad},
         "env_token": {"environ": {"CLOUDFLARE_API_TOKEN": bad}},
-    }[where]
+    }
+    kwargs = cases[where]
     with pytest.raises(InvalidInputError) as info:
         MagicWAN(**kwargs)
     text = str(info.value) + repr(info.value)
@@ -175,7 +201,7 @@ def test_non_string_credentials_are_refused() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kwargs", [{"api_token": TOKEN}, {"api_email": EMAIL, "api_key": KEY}])
-async def test_repr_and_vars_show_no_secret(kwargs: dict[str, str]) -> None:
+async def test_repr_and_vars_show_no_secret(kwargs: dict[str, Any]) -> None:
     async with MagicWAN(**kwargs) as client:
         _no_secret(repr(client))
         _no_secret(str(client))

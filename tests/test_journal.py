@@ -1,0 +1,248 @@
+"""``magicwan.journal`` on its own: the file's safety, its events, and how a journal is read back.
+
+Rotations that write journals against the emulator (reruns, crashes, modes during a run) are
+the scenario suites' business: ``tests/integration/`` and ``tests/hardening/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from magicwan import JournalError, PSKGenerateResult, PSKMetadata, read_journal
+from magicwan.errors import NotFoundError
+from magicwan.journal import (
+    JOURNAL_VERSION,
+    Intent,
+    Journal,
+    JournalRecord,
+    Verified,
+    failure,
+    iter_events,
+    rotated,
+)
+from tests.support.constants import ACCOUNT, PSK
+
+A = "c4a7362d577a6c3019a474fd6f485823"
+B = "0123456789abcdef0123456789abcdef"
+STAMP = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _result(tunnel_id: str = A, psk: str = PSK) -> PSKGenerateResult:
+    return PSKGenerateResult(
+        ipsec_tunnel_id=tunnel_id, psk=psk, psk_metadata=PSKMetadata(last_generated_on=STAMP)
+    )
+
+
+def _write(path: Path, *events: object, tail: bytes = b"") -> None:
+    path.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in events) + tail)
+
+
+# --- the file ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_journal_is_0600_from_the_moment_it_exists(
+    tmp_path: Path, permissive_umask: None
+) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.open()
+    try:
+        assert _mode(path) == 0o600  # created 0600, not chmod-ed afterwards
+        journal.append(Intent(tunnel_id="a"))
+        assert _mode(path) == 0o600
+        await journal.sync()
+    finally:
+        await journal.aclose()
+    assert _mode(path) == 0o600
+
+
+@pytest.mark.asyncio
+async def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(JournalError):
+        Journal(tmp_path).open()  # a directory
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(JournalError):
+        Journal(fifo).open()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", [0o644, 0o666, 0o606, 0o600])
+async def test_an_existing_journal_is_0600_once_opened(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_text("")
+    path.chmod(mode)
+    journal = Journal(path)
+    journal.open()
+    assert _mode(path) == 0o600  # before any event is written
+    await journal.aclose()
+    assert _mode(path) == 0o600
+
+
+@pytest.mark.asyncio
+async def test_writing_to_a_closed_journal_is_a_journal_error(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    with pytest.raises(JournalError, match="not open"):
+        journal.append(Intent(account_id=ACCOUNT, tunnel_id=A))
+    journal.open()
+    await journal.aclose()
+    await journal.aclose()  # twice is fine
+    with pytest.raises(JournalError, match="not open"):
+        journal.append(Intent(account_id=ACCOUNT, tunnel_id=A))
+
+
+@pytest.mark.asyncio
+async def test_a_torn_last_line_is_closed_off_before_the_next_event(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    _write(path, {"event": "intent", "account_id": ACCOUNT, "tunnel_id": A}, tail=b'{"event":"ro')
+    journal = Journal(path)
+    journal.open()
+    journal.append(Intent(account_id=ACCOUNT, tunnel_id=B))
+    await journal.aclose()
+    lines = path.read_bytes().split(b"\n")
+    assert lines[1] == b'{"event":"ro'  # the torn line stays, alone on its line
+    assert json.loads(lines[2])["tunnel_id"] == B
+    assert lines[-1] == b""
+
+
+# --- the events --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_each_event_writes_one_json_line_with_its_facts(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.open()
+    assert journal.append(Intent(account_id=ACCOUNT, tunnel_id=A)) == 1
+    assert journal.append(rotated(ACCOUNT, _result(), attempts=2, uncertain=True)) == 2
+    assert journal.append(Verified(account_id=ACCOUNT, tunnel_id=A)) == 3
+    assert journal.append(failure(ACCOUNT, B, NotFoundError(404))) == 4
+    assert journal.written == 4
+    await journal.aclose()
+
+    header, *lines = path.read_text().splitlines()
+    assert json.loads(header)["event"] == "journal"
+    assert json.loads(header)["version"] == JOURNAL_VERSION
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events] == ["intent", "rotated", "verified", "failed"]
+    assert all(e["account_id"] == ACCOUNT and e["time"].endswith("Z") for e in events)
+    line = events[1]
+    assert (line["tunnel_id"], line["psk"]) == (A, PSK)
+    assert (line["attempts"], line["uncertain"]) == (2, True)
+    assert line["last_generated_on"] == "2026-11-27T10:00:00.123456Z"
+    assert "psk" not in events[2]
+    assert events[3]["error"] == "NotFoundError: HTTP 404"
+    assert events[3]["outcome_unknown"] is False
+
+
+@pytest.mark.asyncio
+async def test_sync_makes_every_line_written_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "j.jsonl"
+    durable = [0]
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        real_fsync(fd)
+        if stat.S_ISREG(info.st_mode):  # not the directory's fsync (its size is no offset)
+            durable[0] = max(durable[0], info.st_size)
+
+    monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
+    journal = Journal(path)
+    journal.open()
+    journal.append(Intent(account_id=ACCOUNT, tunnel_id=A))
+    seq = journal.append(rotated(ACCOUNT, _result(), attempts=1, uncertain=False))
+    await journal.sync(seq)
+    assert durable[0] == path.stat().st_size
+    journal.append(Intent(account_id=ACCOUNT, tunnel_id=B))
+    await journal.aclose()  # syncs what is left
+    assert durable[0] == path.stat().st_size
+
+
+# --- reading a journal back ----------------------------------------------------------------
+
+
+def test_a_missing_journal_reads_as_empty(tmp_path: Path) -> None:
+    assert read_journal(tmp_path / "nothing.jsonl") == {}
+    assert list(iter_events(tmp_path / "nothing.jsonl")) == []
+
+
+def test_lines_that_are_not_events_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(
+        json.dumps({"event": "journal", "version": 2}).encode()
+        + b"\n"
+        + b"not json\n"  # a torn write that a later writer closed with a newline
+        b"[1, 2]\n"
+        b'{"event": "intent"}\n'
+        b'{"tunnel_id": 7, "event": "intent"}\n'
+        + json.dumps({"event": "intent", "account_id": ACCOUNT, "tunnel_id": A}).encode()
+        + b"\n"
+        + b'{"event": "rotated", "tunnel_id": "torn'  # a crash cut the last write
+    )
+    assert [e.tunnel_id for e in iter_events(path)] == [A]
+    assert read_journal(path) == {
+        (ACCOUNT, A): JournalRecord(account_id=ACCOUNT, tunnel_id=A, event="intent", in_flight=True)
+    }
+
+
+@pytest.mark.parametrize(
+    "content", [b"not json\n", b"c4a7362d577a6c3019a474fd6f485823\n", b'{"a": 1}\n', b"x"]
+)
+@pytest.mark.asyncio
+async def test_a_file_that_is_not_a_journal_is_refused_untouched(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_bytes(content)
+    path.chmod(0o644)
+    with pytest.raises(JournalError, match="not a magicwan journal"):
+        read_journal(path)
+    with pytest.raises(JournalError, match="not a magicwan journal"):
+        Journal(path).open()
+    assert path.read_bytes() == content  # nothing appended
+    assert _mode(path) == 0o644  # nothing chmod-ed
+
+
+def test_the_latest_event_wins_and_keeps_the_newest_psk(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    rotated = {
+        "event": "rotated",
+        "account_id": ACCOUNT,
+        "tunnel_id": A,
+        "psk": PSK,
+        "last_generated_on": "2026-11-27T10:00:00Z",
+        "uncertain": True,
+    }
+    _write(
+        path,
+        rotated,
+        {"event": "verified", "account_id": ACCOUNT, "tunnel_id": A},
+        {"event": "intent", "account_id": ACCOUNT, "tunnel_id": A},
+        {"event": "rotated", "tunnel_id": B, "psk": "x" * 32},  # no account: an old journal
+    )
+    records = read_journal(path)
+    assert set(records) == {(ACCOUNT, A), (None, B)}
+    record = records[(ACCOUNT, A)]
+    assert record.event == "intent"  # a new request was sent after the PSK arrived
+    assert record.psk == PSK  # which may still be the tunnel's current PSK
+    assert record.last_generated_on == datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    assert PSK not in repr(record)
+
+    _write(path, rotated, {"event": "verified", "account_id": ACCOUNT, "tunnel_id": A})
+    assert read_journal(path)[(ACCOUNT, A)].uncertain is False  # verified clears the doubt
+    _write(path, rotated)
+    assert read_journal(path)[(ACCOUNT, A)].uncertain is True

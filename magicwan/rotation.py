@@ -39,7 +39,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from os import PathLike
 from types import TracebackType
@@ -329,6 +329,7 @@ class _Tunnel:
     rounds: int = 0  # regenerations after a read-back saw a newer PSK
     verified: bool = False
     unverified: str | None = None
+    unsettled: bool = False  # waiting for (or in) a read-back
     seq: int = 0  # journal line that must be durable before the PSK is handed on
 
 
@@ -501,9 +502,11 @@ class Rotation(Generic[O]):
         for tunnel_id, obj in self._targets:
             record = records.get(tunnel_id.lower())
             work = _Tunnel(tunnel_id, obj, record)
-            if record is not None and record.rotated and not s.validate_only:
+            if record is not None and record.psk is not None and not s.validate_only:
+                # The PSK the tunnel may hold: carried by its outcome whatever happens.
                 work.held = _from_record(record)
                 work.held_from_journal = True
+            if record is not None and record.rotated and not s.validate_only:
                 if record.uncertain:
                     # A run before this one left doubt: check once the window has passed
                     # since its last word.
@@ -600,6 +603,11 @@ class Rotation(Generic[O]):
         journal_error = self._journal_error
         if journal_error is None:
             return None
+        if not self._unrecorded:
+            return JournalError(
+                f"{journal_error}; the rotation stopped starting work (every PSK made is in "
+                "the journal)"
+            )
         return JournalError(
             f"{journal_error}; {self._unrecorded} tunnel(s) hold PSKs that are not in the "
             "journal: their outcomes carry them (state unrecorded), keep them yourself"
@@ -611,6 +619,7 @@ class Rotation(Generic[O]):
         self._changed.set()
 
     def _defer(self, work: _Tunnel, due: float) -> None:
+        work.unsettled = True
         heapq.heappush(self._deferred, (due, next(self._seq), work))
         self._poke()
 
@@ -696,7 +705,7 @@ class Rotation(Generic[O]):
             try:
                 if isinstance(unit, list):
                     await self._set_batch(unit)
-                elif unit.held is not None and not self._s.validate_only:
+                elif unit.unsettled:
                     await self._verify(unit)
                 else:
                     await self._generate_one(unit)
@@ -755,6 +764,7 @@ class Rotation(Generic[O]):
     async def _verify(self, work: _Tunnel) -> None:
         """Read an unsettled tunnel back; hand its PSK on, or regenerate on evidence."""
         s = self._s
+        work.unsettled = False
         state = OutcomeState.SKIPPED if work.held_from_journal else OutcomeState.ROTATED
         held = work.held
         assert held is not None
@@ -930,7 +940,8 @@ class Rotation(Generic[O]):
             item = self._staged.popleft()
             work, state = item
             self._holding[id(item)] = item
-            try:
+            # Cut short (cancelled), the item stays in _holding for the salvage.
+            with _released(self._holding, item):
                 journal = self._journal
                 if journal is not None and state is not OutcomeState.UNRECORDED:
                     try:
@@ -946,9 +957,7 @@ class Rotation(Generic[O]):
                         self._to_deliver.append((work, state))
                 else:
                     self._finish_tunnel(work, state)
-            finally:
-                del self._holding[id(item)]
-                self._poke()
+            self._poke()
 
     def _finished_producing(self) -> bool:
         return self._emitted >= len(self._targets) or (
@@ -964,11 +973,9 @@ class Rotation(Generic[O]):
                 continue
             item = self._to_deliver.popleft()
             self._holding[id(item)] = item
-            try:
+            with _released(self._holding, item):
                 await self._deliver(*item)
-            finally:
-                del self._holding[id(item)]
-                self._poke()
+            self._poke()
 
     async def _deliver(self, work: _Tunnel, state: OutcomeState) -> None:
         s = self._s
@@ -1124,6 +1131,20 @@ class Rotation(Generic[O]):
 _COUNTED_FAILURES = frozenset(
     {OutcomeState.FAILED, OutcomeState.UNDELIVERED, OutcomeState.UNRECORDED}
 )
+
+
+@contextlib.contextmanager
+def _released(holding: dict[int, Any], item: Any) -> Iterator[None]:
+    """Drop ``item`` from ``holding`` when the block ends normally (or with an error that
+    is not a cancellation); a cancelled stage leaves it there for the salvage."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        holding.pop(id(item), None)
+        raise
+    holding.pop(id(item), None)
 
 
 def _batch_too_large(exc: MagicWANError) -> bool:

@@ -157,7 +157,7 @@ async def _scenarios(emu: Emulator, tmp_path: Path, seen: Seen) -> None:
             await expect(expected[kind], client)
 
     # Retries through a mix of faults, to success.
-    emu.set_faults(Faults(**dict.fromkeys(FAULT_KINDS, 0.08)), seed=2)
+    emu.set_faults(Faults(**dict.fromkeys(FAULT_KINDS, 0.08), late_store_delay=0.2), seed=2)
     async with MagicWAN(api_token=SECRET_TOKEN, max_retries=10, **base) as client:  # type: ignore[arg-type]
         for tunnel in tunnels:
             seen.show(await client.tunnels.ipsec.psk.generate(account, tunnel))
@@ -196,7 +196,8 @@ async def _cli(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s
     monkeypatch.setenv("CLOUDFLARE_BASE_URL", emu.base_url)
     journal = tmp_path / "cli.jsonl"
     account, tunnels = emu.account_id, emu.tunnel_ids
-    lines = ["-v", "--progress", "lines", "psk"]
+    # --timeout 2: an uncertain tunnel is read back after a settle window of the timeout.
+    lines = ["-v", "--progress", "lines", "--timeout", "2", "psk"]
     at = ["--journal", str(journal)]
     commands: list[tuple[list[str], set[int]]] = [
         ([*lines, "generate", account, tunnels[0], *at], {0}),

@@ -930,10 +930,14 @@ class Rotation(Generic[O]):
         self._staged.append((work, state))
         self._poke()
 
+    def _full(self) -> bool:
+        """The caller is not keeping up: stages wait (unless the rotation is stopping)."""
+        return len(self._ready) >= self._lookahead and not self._stopping
+
     async def _syncer(self) -> None:
         while True:
-            if not self._staged:
-                if self._finished_producing():
+            if not self._staged or self._full():
+                if self._finished_producing() and not self._staged:
                     return
                 await self._wait_for_change(None)
                 continue
@@ -966,8 +970,9 @@ class Rotation(Generic[O]):
 
     async def _deliverer(self) -> None:
         while True:
-            if not self._to_deliver:
-                if self._finished_producing() and not self._staged and not self._holding:
+            if not self._to_deliver or self._full():
+                idle = not self._to_deliver and not self._staged and not self._holding
+                if self._finished_producing() and idle:
                     return
                 await self._wait_for_change(None)
                 continue
@@ -1007,9 +1012,10 @@ class Rotation(Generic[O]):
             break
         if last is None:
             if self._journal is not None and state is not OutcomeState.UNRECORDED:
+                # The PSK itself is durable already; if this line is lost, a rerun only
+                # delivers the same PSK again.
                 event = Delivered(account_id=s.account_id, tunnel_id=work.id, attempts=tries)
-                if not self._append_and_sync(work, event):
-                    state = OutcomeState.UNRECORDED
+                self._try_append(work, event)
             self._finish_tunnel(work, state, delivered=True)
             return
         reason = last.reason if isinstance(last, DeliveryError) else "error"
@@ -1024,17 +1030,19 @@ class Rotation(Generic[O]):
             event_u = Undelivered(
                 account_id=s.account_id, tunnel_id=work.id, error=str(error), attempts=tries
             )
-            self._append_and_sync(work, event_u)
+            self._try_append(work, event_u)
         self._finish_tunnel(work, state, delivered=False, delivery_error=last, error=error)
 
-    def _append_and_sync(self, work: _Tunnel, event: Any) -> bool:
+    def _try_append(self, work: _Tunnel, event: Any) -> None:
+        """Write a line that records no PSK (delivered, undelivered): a failure stops the
+        rotation from starting work but costs this tunnel nothing."""
         assert self._journal is not None
+        if self._journal_error is not None:
+            return
         try:
             work.seq = self._journal.append(event)
         except JournalError as exc:
             self._journal_failed(exc)
-            return False
-        return True
 
     # -- outcomes -----------------------------------------------------------------------------
 

@@ -790,3 +790,20 @@ async def test_a_second_rotation_on_the_same_journal_is_refused_at_once(
         outcomes = [o async for o in first]
     assert api.generated == [A]
     assert [o.tunnel_id for o in outcomes] == [A]
+
+
+async def test_a_rerun_of_skipped_tunnels_holds_at_most_the_look_ahead(
+    api: FakeAPI, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j"
+    await run(api.rotate(IDS, journal=journal))
+    rotation = api.rotate(IDS, journal=journal, concurrency=2)
+    async for _ in rotation:
+        break  # a caller who stops reading
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # Never one pending outcome per tunnel: the stages wait for the caller.
+    assert len(rotation.unclaimed) <= 2 * 2
+    await rotation.aclose()
+    assert len(rotation.unclaimed) == len(IDS) - 1  # closing hands the rest over
+    assert all(o.skipped for o in rotation.unclaimed)

@@ -91,6 +91,7 @@ __all__ = [
     "DEFAULT_DELIVER_TIMEOUT",
     "MAX_BATCH_SIZE",
     "MAX_VERIFY_ROUNDS",
+    "Method",
     "OutcomeState",
     "Rotation",
     "RotationFailure",
@@ -1012,10 +1013,15 @@ class Rotation(Generic[O]):
             break
         if last is None:
             if self._journal is not None and state is not OutcomeState.UNRECORDED:
-                # The PSK itself is durable already; if this line is lost, a rerun only
-                # delivers the same PSK again.
+                # Durable before the outcome is handed over, so a rerun after a crash does
+                # not deliver (and, with re-authentication, interrupt) the tunnel again. The
+                # PSK itself is durable already: a failure here costs this tunnel nothing.
                 event = Delivered(account_id=s.account_id, tunnel_id=work.id, attempts=tries)
-                self._try_append(work, event)
+                if self._try_append(work, event):
+                    try:
+                        await self._journal.sync(work.seq)
+                    except JournalError as exc:
+                        self._journal_failed(exc)
             self._finish_tunnel(work, state, delivered=True)
             return
         reason = last.reason if isinstance(last, DeliveryError) else "error"
@@ -1033,16 +1039,18 @@ class Rotation(Generic[O]):
             self._try_append(work, event_u)
         self._finish_tunnel(work, state, delivered=False, delivery_error=last, error=error)
 
-    def _try_append(self, work: _Tunnel, event: Any) -> None:
+    def _try_append(self, work: _Tunnel, event: Any) -> bool:
         """Write a line that records no PSK (delivered, undelivered): a failure stops the
-        rotation from starting work but costs this tunnel nothing."""
+        rotation from starting work but costs this tunnel nothing. True if written."""
         assert self._journal is not None
         if self._journal_error is not None:
-            return
+            return False
         try:
             work.seq = self._journal.append(event)
         except JournalError as exc:
             self._journal_failed(exc)
+            return False
+        return True
 
     # -- outcomes -----------------------------------------------------------------------------
 

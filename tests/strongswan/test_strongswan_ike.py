@@ -1,4 +1,4 @@
-"""The two-daemon harness itself: isolation, teardown, and skip-or-fail."""
+"""The IKE lab (magicwan.emulator.ike) itself: isolation, teardown, and skip-or-fail."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 import tests.support.strongswan as harness
 from tests.support.strongswan import (
-    StrongSwanPair,
+    IKELab,
+    ike_lab,
     make_tunnels,
     require_strongswan,
-    strongswan_pair,
 )
 
 
@@ -22,31 +22,31 @@ def namespace(pid: int | str, kind: str) -> str:
 
 @pytest.mark.asyncio
 async def test_the_daemons_share_a_private_network_each_with_its_own_run(
-    pair: StrongSwanPair,
+    lab: IKELab,
 ) -> None:
-    edge, router = pair.pid("edge"), pair.pid("router")
+    edge, router = lab.pid("edge"), lab.pid("router")
     assert namespace(edge, "net") == namespace(router, "net") != namespace("self", "net")
     assert len({namespace(edge, "mnt"), namespace(router, "mnt"), namespace("self", "mnt")}) == 3
-    assert Path(pair.router_socket).is_socket()
-    assert Path(pair.edge_socket).is_socket()
-    assert not Path(pair.router_socket).is_relative_to("/run")
+    assert Path(lab.router_socket).is_socket()
+    assert Path(lab.edge_socket).is_socket()
+    assert not Path(lab.router_socket).is_relative_to("/run")
 
 
 @pytest.mark.asyncio
 async def test_everything_is_torn_down_even_when_the_test_fails(tmp_path: Path) -> None:
     require_strongswan()
-    started: list[StrongSwanPair] = []
+    started: list[IKELab] = []
 
     async def a_failing_test() -> None:
-        async with strongswan_pair(make_tunnels(1), keep_logs=tmp_path / "logs") as pair:
-            started.append(pair)
+        async with ike_lab(make_tunnels(1), keep_logs=tmp_path / "logs") as lab:
+            started.append(lab)
             raise RuntimeError("the test failed")
 
     with pytest.raises(RuntimeError, match="the test failed"):
         await a_failing_test()
-    [pair] = started
-    pids = [pair.pid("edge"), pair.pid("router")]
-    assert not pair.directory.exists()
+    [lab] = started
+    pids = [lab.pid("edge"), lab.pid("router")]
+    assert not lab.directory.exists()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert "charon" in (tmp_path / "logs" / "edge.log").read_text()  # logs kept for debugging

@@ -3,8 +3,8 @@
 The lab itself (the edge and router charons, their commands, the emulator's bridge) lives in
 the package, so ``magicwan demo --ike`` can use it too; it is re-exported here. This module
 adds what only tests need: :func:`require_strongswan` (skip where the lab cannot run, fail
-instead under CI), :func:`require_vici`, and :func:`make_tunnels` (tunnel objects without an
-emulator)::
+instead under CI), :func:`require_vici`, :func:`make_tunnels` (tunnel objects without an
+emulator) and :func:`emulated_lab` (emulator, client, lab and bridge in one)::
 
     require_strongswan()
     async with ike_lab(tunnels, keep_logs=tmp_path / "charon") as lab:
@@ -17,27 +17,41 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Unpack
 
+import attrs
 import pytest
 
+from magicwan import MagicWAN
+from magicwan.emulator import Emulator, run
 from magicwan.emulator.ike import (
     CHARON,
+    Bridge,
     IKELab,
     IKELabError,
     TunnelEnds,
+    bridge,
     ike_lab,
     ike_missing,
 )
+from magicwan.emulator.state import StateOptions
 from magicwan.models.tunnels import IPsecTunnel
 
 __all__ = [
     "CHARON",
     "EDGE_ID",
+    "Bridge",
+    "EmulatedLab",
     "HarnessError",
     "IKELab",
     "IKELabError",
     "StrongSwanPair",
     "TunnelEnds",
+    "bridge",
+    "emulated_lab",
     "ike_lab",
     "make_tunnels",
     "require_strongswan",
@@ -98,3 +112,48 @@ def make_tunnels(
             )
         )
     return tunnels
+
+
+@attrs.frozen(kw_only=True)
+class EmulatedLab:
+    """A running emulator, a client of it, its IPsec tunnels as the client lists them, the
+    IKE lab built from those tunnels, and the bridge keeping the edge's PSKs equal to the
+    emulator's."""
+
+    emu: Emulator
+    client: MagicWAN
+    tunnels: list[IPsecTunnel]
+    lab: IKELab
+    bridge: Bridge
+
+    @property
+    def account_id(self) -> str:
+        return self.emu.account_id
+
+    def current_psk(self, tunnel: IPsecTunnel) -> str | None:
+        """The emulator's (and so the edge's) PSK of ``tunnel``."""
+        return self.emu.state.current_psk(self.account_id, tunnel.id)
+
+    def generation(self, tunnel: IPsecTunnel) -> int:
+        """How many PSKs the emulator stored for ``tunnel``."""
+        return self.emu.state.tunnel(self.account_id, tunnel.id).generation
+
+
+@asynccontextmanager
+async def emulated_lab(
+    count: int, *, keep_logs: Path | None = None, **options: Unpack[StateOptions]
+) -> AsyncIterator[EmulatedLab]:
+    """``magicwan.emulator.run(tunnels=count, gre_tunnels=0, rate_limit=None, **options)``, a
+    ``MagicWAN`` client of it, ``client.tunnels.ipsec.list()``, ``ike_lab()`` of those
+    tunnels and ``bridge()``: all stopped at exit. Call :func:`require_strongswan` first."""
+    options["tunnels"] = count
+    options.setdefault("gre_tunnels", 0)
+    options.setdefault("rate_limit", None)
+    async with (
+        run(shutdown_timeout=1.0, **options) as emu,
+        MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client,
+    ):
+        listed = await client.tunnels.ipsec.list(emu.account_id)
+        async with ike_lab(listed, keep_logs=keep_logs) as lab:
+            with bridge(emu.state, lab) as link:
+                yield EmulatedLab(emu=emu, client=client, tunnels=listed, lab=lab, bridge=link)

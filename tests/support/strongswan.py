@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Unpack
 
 import attrs
 import pytest
+from aiohttp.typedefs import Middleware
 
 from magicwan import MagicWAN
 from magicwan.emulator import Emulator, run
@@ -141,16 +142,21 @@ class EmulatedLab:
 
 @asynccontextmanager
 async def emulated_lab(
-    count: int, *, keep_logs: Path | None = None, **options: Unpack[StateOptions]
+    count: int,
+    *,
+    keep_logs: Path | None = None,
+    middlewares: Iterable[Middleware] = (),
+    **options: Unpack[StateOptions],
 ) -> AsyncIterator[EmulatedLab]:
-    """``magicwan.emulator.run(tunnels=count, gre_tunnels=0, rate_limit=None, **options)``, a
-    ``MagicWAN`` client of it, ``client.tunnels.ipsec.list()``, ``ike_lab()`` of those
-    tunnels and ``bridge()``: all stopped at exit. Call :func:`require_strongswan` first."""
+    """``magicwan.emulator.run(tunnels=count, gre_tunnels=0, rate_limit=None, **options)``
+    (with ``middlewares``), a ``MagicWAN`` client of it, ``client.tunnels.ipsec.list()``,
+    ``ike_lab()`` of those tunnels and ``bridge()``: all stopped at exit. Call
+    :func:`require_strongswan` first."""
     options["tunnels"] = count
     options.setdefault("gre_tunnels", 0)
     options.setdefault("rate_limit", None)
     async with (
-        run(shutdown_timeout=1.0, **options) as emu,
+        run(shutdown_timeout=1.0, middlewares=middlewares, **options) as emu,
         MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client,
     ):
         listed = await client.tunnels.ipsec.list(emu.account_id)

@@ -12,6 +12,9 @@ on the same journal delivers them without generating anything.
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -296,3 +299,49 @@ async def test_a_halted_rotation_sends_nothing_for_the_tunnels_it_never_started(
             assert world.generation(tunnel) == 2
         assert sorted(rerun.calls) == sorted([t.id for t in never] + [t.id for t in tunnels[:2]])
         assert await world.lab.sa_states() == {conn(t): "ESTABLISHED" for t in tunnels}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rotation: the delivered line is written but not fsynced before the outcome is "
+    "handed over (Rotation._append_and_sync appends only); reported to the lead",
+)
+@pytest.mark.asyncio
+async def test_a_delivered_line_is_on_disk_when_its_outcome_is_handed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a crash, a delivered tunnel whose ``delivered`` line was lost is delivered again
+    by the rerun: with ``reauth=True`` one more outage of its IKE SA. The journal's promise
+    (lines it must not lose are fsynced before anything is handed over) should cover it."""
+    require_strongswan()
+    durable = {"bytes": 0}  # how much of the journal file the last fsync covered
+    fsync = os.fsync
+
+    def tracking_fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size
+        fsync(fd)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            durable["bytes"] = max(durable["bytes"], size)
+
+    monkeypatch.setattr(os, "fsync", tracking_fsync)
+    async with emulated_lab(3, keep_logs=tmp_path / "charon") as world:
+        journal = tmp_path / "rotation.jsonl"
+        rotation = world.client.tunnels.ipsec.psk.rotate(
+            world.account_id,
+            world.tunnels,
+            journal=journal,
+            deliver=Router(world),
+            concurrency=1,
+        )
+        async with rotation:
+            async for outcome in rotation:
+                assert outcome.delivered is True
+                written = journal.read_bytes()
+                ends, end = [], 0
+                for line in written.splitlines(keepends=True):
+                    end += len(line)
+                    event = json.loads(line)
+                    if event["event"] == "delivered" and event["tunnel_id"] == outcome.tunnel_id:
+                        ends.append(end)
+                assert ends, "no delivered line for a delivered tunnel"
+                assert ends[-1] <= durable["bytes"], "its delivered line is not on disk yet"

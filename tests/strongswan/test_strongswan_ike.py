@@ -3,7 +3,9 @@ tunnels as IKE connections, and the bridge that keeps the edge's PSKs equal to t
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -280,6 +282,27 @@ async def test_a_failed_initiate_carries_charons_reason(tmp_path: Path) -> None:
         assert "AUTHENTICATION_FAILED" in str(caught.value)
 
 
-def test_the_lab_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert ike_missing() == "needs root (network and mount namespaces)"
+@pytest.mark.parametrize(
+    ("missing", "reason"),
+    [
+        ("root", "needs root (network and mount namespaces)"),
+        ("nsenter", "needs nsenter (apt-get install util-linux)"),
+        ("ip", "needs ip (apt-get install iproute2)"),
+        ("charon", "needs charon at /usr/lib/ipsec/charon (apt-get install strongswan-charon)"),
+        ("vici", "needs the vici package (pip install 'magicwan[strongswan]')"),
+    ],
+)
+def test_the_lab_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, missing: str, reason: str
+) -> None:
+    """Everything present but one thing: ike_missing() names it, and what to install."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000 if missing == "root" else 0)
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == missing else f"/bin/{tool}")
+    monkeypatch.setattr(os, "access", lambda path, mode: missing != "charon")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "vici" and missing == "vici" else real_find_spec(name),
+    )
+    assert ike_missing() == reason

@@ -1,4 +1,4 @@
-"""Fixtures of the real-strongSwan suite: a running edge/router pair per test."""
+"""Fixtures of the real-strongSwan suite: a running edge/router lab per test."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import pytest_asyncio
 
 from magicwan import IPsecTunnel
 from tests.support.strongswan import (
-    StrongSwanPair,
+    IKELab,
+    ike_lab,
     make_tunnels,
     require_strongswan,
-    strongswan_pair,
 )
 
 TUNNELS: list[IPsecTunnel] = make_tunnels(2)
 
 
 @pytest_asyncio.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[StrongSwanPair]:
+async def lab(tmp_path: Path) -> AsyncIterator[IKELab]:
     """Edge and router with two tunnels' connections and no PSK on either side."""
     require_strongswan()
-    async with strongswan_pair(TUNNELS, keep_logs=tmp_path / "charon") as running:
+    async with ike_lab(TUNNELS, keep_logs=tmp_path / "charon") as running:
         yield running

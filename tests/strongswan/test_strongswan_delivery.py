@@ -15,11 +15,11 @@ from magicwan import IPsecTunnel
 from magicwan.delivery import Delivery, DeliveryError, StrongSwan
 from tests.support.leaks import shown_in
 from tests.support.strongswan import (
-    HarnessError,
-    StrongSwanPair,
+    IKELab,
+    IKELabError,
+    ike_lab,
     make_tunnels,
     require_strongswan,
-    strongswan_pair,
 )
 
 from .conftest import TUNNELS
@@ -44,22 +44,22 @@ def ipsec_id(tunnel: IPsecTunnel) -> str:
 
 
 @pytest.mark.asyncio
-async def test_the_matching_psk_brings_the_tunnel_up(pair: StrongSwanPair) -> None:
+async def test_the_matching_psk_brings_the_tunnel_up(lab: IKELab) -> None:
     tunnel = TUNNELS[0]
-    await pair.load_edge_psk(ipsec_id(tunnel), NEW)
-    await StrongSwan(pair.router_socket, reauth=True)(delivery(tunnel, NEW))
-    assert await pair.sa_state(conn(tunnel)) == "ESTABLISHED"
-    assert await pair.sa_state(conn(tunnel), side="edge") == "ESTABLISHED"
-    assert await pair.shared_ids() == [f"magicwan-{tunnel.id}"]
-    assert await pair.sa_state(conn(TUNNELS[1])) is None  # the other tunnel is untouched
+    await lab.load_edge_psk(ipsec_id(tunnel), NEW)
+    await StrongSwan(lab.router_socket, reauth=True)(delivery(tunnel, NEW))
+    assert await lab.sa_state(conn(tunnel)) == "ESTABLISHED"
+    assert await lab.sa_state(conn(tunnel), side="edge") == "ESTABLISHED"
+    assert await lab.shared_ids() == [f"magicwan-{tunnel.id}"]
+    assert await lab.sa_state(conn(TUNNELS[1])) is None  # the other tunnel is untouched
 
 
 @pytest.mark.asyncio
-async def test_a_psk_the_edge_does_not_hold_fails_authentication(pair: StrongSwanPair) -> None:
+async def test_a_psk_the_edge_does_not_hold_fails_authentication(lab: IKELab) -> None:
     tunnel = TUNNELS[0]
-    await pair.load_edge_psk(ipsec_id(tunnel), OLD)
+    await lab.load_edge_psk(ipsec_id(tunnel), OLD)
     with pytest.raises(DeliveryError) as caught:
-        await StrongSwan(pair.router_socket, reauth=True)(delivery(tunnel, NEW))
+        await StrongSwan(lab.router_socket, reauth=True)(delivery(tunnel, NEW))
     error = caught.value
     assert error.reason == "authentication_failed"
     assert error.tunnel_id == tunnel.id
@@ -68,48 +68,48 @@ async def test_a_psk_the_edge_does_not_hold_fails_authentication(pair: StrongSwa
     assert f"connection {conn(tunnel)!r}" in str(error)
     assert shown_in(NEW, error) == []
     assert shown_in(OLD, error) == []
-    assert await pair.sa_state(conn(tunnel)) is None
+    assert await lab.sa_state(conn(tunnel)) is None
 
 
 @pytest.mark.asyncio
-async def test_a_new_psk_replaces_the_old_key_and_reauthenticates(pair: StrongSwanPair) -> None:
+async def test_a_new_psk_replaces_the_old_key_and_reauthenticates(lab: IKELab) -> None:
     tunnel = TUNNELS[0]
-    deliverer = StrongSwan(pair.router_socket, reauth=True)
-    await pair.load_edge_psk(ipsec_id(tunnel), OLD)
+    deliverer = StrongSwan(lab.router_socket, reauth=True)
+    await lab.load_edge_psk(ipsec_id(tunnel), OLD)
     await deliverer(delivery(tunnel, OLD))
-    [before] = await pair.ike_sas(conn(tunnel))
+    [before] = await lab.ike_sas(conn(tunnel))
 
-    await pair.load_edge_psk(ipsec_id(tunnel), NEW)  # Cloudflare rotated
+    await lab.load_edge_psk(ipsec_id(tunnel), NEW)  # Cloudflare rotated
     await deliverer(delivery(tunnel, NEW))
-    [after] = await pair.ike_sas(conn(tunnel))
+    [after] = await lab.ike_sas(conn(tunnel))
     assert after["state"] == "ESTABLISHED"
     assert after["uniqueid"] != before["uniqueid"]  # a new IKE SA, authenticated with NEW
-    edge = await pair.ike_sas(conn(tunnel), side="edge")
+    edge = await lab.ike_sas(conn(tunnel), side="edge")
     assert [sa["state"] for sa in edge] == ["ESTABLISHED"]  # the old one is gone there, too
-    assert await pair.shared_ids() == [f"magicwan-{tunnel.id}"]  # replaced, not piled up
+    assert await lab.shared_ids() == [f"magicwan-{tunnel.id}"]  # replaced, not piled up
 
     # The router holds NEW and nothing else: with OLD back on the edge, IKE fails.
-    await pair.load_edge_psk(ipsec_id(tunnel), OLD)
+    await lab.load_edge_psk(ipsec_id(tunnel), OLD)
     with pytest.raises(DeliveryError, match="authentication"):
         await deliverer(delivery(tunnel, NEW))
 
 
 @pytest.mark.asyncio
-async def test_without_reauth_the_key_is_only_loaded(pair: StrongSwanPair) -> None:
+async def test_without_reauth_the_key_is_only_loaded(lab: IKELab) -> None:
     tunnel = TUNNELS[1]
-    await pair.load_edge_psk(ipsec_id(tunnel), NEW)
-    await StrongSwan(pair.router_socket)(delivery(tunnel, NEW))
-    assert await pair.sa_state(conn(tunnel)) is None
-    assert await pair.shared_ids() == [f"magicwan-{tunnel.id}"]
-    await pair.initiate(conn(tunnel))  # the loaded key works
-    assert await pair.sa_state(conn(tunnel)) == "ESTABLISHED"
+    await lab.load_edge_psk(ipsec_id(tunnel), NEW)
+    await StrongSwan(lab.router_socket)(delivery(tunnel, NEW))
+    assert await lab.sa_state(conn(tunnel)) is None
+    assert await lab.shared_ids() == [f"magicwan-{tunnel.id}"]
+    await lab.initiate(conn(tunnel))  # the loaded key works
+    assert await lab.sa_state(conn(tunnel)) == "ESTABLISHED"
 
 
 @pytest.mark.asyncio
-async def test_a_stopped_charon_is_a_clear_error(pair: StrongSwanPair) -> None:
-    await pair.stop("router")
+async def test_a_stopped_charon_is_a_clear_error(lab: IKELab) -> None:
+    await lab.stop("router")
     with pytest.raises(DeliveryError) as caught:
-        await StrongSwan(pair.router_socket, reauth=True)(delivery(TUNNELS[0], NEW))
+        await StrongSwan(lab.router_socket, reauth=True)(delivery(TUNNELS[0], NEW))
     assert caught.value.reason == "unreachable"
     assert "Connection refused" in str(caught.value)
     assert "is charon running?" in str(caught.value)
@@ -117,8 +117,8 @@ async def test_a_stopped_charon_is_a_clear_error(pair: StrongSwanPair) -> None:
 
 
 @pytest.mark.asyncio
-async def test_an_unknown_connection_is_a_configuration_error(pair: StrongSwanPair) -> None:
-    deliverer = StrongSwan(pair.router_socket, reauth=True, connection="no-such-conn")
+async def test_an_unknown_connection_is_a_configuration_error(lab: IKELab) -> None:
+    deliverer = StrongSwan(lab.router_socket, reauth=True, connection="no-such-conn")
     with pytest.raises(DeliveryError) as caught:
         await deliverer(delivery(TUNNELS[0], NEW))
     assert caught.value.reason == "misconfigured"
@@ -126,11 +126,11 @@ async def test_an_unknown_connection_is_a_configuration_error(pair: StrongSwanPa
 
 
 @pytest.mark.asyncio
-async def test_identities_that_own_no_key_are_explained(pair: StrongSwanPair) -> None:
+async def test_identities_that_own_no_key_are_explained(lab: IKELab) -> None:
     tunnel = TUNNELS[0]
-    await pair.load_edge_psk(ipsec_id(tunnel), NEW)
+    await lab.load_edge_psk(ipsec_id(tunnel), NEW)
     deliverer = StrongSwan(
-        pair.router_socket, reauth=True, local_id="wrong.example", remote_id="192.0.2.1"
+        lab.router_socket, reauth=True, local_id="wrong.example", remote_id="192.0.2.1"
     )
     with pytest.raises(DeliveryError) as caught:
         await deliverer(delivery(tunnel, NEW))
@@ -142,35 +142,35 @@ async def test_identities_that_own_no_key_are_explained(pair: StrongSwanPair) ->
 async def test_child_sas_come_back_after_reauthentication(tmp_path: Path) -> None:
     require_strongswan(child_sas=True)
     tunnel = make_tunnels(1)[0]
-    async with strongswan_pair([tunnel], child_sas=True, keep_logs=tmp_path / "charon") as pair:
-        await pair.load_edge_psk(ipsec_id(tunnel), OLD)
-        await StrongSwan(pair.router_socket)(delivery(tunnel, OLD))
-        await pair.initiate(conn(tunnel))
-        assert await pair.child_states(conn(tunnel)) == ["INSTALLED"]
-        [before] = await pair.ike_sas(conn(tunnel))
+    async with ike_lab([tunnel], child_sas=True, keep_logs=tmp_path / "charon") as lab:
+        await lab.load_edge_psk(ipsec_id(tunnel), OLD)
+        await StrongSwan(lab.router_socket)(delivery(tunnel, OLD))
+        await lab.initiate(conn(tunnel))
+        assert await lab.child_states(conn(tunnel)) == ["INSTALLED"]
+        [before] = await lab.ike_sas(conn(tunnel))
 
-        await pair.load_edge_psk(ipsec_id(tunnel), NEW)
-        await StrongSwan(pair.router_socket, reauth=True)(delivery(tunnel, NEW))
-        [after] = await pair.ike_sas(conn(tunnel))
+        await lab.load_edge_psk(ipsec_id(tunnel), NEW)
+        await StrongSwan(lab.router_socket, reauth=True)(delivery(tunnel, NEW))
+        [after] = await lab.ike_sas(conn(tunnel))
         assert after["uniqueid"] != before["uniqueid"]
-        assert await pair.child_states(conn(tunnel)) == ["INSTALLED"]
-        assert await pair.child_states(conn(tunnel), side="edge") == ["INSTALLED"]
+        assert await lab.child_states(conn(tunnel)) == ["INSTALLED"]
+        assert await lab.child_states(conn(tunnel), side="edge") == ["INSTALLED"]
 
 
 @pytest.mark.asyncio
 async def test_twenty_tunnels_at_once(tmp_path: Path) -> None:
     require_strongswan()
     tunnels = make_tunnels(20)
-    async with strongswan_pair(tunnels, keep_logs=tmp_path / "charon") as pair:
-        await pair.load_edge_psks({ipsec_id(t): f"{t.id}-new" for t in tunnels})
-        deliverer = StrongSwan(pair.router_socket, reauth=True)
+    async with ike_lab(tunnels, keep_logs=tmp_path / "charon") as lab:
+        await lab.load_edge_psks({ipsec_id(t): f"{t.id}-new" for t in tunnels})
+        deliverer = StrongSwan(lab.router_socket, reauth=True)
         for round_ in ("first", "again"):  # bring them up, then re-authenticate them all
             results = await asyncio.gather(
                 *(deliverer(delivery(t, f"{t.id}-new")) for t in tunnels), return_exceptions=True
             )
             assert results == [None] * 20, round_
-            states = [await pair.sa_state(conn(t)) for t in tunnels]
+            states = [await lab.sa_state(conn(t)) for t in tunnels]
             assert states == ["ESTABLISHED"] * 20, round_
-        assert await pair.shared_ids() == sorted(f"magicwan-{t.id}" for t in tunnels)
-        with pytest.raises(HarnessError):  # and the harness itself reports failures
-            await pair.initiate("no-such-conn")
+        assert await lab.shared_ids() == sorted(f"magicwan-{t.id}" for t in tunnels)
+        with pytest.raises(IKELabError):  # and the harness itself reports failures
+            await lab.initiate("no-such-conn")

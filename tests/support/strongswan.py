@@ -1,59 +1,59 @@
-"""Two real strongSwan charon daemons talking IKEv2 to each other, for end-to-end tests.
+"""pytest glue for the IKE lab (:mod:`magicwan.emulator.ike`): two real strongSwan daemons.
 
-One daemon, the *edge*, stands in for Cloudflare; the other, the *router*, is the
-customer's device, which gets its PSKs only through ``magicwan.delivery.StrongSwan``.
-Both run in ONE private network namespace (loopback only: nothing they send can leave
-it), each in a mount namespace of its own with a private directory over ``/run`` (two
-charons refuse to share a pid file). Their VICI sockets live in a temporary directory
-on the file system, which the test process reaches from the root network namespace.
+The lab itself (the edge and router charons, their commands, the emulator's bridge) lives in
+the package, so ``magicwan demo --ike`` can use it too; it is re-exported here. This module
+adds what only tests need: :func:`require_strongswan` (skip where the lab cannot run, fail
+instead under CI), :func:`require_vici`, :func:`make_tunnels` (tunnel objects without an
+emulator) and :func:`emulated_lab` (emulator, client, lab and bridge in one)::
 
-Every tunnel is one IKE connection on each side, named ``conn``: the router's local
-identity is the tunnel's ``ipsec_id`` and its remote identity the edge's ``edge_id``
-(the tunnel's ``cloudflare_endpoint``); the edge mirrors that. PSK authentication,
-``mobike = no`` (IKE_AUTH would float to port 4500 and miss the peer's NAT-T port).
-
-    async with strongswan_pair(tunnels) as pair:
-        await pair.load_edge_psk(ipsec_id, psk)      # what Cloudflare holds
-        await StrongSwan(pair.router_socket, reauth=True)(delivery)
-        assert await pair.sa_state(conn) == "ESTABLISHED"
-
-Needs root, ``unshare``/``nsenter`` (util-linux), ``ip`` (iproute2), charon
-(``strongswan-charon``) and the ``vici`` package; with ``child_sas=True`` also the
-``kernel-libipsec`` plugin (``libcharon-extra-plugins``), since the kernel may lack ESP.
-Call :func:`require_strongswan` first: it skips the test where these are missing, and
-fails it instead when the ``CI`` environment variable is set.
+    require_strongswan()
+    async with ike_lab(tunnels, keep_logs=tmp_path / "charon") as lab:
+        await lab.load_edge_psk(ipsec_id, psk)      # what Cloudflare holds
+        await StrongSwan(lab.router_socket, reauth=True)(delivery)
+        assert await lab.sa_state(conn) == "ESTABLISHED"
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import importlib.util
-import ipaddress
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Unpack
 
 import attrs
 import pytest
+from aiohttp.typedefs import Middleware
 
+from magicwan import MagicWAN
+from magicwan.emulator import Emulator, run
+from magicwan.emulator.ike import (
+    CHARON,
+    Bridge,
+    IKELab,
+    IKELabError,
+    TunnelEnds,
+    bridge,
+    ike_lab,
+    ike_missing,
+)
+from magicwan.emulator.state import StateOptions
 from magicwan.models.tunnels import IPsecTunnel
 
 __all__ = [
     "CHARON",
     "EDGE_ID",
+    "Bridge",
+    "EmulatedLab",
     "HarnessError",
+    "IKELab",
+    "IKELabError",
     "StrongSwanPair",
     "TunnelEnds",
+    "bridge",
+    "emulated_lab",
+    "ike_lab",
     "make_tunnels",
     "require_strongswan",
     "require_vici",
@@ -61,67 +61,19 @@ __all__ = [
     "strongswan_pair",
 ]
 
-CHARON = Path("/usr/lib/ipsec/charon")
-LIBIPSEC = Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
 #: The edge's IKE identity in :func:`make_tunnels` (a Cloudflare anycast address).
 EDGE_ID = "162.159.0.1"
-#: IKE and NAT-T ports of each daemon (private network namespace: they cannot collide).
-PORTS = {"edge": (10500, 14500), "router": (10501, 14501)}
-_PLUGINS = "random nonce aes sha1 sha2 hmac kdf gmp socket-default kernel-netlink vici"
-_IKE_PROPOSAL = "aes256-sha256-modp2048"
-_ESP_PROPOSAL = "aes256-sha256"
-#: A blocking VICI initiate holds one of charon's 16 worker threads: the harness keeps
-#: its own calls to a few at a time, so the daemons never starve.
-_VICI_CALLS = 4
-_START_TIMEOUT = 15.0
-_STOP_TIMEOUT = 5.0
 
-Side = Literal["edge", "router"]
-
-
-class HarnessError(Exception):
-    """The daemons could not be started, or a harness command failed."""
-
-
-# -- prerequisites ---------------------------------------------------------------------
-
-
-def _tool(name: str) -> str:
-    return shutil.which(name) or name
-
-
-@functools.cache
-def _namespaces_usable() -> str | None:
-    try:
-        subprocess.run(  # noqa: S603 - a fixed command line
-            [_tool("unshare"), "-n", "-m", "--", "true"],
-            check=True,
-            capture_output=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"cannot create network and mount namespaces (unshare -n -m: {exc})"
-    return None
+#: The names these had before the lab moved into the package (code written against the
+#: harness still imports them).
+StrongSwanPair = IKELab
+HarnessError = IKELabError
+strongswan_pair = ike_lab
 
 
 def strongswan_missing(*, child_sas: bool = False) -> str | None:
-    """Why the two-daemon harness cannot run here, or None when it can."""
-    if not sys.platform.startswith("linux"):
-        return "needs Linux (network and mount namespaces)"
-    if os.geteuid() != 0:
-        return "needs root (network and mount namespaces)"
-    for tool, package in (("unshare", "util-linux"), ("nsenter", "util-linux"), ("ip", "iproute2")):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (apt-get install {package})"
-    if not os.access(CHARON, os.X_OK):
-        return f"needs charon at {CHARON} (apt-get install strongswan-charon)"
-    if importlib.util.find_spec("vici") is None:
-        return "needs the vici package (pip install 'magicwan[strongswan]')"
-    if child_sas and not LIBIPSEC.exists():
-        return f"needs {LIBIPSEC.name} (apt-get install libcharon-extra-plugins)"
-    if child_sas and not Path("/dev/net/tun").exists():
-        return "needs /dev/net/tun (kernel-libipsec)"
-    return _namespaces_usable()
+    """Why the lab cannot run here, or None when it can (:func:`ike_missing`)."""
+    return ike_missing(child_sas=child_sas)
 
 
 def _skip_or_fail(reason: str, *, module: bool = False) -> None:
@@ -144,26 +96,6 @@ def require_vici() -> None:
         _skip_or_fail("needs the vici package (pip install 'magicwan[strongswan]')", module=True)
 
 
-# -- tunnels ---------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class TunnelEnds:
-    """One tunnel as both daemons see it."""
-
-    conn: str  #: the IKE connection's name on both daemons
-    ipsec_id: str  #: the router's identity (the edge's remote identity)
-    edge_id: str  #: the edge's identity (the router's remote identity)
-
-    @classmethod
-    def of(cls, tunnel: IPsecTunnel) -> TunnelEnds:
-        if not (tunnel.name and tunnel.ipsec_id and tunnel.cloudflare_endpoint):
-            raise ValueError(
-                f"tunnel {tunnel.id} needs a name, an ipsec_id and a cloudflare_endpoint"
-            )
-        return cls(conn=tunnel.name, ipsec_id=tunnel.ipsec_id, edge_id=tunnel.cloudflare_endpoint)
-
-
 def make_tunnels(
     count: int, *, account_id: str = "023e105f4ecef8ad9ca31a8372d0c353"
 ) -> list[IPsecTunnel]:
@@ -183,369 +115,51 @@ def make_tunnels(
     return tunnels
 
 
-def _child_ts(index: int) -> tuple[str, str]:
-    """Per-tunnel /32 traffic selectors (router, edge): both must be local addresses, since
-    kernel-libipsec installs a route with a source address inside the local selector."""
-    router = ipaddress.IPv4Address("10.0.0.1") + index
-    edge = ipaddress.IPv4Address("10.128.0.1") + index
-    return f"{router}/32", f"{edge}/32"
+@attrs.frozen(kw_only=True)
+class EmulatedLab:
+    """A running emulator, a client of it, its IPsec tunnels as the client lists them, the
+    IKE lab built from those tunnels, and the bridge keeping the edge's PSKs equal to the
+    emulator's."""
+
+    emu: Emulator
+    client: MagicWAN
+    tunnels: list[IPsecTunnel]
+    lab: IKELab
+    bridge: Bridge
+
+    @property
+    def account_id(self) -> str:
+        return self.emu.account_id
+
+    def current_psk(self, tunnel: IPsecTunnel) -> str | None:
+        """The emulator's (and so the edge's) PSK of ``tunnel``."""
+        return self.emu.state.current_psk(self.account_id, tunnel.id)
+
+    def generation(self, tunnel: IPsecTunnel) -> int:
+        """How many PSKs the emulator stored for ``tunnel``."""
+        return self.emu.state.tunnel(self.account_id, tunnel.id).generation
 
 
-# -- the daemons -----------------------------------------------------------------------
-
-# Holds the private network namespace: brings loopback up, then waits for its standard
-# input to close (our teardown, or the test process dying).
-_HOLDER = 'ip link set lo up && ip -batch "$1" && echo ready && exec cat >/dev/null'
-# One daemon in its own mount namespace with a private /run. It stops charon when its
-# standard input closes, so a test process that dies leaves no daemon behind.
-_DAEMON = (
-    'mount --bind "$1" /run || exit 1; "$2" & charon=$!; '
-    'cat >/dev/null; kill "$charon"; wait "$charon"'
-)
-
-
-def _strongswan_conf(directory: Path, side: Side, *, child_sas: bool) -> str:
-    port, natt = PORTS[side]
-    plugins = (
-        _PLUGINS.replace("kernel-netlink", "kernel-libipsec kernel-netlink")
-        if child_sas
-        else _PLUGINS
-    )
-    return f"""\
-charon {{
-  load_modular = no
-  load = {plugins}
-  port = {port}
-  port_nat_t = {natt}
-  install_routes = no
-  install_virtual_ip = no
-  retransmit_tries = 2
-  retransmit_timeout = 1.0
-  # Many tunnels from one address at once: no cookies, no blocking of half-open SAs.
-  block_threshold = 100000
-  cookie_threshold = 100000
-  cookie_threshold_ip = 100000
-  plugins {{
-    vici {{
-      socket = unix://{directory / f"{side}.vici"}
-    }}
-    bypass-lan {{
-      load = no
-    }}
-  }}
-  filelog {{
-    {side} {{
-      path = {directory / f"{side}.log"}
-      time_format = %H:%M:%S
-      flush_line = yes
-      default = 1
-      cfg = 2
-    }}
-  }}
-}}
-"""
-
-
-def _connection(tunnel: TunnelEnds, index: int, side: Side, *, child_sas: bool) -> dict[str, Any]:
-    other: Side = "router" if side == "edge" else "edge"
-    local_id, remote_id = (
-        (tunnel.ipsec_id, tunnel.edge_id) if side == "router" else (tunnel.edge_id, tunnel.ipsec_id)
-    )
-    conn: dict[str, Any] = {
-        "version": "2",
-        "local_addrs": ["127.0.0.1"],
-        "remote_addrs": ["127.0.0.1"],
-        "local_port": str(PORTS[side][0]),
-        "remote_port": str(PORTS[other][0]),
-        "mobike": "no",
-        "proposals": [_IKE_PROPOSAL],
-        "local": {"auth": "psk", "id": local_id},
-        "remote": {"auth": "psk", "id": remote_id},
-    }
-    if child_sas:
-        router_ts, edge_ts = _child_ts(index)
-        local_ts, remote_ts = (router_ts, edge_ts) if side == "router" else (edge_ts, router_ts)
-        conn["children"] = {
-            "net": {
-                "local_ts": [local_ts],
-                "remote_ts": [remote_ts],
-                "esp_proposals": [_ESP_PROPOSAL],
-            }
-        }
-    return {tunnel.conn: conn}
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, dict):
-        return {key: _text(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_text(item) for item in value]
-    return value
-
-
-class _Daemon:
-    def __init__(self, side: Side, process: subprocess.Popen[bytes], socket_path: Path) -> None:
-        self.side = side
-        self.process = process
-        self.socket_path = socket_path
-
-    def stop(self) -> None:
-        _stop(self.process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Close its standard input (the cue to end), wait; kill its group if it lingers."""
-    if process.stdin is not None:
-        with contextlib.suppress(OSError):
-            process.stdin.close()
-    try:
-        process.wait(_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(_STOP_TIMEOUT)
-
-
-class StrongSwanPair:
-    """The running pair: sockets, logs, and the commands the tests need."""
-
-    def __init__(self, directory: Path, tunnels: Sequence[TunnelEnds], *, child_sas: bool) -> None:
-        self.directory = directory
-        self.tunnels = tuple(tunnels)
-        self.child_sas = child_sas
-        self.router_socket = str(directory / "router.vici")
-        self.edge_socket = str(directory / "edge.vici")
-        self._daemons: dict[Side, _Daemon] = {}
-        self._calls = asyncio.Semaphore(_VICI_CALLS)
-
-    # -- plumbing -------------------------------------------------------------------------
-
-    def socket(self, side: Side) -> str:
-        return self.router_socket if side == "router" else self.edge_socket
-
-    def pid(self, side: Side) -> int:
-        """The pid of the process holding ``side``'s namespaces (charon's parent shell)."""
-        return self._daemons[side].process.pid
-
-    def log(self, side: Side) -> str:
-        """The daemon's log so far (for failure messages)."""
-        path = self.directory / f"{side}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    async def _vici(self, side: Side, work: Any) -> Any:
-        """Run ``work(session)`` in a thread with a fresh VICI session to ``side``."""
-
-        def run() -> Any:
-            import vici  # type: ignore[import-untyped]
-
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(30)
-                sock.connect(self.socket(side))
-                return work(vici.Session(sock))
-
-        async with self._calls:
-            return await asyncio.to_thread(run)
-
-    # -- commands for the tests -----------------------------------------------------------
-
-    async def load_connections(self) -> None:
-        """Load every tunnel's IKE connection into both daemons (no PSK on either side)."""
-        for side in ("edge", "router"):
-
-            def load(session: Any, side: Side = side) -> None:
-                for index, tunnel in enumerate(self.tunnels):
-                    session.load_conn(_connection(tunnel, index, side, child_sas=self.child_sas))
-
-            await self._vici(side, load)
-
-    async def load_edge_psk(self, ipsec_id: str, psk: str) -> None:
-        """Give the edge (Cloudflare's side) the PSK of the tunnel whose router is ``ipsec_id``."""
-        await self.load_edge_psks({ipsec_id: psk})
-
-    async def load_edge_psks(self, psks: Mapping[str, str]) -> None:
-        """:meth:`load_edge_psk` for many tunnels in one VICI session."""
-
-        def load(session: Any) -> None:
-            for ipsec_id, psk in psks.items():
-                session.load_shared(
-                    {"id": f"edge-{ipsec_id}", "type": "IKE", "data": psk, "owners": [ipsec_id]}
-                )
-
-        await self._vici("edge", load)
-
-    async def initiate(self, conn: str, *, timeout: float = 10.0) -> None:
-        """Bring ``conn`` up from the router (with its CHILD_SA, if the pair has them)."""
-        message = {"ike": conn, "timeout": str(int(timeout * 1000))}
-        if self.child_sas:
-            message["child"] = "net"
-
-        def initiate(session: Any) -> str | None:
-            lines = []
-            try:
-                for event in session.initiate(message):
-                    lines.append(_text(event.get("msg", b"")))
-            except Exception as exc:  # vici's CommandException
-                return f"{exc}: " + " | ".join(lines[-5:])
-            return None
-
-        failure = await self._vici("router", initiate)
-        if failure is not None:
-            raise HarnessError(f"initiating {conn!r} failed: {failure}")
-
-    async def ike_sas(self, conn: str, *, side: Side = "router") -> list[dict[str, Any]]:
-        """The IKE SAs of ``conn`` on ``side``, as charon lists them (text values)."""
-
-        def sas(session: Any) -> list[dict[str, Any]]:
-            found = []
-            for event in session.list_sas({"ike": conn}):
-                for name, sa in _text(dict(event)).items():
-                    if name == conn:
-                        found.append(sa)
-            return found
-
-        result: list[dict[str, Any]] = await self._vici(side, sas)
-        return sorted(result, key=lambda sa: int(sa["uniqueid"]))
-
-    async def sa_state(self, conn: str, *, side: Side = "router") -> str | None:
-        """The state of ``conn``'s newest IKE SA on ``side`` (``"ESTABLISHED"``...), or None."""
-        sas = await self.ike_sas(conn, side=side)
-        return sas[-1]["state"] if sas else None
-
-    async def child_states(self, conn: str, *, side: Side = "router") -> list[str]:
-        """The states of the CHILD_SAs under ``conn``'s newest IKE SA on ``side``."""
-        sas = await self.ike_sas(conn, side=side)
-        children = sas[-1].get("child-sas", {}) if sas else {}
-        return [child["state"] for child in children.values()]
-
-    async def shared_ids(self, *, side: Side = "router") -> list[str]:
-        """The ids of the shared keys loaded over VICI into ``side`` (``get-shared``)."""
-        answer = await self._vici(side, lambda session: session.get_shared())
-        return sorted(_text(list(answer.get("keys", []))))
-
-    async def stop(self, side: Side) -> None:
-        """Stop one daemon (its socket file stays behind, refusing connections)."""
-        daemon = self._daemons.get(side)
-        if daemon is not None:
-            await asyncio.to_thread(daemon.stop)
-
-
-async def _wait_ready(daemon: _Daemon, pair: StrongSwanPair) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while True:
-        if daemon.process.poll() is not None:
-            raise HarnessError(
-                f"{daemon.side} charon exited at start-up:\n{pair.log(daemon.side)[-3000:]}"
-            )
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(str(daemon.socket_path))
-            except OSError:
-                pass
-            else:
-                return
-        if time.monotonic() > deadline:
-            log = pair.log(daemon.side)[-3000:]
-            raise HarnessError(f"{daemon.side} charon did not open its VICI socket:\n{log}")
-        await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def strongswan_pair(
-    tunnels: Iterable[TunnelEnds | IPsecTunnel],
+@asynccontextmanager
+async def emulated_lab(
+    count: int,
     *,
-    child_sas: bool = False,
     keep_logs: Path | None = None,
-) -> AsyncIterator[StrongSwanPair]:
-    """Start the edge and router daemons with one IKE connection per tunnel; stop them after.
-
-    ``keep_logs``: a directory to copy the daemons' logs into at the end (pytest's
-    ``tmp_path`` keeps them for a failed test). Everything else is removed, even when
-    start-up or the test fails.
-    """
-    ends = [t if isinstance(t, TunnelEnds) else TunnelEnds.of(t) for t in tunnels]
-    if len({t.conn for t in ends}) != len(ends):
-        raise ValueError("connection names must be unique")
-    # Short, private: a unix socket path may not exceed 107 bytes.
-    directory = Path(tempfile.mkdtemp(prefix="magicwan-ss-"))
-    pair = StrongSwanPair(directory, ends, child_sas=child_sas)
-    holder: subprocess.Popen[bytes] | None = None
-    try:
-        batch = directory / "netns.ip"
-        addresses = (
-            [ts.split("/")[0] for i in range(len(ends)) for ts in _child_ts(i)] if child_sas else []
-        )
-        batch.write_text("".join(f"address add {a}/32 dev lo\n" for a in addresses))
-        with open(directory / "holder.out", "wb") as out:
-            holder = subprocess.Popen(  # noqa: S603 - fixed scripts, paths of our own
-                [_tool("unshare"), "-n", "--", "sh", "-c", _HOLDER, "sh", str(batch)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=out,
-                start_new_session=True,
-            )
-        assert holder.stdout is not None
-        try:
-            ready = await asyncio.wait_for(
-                asyncio.to_thread(holder.stdout.readline), _START_TIMEOUT
-            )
-        except TimeoutError:
-            ready = b""
-        if ready.strip() != b"ready":
-            raise HarnessError(
-                f"network namespace set-up failed: {(directory / 'holder.out').read_text()}"
-            )
-
-        for side in ("edge", "router"):
-            run = directory / side / "run"
-            run.mkdir(parents=True)
-            conf = directory / side / "strongswan.conf"
-            conf.write_text(_strongswan_conf(directory, side, child_sas=child_sas))
-            with open(directory / f"{side}.out", "wb") as out:
-                process = subprocess.Popen(  # noqa: S603 - fixed scripts, paths of our own
-                    [
-                        _tool("nsenter"),
-                        "-t",
-                        str(holder.pid),
-                        "-n",
-                        "--",
-                        "unshare",
-                        "-m",
-                        "--",
-                        "sh",
-                        "-c",
-                        _DAEMON,
-                        "sh",
-                        str(run),
-                        str(CHARON),
-                    ],
-                    env={**os.environ, "STRONGSWAN_CONF": str(conf)},
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            pair._daemons[side] = _Daemon(side, process, directory / f"{side}.vici")
-        for daemon in pair._daemons.values():
-            await _wait_ready(daemon, pair)
-        await pair.load_connections()
-        yield pair
-    finally:
-        await asyncio.to_thread(_teardown, pair, holder, keep_logs)
-
-
-def _teardown(
-    pair: StrongSwanPair, holder: subprocess.Popen[bytes] | None, keep_logs: Path | None
-) -> None:
-    for daemon in pair._daemons.values():
-        daemon.stop()
-    if holder is not None:
-        _stop(holder)
-        if holder.stdout is not None:
-            holder.stdout.close()
-    if keep_logs is not None:
-        keep_logs.mkdir(parents=True, exist_ok=True)
-        for log in pair.directory.glob("*.log"):
-            shutil.copy(log, keep_logs / log.name)
-    shutil.rmtree(pair.directory, ignore_errors=True)
+    middlewares: Iterable[Middleware] = (),
+    **options: Unpack[StateOptions],
+) -> AsyncIterator[EmulatedLab]:
+    """``magicwan.emulator.run(tunnels=count, gre_tunnels=0, rate_limit=None, **options)``
+    (with ``middlewares``), a ``MagicWAN`` client of it, ``client.tunnels.ipsec.list()``,
+    ``ike_lab()`` of those tunnels and ``bridge()``: all stopped at exit. Call
+    :func:`require_strongswan` first."""
+    options["tunnels"] = count
+    options.setdefault("gre_tunnels", 0)
+    options.setdefault("rate_limit", None)
+    async with (
+        run(shutdown_timeout=1.0, middlewares=middlewares, **options) as emu,
+        MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client,
+    ):
+        listed = await client.tunnels.ipsec.list(emu.account_id)
+        async with ike_lab(listed, keep_logs=keep_logs) as lab:
+            with bridge(emu.state, lab) as link:
+                yield EmulatedLab(emu=emu, client=client, tunnels=listed, lab=lab, bridge=link)

@@ -301,11 +301,6 @@ async def test_a_halted_rotation_sends_nothing_for_the_tunnels_it_never_started(
         assert await world.lab.sa_states() == {conn(t): "ESTABLISHED" for t in tunnels}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rotation: the delivered line is written but not fsynced before the outcome is "
-    "handed over (Rotation._append_and_sync appends only); reported to the lead",
-)
 @pytest.mark.asyncio
 async def test_a_delivered_line_is_on_disk_when_its_outcome_is_handed_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

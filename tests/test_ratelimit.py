@@ -10,6 +10,7 @@ import pytest
 from magicwan._envelope import RateLimitInfo
 from magicwan.ratelimit import (
     CLOUDFLARE_BUDGET,
+    MAX_COOLDOWN,
     CooldownTooLong,
     RateLimiter,
     parse_rate_limit,
@@ -209,6 +210,26 @@ async def test_cooldown_extended_beyond_max_wait_while_sleeping_raises() -> None
     with pytest.raises(CooldownTooLong):
         await task
     assert fake.elapsed == pytest.approx(10.0)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("retry_after", [999_999_999.0, 86_400.0 * 366, math.inf])
+async def test_a_cooldown_lasts_at_most_max_cooldown(retry_after: float) -> None:
+    # Issue 10 §11: "Retry-After: 999999999" made the client refuse every call for 366 days.
+    fake = FakeClock()
+    limiter = _limiter(fake, limit=10, period=10.0)
+    assert limiter.pause(retry_after) == MAX_COOLDOWN
+    assert limiter.paused_until == fake.now + MAX_COOLDOWN
+    with pytest.raises(CooldownTooLong) as info:
+        await limiter.acquire(max_wait=60.0)
+    assert info.value.remaining == pytest.approx(MAX_COOLDOWN)
+    assert await limiter.acquire() == pytest.approx(MAX_COOLDOWN)  # and then it goes
+    assert fake.elapsed == pytest.approx(MAX_COOLDOWN)
+
+
+def test_max_cooldown_is_cloudflares_window() -> None:
+    assert MAX_COOLDOWN == 300.0
+    assert RateLimiter().max_cooldown == MAX_COOLDOWN
 
 
 # --- cancelled waiters (issue 10 §7) -----------------------------------------------------

@@ -97,6 +97,34 @@ async def test_aclose_while_retries_wait_leaves_their_outcome_unknown() -> None:
     assert _arrived(tracker) == Counter(emu.tunnel_ids)  # the retries were never sent
 
 
+async def test_aclose_with_calls_queued_for_a_connection_raises_typed_errors() -> None:
+    # connection_limit=2: two requests in flight, eight calls queued for a connection when
+    # the client closes. The queued ones never sent anything and must say so with a
+    # MagicWANError (a bare RuntimeError would crash a rotation); the two sent ones may have
+    # stored a PSK (they did) and say that.
+    tracker = Tracker()
+    faults = Faults(late_store=1.0, late_store_delay=STALL)
+    state = EmulatorState(tunnels=10, seed=65, rate_limit=None, faults=faults)
+    async with serve(state, tracker=tracker) as emu:
+        client = make_client(emu, max_retries=2, connection_limit=2)
+        psk = client.tunnels.ipsec.psk
+        calls = [asyncio.create_task(psk.generate(emu.account_id, t)) for t in emu.tunnel_ids]
+        await _until(lambda: tracker.in_flight == 2, "2 requests in flight")
+        await client.aclose()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await _until(lambda: sum(_stored(emu).values()) == 2, "the 2 late stores")
+    assert all(isinstance(r, MagicWANError) for r in results), [repr(r) for r in results]
+    sent = set(_arrived(tracker))
+    assert len(sent) == 2
+    assert {t for t, n in _stored(emu).items() if n} == sent
+    unknown = {
+        t
+        for t, r in zip(emu.tunnel_ids, results, strict=True)
+        if isinstance(r, MagicWANError) and r.outcome_unknown
+    }
+    assert unknown == sent
+
+
 async def test_a_call_that_never_sent_anything_says_so() -> None:
     # The other side of the coin: a call made after aclose() sent nothing, and says so.
     async with serve(EmulatorState(tunnels=1, seed=63, rate_limit=None)) as emu:
@@ -108,16 +136,22 @@ async def test_a_call_that_never_sent_anything_says_so() -> None:
     assert emu.state.requests.total == 0
 
 
-async def test_a_rotation_whose_client_closes_journals_unknown_outcomes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("connection_limit", [100, 2])
+async def test_a_rotation_whose_client_closes_journals_unknown_outcomes(
+    tmp_path: Path, connection_limit: int
+) -> None:
+    # connection_limit=2 (below concurrency=4): two of the four workers are queued for a
+    # connection when the client closes.
+    busy = min(4, connection_limit)
     tracker = Tracker()
     faults = Faults(late_store=1.0, late_store_delay=STALL)
     state = EmulatorState(tunnels=12, seed=64, rate_limit=None, faults=faults)
     journal = tmp_path / "rotation.jsonl"
     async with serve(state, tracker=tracker) as emu:
-        client = make_client(emu, max_retries=2)
+        client = make_client(emu, max_retries=2, connection_limit=connection_limit)
 
         async def close_when_busy() -> None:
-            await _until(lambda: tracker.in_flight == 4, "4 requests in flight")
+            await _until(lambda: tracker.in_flight == busy, "requests in flight")
             await client.aclose()
 
         closer = asyncio.create_task(close_when_busy())
@@ -127,11 +161,11 @@ async def test_a_rotation_whose_client_closes_journals_unknown_outcomes(tmp_path
         async with rotation:
             outcomes = {o.tunnel_id: o async for o in rotation}
         await closer
-        await _until(lambda: sum(_stored(emu).values()) == 4, "the 4 late stores")
+        await _until(lambda: sum(_stored(emu).values()) == busy, "the late stores")
 
     sent = set(_arrived(tracker))
     stored = {t for t, n in _stored(emu).items() if n}
-    assert len(sent) == 4
+    assert len(sent) == busy
     assert stored == sent
     assert sorted(outcomes) == sorted(emu.tunnel_ids)
     assert not any(o.ok for o in outcomes.values())

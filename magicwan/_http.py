@@ -124,12 +124,13 @@ class HTTPAdapter:
         have seen the request), :class:`APITimeoutError`, or
         :class:`UnexpectedResponseError` for a body over the size limit.
         """
-        session = self._open()
         host = self._host
         try:
             async with (
                 self._slots,
-                session.request(
+                # Opened once a slot is free: a call queued for one when the client closes
+                # raises "the client is closed" (nothing sent), not aiohttp's RuntimeError.
+                self._open().request(
                     method,
                     url,
                     data=body,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -354,6 +355,45 @@ def test_parse_ratelimit_from_the_captured_sample() -> None:
 def test_parse_ratelimit_ignores_what_it_cannot_read(value: str | None) -> None:
     headers = {} if value is None else {"ratelimit": value}
     assert parse_ratelimit(headers) is None
+
+
+HUGE = "9" * 400  # float() makes it inf, and int(inf) raises OverflowError
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # A window of 0: the policy is dropped (it divided by zero), the count is kept.
+        (
+            {"Ratelimit": '"default";r=50;t=30', "Ratelimit-Policy": '"default";q=1200;w=0'},
+            RateLimitInfo(remaining=50, reset=30.0),
+        ),
+        ({"Ratelimit": f'"default";r={HUGE};t={HUGE}'}, None),
+        (
+            {"Ratelimit": '"default";r=50;t=30', "Ratelimit-Policy": f'"default";q={HUGE};w=300'},
+            RateLimitInfo(remaining=50, reset=30.0),
+        ),
+        (
+            {"Ratelimit": '"default";r=50;t=30', "Ratelimit-Policy": f'"default";q=1200;w={HUGE}'},
+            RateLimitInfo(remaining=50, reset=30.0),
+        ),
+        (
+            {"Ratelimit": '"default";r=50;t=30', "Ratelimit-Policy": '"default";q=0;w=300'},
+            RateLimitInfo(remaining=50, reset=30.0),
+        ),
+        ({"Ratelimit": '"default";r=-1;t=30'}, None),
+        ({"Ratelimit": "r=;t=soon,, ;;"}, None),
+        ({"Ratelimit": '"default";r=1.5.5;t=30'}, None),
+    ],
+)
+def test_parse_ratelimit_ignores_a_malformed_header_and_says_so(
+    headers: dict[str, str], expected: RateLimitInfo | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 10 §3: these raised ZeroDivisionError / OverflowError, and the PSK in the answer
+    # carrying them was lost. Ignored now, with a DEBUG line.
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    assert parse_ratelimit(headers) == expected
+    assert "cannot be parsed" in caplog.text
 
 
 # --- excerpt and redact --------------------------------------------------------

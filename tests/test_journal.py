@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +52,9 @@ def _write(path: Path, *events: object, tail: bytes = b"") -> None:
     path.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in events) + tail)
 
 
+HEADER = {"event": "journal", "version": JOURNAL_VERSION}
+
+
 # --- the file ----------------------------------------------------------------------------
 
 
@@ -75,6 +83,131 @@ async def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path: Path) -
     os.mkfifo(fifo)
     with pytest.raises(JournalError):
         Journal(fifo).open()
+
+
+@pytest.mark.asyncio
+async def test_a_journal_in_use_by_another_writer_is_refused(tmp_path: Path) -> None:
+    # Issue 10 §9: two rotations on one journal corrupted it silently. The lock is taken
+    # on open and kept until aclose(), and conflicts across open files, processes and all.
+    path = tmp_path / "j.jsonl"
+    first = Journal(path)
+    first.open()
+    first.append(Intent(account_id=ACCOUNT, tunnel_id=A))
+    size = path.stat().st_size
+    second = Journal(path)
+    with pytest.raises(JournalError, match="in use by another rotation"):
+        second.open()
+    assert path.stat().st_size == size  # the refused writer wrote nothing
+    with pytest.raises(JournalError, match="not open"):
+        second.append(Intent(account_id=ACCOUNT, tunnel_id=B))
+    await first.aclose()
+    second.open()  # free again once the first writer is done
+    second.append(Intent(account_id=ACCOUNT, tunnel_id=B))
+    await second.aclose()
+    assert [e.tunnel_id for e in iter_events(path)] == [A, B]
+
+
+# Run as root, this drops to nobody first (root reads any file), then reports what happened.
+_AS_NOBODY = """
+import json, os, pwd, sys
+from magicwan import JournalError, read_journal
+from magicwan.journal import Journal
+
+entry = pwd.getpwnam("nobody")
+os.setgroups([])
+os.setgid(entry.pw_gid)
+os.setuid(entry.pw_uid)
+report = {}
+for name, attempt in (("open", lambda: Journal(sys.argv[1]).open()),
+                      ("read", lambda: read_journal(sys.argv[1]))):
+    try:
+        attempt()
+        report[name] = "no error"
+    except JournalError as exc:
+        report[name] = f"JournalError: {exc}"
+    except Exception as exc:
+        report[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(report))
+"""
+
+
+def _try_as_this_user(path: Path) -> dict[str, str]:
+    report = {}
+    for name, attempt in (("open", Journal(path).open), ("read", lambda: read_journal(path))):
+        try:
+            attempt()
+            report[name] = "no error"
+        except JournalError as exc:
+            report[name] = f"JournalError: {exc}"
+    return report
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user may enter (pytest's tmp_path is root's alone when run as root)."""
+    path = Path(tempfile.mkdtemp(prefix="magicwan-journal-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def test_a_journal_of_another_user_is_a_journal_error(shared_dir: Path) -> None:
+    # Issue 10 §10: a journal owned by another user gave a raw PermissionError.
+    path = shared_dir / "j.jsonl"
+    _write(path, HEADER)
+    path.chmod(0o600)
+    if os.geteuid() == 0:
+        done = subprocess.run(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-c", _AS_NOBODY, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads(done.stdout)
+    else:
+        path.chmod(0o000)
+        try:
+            report = _try_as_this_user(path)
+        finally:
+            path.chmod(0o600)
+    for name in ("open", "read"):
+        assert report[name].startswith("JournalError: "), report
+        assert "Permission denied" in report[name]
+        assert str(path) in report[name]
+    assert path.read_bytes() == json.dumps(HEADER).encode() + b"\n"
+    assert _mode(path) == 0o600
+
+
+@pytest.mark.timeout(20)  # the old reader blocked for ever opening a FIFO nobody writes to
+def test_reading_a_directory_or_a_fifo_is_a_journal_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (tmp_path, fifo):
+        with pytest.raises(JournalError, match="not a regular file"):
+            read_journal(path)
+        with pytest.raises(JournalError, match="not a regular file"):
+            list(iter_events(path))
+
+
+@pytest.mark.asyncio
+async def test_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real.jsonl"
+    _write(real, HEADER)
+    real.chmod(0o644)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "nowhere.jsonl")
+    for path in (link, dangling):
+        with pytest.raises(JournalError, match="symbolic link"):
+            Journal(path).open()
+    assert real.read_bytes() == json.dumps(HEADER).encode() + b"\n"
+    assert _mode(real) == 0o644  # not tightened through the link either
+    assert not (tmp_path / "nowhere.jsonl").exists()
 
 
 @pytest.mark.asyncio
@@ -200,7 +333,15 @@ def test_lines_that_are_not_events_are_skipped(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", [b"not json\n", b"c4a7362d577a6c3019a474fd6f485823\n", b'{"a": 1}\n', b"x"]
+    "content",
+    [
+        b"not json\n",
+        b"c4a7362d577a6c3019a474fd6f485823\n",
+        b"c4a7362d577a6c3019a474fd6f485823\n0123456789abcdef0123456789abcdef\n",
+        b'{"a": 1}\n',
+        b'{"id": "c4a7362d577a6c3019a474fd6f485823", "psk": "x"}\n',
+        b"x",
+    ],
 )
 @pytest.mark.asyncio
 async def test_a_file_that_is_not_a_journal_is_refused_untouched(

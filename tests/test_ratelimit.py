@@ -8,8 +8,14 @@ import math
 import pytest
 
 from magicwan._envelope import RateLimitInfo
-from magicwan.ratelimit import CLOUDFLARE_BUDGET, CooldownTooLong, RateLimiter, parse_rate_limit
-from tests.support.clock import FakeClock
+from magicwan.ratelimit import (
+    CLOUDFLARE_BUDGET,
+    MAX_COOLDOWN,
+    CooldownTooLong,
+    RateLimiter,
+    parse_rate_limit,
+)
+from tests.support.clock import FakeClock, ManualClock
 
 
 def _limiter(
@@ -204,6 +210,136 @@ async def test_cooldown_extended_beyond_max_wait_while_sleeping_raises() -> None
     with pytest.raises(CooldownTooLong):
         await task
     assert fake.elapsed == pytest.approx(10.0)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("retry_after", [999_999_999.0, 86_400.0 * 366, math.inf])
+async def test_a_cooldown_lasts_at_most_max_cooldown(retry_after: float) -> None:
+    # Issue 10 §11: "Retry-After: 999999999" made the client refuse every call for 366 days.
+    fake = FakeClock()
+    limiter = _limiter(fake, limit=10, period=10.0)
+    assert limiter.pause(retry_after) == MAX_COOLDOWN
+    assert limiter.paused_until == fake.now + MAX_COOLDOWN
+    with pytest.raises(CooldownTooLong) as info:
+        await limiter.acquire(max_wait=60.0)
+    assert info.value.remaining == pytest.approx(MAX_COOLDOWN)
+    assert await limiter.acquire() == pytest.approx(MAX_COOLDOWN)  # and then it goes
+    assert fake.elapsed == pytest.approx(MAX_COOLDOWN)
+
+
+def test_max_cooldown_is_cloudflares_window() -> None:
+    assert MAX_COOLDOWN == 300.0
+    assert RateLimiter().max_cooldown == MAX_COOLDOWN
+
+
+# --- cancelled waiters (issue 10 §7) -----------------------------------------------------
+
+
+async def _turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_waiters_give_their_slots_back() -> None:
+    # The issue's numbers: budget 10/10 s, 10 requests sent, then 31 waiters cancelled; the
+    # next call waited 31.5 s. It must wait at most one interval (1 s).
+    clock = ManualClock()
+    limiter = RateLimiter(10, 10.0, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def call() -> None:
+        await limiter.acquire()
+        sent.append(clock.elapsed)
+
+    first = [asyncio.create_task(call()) for _ in range(10)]
+    await _turns()
+    clock.advance(1.0)  # 9 went at once (one request of headroom), the 10th a second later
+    await asyncio.gather(*first)
+    assert sent == [0.0] * 9 + [1.0]
+
+    waiters = [asyncio.create_task(call()) for _ in range(31)]
+    await _turns()
+    assert clock.sleeping == 31
+    clock.advance(0.5)
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(w.cancelled() for w in waiters)
+    assert len(sent) == 10  # no cancelled waiter sent anything
+
+    after = asyncio.create_task(call())
+    await _turns()
+    wait = clock.sleeps[-1] if clock.sleeping else 0.0
+    assert wait <= 1.0, f"the next call waits {wait:g}s after 31 cancelled waiters"
+    clock.advance(1.0)
+    await after
+    assert len(sent) == 11
+
+
+@pytest.mark.asyncio
+async def test_cancelled_gather_at_the_default_budget_leaves_no_backlog() -> None:
+    # The issue's numbers: 2,000 gathered calls cancelled after 0.1 s at the default budget
+    # left the next request waiting 200 s. It must wait at most one interval (0.25 s).
+    clock = ManualClock()
+    limiter = RateLimiter(*CLOUDFLARE_BUDGET, clock=clock, sleep=clock.sleep)
+    interval = CLOUDFLARE_BUDGET[1] / CLOUDFLARE_BUDGET[0]
+    sent = 0
+
+    async def call() -> None:
+        nonlocal sent
+        await limiter.acquire()
+        sent += 1
+
+    batch = asyncio.gather(*(call() for _ in range(2000)))
+    await _turns()
+    burst = sent
+    assert burst == CLOUDFLARE_BUDGET[0] - 1  # the burst, less one request of headroom
+    assert clock.sleeping == 2000 - burst
+    clock.advance(0.1)
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert sent == burst
+
+    after = asyncio.create_task(call())
+    await _turns()
+    wait = clock.sleeps[-1] if clock.sleeping else 0.0
+    assert wait <= interval, f"the next call waits {wait:g}s after a cancelled gather"
+    clock.advance(interval)
+    await after
+    assert sent == burst + 1
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_waiter_never_lets_the_others_burst() -> None:
+    # Giving a slot back must not hand out more than the budget: with waiters still queued,
+    # the pace of those left is unchanged, and cancelling every waiter only returns the
+    # bucket to where it stood before they came.
+    clock = ManualClock()
+    limiter = RateLimiter(10, 10.0, clock=clock, sleep=clock.sleep, headroom=0)
+    for _ in range(10):
+        assert await limiter.acquire() == 0.0  # the bucket is empty now
+    times: list[float] = []
+
+    async def call() -> None:
+        await limiter.acquire()
+        times.append(clock.elapsed)
+
+    tasks = [asyncio.create_task(call()) for _ in range(6)]
+    await _turns()
+    tasks[2].cancel()
+    tasks[3].cancel()
+    await _turns()
+    for _ in range(8):
+        clock.advance(1.0)
+        await _turns()
+    assert sorted(times) == [1.0, 2.0, 5.0, 6.0]  # the others keep their slots
+    # 8 s refilled 8 requests and 4 were used: exactly what the budget allows, no more.
+    assert limiter.available() == pytest.approx(4.0)
+    for _ in range(4):
+        assert await limiter.acquire() == 0.0
+    assert limiter.available() == pytest.approx(0.0)
 
 
 @pytest.mark.asyncio

@@ -35,8 +35,8 @@ from magicwan import (
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
-from magicwan.ratelimit import MAX_COOLDOWN
-from tests.support.clock import FakeClock
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN
+from tests.support.clock import FakeClock, ManualClock
 from tests.support.constants import ACCOUNT, BASE, EMAIL, KEY, PSK, PSK_URL, TOKEN, TUNNEL
 from tests.support.probes import live_locks
 from tests.support.samples import envelope, load_sample
@@ -753,6 +753,105 @@ async def test_validate_only_is_not_serialized(mock_api: aioresponses, fake: Fak
             )
         )
     assert tracker.peak == 3
+
+
+# --- cancelled calls and the limiter (issue 10 §7) -----------------------------------------
+
+ANY_PSK_URL = re.compile(
+    rf"^{re.escape(BASE)}/accounts/{ACCOUNT}/magic/ipsec_tunnels/[0-9a-f]+/psk_generate$"
+)
+
+
+async def _until(condition: Any, what: str) -> None:
+    """Give the loop turns (never real time) until ``condition()`` holds."""
+    for _ in range(100_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never happened: {what}")
+
+
+class Arrivals:
+    """The aioresponses callback: answers each tunnel with its own PSK, stamps arrivals."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.times: list[float] = []
+
+    def handle(self, url: URL, **kwargs: Any) -> CallbackResult:
+        self.times.append(self.clock.elapsed)
+        return CallbackResult(payload=ok(url.path.split("/")[-2]))
+
+
+@pytest.mark.asyncio
+async def test_cancelled_generates_give_their_limiter_slots_back(mock_api: aioresponses) -> None:
+    # The issue's numbers through the client: budget 10/10 s, 10 requests sent, 31 calls
+    # cancelled while they waited; the next call waited 31.5 s. At most one interval now.
+    clock = ManualClock()
+    arrivals = Arrivals(clock)
+    mock_api.post(ANY_PSK_URL, callback=arrivals.handle, repeat=True)
+    tunnels = [f"{i:032x}" for i in range(1, 43)]
+    async with MagicWAN(
+        api_token=TOKEN, rate_limit=(10, 10.0), clock=clock, sleep=clock.sleep
+    ) as client:
+        psk = client.tunnels.ipsec.psk
+        first = [asyncio.create_task(psk.generate(ACCOUNT, t)) for t in tunnels[:10]]
+        await _until(lambda: len(arrivals.times) == 9 and clock.sleeping == 1, "the burst")
+        clock.advance(1.0)
+        await asyncio.gather(*first)
+        assert len(arrivals.times) == 10
+
+        waiting = [asyncio.create_task(psk.generate(ACCOUNT, t)) for t in tunnels[10:41]]
+        await _until(lambda: clock.sleeping == 31, "31 calls waiting for the limiter")
+        clock.advance(0.5)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert len(arrivals.times) == 10  # no cancelled call sent anything
+
+        started = clock.elapsed
+        after = asyncio.create_task(psk.generate(ACCOUNT, tunnels[41]))
+        await _until(lambda: clock.sleeping == 1 or after.done(), "the next call")
+        wait = clock.sleeps[-1] if clock.sleeping else 0.0
+        assert wait <= 1.0, f"the next call waits {wait:g}s after 31 cancelled calls"
+        clock.advance(1.0)
+        result = await after
+    assert result.ipsec_tunnel_id == tunnels[41]
+    assert len(arrivals.times) == 11
+    assert arrivals.times[-1] - started <= 1.0
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_gather_leaves_the_default_budget_usable(
+    mock_api: aioresponses,
+) -> None:
+    # The issue's numbers through the client: 2,000 gathered generates cancelled after 0.1 s
+    # at the default budget left the next request waiting 200 s. At most one interval now.
+    clock = ManualClock()
+    arrivals = Arrivals(clock)
+    mock_api.post(ANY_PSK_URL, callback=arrivals.handle, repeat=True)
+    interval = CLOUDFLARE_BUDGET[1] / CLOUDFLARE_BUDGET[0]
+    burst = CLOUDFLARE_BUDGET[0] - 1  # one request of headroom
+    async with MagicWAN(api_token=TOKEN, clock=clock, sleep=clock.sleep) as client:
+        psk = client.tunnels.ipsec.psk
+        batch = asyncio.gather(*(psk.generate(ACCOUNT, f"{i:032x}") for i in range(1, 2001)))
+        await _until(
+            lambda: len(arrivals.times) == burst and clock.sleeping == 2000 - burst,
+            "the burst sent and the rest waiting",
+        )
+        clock.advance(0.1)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        assert len(arrivals.times) == burst
+
+        after = asyncio.create_task(psk.generate(ACCOUNT, f"{2001:032x}"))
+        await _until(lambda: clock.sleeping == 1 or after.done(), "the next call")
+        wait = clock.sleeps[-1] if clock.sleeping else 0.0
+        assert wait <= interval, f"the next call waits {wait:g}s after a cancelled gather"
+        clock.advance(interval)
+        await after
+    assert len(arrivals.times) == burst + 1
 
 
 # --- session ownership -------------------------------------------------------------------

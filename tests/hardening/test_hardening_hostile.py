@@ -29,7 +29,14 @@ from magicwan import (
 from magicwan._envelope import parse_retry_after
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT, TUNNEL
-from tests.support.hostile import ENORMOUS_RETRY_AFTER, RAW_SCENARIOS, HostileServer
+from tests.support.hostile import (
+    ENORMOUS_RETRY_AFTER,
+    ODD_STAMPS,
+    RAW_SCENARIOS,
+    RETRY_AFTER_ONCE,
+    UNREADABLE_RATELIMIT,
+    HostileServer,
+)
 from tests.support.secrets import (
     HOSTILE_PSK,
     SECRET_EMAIL,
@@ -106,6 +113,9 @@ RAW: dict[str, type[MagicWANError]] = {
 NEVER_ENDS = ["slowloris", "never_starts"]
 #: Scenarios with a test of their own.
 SINGLES = ["ok", "success_false_2xx", "psk_metadata_bad_date"]
+#: Scenarios tested in test_hardening_rate_headers.py and test_hardening_stamps.py, which
+#: iterate over these same lists from tests.support.hostile.
+ELSEWHERE = [*UNREADABLE_RATELIMIT, *ODD_STAMPS, *RETRY_AFTER_ONCE, "rate_limited_briefly"]
 
 
 def _client(base_url: str, auth: str = "token", **kwargs: object) -> MagicWAN:
@@ -335,7 +345,7 @@ async def test_the_witness_would_see_a_followed_redirect(hostile: HostileServer)
 
 async def test_every_hostile_scenario_is_exercised(hostile: HostileServer) -> None:
     """The tables above come from the server's own lists: a new misbehaviour needs a test."""
-    tables = [UNEXPECTED, list(API_ERRORS), list(RETRY_AFTER), NEVER_ENDS, SINGLES]
+    tables = [UNEXPECTED, list(API_ERRORS), list(RETRY_AFTER), NEVER_ENDS, SINGLES, ELSEWHERE]
     covered = [scenario for table in tables for scenario in table]
     assert sorted(covered) == hostile.scenarios  # each exactly once
     assert sorted(RAW) == RAW_SCENARIOS

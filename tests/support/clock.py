@@ -10,6 +10,11 @@ of these instead of ``time.monotonic`` and ``asyncio.sleep``:
     tasks (mocked HTTP included) reach their next sleep and see time pass as they would for
     real. ``sleeps`` records every delay asked for.
 
+``ManualClock``
+    Virtual time that moves *only* when the test calls :meth:`~ManualClock.advance`, which wakes
+    the sleepers due by then. For tests that act while sleepers wait (cancel them, count them):
+    a ``FakeClock`` would jump ahead on its own once they all sleep.
+
 ``ScaledClock``
     Real time running ``factor`` times faster: a client's backoff and ``Retry-After``
     cooldowns then cost a fraction of a real second while its requests, sockets and the
@@ -25,7 +30,7 @@ import asyncio
 import heapq
 import time
 
-__all__ = ["SETTLE_TURNS", "FakeClock", "ScaledClock"]
+__all__ = ["SETTLE_TURNS", "FakeClock", "ManualClock", "ScaledClock"]
 
 #: How many event-loop turns a :class:`FakeClock` lets pass before it jumps ahead: enough for
 #: every runnable task (mocked HTTP included) to reach its next sleep.
@@ -82,6 +87,54 @@ class FakeClock:
             self.now = max(self.now, when)
             if not fut.done():
                 fut.set_result(None)
+
+
+class ManualClock:
+    """A virtual monotonic clock that moves only by :meth:`advance` (never on its own)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.start = start
+        self.now = start
+        #: Every delay passed to :meth:`sleep`, in call order (zero and negative ones too).
+        self.sleeps: list[float] = []
+        self._queue: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def clock(self) -> float:
+        return self.now
+
+    @property
+    def elapsed(self) -> float:
+        """Virtual seconds since the clock was made."""
+        return self.now - self.start
+
+    @property
+    def sleeping(self) -> int:
+        """How many sleepers are waiting (neither woken nor cancelled)."""
+        return sum(1 for _, _, fut in self._queue if not fut.done())
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward and wake every sleeper due by then (at its next turn)."""
+        if seconds < 0:
+            raise ValueError("a monotonic clock never goes back")
+        self.now += seconds
+        while self._queue and self._queue[0][0] <= self.now:
+            _, _, fut = heapq.heappop(self._queue)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + delay, self._seq, fut))
+        await fut
 
 
 class ScaledClock:

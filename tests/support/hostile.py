@@ -7,6 +7,12 @@ can carries the secrets of :mod:`tests.support.secrets`, so a client that echoes
 
 ``async with hostile_server() as server:`` runs all three; ``server.scenarios`` lists the
 misbehaviours and ``RAW_SCENARIOS`` the raw ones, so tests can check that each one is covered.
+
+Some scenarios answer *well* apart from one detail, and answer for the tunnel in the path with
+its own PSK (:func:`hostile_psk`), so a whole rotation can run against them:
+``UNREADABLE_RATELIMIT`` (rate-limit headers that cannot be parsed), ``ODD_STAMPS`` (a
+``last_generated_on`` in an odd form), ``RETRY_AFTER_ONCE`` (a far-future 429 first, then
+valid answers).
 """
 
 from __future__ import annotations
@@ -26,9 +32,15 @@ from tests.support.secrets import HOSTILE_PSK, SECRET_KEY, SECRET_TOKEN
 
 __all__ = [
     "ENORMOUS_RETRY_AFTER",
+    "FAR_RETRY_AFTER",
+    "FAR_RETRY_AFTER_DATE",
+    "ODD_STAMPS",
     "RAW_SCENARIOS",
+    "RETRY_AFTER_ONCE",
+    "UNREADABLE_RATELIMIT",
     "HostileServer",
     "Seen",
+    "hostile_psk",
     "hostile_server",
 ]
 
@@ -36,6 +48,61 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: A ``Retry-After`` beyond any sane cap (the ``retry_after_enormous`` scenario sends it).
 ENORMOUS_RETRY_AFTER = "99999999999999999999999"
+#: Far-future ``Retry-After`` values a broken server sends (issue 10 §11): 31 years in
+#: seconds, and the last date HTTP can write.
+FAR_RETRY_AFTER = "999999999"
+FAR_RETRY_AFTER_DATE = "Fri, 31 Dec 9999 23:59:59 GMT"
+
+_HUGE = "9" * 400  # a number no float holds: float() makes it inf, int(inf) raises
+
+#: Scenarios answering a valid PSK (the tunnel's own, see :func:`hostile_psk`) with
+#: rate-limit headers that cannot be read (issue 10 §3): scenario -> the headers.
+UNREADABLE_RATELIMIT: dict[str, dict[str, str]] = {
+    "ratelimit_policy_zero_window": {
+        "Ratelimit": '"default";r=50;t=30',
+        "Ratelimit-Policy": '"default";q=1200;w=0',
+    },
+    "ratelimit_huge_numbers": {
+        "Ratelimit": f'"default";r={_HUGE};t={_HUGE}',
+        "Ratelimit-Policy": f'"default";q={_HUGE};w={_HUGE}',
+    },
+    "ratelimit_huge_policy": {
+        "Ratelimit": '"default";r=50;t=30',
+        "Ratelimit-Policy": f'"default";q={_HUGE};w=300',
+    },
+    "ratelimit_junk": {
+        "Ratelimit": 'r=;t=soon,, "default";r=-1;t=x; r = ; ;;',
+        "Ratelimit-Policy": 'q=w=;"default";q=1e3;w=.',
+    },
+}
+
+#: Scenarios answering a valid PSK whose ``last_generated_on`` is in an odd form (issue 10
+#: §4): scenario -> the stamp as sent. Only the first is RFC 3339 (lowercase ``t``/``z``).
+ODD_STAMPS: dict[str, object] = {
+    "stamp_lowercase": "2024-01-01t00:00:00.123456z",
+    "stamp_go_string": "2024-01-01 00:00:00.123456789 +0000 UTC",
+    "stamp_epoch_number": 1704067200,
+    "stamp_epoch_string": "1704067200",
+}
+
+#: Scenarios answering their first request with a 429 and this ``Retry-After``, and every
+#: later one with a valid PSK (issue 10 §11): scenario -> Retry-After.
+RETRY_AFTER_ONCE: dict[str, str] = {
+    "rate_limited_once_seconds": FAR_RETRY_AFTER,
+    "rate_limited_once_date": FAR_RETRY_AFTER_DATE,
+}
+
+
+def hostile_psk(tunnel_id: str) -> str:
+    """The PSK the per-tunnel scenarios give ``tunnel_id``: ``HOSTILE_PSK`` plus the id's head,
+    so each tunnel's differs and every leak check for ``HOSTILE_PSK`` still catches it."""
+    return HOSTILE_PSK + tunnel_id[:8]
+
+
+def _tunnel_of(request: web.Request) -> str:
+    # /{scenario}/client/v4/accounts/{account}/magic/ipsec_tunnels/{tunnel}/psk_generate
+    parts = request.path.split("/")
+    return parts[8] if len(parts) > 8 else TUNNEL
 
 
 @attrs.define
@@ -195,6 +262,41 @@ def _scenarios(
         "slowloris": _slowloris,
         "never_starts": _never_starts,
     }
+
+    def per_tunnel(headers: dict[str, str], **over: Any) -> _Handler:
+        # A valid answer for the tunnel in the path, so a rotation over many tunnels works.
+        async def handler(request: web.Request) -> web.StreamResponse:
+            await request.read()
+            tunnel = _tunnel_of(request)
+            result = _psk_result(ipsec_tunnel_id=tunnel, psk=hostile_psk(tunnel), **over)
+            return web.Response(
+                body=_envelope(result), content_type="application/json", headers=headers
+            )
+
+        return handler
+
+    def once_429(retry_after: str) -> _Handler:
+        answer_ok = per_tunnel({})
+        hits = 0
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            nonlocal hits
+            hits += 1
+            if hits > 1:
+                return await answer_ok(request)
+            await request.read()
+            return _error(429, 971, **{"Retry-After": retry_after})
+
+        return handler
+
+    for name, headers in UNREADABLE_RATELIMIT.items():
+        table[name] = per_tunnel(headers)
+    for name, stamp in ODD_STAMPS.items():
+        table[name] = per_tunnel({}, psk_metadata={"last_generated_on": stamp})
+    for name, retry_after in RETRY_AFTER_ONCE.items():
+        table[name] = once_429(retry_after)
+    # A 429 that is always worth a retry (Retry-After: 1): how often is it retried?
+    table["rate_limited_briefly"] = fixed(lambda: _error(429, 971, **{"Retry-After": "1"}))
     for status in (400, 401, 403, 404, 405, 409, 422, 429, 500, 502, 503, 520):
         table[f"error_{status}"] = fixed(lambda status=status: _error(status))  # type: ignore[misc]
     for status in (301, 302, 303, 307, 308):

@@ -111,7 +111,7 @@ class RateLimitInfo:
     window: float | None = None
 
 
-_SF_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)(?![0-9.])")
+_SF_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)(?![0-9.eE])")
 #: Numbers above this in a rate-limit header are not believed (and never overflow).
 _MAX_HEADER_NUMBER = 1e12
 
@@ -158,8 +158,9 @@ def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
 
 
 def _log_ignored(name: str, value: str) -> None:
+    # Its length only: a proxy may echo anything into a header, a secret included.
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("ignoring a %s header that cannot be parsed: %r", name, value[:100])
+        logger.debug("ignoring a %s header that cannot be parsed (%d characters)", name, len(value))
 
 
 def _details(raw: object, secrets: Collection[str]) -> list[ErrorDetail]:

@@ -26,7 +26,7 @@ from magicwan._validation import (
     normalize_base_url,
 )
 from magicwan.errors import InvalidInputError
-from magicwan.ratelimit import Clock, RateLimiter, Sleep
+from magicwan.ratelimit import MAX_COOLDOWN, Clock, RateLimiter, Sleep
 from magicwan.resources.tunnels import Tunnels
 
 __all__ = ["DEFAULT_BASE_URL", "MagicWAN"]
@@ -163,6 +163,8 @@ class MagicWAN:
             limits[1] if limits else 300.0,
             clock=clock_fn,
             sleep=sleep_fn,
+            # A Retry-After the client agrees to wait out is never cut short.
+            max_cooldown=max(MAX_COOLDOWN, max_retry_after_s),
         )
         http = HTTPAdapter(
             host=urlsplit(self.base_url).hostname or "?",

@@ -15,6 +15,7 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from magicwan import DEFAULT_BASE_URL, InvalidInputError, MagicWAN, MagicWANError
+from magicwan.ratelimit import MAX_COOLDOWN
 from tests.support.constants import ACCOUNT, BASE, EMAIL, KEY, PSK, PSK_URL, TOKEN, TUNNEL
 from tests.support.samples import envelope
 
@@ -305,3 +306,12 @@ def test_defaults() -> None:
 def test_errors_are_magicwan_errors() -> None:
     with pytest.raises(MagicWANError):
         MagicWAN()
+
+
+def test_a_retry_after_the_client_agrees_to_wait_is_never_cut_short() -> None:
+    # The client-side cooldown is capped at MAX_COOLDOWN, but never below max_retry_after:
+    # a 429 the client waits out is waited out in full.
+    assert MagicWAN(api_token=TOKEN).rate_limiter.max_cooldown == MAX_COOLDOWN
+    client = MagicWAN(api_token=TOKEN, max_retry_after=900)
+    assert client.rate_limiter.max_cooldown == 900
+    assert client.rate_limiter.pause(600) == 600

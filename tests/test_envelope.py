@@ -384,6 +384,7 @@ HUGE = "9" * 400  # float() makes it inf, and int(inf) raises OverflowError
         ({"Ratelimit": '"default";r=-1;t=30'}, None),
         ({"Ratelimit": "r=;t=soon,, ;;"}, None),
         ({"Ratelimit": '"default";r=1.5.5;t=30'}, None),
+        ({"Ratelimit": '"default";r=1e999;t=30'}, None),  # not "r=1"
     ],
 )
 def test_parse_ratelimit_ignores_a_malformed_header_and_says_so(
@@ -394,6 +395,15 @@ def test_parse_ratelimit_ignores_a_malformed_header_and_says_so(
     caplog.set_level(logging.DEBUG, logger="magicwan")
     assert parse_ratelimit(headers) == expected
     assert "cannot be parsed" in caplog.text
+
+
+def test_an_ignored_header_is_logged_by_its_length_only(caplog: pytest.LogCaptureFixture) -> None:
+    # A proxy may echo anything into a header: the log never repeats it.
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    secret = "Bearer tok-SECRET-0123456789abcdef"
+    assert parse_ratelimit({"Ratelimit": secret}) is None
+    assert "cannot be parsed (34 characters)" in caplog.text
+    assert "SECRET" not in caplog.text
 
 
 # --- excerpt and redact --------------------------------------------------------

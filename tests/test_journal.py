@@ -32,6 +32,7 @@ from magicwan.journal import (
     rotated,
 )
 from tests.support.constants import ACCOUNT, PSK
+from tests.support.disk import DurableBytes
 
 A = "c4a7362d577a6c3019a474fd6f485823"
 B = "0123456789abcdef0123456789abcdef"
@@ -284,25 +285,16 @@ async def test_sync_makes_every_line_written_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "j.jsonl"
-    durable = [0]
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        info = os.fstat(fd)
-        real_fsync(fd)
-        if stat.S_ISREG(info.st_mode):  # not the directory's fsync (its size is no offset)
-            durable[0] = max(durable[0], info.st_size)
-
-    monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
+    durable = DurableBytes(monkeypatch)
     journal = Journal(path)
     journal.open()
     journal.append(Intent(account_id=ACCOUNT, tunnel_id=A))
     seq = journal.append(rotated(ACCOUNT, _result(), attempts=1, uncertain=False))
     await journal.sync(seq)
-    assert durable[0] == path.stat().st_size
+    assert durable.bytes == path.stat().st_size
     journal.append(Intent(account_id=ACCOUNT, tunnel_id=B))
     await journal.aclose()  # syncs what is left
-    assert durable[0] == path.stat().st_size
+    assert durable.bytes == path.stat().st_size
 
 
 # --- reading a journal back ----------------------------------------------------------------

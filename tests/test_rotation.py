@@ -41,11 +41,12 @@ from magicwan import (
     new_psk,
     read_journal,
 )
-from magicwan.journal import Journal, JournalEvent, Rotated, iter_events
+from magicwan.journal import JournalEvent, Rotated, iter_events
 from magicwan.models.psk import AppliedPSK
 from magicwan.rotation import MAX_VERIFY_ROUNDS, Rotation, compare_stamps, rotate
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT
+from tests.support.disk import DurableBytes, fail_journal_writes
 
 A = "c4a7362d577a6c3019a474fd6f485823"
 B = "0123456789abcdef0123456789abcdef"
@@ -413,29 +414,6 @@ async def test_an_unknown_outcome_failure_says_so(api: FakeAPI) -> None:
 # --- the journal failing -----------------------------------------------------------------
 
 
-def fail_appends(
-    monkeypatch: pytest.MonkeyPatch, when: Callable[[JournalEvent], bool], errno: int = 28
-) -> None:
-    """Make Journal.append hit a real OSError (ENOSPC by default) for chosen events."""
-    original = Journal.append
-    real_write = os.write
-
-    def append(self: Journal, event: JournalEvent) -> int:
-        if when(event):
-
-            def full(fd: int, data: bytes) -> int:
-                raise OSError(errno, os.strerror(errno))
-
-            monkeypatch.setattr("magicwan.journal.os.write", full)
-            try:
-                return original(self, event)
-            finally:
-                monkeypatch.setattr("magicwan.journal.os.write", real_write)
-        return original(self, event)
-
-    monkeypatch.setattr(Journal, "append", append)
-
-
 async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stops(
     api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -448,7 +426,7 @@ async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stop
             return written["rotated"] >= 3
         return False
 
-    fail_appends(monkeypatch, third_rotated)
+    fail_journal_writes(monkeypatch, third_rotated)
     rotation = api.rotate(IDS, journal=journal, concurrency=1)
     got: list[Any] = []
     with pytest.raises(JournalError, match=r"1 tunnel\(s\) hold PSKs that are not in the journal"):
@@ -471,7 +449,7 @@ async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stop
 async def test_an_intent_that_cannot_be_written_sends_nothing(
     api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fail_appends(monkeypatch, lambda e: True, errno=27)  # EFBIG: every write fails
+    fail_journal_writes(monkeypatch, lambda e: True, errno=27)  # EFBIG: every write fails
     rotation = api.rotate(IDS[:10], journal=tmp_path / "j", concurrency=4)
     got: list[Any] = []
     with pytest.raises(JournalError, match="every PSK made is in the journal"):
@@ -515,19 +493,11 @@ async def test_set_journals_every_psk_durably_before_sending(
     api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = tmp_path / "j"
-    durable = [0]
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        size = os.fstat(fd).st_size
-        real_fsync(fd)
-        durable[0] = max(durable[0], size)
-
-    monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
+    durable = DurableBytes(monkeypatch)
     original = api.set_psks
 
     async def checked(account: str, psks: Mapping[str, str], validate_only: bool) -> Any:
-        on_disk = journal.read_bytes()[: durable[0]].decode()
+        on_disk = durable.text(journal)
         for psk in psks.values():
             assert psk in on_disk  # written AND fsynced before the request leaves
         return await original(account, psks, validate_only)

@@ -9,10 +9,8 @@ is ever needed.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +18,9 @@ import pytest
 from magicwan import NotAppliedError, OutcomeState, RotationFailure, read_journal
 from magicwan.emulator import Emulator, EmulatorState, FaultKind, Faults
 from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.children import start_rotation_child, wait_for_child
 
 pytestmark = pytest.mark.asyncio
-
-ROOT = Path(__file__).resolve().parents[2]
-CHILD = "tests.integration._rotate_child"
 
 
 def _set_psks(emu: Emulator, tunnel_id: str) -> list[str]:
@@ -108,36 +104,21 @@ FAULTS = Faults(
 
 
 def _start_child(emu: Emulator, journal: Path, ids_file: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "MAGICWAN_BASE_URL": emu.base_url,
-        "MAGICWAN_ACCOUNT_ID": emu.account_id,
-        "CLOUDFLARE_API_TOKEN": emu.api_token,
-        "MAGICWAN_TEST_FAST": "20",
-        "MAGICWAN_TEST_METHOD": "set",
-        "MAGICWAN_TEST_BATCH": "20",
-    }
-    for name in ("CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY", "CLOUDFLARE_BASE_URL"):
-        env.pop(name, None)
     with journal.with_suffix(".child.log").open("ab") as out:
-        return subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-            [sys.executable, "-m", CHILD, str(journal), str(ids_file)],
-            cwd=ROOT,
+        return start_rotation_child(
+            emu,
+            journal,
+            ids_file,
             stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
+            env={
+                "MAGICWAN_TEST_FAST": "20",
+                "MAGICWAN_TEST_METHOD": "set",
+                "MAGICWAN_TEST_BATCH": "20",
+            },
         )
 
 
-async def _wait(child: subprocess.Popen[bytes], timeout: float) -> int:
-    for _ in range(int(timeout / 0.01)):
-        code = child.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.01)
-    child.kill()
-    child.wait()
-    raise AssertionError("the child did not finish in time")
+_wait = wait_for_child
 
 
 async def _idle(tracker: Tracker, delay: float) -> None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,12 +20,10 @@ import pytest
 from magicwan import read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults
 from tests.integration.integration_support import Tracker, serve
+from tests.support.children import start_rotation_child, wait_for_child
 
 pytestmark = pytest.mark.asyncio
 
-#: The child runs as a module from the repository root, so it can import ``tests.support``.
-ROOT = Path(__file__).resolve().parents[2]
-CHILD = "tests.integration._rotate_child"
 TUNNELS = 300
 FAULTS = Faults(
     latency=0.01,
@@ -39,38 +35,13 @@ FAULTS = Faults(
 
 
 def _start_child(emu: Emulator, journal: Path, ids_file: Path) -> subprocess.Popen[bytes]:
-    """Start the child. Plain Popen, polled: asyncio's child watcher sometimes loses a
-    SIGKILLed child's status (it reports returncode 255, "Unknown child process")."""
-    env = {
-        **os.environ,
-        "MAGICWAN_BASE_URL": emu.base_url,
-        "MAGICWAN_ACCOUNT_ID": emu.account_id,
-        "CLOUDFLARE_API_TOKEN": emu.api_token,
-        "MAGICWAN_TEST_FAST": "20",
-    }
-    for name in ("CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY", "CLOUDFLARE_BASE_URL"):
-        env.pop(name, None)
-    log = journal.with_suffix(".child.log")
-    with log.open("ab") as out:
-        return subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-            [sys.executable, "-m", CHILD, str(journal), str(ids_file)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
+    with journal.with_suffix(".child.log").open("ab") as out:
+        return start_rotation_child(
+            emu, journal, ids_file, stdout=out, env={"MAGICWAN_TEST_FAST": "20"}
         )
 
 
-async def _wait(child: subprocess.Popen[bytes], timeout: float) -> int:
-    """Wait for the child without blocking the loop (the emulator serves it)."""
-    for _ in range(int(timeout / 0.01)):
-        code = child.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.01)
-    child.kill()
-    child.wait()
-    raise AssertionError("the child did not finish in time")
+_wait = wait_for_child
 
 
 def _rotated_lines(journal: Path) -> int:

@@ -21,7 +21,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,10 +33,10 @@ from aiohttp import web
 from magicwan import JournalError, MagicWAN, read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults, run
 from tests.integration.integration_support import make_client
+from tests.support.children import start_rotation_child
 
 pytestmark = pytest.mark.asyncio
 
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = "tests.integration._journal_child"
 HEADER = b'{"event":"journal","version":2}\n'
 
@@ -116,22 +115,9 @@ async def test_a_second_rotation_on_the_same_journal_is_refused_on_enter(
 def _start_child(
     emu: Emulator, token: str, journal: Path, ids_file: Path, out: Path, **extra: str
 ) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "MAGICWAN_BASE_URL": emu.base_url,
-        "MAGICWAN_ACCOUNT_ID": emu.account_id,
-        "CLOUDFLARE_API_TOKEN": token,
-        **extra,
-    }
-    for name in ("CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY", "CLOUDFLARE_BASE_URL"):
-        env.pop(name, None)
     with out.open("wb") as fh:
-        return subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", CHILD, str(journal), str(ids_file)],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
+        return start_rotation_child(
+            emu, journal, ids_file, stdout=fh, token=token, module=CHILD, env=extra
         )
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,14 +30,13 @@ from magicwan import (
     read_journal,
 )
 from magicwan.emulator import Emulator, EmulatorState, Faults
-from magicwan.journal import Journal, JournalEvent, Rotated
+from magicwan.journal import Rotated
 from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.children import start_rotation_child, wait_for_child
+from tests.support.disk import fail_journal_writes
 from tests.support.probes import journal_lines
 
 pytestmark = pytest.mark.asyncio
-
-ROOT = Path(__file__).resolve().parents[2]
-CHILD = "tests.integration._rotate_child"
 
 
 def _edge_psk(emu: Emulator, tunnel_id: str) -> str | None:
@@ -96,36 +93,18 @@ def _start_child(emu: Emulator, tmp_path: Path, **env_extra: str) -> subprocess.
     the child applies to files, not pipes), its log in ``child.log``."""
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(emu.tunnel_ids) + "\n")
-    env = {
-        **os.environ,
-        "MAGICWAN_BASE_URL": emu.base_url,
-        "MAGICWAN_ACCOUNT_ID": emu.account_id,
-        "CLOUDFLARE_API_TOKEN": emu.api_token,
-        "MAGICWAN_TEST_FAST": "20",
-        "MAGICWAN_TEST_OUTCOMES": "-",
-        **env_extra,
-    }
-    for name in ("CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY", "CLOUDFLARE_BASE_URL"):
-        env.pop(name, None)
     with (tmp_path / "child.log").open("ab") as log:
-        return subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-            [sys.executable, "-m", CHILD, str(tmp_path / "j.jsonl"), str(ids_file)],
-            cwd=ROOT,
+        return start_rotation_child(
+            emu,
+            tmp_path / "j.jsonl",
+            ids_file,
             stdout=subprocess.PIPE,
             stderr=log,
-            env=env,
+            env={"MAGICWAN_TEST_FAST": "20", "MAGICWAN_TEST_OUTCOMES": "-", **env_extra},
         )
 
 
-async def _wait(child: subprocess.Popen[bytes], timeout: float = 60) -> int:
-    for _ in range(int(timeout / 0.01)):
-        code = child.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.01)
-    child.kill()
-    child.wait()
-    raise AssertionError("the child did not finish in time")
+_wait = wait_for_child
 
 
 @pytest.mark.parametrize("method", ["generate", "set"])
@@ -173,23 +152,7 @@ async def test_rotated_lines_failing_with_enospc_stop_the_run_and_hand_every_psk
 ) -> None:
     # Only the "rotated" lines fail (ENOSPC): the first release kept going, 40 of 40 tunnels
     # got a live PSK that was neither journalled nor handed over.
-    original = Journal.append
-    real_write = os.write
-
-    def append(self: Journal, event: JournalEvent) -> int:
-        if isinstance(event, Rotated):
-
-            def full(fd: int, data: bytes) -> int:
-                raise OSError(28, os.strerror(28))
-
-            monkeypatch.setattr("magicwan.journal.os.write", full)
-            try:
-                return original(self, event)
-            finally:
-                monkeypatch.setattr("magicwan.journal.os.write", real_write)
-        return original(self, event)
-
-    monkeypatch.setattr(Journal, "append", append)
+    fail_journal_writes(monkeypatch, lambda event: isinstance(event, Rotated))
     got: list[Any] = []
 
     async def consume(rotation: Any) -> None:

@@ -14,6 +14,7 @@ from magicwan import NotFoundError, RotationOutcome, read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults
 from magicwan.emulator.faults import FaultKind
 from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.disk import DurableBytes
 from tests.support.probes import journal_lines, magicwan_tasks
 
 pytestmark = pytest.mark.asyncio
@@ -404,16 +405,7 @@ async def test_every_psk_is_on_disk_before_its_outcome_is_handed_over(
     emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = tmp_path / "j.jsonl"
-    durable = [0]  # bytes of the journal covered by the last completed fsync
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        info = os.fstat(fd)
-        real_fsync(fd)
-        if stat.S_ISREG(info.st_mode):  # not the directory's fsync (its size is no offset)
-            durable[0] = max(durable[0], info.st_size)
-
-    monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
+    durable = DurableBytes(monkeypatch)  # what the last completed fsync covered
     handed = 0
     async with make_client(emu) as client:
         rotate = client.tunnels.ipsec.psk.rotate
@@ -421,7 +413,7 @@ async def test_every_psk_is_on_disk_before_its_outcome_is_handed_over(
             assert outcome.ok
             assert outcome.result is not None
             assert outcome.result.psk is not None
-            on_disk = journal.read_bytes()[: durable[0]].decode()
+            on_disk = durable.text(journal)
             assert outcome.result.psk in on_disk, outcome.tunnel_id
             handed += 1
     assert handed == len(emu.tunnel_ids)

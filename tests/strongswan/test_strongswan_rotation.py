@@ -13,8 +13,6 @@ on the same journal delivers them without generating anything.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from magicwan.rotation import (
     RotationOutcome,
     RotationSuccess,
 )
+from tests.support.disk import DurableBytes
 from tests.support.strongswan import EmulatedLab, IKELabError, emulated_lab, require_strongswan
 
 #: Tunnels, each its own IKE connection on both daemons (issue 12: at least 20).
@@ -309,16 +308,7 @@ async def test_a_delivered_line_is_on_disk_when_its_outcome_is_handed_over(
     by the rerun: with ``reauth=True`` one more outage of its IKE SA. The journal's promise
     (lines it must not lose are fsynced before anything is handed over) should cover it."""
     require_strongswan()
-    durable = {"bytes": 0}  # how much of the journal file the last fsync covered
-    fsync = os.fsync
-
-    def tracking_fsync(fd: int) -> None:
-        size = os.fstat(fd).st_size
-        fsync(fd)
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            durable["bytes"] = max(durable["bytes"], size)
-
-    monkeypatch.setattr(os, "fsync", tracking_fsync)
+    durable = DurableBytes(monkeypatch)  # how much of the journal the last fsync covered
     async with emulated_lab(3, keep_logs=tmp_path / "charon") as world:
         journal = tmp_path / "rotation.jsonl"
         rotation = world.client.tunnels.ipsec.psk.rotate(
@@ -339,4 +329,4 @@ async def test_a_delivered_line_is_on_disk_when_its_outcome_is_handed_over(
                     if event["event"] == "delivered" and event["tunnel_id"] == outcome.tunnel_id:
                         ends.append(end)
                 assert ends, "no delivered line for a delivered tunnel"
-                assert ends[-1] <= durable["bytes"], "its delivered line is not on disk yet"
+                assert ends[-1] <= durable.bytes, "its delivered line is not on disk yet"

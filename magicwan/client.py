@@ -26,7 +26,7 @@ from magicwan._validation import (
     normalize_base_url,
 )
 from magicwan.errors import InvalidInputError
-from magicwan.ratelimit import MAX_COOLDOWN, Clock, RateLimiter, Sleep
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN, Clock, RateLimiter, Sleep
 from magicwan.resources.tunnels import Tunnels
 
 __all__ = ["DEFAULT_BASE_URL", "MagicWAN"]
@@ -118,7 +118,7 @@ class MagicWAN:
         max_retries: int = 2,
         retry_unknown_outcome: bool = True,
         max_retry_after: float = 60.0,
-        rate_limit: tuple[int, float] | None = (1200, 300.0),
+        rate_limit: tuple[int, float] | None = CLOUDFLARE_BUDGET,
         connection_limit: int = 100,
         session: aiohttp.ClientSession | None = None,
         verify: bool | str | ssl.SSLContext = True,

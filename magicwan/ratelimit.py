@@ -89,8 +89,8 @@ class RateLimiter:
 
     def __init__(
         self,
-        limit: int | None = 1200,
-        period: float = 300.0,
+        limit: int | None = CLOUDFLARE_BUDGET[0],
+        period: float = CLOUDFLARE_BUDGET[1],
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,

@@ -13,6 +13,8 @@ import pytest
 from aiohttp import ClientResponse
 from aioresponses import aioresponses as _aioresponses
 
+from magicwan import _env
+
 if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
     # aioresponses 0.7.9 predates aiohttp 3.14, whose ClientResponse needs a
     # stream_writer (pnuckowski/aioresponses#289). Give it an inert one.
@@ -33,14 +35,8 @@ def mock_api() -> Iterator[_aioresponses]:
 
 @pytest.fixture(autouse=True)
 def _clean_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "CLOUDFLARE_API_TOKEN",
-        "CLOUDFLARE_API_KEY",
-        "CLOUDFLARE_EMAIL",
-        "CLOUDFLARE_BASE_URL",
-        "CLOUDFLARE_ACCOUNT_ID",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    for name in _env.__all__:  # every variable magicwan reads, from the one list
+        monkeypatch.delenv(getattr(_env, name), raising=False)
 
 
 @pytest.fixture

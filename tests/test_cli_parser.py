@@ -45,6 +45,8 @@ def test_the_command_tree() -> None:
         ("psk", "generate"),
         ("psk", "set"),
         ("psk", "rotate"),
+        ("tunnels",),
+        ("tunnels", "list"),
         ("demo",),
     }
 
@@ -100,6 +102,7 @@ async def test_rotate_help_says_what_validate_only_costs_and_the_defaults() -> N
             ["psk", "rotate", "--all", "--journal-d=x"],
             "--journal-d=... (did you mean --journal-dir?)",
         ),
+        (["tunnels", "list", "--jsn"], "--jsn (did you mean --json?)"),
     ],
 )
 async def test_no_abbreviations_and_a_suggestion_in_the_commands_usage(
@@ -123,9 +126,9 @@ async def test_a_value_after_an_unknown_option_is_not_echoed() -> None:
 
 @pytest.mark.asyncio
 async def test_options_before_the_command_are_pointed_after_it() -> None:
-    result = await magicwan("--json", "psk", "rotate")
+    result = await magicwan("--json", "tunnels", "list")
     assert result.code == 2
-    assert "options go after the command: magicwan psk rotate ... --json" in result.err
+    assert "options go after the command: magicwan tunnels list ... --json" in result.err
 
 
 def test_options_anywhere_among_the_positionals() -> None:
@@ -202,7 +205,7 @@ def test_python_m_magicwan_help() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    for command in ("psk", "demo"):
+    for command in ("psk", "tunnels", "demo"):
         assert f"    {command} " in done.stdout
     assert "CLOUDFLARE_API_TOKEN" in done.stdout
 

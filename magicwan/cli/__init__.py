@@ -4,6 +4,7 @@
     magicwan psk set [ACCOUNT] TUNNEL --journal FILE [--psk-stdin] [--show-psk]
     magicwan psk rotate [ACCOUNT] [TUNNEL ...] (--all | --name GLOB | --from-file F)
                         (--journal FILE [--resume] | --journal-dir DIR) [options]
+    magicwan tunnels list [ACCOUNT] [--type all|ipsec|gre] [--json]
     magicwan demo [--tunnels N] [--faults]
 
 Credentials come only from the environment, never from flags. Results go to stdout (JSON
@@ -15,7 +16,7 @@ Modules: ``app`` (the command tree, entry points, signals), ``parser`` (argparse
 value types, shared options), ``console`` (streams, escaping, colours, progress, logging),
 ``report`` (JSON lines, failure groups, hints, the tally), ``runner`` (drives a rotation),
 ``common`` (client, account, ids, journals), ``status`` (exit statuses), and one module per
-command group: ``psk``, ``demo``.
+command group: ``psk``, ``tunnels``, ``demo``.
 """
 
 from magicwan.cli.app import COMMANDS, amain, build_parser, console_main, main

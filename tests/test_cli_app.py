@@ -1,6 +1,6 @@
 """The command line as a process (``magicwan.cli.app``): every exit status from a real
 ``python -m magicwan``, SIGTERM and SIGINT handled like Ctrl-C, the progress bar on a real
-terminal (a pty)."""
+terminal (a pty), and ``journal export`` refusing one."""
 
 from __future__ import annotations
 
@@ -287,3 +287,25 @@ async def test_a_terminal_gets_a_redrawn_bar_and_stdout_stays_clean_json(
     assert "summary: 6 tunnels" in text
     lines = json_lines(out.decode())
     assert [line["event"] for line in lines] == ["tunnel"] * TUNNELS + ["summary"]
+
+
+@pytest.mark.asyncio
+async def test_journal_export_refuses_a_terminal_unless_forced(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, _ = env
+    journal = tmp_path / "j.jsonl"
+    assert (await magicwan("psk", "rotate", "--all", "--journal", str(journal))).code == 0
+    psk = emu.state.current_psk(emu.account_id, emu.tunnel_ids[0])
+    assert psk is not None
+
+    code, shown, err = await _on_a_pty(emu, "journal", "export", str(journal), stream="stdout")
+    assert code == 2
+    assert psk.encode() not in shown
+    assert b"refusing to write PSKs to a terminal" in err
+
+    code, shown, err = await _on_a_pty(
+        emu, "journal", "export", str(journal), "--force", stream="stdout"
+    )
+    assert code == 0, err
+    assert psk.encode() in shown

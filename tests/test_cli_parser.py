@@ -47,6 +47,9 @@ def test_the_command_tree() -> None:
         ("psk", "rotate"),
         ("tunnels",),
         ("tunnels", "list"),
+        ("journal",),
+        ("journal", "show"),
+        ("journal", "export"),
         ("demo",),
     }
 
@@ -103,6 +106,7 @@ async def test_rotate_help_says_what_validate_only_costs_and_the_defaults() -> N
             "--journal-d=... (did you mean --journal-dir?)",
         ),
         (["tunnels", "list", "--jsn"], "--jsn (did you mean --json?)"),
+        (["journal", "export", "f", "--froce"], "--froce (did you mean --force?)"),
     ],
 )
 async def test_no_abbreviations_and_a_suggestion_in_the_commands_usage(
@@ -205,7 +209,7 @@ def test_python_m_magicwan_help() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    for command in ("psk", "tunnels", "demo"):
+    for command in ("psk", "tunnels", "journal", "demo"):
         assert f"    {command} " in done.stdout
     assert "CLOUDFLARE_API_TOKEN" in done.stdout
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from magicwan._version import __version__
-from magicwan.cli import demo, psk, tunnels
+from magicwan.cli import demo, journal, psk, tunnels
 from magicwan.cli.common import CLIError
 from magicwan.cli.console import Console, colour_wanted, logging_to
 from magicwan.cli.parser import Handler, Parser, top_level_epilog, wrap
@@ -25,7 +25,7 @@ from magicwan.cli.status import ExitStatus
 __all__ = ["COMMANDS", "amain", "build_parser", "console_main", "main"]
 
 #: The command modules, in the order ``magicwan --help`` lists them.
-COMMANDS = (psk, tunnels, demo)
+COMMANDS = (psk, tunnels, journal, demo)
 
 
 def build_parser() -> Parser:

@@ -204,6 +204,7 @@ async def _cli(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s
         (["psk", "rotate", account, *tunnels, *lines, "--resume", "--json", *settle], {0, 1}),
         (["psk", "generate", account, "f" * 32, *at], {1}),
         (["psk", "generate", account, "bad/id", *at], {2}),
+        (["journal", "show", str(journal), "--json"], {0}),
     ]
     emu.set_faults(Faults(server_error=0.2, reset_after_store=0.2), seed=5)
     for argv, statuses in commands:

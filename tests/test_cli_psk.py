@@ -1244,3 +1244,55 @@ async def test_cancelling_prints_the_summary_so_far_and_the_resume_command(
     resumed = await magicwan("psk", "rotate", "--all", "--journal", str(journal), "--resume")
     assert resumed.code == 0, resumed.err
     assert journalled(journal, emu.account_id) == {t: current(emu, t) for t in emu.tunnel_ids}
+
+
+@pytest.mark.asyncio
+async def test_an_interrupted_generate_says_the_tunnel_may_hold_a_new_psk(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, _ = env
+    emu.set_faults(Faults(latency=5.0, latency_probability=1.0))
+    journal = tmp_path / "j.jsonl"
+    err = io.StringIO()
+    argv = ["psk", "generate", emu.tunnel_ids[0], "--journal", str(journal)]
+    task = asyncio.create_task(cli.amain(argv, stdout=io.StringIO(), stderr=err))
+    while not journal.exists() or '"intent"' not in journal.read_text():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert f"interrupted: tunnel {emu.tunnel_ids[0]} may now hold a new PSK" in err.getvalue()
+    emu.set_faults(Faults())
+
+
+@pytest.mark.asyncio
+async def test_resume_of_a_journal_that_holds_none_of_the_tunnels_rotates_them_all(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, _ = env
+    journal = str(tmp_path / "new.jsonl")
+    result = await magicwan("psk", "rotate", "--all", "--journal", journal, "--resume")
+    assert result.code == 0, result.err
+    assert "nothing to resume" in result.err
+    assert summary(result.err)["rotated"] == str(TUNNELS)
+    assert journalled(Path(journal), emu.account_id) == {t: current(emu, t) for t in emu.tunnel_ids}
+
+
+@pytest.mark.asyncio
+async def test_a_closed_stdout_stops_starting_tunnels(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, _ = env
+    emu.state.add_tunnels(count=24)
+    read, write = os.pipe()
+    os.close(read)  # the reader left (| head)
+    err = io.StringIO()
+    with os.fdopen(write, "w") as out:
+        argv = ["psk", "rotate", "--all", "--journal", str(tmp_path / "j"), "--json"]
+        code = await cli.amain([*argv, "--concurrency", "1"], stdout=out, stderr=err)
+
+    assert code == 1
+    assert "standard output was closed: no new tunnel is started" in err.getvalue()
+    assert emu.state.total_generations() < 30
+    assert int(summary(err.getvalue())["not attempted"]) > 0
+    assert "Traceback" not in err.getvalue()

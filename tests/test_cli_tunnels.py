@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
+from magicwan import cli
 from magicwan.emulator import Emulator
 from tests.support.cli import Answers, cli_emulator, json_lines, magicwan
 
@@ -109,3 +112,14 @@ async def test_a_wrong_token_or_account_exits_3_with_a_hint(
     assert wrong_token.code == 3
     assert "hint: Cloudflare did not accept the credentials" in wrong_token.err
     assert "nope" not in wrong_token.err
+
+
+@pytest.mark.asyncio
+async def test_a_closed_stdout_ends_the_listing_quietly(env: tuple[Emulator, Answers]) -> None:
+    read, write = os.pipe()
+    os.close(read)
+    err = io.StringIO()
+    with os.fdopen(write, "w") as out:
+        code = await cli.amain(["tunnels", "list"], stdout=out, stderr=err)
+    assert code == 0
+    assert err.getvalue() == ""

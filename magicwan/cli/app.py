@@ -17,7 +17,7 @@ from typing import TextIO
 from magicwan._version import __version__
 from magicwan.cli import demo, journal, psk, tunnels
 from magicwan.cli.common import CLIError
-from magicwan.cli.console import Console, colour_wanted, logging_to
+from magicwan.cli.console import Console, OutputClosed, colour_wanted, logging_to
 from magicwan.cli.parser import Handler, Parser, top_level_epilog, wrap
 from magicwan.cli.report import describe
 from magicwan.cli.status import ExitStatus
@@ -79,6 +79,8 @@ async def amain(
     with logging_to(console, getattr(args, "verbose", 0)):
         try:
             return await handler(args, console)
+        except OutputClosed:  # the reader of stdout left (| head): nothing more to say
+            return ExitStatus.OK
         except CLIError as exc:
             console.error(exc.message)
             for hint in exc.hints:

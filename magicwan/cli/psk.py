@@ -10,6 +10,7 @@ journal *before* the request that carries it is sent. PSKs reach stdout only whe
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import fnmatch
 import getpass
@@ -353,6 +354,14 @@ async def _generate(args: argparse.Namespace, console: Console) -> int:
                 raise UsageError(str(exc)) from None
             except MagicWANError as exc:
                 return _single_failure(console, args, tunnel, exc)
+            except asyncio.CancelledError:
+                if not args.validate_only:
+                    console.error(
+                        f"interrupted: tunnel {tunnel} may now hold a new PSK, in the journal "
+                        "only if its line got there ('magicwan journal show'); run the "
+                        "command again before relying on the tunnel"
+                    )
+                raise
     finally:
         if journal is not None:
             with contextlib.suppress(JournalError):
@@ -521,7 +530,7 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
                 except JournalError as exc:
                     raise UsageError(f"{exc}; nothing was sent") from None
             try:
-                reply = await api.set(account, {tunnel: psk}, args.validate_only)
+                reply = await _interruptible_set(console, api.set, account, tunnel, psk, args)
                 applied = reply.value.applied.get(tunnel)
                 if applied is None:
                     reason = reply.value.unapplied.get(tunnel, "absent from Cloudflare's answer")
@@ -564,6 +573,20 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
         tunnel_id=tunnel, state=OutcomeState.ROTATED, result=result, attempts=reply.attempts
     )
     return _single_success(console, args, outcome, "set")
+
+
+async def _interruptible_set(
+    console: Console, send: Any, account: str, tunnel: str, psk: str, args: argparse.Namespace
+) -> Any:
+    try:
+        return await send(account, {tunnel: psk}, args.validate_only)
+    except asyncio.CancelledError:
+        if not args.validate_only:
+            console.error(
+                f"interrupted: tunnel {tunnel} may now hold the PSK of the journal's intent "
+                "line ('magicwan journal export' shows it as pending_psk)"
+            )
+        raise
 
 
 # -- psk rotate ----------------------------------------------------------------------------------
@@ -725,7 +748,10 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
             if done and not args.resume:
                 _refuse_reuse(journal, len(done), len(selected))
             if args.resume and not done and writing:
-                console.say(f"nothing to resume in {journal}: every selected tunnel is rotated")
+                console.say(
+                    f"nothing to resume: {journal} records none of the selected tunnels; "
+                    "rotating them all"
+                )
         if args.dry_run:
             return _dry_run(console, args, selected, done)
         try:

@@ -196,14 +196,15 @@ async def _cli(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s
     monkeypatch.setenv("CLOUDFLARE_BASE_URL", emu.base_url)
     journal = tmp_path / "cli.jsonl"
     account, tunnels = emu.account_id, emu.tunnel_ids
-    # --timeout 2: an uncertain tunnel is read back after a settle window of the timeout.
-    lines = ["-v", "--progress", "lines", "--timeout", "2", "psk"]
-    at = ["--journal", str(journal)]
+    at = ["--journal", str(journal), "-vv"]
+    lines = [*at, "--progress", "lines"]
+    settle = ["--settle-window", "0"]  # read uncertain tunnels back at once
     commands: list[tuple[list[str], set[int]]] = [
-        ([*lines, "generate", account, tunnels[0], *at], {0}),
-        ([*lines, "rotate", account, *tunnels, *at], {0, 1}),
-        ([*lines, "generate", account, "f" * 32, *at], {1}),
-        ([*lines, "generate", account, "bad/id", *at], {2}),
+        (["psk", "generate", account, tunnels[0], *at], {0}),
+        (["psk", "rotate", account, *tunnels, *lines, "--resume", "--json", *settle], {0, 1}),
+        (["psk", "generate", account, "f" * 32, *at], {1}),
+        (["psk", "generate", account, "bad/id", *at], {2}),
+        (["journal", "show", str(journal), "--json"], {0}),
     ]
     emu.set_faults(Faults(server_error=0.2, reset_after_store=0.2), seed=5)
     for argv, statuses in commands:

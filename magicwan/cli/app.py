@@ -1,0 +1,135 @@
+"""The command tree and the entry points: :func:`amain` (in a running loop), :func:`main`
+(a process: signals, exit status) and :func:`console_main` (the console script).
+
+A new command is one module with a ``register(commands)`` function, listed in
+:data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from magicwan._version import __version__
+from magicwan.cli import demo, journal, psk, tunnels
+from magicwan.cli.common import CLIError
+from magicwan.cli.console import Console, OutputClosed, colour_wanted, logging_to
+from magicwan.cli.parser import Handler, Parser, top_level_epilog, wrap
+from magicwan.cli.report import describe
+from magicwan.cli.status import ExitStatus
+
+__all__ = ["COMMANDS", "amain", "build_parser", "console_main", "main"]
+
+#: The command modules, in the order ``magicwan --help`` lists them.
+COMMANDS = (psk, tunnels, journal, demo)
+
+
+def build_parser() -> Parser:
+    """The ``magicwan`` argument parser."""
+    parser = Parser(
+        prog="magicwan",
+        description=wrap(
+            "Generate, set and rotate Cloudflare Magic WAN IPsec pre-shared keys; list "
+            "tunnels; read rotation journals. Options go after the command words, in any "
+            "order among the positional arguments; 'magicwan COMMAND --help' tells more."
+        ),
+        epilog=top_level_epilog(),
+    )
+    parser.add_argument("--version", action="version", version=f"magicwan {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, prog=parser.prog
+    )
+    for module in COMMANDS:
+        module.register(commands)
+    return parser
+
+
+async def amain(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
+    exit_on_cancel: bool = False,
+) -> int:
+    """Run the command line in the running event loop; return the exit status.
+
+    Cancelling it (what :func:`main` does on SIGINT or SIGTERM) stops starting work, lets
+    what was sent finish and be journalled, prints the summary so far and re-raises the
+    cancellation; with ``exit_on_cancel`` it returns the exit status instead (130, or 4
+    when PSKs went unrecorded).
+    """
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(args_list)  # --help and usage errors print to sys.std*
+    except SystemExit as exc:  # --help, --version or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
+    args.argv = args_list
+    args.stdin = stdin if stdin is not None else sys.stdin
+    console = Console(out, err, quiet=getattr(args, "quiet", False), colour=colour_wanted(err))
+    handler: Handler = args.handler
+    with logging_to(console, getattr(args, "verbose", 0)):
+        try:
+            return await handler(args, console)
+        except OutputClosed:  # the reader of stdout left (| head): nothing more to say
+            return ExitStatus.OK
+        except CLIError as exc:
+            console.error(exc.message)
+            for hint in exc.hints:
+                console.tell(f"hint: {hint}")
+            return exc.status
+        except asyncio.CancelledError:
+            if not exit_on_cancel:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if console.final_status is None:
+                console.tell("magicwan: interrupted")
+                return ExitStatus.INTERRUPTED
+            return console.final_status
+        except Exception as exc:  # a bug, or an error nobody expected: one line, no traceback
+            console.error(f"unexpected {describe(exc)}")
+            raise
+
+
+async def _main(argv: Sequence[str] | None) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # A signal the caller ignores (nohup, a shell's background job) stays ignored.
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        # The first signal stops starting work and waits for what was sent; a second one
+        # stops waiting.
+        loop.add_signal_handler(signum, task.cancel)
+        installed.append(signum)
+    try:
+        return await amain(argv, exit_on_cancel=True)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line as a process; return the exit status (see ``--help``)."""
+    try:
+        return asyncio.run(_main(argv))
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
+        sys.stderr.write("magicwan: interrupted\n")
+        return ExitStatus.INTERRUPTED
+
+
+def console_main() -> None:
+    """The console script: :func:`main` with its status as the process's exit status."""
+    sys.exit(main())

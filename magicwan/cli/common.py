@@ -1,0 +1,231 @@
+"""Pieces every command uses: its errors, the client, the account, tunnel ids, journals.
+
+A command ends early by raising :class:`CLIError` (one message, optional hints, an exit
+status); :class:`UsageError` is the one for bad input, which exits 2 with nothing sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shlex
+import stat
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from magicwan._env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
+from magicwan._validation import check_id
+from magicwan.cli.report import describe, hint
+from magicwan.cli.status import ExitStatus
+from magicwan.client import MagicWAN
+from magicwan.errors import InvalidInputError, MagicWANError
+from magicwan.journal import Journal, JournalError
+from magicwan.models.gre import GRETunnel
+from magicwan.models.tunnels import IPsecTunnel
+
+__all__ = [
+    "CLIError",
+    "UsageError",
+    "account_id",
+    "check_journal",
+    "fresh_journal",
+    "gre_tunnels",
+    "ipsec_tunnels",
+    "make_client",
+    "read_ids",
+    "resume_command",
+    "tunnel_id",
+]
+
+_CREDENTIAL_VARS = (ENV_API_TOKEN, ENV_EMAIL, ENV_API_KEY)
+
+
+class CLIError(Exception):
+    """Ends a command with ``message`` (and ``hints``) on stderr and exit ``status``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: ExitStatus = ExitStatus.USAGE,
+        hints: Iterable[str | None] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.hints = [h for h in hints if h]
+
+
+class UsageError(CLIError):
+    """A bad command line or input: exit status 2, nothing was sent or changed."""
+
+    def __init__(self, message: str, *, hints: Iterable[str | None] = ()) -> None:
+        super().__init__(message, status=ExitStatus.USAGE, hints=hints)
+
+
+def make_client(args: argparse.Namespace) -> MagicWAN:
+    """A client from the environment's credentials and the API options."""
+    if not any(os.environ.get(name) for name in _CREDENTIAL_VARS):
+        raise UsageError(
+            f"no credentials: set {ENV_API_TOKEN} (or {ENV_EMAIL} and {ENV_API_KEY}) in "
+            "the environment; they are never taken as flags"
+        )
+    try:
+        return MagicWAN(
+            base_url=args.base_url,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            rate_limit=args.rate_limit,
+            max_retry_after=args.max_retry_after,
+        )
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def account_id(args: argparse.Namespace) -> str:
+    """ACCOUNT if given, else ``CLOUDFLARE_ACCOUNT_ID``; a usage error without either."""
+    if args.account is not None:
+        try:
+            return check_id(args.account, "ACCOUNT")
+        except InvalidInputError as exc:
+            raise UsageError(
+                str(exc),
+                hints=[
+                    "the first positional argument is always ACCOUNT; tunnels go after it, "
+                    "by id ('magicwan tunnels list' shows them)"
+                ],
+            ) from None
+    try:
+        from_env = os.environ.get(ENV_ACCOUNT_ID)
+        if not from_env:
+            raise UsageError(f"which account? give ACCOUNT or set {ENV_ACCOUNT_ID}")
+        return check_id(from_env, ENV_ACCOUNT_ID)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def tunnel_id(text: str, what: str = "TUNNEL") -> str:
+    """A tunnel id from the command line; a usage error that points to ``--name`` otherwise."""
+    try:
+        return check_id(text, what)
+    except InvalidInputError as exc:
+        raise UsageError(
+            f"{exc}: tunnels are given by id",
+            hints=["'magicwan tunnels list' shows ids; 'psk rotate --name GLOB' selects by name"],
+        ) from None
+
+
+def read_ids(source: str, stdin: TextIO) -> list[str]:
+    """Tunnel ids from a file (or ``-``): one a line, ``#`` comments and blanks ignored."""
+    name = "<stdin>" if source == "-" else source
+    try:
+        if source == "-":
+            lines = stdin.read().splitlines()
+        else:
+            lines = Path(source).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read tunnel ids from {name}: {reason}") from None
+    ids = []
+    for number, raw in enumerate(lines, 1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            ids.append(check_id(text, "tunnel id"))
+        except InvalidInputError as exc:
+            raise UsageError(f"{name}, line {number}: {exc}") from None
+    return ids
+
+
+async def check_journal(path: str) -> None:
+    """Create (0600) or open and lock the journal now, then let it go: a path that cannot
+    be a journal, or one another rotation holds, fails before anything is sent."""
+    journal = Journal(path)
+    try:
+        journal.open()
+        await journal.aclose()
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
+    """A new, empty journal file (0600) named after the time, in ``directory`` (created
+    0700 if missing; tightened to 0700 if it is ours and others could read it)."""
+    path = Path(directory)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as exc:
+        raise UsageError(f"cannot use journal directory {directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"journal directory {directory} is not a directory")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        if info.st_uid != os.getuid():
+            raise UsageError(
+                f"journal directory {directory} is open to other users and not ours to "
+                "tighten: journals hold PSKs; choose a directory of your own"
+            )
+        try:
+            path.chmod(0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot tighten {directory} to 0700: {exc.strerror}") from None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")  # sorts as the runs started
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for number in itertools.count(1):
+        name = f"{prefix}-{stamp}.jsonl" if number == 1 else f"{prefix}-{stamp}-{number}.jsonl"
+        try:
+            os.close(os.open(path / name, flags | getattr(os, "O_CLOEXEC", 0), 0o600))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"cannot create a journal in {directory}: {exc.strerror}") from None
+        return str(path / name)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resume_command(argv: Sequence[str], journal: str) -> str:
+    """The command line that resumes this run: the same arguments, with ``--journal
+    JOURNAL --resume`` instead of any journal, dry-run or resume option."""
+    drop_with_value = {"--journal", "--journal-dir"}
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in drop_with_value:
+            skip = "=" not in arg
+            continue
+        if arg in ("--resume", "--dry-run"):
+            continue
+        kept.append(arg)
+    return shlex.join(["magicwan", *kept, "--journal", journal, "--resume"])
+
+
+async def ipsec_tunnels(client: MagicWAN, account: str) -> list[IPsecTunnel]:
+    """The account's IPsec tunnels; exit 3 (with a hint) when they cannot be listed."""
+    try:
+        return await client.tunnels.ipsec.list(account)
+    except MagicWANError as exc:
+        raise CLIError(
+            f"cannot list the IPsec tunnels of account {account}: {describe(exc)}",
+            status=ExitStatus.ACCESS,
+            hints=[hint(exc)],
+        ) from None
+
+
+async def gre_tunnels(client: MagicWAN, account: str) -> list[GRETunnel]:
+    """The account's GRE tunnels; exit 3 (with a hint) when they cannot be listed."""
+    try:
+        return await client.tunnels.gre.list(account)
+    except MagicWANError as exc:
+        raise CLIError(
+            f"cannot list the GRE tunnels of account {account}: {describe(exc)}",
+            status=ExitStatus.ACCESS,
+            hints=[hint(exc)],
+        ) from None

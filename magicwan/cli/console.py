@@ -1,0 +1,362 @@
+"""Where the command line writes: data on stdout, people's text on stderr, never raw server text.
+
+- :func:`escape` shows every character that is not printable (ANSI and OSC sequences,
+  ``\\r``, bidi overrides, ...) as a Python escape. Every line for people goes through it,
+  so nothing a server wrote (an error message, a tunnel name) can drive the terminal.
+- :class:`Console` holds the two streams: :meth:`Console.data` and :meth:`Console.json`
+  write results on stdout; :meth:`Console.say` (quiet with ``-q``) and
+  :meth:`Console.tell` (always) write lines for people on stderr, stepping around the
+  progress bar.
+- :class:`Progress` counts finished items and shows them: a redrawn bar on a terminal,
+  one line per item elsewhere (CI logs), nothing with ``--progress off``. It only counts
+  and formats; its clock is injected, so rate and ETA are testable without waiting. It
+  never sees a PSK: callers hand it finished text.
+- :func:`logging_to` routes the ``magicwan`` logger's records through the console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, TextIO
+
+__all__ = [
+    "Console",
+    "OutputClosed",
+    "Progress",
+    "ProgressMode",
+    "colour_wanted",
+    "escape",
+    "format_duration",
+    "logging_to",
+]
+
+ProgressMode = Literal["bar", "lines", "off"]
+
+#: Seconds between two redraws of the bar (the last one is always drawn).
+_REDRAW_INTERVAL = 0.1
+_BAR_WIDTH = 20
+_COLOURS = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}
+
+
+class OutputClosed(Exception):
+    """Standard output was closed by its reader (``| head``): results can no longer be
+    delivered, so a run stops starting work."""
+
+
+def escape(text: str) -> str:
+    """``text`` with every non-printable character shown as an escape (``\\x1b``, ``\\r``,
+    ``\\u202e``); printable text, spaces included, is unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def colour_wanted(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Colours on ``stream``: a terminal, ``NO_COLOR`` unset (https://no-color.org), and a
+    ``TERM`` that is not ``dumb``."""
+    env = os.environ if environ is None else environ
+    if "NO_COLOR" in env or env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+class Console:
+    """The two output streams of one run, and the progress bar while one is drawn."""
+
+    def __init__(
+        self, out: TextIO, err: TextIO, *, quiet: bool = False, colour: bool = False
+    ) -> None:
+        self.out = out
+        self.err = err
+        self.quiet = quiet
+        self.colour = colour
+        self.progress: Progress | None = None
+        #: Standard output's reader went away; nothing more is written there.
+        self.out_closed = False
+        #: The exit status a cancelled command settled on before re-raising the cancellation.
+        self.final_status: int | None = None
+
+    # -- stdout: results ------------------------------------------------------------------
+
+    def data(self, text: str) -> None:
+        """One line of results on stdout, escaped."""
+        self.raw(escape(text) + "\n")
+
+    def json(self, obj: Mapping[str, Any]) -> None:
+        """One JSON line on stdout (JSON escapes every control character itself)."""
+        self.raw(json.dumps(obj, separators=(",", ":")) + "\n")
+
+    def raw(self, text: str) -> None:
+        """Exact text on stdout (``journal export`` formats, already quoted)."""
+        if self.out_closed:
+            raise OutputClosed
+        progress = self.progress
+        if progress is not None:
+            progress.clear()  # stdout and stderr may be the same terminal
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            self._closed()
+            raise OutputClosed from None
+        if progress is not None:
+            progress.redraw()
+
+    def _closed(self) -> None:
+        self.out_closed = True
+        # Whatever is still buffered must not fail again when the process exits.
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.out.fileno())
+            os.close(devnull)
+
+    def out_is_terminal(self) -> bool:
+        return _isatty(self.out)
+
+    # -- stderr: people -------------------------------------------------------------------
+
+    def say(self, text: str = "", *, colour: str | None = None) -> None:
+        """A line for people on stderr, unless ``-q``."""
+        if not self.quiet:
+            self.tell(text, colour=colour)
+
+    def tell(self, text: str = "", *, colour: str | None = None) -> None:
+        """A line for people on stderr, even with ``-q`` (warnings, a failed run's summary)."""
+        self.human(self.paint(escape(text), colour))
+
+    def warn(self, text: str) -> None:
+        self.tell(f"magicwan: warning: {text}", colour="yellow")
+
+    def error(self, text: str) -> None:
+        self.tell(f"magicwan: error: {text}", colour="red")
+
+    def human(self, line: str) -> None:
+        """Write an already escaped line on stderr, keeping the progress bar below it."""
+        if self.progress is not None:
+            self.progress.note(line)
+        else:
+            self.err.write(line + "\n")
+            self.err.flush()
+
+    def paint(self, text: str, colour: str | None) -> str:
+        """``text`` in ``colour`` when colours are on."""
+        if not self.colour or colour is None:
+            return text
+        return f"\x1b[{_COLOURS[colour]}m{text}\x1b[0m"
+
+    def progress_mode(self, wanted: str) -> ProgressMode:
+        """``auto``: a bar on a terminal, lines elsewhere; off with ``-q``."""
+        if self.quiet:
+            return "off"
+        if wanted == "auto":
+            return "bar" if _isatty(self.err) else "lines"
+        mode: ProgressMode = wanted  # type: ignore[assignment]
+        return mode
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+class _LogHandler(logging.Handler):
+    """The SDK's log records on stderr, escaped, without garbling the progress bar."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.tell(self.format(record))
+        except Exception:  # pragma: no cover - logging must never break the run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def logging_to(console: Console, verbosity: int) -> Iterator[None]:
+    """The ``magicwan`` logger's records on the console: warnings by default, INFO (retries,
+    429 pauses) with ``-v``, DEBUG (every request) with ``-vv``. Never a secret: the SDK
+    logs none."""
+    level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
+    logger = logging.getLogger("magicwan")
+    handler = _LogHandler(console)
+    handler.setLevel(level)
+    previous = logger.level
+    logger.addHandler(handler)
+    if verbosity >= 1:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """``7s``, ``2m05s``, ``1h02m``: short, for an ETA or an elapsed time."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Progress:
+    """Counts finished items out of ``total`` and shows it.
+
+    ``mode="bar"`` redraws one line in place (``\\r``), at most every 0.1 s of ``clock``;
+    ``mode="lines"`` writes each item's line as it is added (for CI logs);
+    ``mode="off"`` writes nothing. ``start()`` begins the clock, ``add()`` records one
+    item, ``finish()`` draws the final state and ends the bar's line.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        stream: TextIO,
+        mode: ProgressMode = "lines",
+        label: str = "rotating",
+        clock: Callable[[], float] = time.monotonic,
+        width: int | None = None,
+    ) -> None:
+        self.total = total
+        self.stream = stream
+        self.mode = mode
+        self.label = label
+        self.clock = clock
+        self.width = width
+        self.ok = 0
+        self.failed = 0
+        self._started: float | None = None
+        self._stopped: float | None = None
+        self._drawn_at: float | None = None
+        self._on_screen = False  # the bar's line is on screen, without its newline
+
+    @property
+    def done(self) -> int:
+        """Items finished, ok or not."""
+        return self.ok + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since ``start()`` (frozen at ``finish()``)."""
+        if self._started is None:
+            return 0.0
+        end = self._stopped if self._stopped is not None else self.clock()
+        return max(0.0, end - self._started)
+
+    @property
+    def rate(self) -> float | None:
+        """Items per second so far, or None before any item finished."""
+        elapsed = self.elapsed
+        if not self.done or elapsed <= 0:
+            return None
+        return self.done / elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, or None while the rate is unknown."""
+        rate = self.rate
+        if rate is None:
+            return None
+        return max(0, self.total - self.done) / rate
+
+    def start(self) -> None:
+        """Start the clock (and draw the empty bar)."""
+        self._started = self.clock()
+        self._draw(force=True)
+
+    def add(self, ok: bool, line: str | None = None) -> None:
+        """Record one finished item; ``line`` is what ``lines`` mode prints for it."""
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        if self.mode == "lines":
+            if line is not None:
+                self._write(line + "\n")
+        else:
+            self._draw(force=self.done >= self.total)
+
+    def note(self, text: str) -> None:
+        """Write a message (a log line) on its own line, keeping the bar below it."""
+        self.clear()
+        self._write(text.rstrip("\n") + "\n")
+        self._draw(force=True)
+
+    def redraw(self) -> None:
+        """Draw the bar again (after something else was written)."""
+        self._draw(force=True)
+
+    def clear(self) -> None:
+        """Wipe the bar's line, so something else can be written there."""
+        if self._on_screen:
+            self._write("\r\x1b[K")
+            self._on_screen = False
+
+    def finish(self) -> None:
+        """Stop the clock; the bar is drawn one last time and its line ended."""
+        if self._stopped is None:
+            self._stopped = self.clock()
+        if self.mode == "bar":
+            self._draw(force=True)
+            if self._on_screen:
+                self._write("\n")
+                self._on_screen = False
+
+    def render(self) -> str:
+        """The bar's text: ``rotating  345/1000  [#######.............]  34%  ok 340 ...``."""
+        total = max(self.total, 0)
+        fraction = min(1.0, self.done / total) if total else 1.0
+        filled = int(fraction * _BAR_WIDTH)
+        bar = "#" * filled + "." * (_BAR_WIDTH - filled)
+        digits = len(str(total))
+        rate = self.rate
+        eta = self.eta
+        rate_text = f"{rate:.1f}/s" if rate is not None else "-/s"
+        if self._stopped is not None:
+            elapsed = self.elapsed
+            eta_text = f"in {elapsed:.1f}s" if elapsed < 60 else f"in {format_duration(elapsed)}"
+        else:
+            eta_text = f"ETA {format_duration(eta)}" if eta is not None else "ETA -"
+        return (
+            f"{self.label}  {self.done:>{digits}}/{total}  [{bar}]  {int(fraction * 100):3d}%  "
+            f"ok {self.ok}  failed {self.failed}  {rate_text}  {eta_text}"
+        )
+
+    def _draw(self, *, force: bool) -> None:
+        if self.mode != "bar":
+            return
+        now = self.clock()
+        if not force and self._drawn_at is not None and now - self._drawn_at < _REDRAW_INTERVAL:
+            return
+        self._drawn_at = now
+        text = self.render()
+        width = self.width or shutil.get_terminal_size((100, 24)).columns
+        if len(text) >= width:
+            text = text[: max(1, width - 1)]
+        self._write("\r\x1b[K" + text)
+        self._on_screen = True
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()

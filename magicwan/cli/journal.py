@@ -1,0 +1,233 @@
+"""``magicwan journal show | export``: read a rotation journal without ``jq``.
+
+``show`` tells, per tunnel, where its rotation stands (never a PSK). ``export`` hands the
+PSKs to another tool: on stdout only, and never to a terminal unless ``--force``. Both
+read without locking (a running rotation may hold the journal) and refuse a file that is
+not a journal, untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shlex
+import stat
+from typing import Any
+
+from magicwan._converter import format_datetime
+from magicwan.cli.common import UsageError
+from magicwan.cli.console import Console, escape
+from magicwan.cli.parser import Parser, add_actions, add_command, add_output_options
+from magicwan.cli.status import ExitStatus, exit_status_help
+from magicwan.journal import JournalError, JournalRecord, read_journal
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
+    """Add ``journal`` and its actions to the command tree."""
+    journal = add_command(
+        commands,
+        "journal",
+        None,
+        help="show a rotation journal, or export its PSKs",
+        description="Read a rotation journal (the JSON Lines file psk rotate writes).",
+    )
+    actions = add_actions(journal, "journal_command")
+    show = add_command(
+        actions,
+        "show",
+        _show,
+        help="per tunnel: state, times, attempts, verified, delivered (never PSKs)",
+        usage="%(prog)s FILE [--json]",
+        description=(
+            "Show where each tunnel of a journal stands: its state (rotated, failed, or "
+            "in-flight: a request whose outcome was never recorded, which a rerun with "
+            "--resume redoes), when, after how many attempts, whether a read-back verified "
+            "it and whether it was delivered. Never a PSK."
+        ),
+        epilog=exit_status_help(),
+    )
+    show.add_argument("file", metavar="FILE", help="the journal")
+    add_output_options(show)
+    export = add_command(
+        actions,
+        "export",
+        _export,
+        help="the journal's newest PSKs as JSON Lines, CSV or env lines, on stdout",
+        usage="%(prog)s FILE [--format json|csv|env] [--force]",
+        description=(
+            "Write each tunnel's newest PSK known to be live at Cloudflare to stdout, for "
+            "another tool: json (one object a line, with a set's unconfirmed PSK as "
+            "pending_psk), csv (with a header row) or env (MAGICWAN_PSK_<tunnel id>=... "
+            "lines to source). Refuses a terminal unless --force: PSKs are secrets."
+        ),
+        epilog=exit_status_help(),
+    )
+    export.add_argument("file", metavar="FILE", help="the journal")
+    export.add_argument(
+        "--format", choices=("json", "csv", "env"), default="json", help="(default: json)"
+    )
+    export.add_argument(
+        "--force", action="store_true", help="write PSKs even when stdout is a terminal"
+    )
+    add_output_options(export, json=False)
+
+
+def _records(path: str) -> list[JournalRecord]:
+    if not os.path.lexists(path):
+        raise UsageError(f"no such journal: {path}")
+    try:
+        records = read_journal(path)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    return sorted(records.values(), key=lambda r: (r.first_time is None, r.first_time or 0))
+
+
+def _time(value: Any) -> str | None:
+    return format_datetime(value) if value is not None else None
+
+
+def state_of(record: JournalRecord) -> str:
+    """``rotated``, ``failed`` or ``in-flight`` (an intent is the last word: a request whose
+    outcome was never recorded)."""
+    # record.event, not record.in_flight: the latter stays set after a ``failed`` line.
+    return "in-flight" if record.event == "intent" else record.event
+
+
+def _show_json(record: JournalRecord) -> dict[str, Any]:
+    return {
+        "account_id": record.account_id,
+        "tunnel_id": record.tunnel_id,
+        "state": state_of(record),
+        "uncertain": record.uncertain,
+        "verified": record.verified,
+        "delivered": record.delivered,
+        "attempts": record.attempts,
+        "first_time": _time(record.first_time),
+        "last_time": _time(record.last_time),
+        "last_generated_on": _time(record.last_generated_on),
+        "ipsec_id": record.ipsec_id,
+        "has_psk": record.psk is not None,
+        "pending_psk": record.pending_psk is not None,
+        "outcome_unknown": record.outcome_unknown,
+        "error": record.error,
+    }
+
+
+async def _show(args: argparse.Namespace, console: Console) -> int:
+    records = _records(args.file)
+    if args.json:
+        for record in records:
+            console.json(_show_json(record))
+    elif records:
+        accounts = {r.account_id for r in records}
+        header = ["TUNNEL", "STATE", "LAST CHANGE", "ATTEMPTS", "VERIFIED", "DELIVERED", "NOTE"]
+        if len(accounts) > 1:
+            header.insert(0, "ACCOUNT")
+        rows = [header]
+        for r in records:
+            state = state_of(r) + (" (uncertain)" if r.uncertain and not r.verified else "")
+            note = r.error or ("earlier PSK kept" if r.event == "failed" and r.psk else "")
+            row = [
+                r.tunnel_id,
+                state,
+                _time(r.last_time) or "-",
+                str(r.attempts),
+                "yes" if r.verified else "no",
+                "yes" if r.delivered else "no",
+                note,
+            ]
+            if len(accounts) > 1:
+                row.insert(0, r.account_id or "-")
+            rows.append([escape(cell) for cell in row])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for row in rows:
+            console.data("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    states = [state_of(r) for r in records]
+    console.say(
+        f"{len(records)} tunnel(s): {states.count('rotated')} rotated, "
+        f"{states.count('failed')} failed, {states.count('in-flight')} in flight"
+    )
+    return ExitStatus.OK
+
+
+def _export_rows(records: list[JournalRecord]) -> list[dict[str, Any]]:
+    rows = []
+    for r in records:
+        if r.psk is None and r.pending_psk is None:
+            continue
+        rows.append(
+            {
+                "account_id": r.account_id,
+                "tunnel_id": r.tunnel_id,
+                "ipsec_id": r.ipsec_id,
+                "last_generated_on": _time(r.last_generated_on),
+                "psk": r.psk,
+                "pending_psk": r.pending_psk,
+                "uncertain": r.uncertain and not r.verified,
+                "in_flight": r.event == "intent",
+            }
+        )
+    return rows
+
+
+def _warn_if_shared(console: Console) -> None:
+    fileno = getattr(console.out, "fileno", None)
+    try:
+        info = os.fstat(fileno()) if fileno is not None else None
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+        console.warn(
+            f"stdout is a file other users may read (mode {stat.S_IMODE(info.st_mode):04o}); "
+            "it now holds PSKs: chmod 600 it"
+        )
+
+
+async def _export(args: argparse.Namespace, console: Console) -> int:
+    records = _records(args.file)
+    if console.out_is_terminal() and not args.force:
+        raise UsageError(
+            "refusing to write PSKs to a terminal (anyone behind you, your scrollback, a "
+            "screen recording): redirect stdout to a file or a program, or pass --force"
+        )
+    rows = _export_rows(records)
+    fmt = args.format
+    if fmt == "json":
+        for row in rows:
+            console.json({k: v for k, v in row.items() if k != "pending_psk" or v is not None})
+    else:
+        confirmed = [row for row in rows if row["psk"] is not None]
+        if fmt == "csv":
+            buffer = io.StringIO()
+            fields = ["account_id", "tunnel_id", "ipsec_id", "last_generated_on", "psk"]
+            writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(confirmed)
+            console.raw(buffer.getvalue())
+        else:
+            console.raw(
+                "".join(
+                    f"MAGICWAN_PSK_{row['tunnel_id']}={shlex.quote(row['psk'])}\n"
+                    for row in confirmed
+                )
+            )
+        pending = sum(1 for row in rows if row["pending_psk"] is not None)
+        if pending:
+            console.warn(
+                f"{pending} tunnel(s) have a set PSK whose answer was never recorded (it may "
+                "be live): --format json shows it as pending_psk; 'psk rotate --resume' "
+                "resends it"
+            )
+    _warn_if_shared(console)
+    doubtful = sum(1 for row in rows if row["in_flight"] or row["uncertain"])
+    if doubtful:
+        console.warn(
+            f"{doubtful} tunnel(s) may hold a newer PSK than the one exported (a request's "
+            "outcome is unknown): finish them with 'psk rotate ... --resume'"
+        )
+    console.say(f"exported {len(rows)} tunnel(s) from {args.file}")
+    return ExitStatus.OK

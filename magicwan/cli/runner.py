@@ -1,0 +1,292 @@
+"""Runs a :class:`~magicwan.rotation.Rotation` for the command line: progress, one JSON
+line per tunnel, the 429 stop, the summary, the exit status.
+
+Leaving early (a signal, a long 429) goes through the rotation's own way out: no new
+tunnel starts, what was sent finishes and is journalled, and the outcomes that finished
+meanwhile are reported like the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from magicwan.cli.common import UsageError
+from magicwan.cli.console import Console, OutputClosed, Progress, escape
+from magicwan.cli.report import FailureGroup, Tally, describe, outcome_json
+from magicwan.cli.status import ExitStatus, most_urgent
+from magicwan.errors import RateLimitError
+from magicwan.journal import JournalError
+from magicwan.ratelimit import MAX_COOLDOWN
+from magicwan.rotation import OutcomeState, Rotation
+
+__all__ = ["RunSettings", "run_rotation"]
+
+
+@attrs.frozen(kw_only=True)
+class RunSettings:
+    """How to report one rotation."""
+
+    max_retry_after: float
+    validate_only: bool = False
+    show_psk: bool = False
+    json: bool = False
+    progress: str = "auto"
+    journal: str | None = None
+    delivering: bool = False
+    #: The command line that resumes this run (for the hint), when there is a journal.
+    resume: str | None = None
+
+
+_WORDS = {
+    OutcomeState.ROTATED: ("ok", "green"),
+    OutcomeState.VALIDATED: ("ok", "green"),
+    OutcomeState.SKIPPED: ("skipped", None),
+    OutcomeState.FAILED: ("failed", "red"),
+    OutcomeState.UNDELIVERED: ("undelivered", "red"),
+    OutcomeState.UNRECORDED: ("UNRECORDED", "red"),
+    OutcomeState.NOT_ATTEMPTED: ("not-tried", "yellow"),
+}
+_WORD_WIDTH = max(len(word) for word, _ in _WORDS.values()) + 1
+
+
+class _Run:
+    def __init__(
+        self,
+        console: Console,
+        rotation: Rotation[Any],
+        names: Mapping[str, str | None],
+        settings: RunSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.console = console
+        self.rotation = rotation
+        self.names = names
+        self.s = settings
+        self.tally = Tally(requested=rotation.total, delivering=settings.delivering)
+        label = "validating" if settings.validate_only else "rotating"
+        mode = console.progress_mode(settings.progress)
+        self.progress = Progress(
+            rotation.total, stream=console.err, mode=mode, label=label, clock=clock
+        )
+        self.interrupted = False
+        self.forced = False
+        self.rate_limited: RateLimitError | None = None
+        self.output_closed = False
+        self.journal_error: JournalError | None = None
+
+    def take(self, outcome: Any) -> None:
+        """Count, print and show one outcome. OutputClosed when stdout's reader left."""
+        group = self.tally.add(outcome)
+        name = self.names.get(outcome.tunnel_id.lower())
+        console = self.console
+        psk = outcome.result.psk if outcome.result is not None else None
+        self.progress.add(outcome.ok, self.line(outcome, name, group))
+        if console.out_closed:
+            return
+        try:
+            if self.s.json:
+                console.json(outcome_json(outcome, name=name, show_psk=self.s.show_psk))
+            elif self.s.show_psk and psk:
+                console.data(f"{outcome.tunnel_id} {psk}")
+        except OutputClosed:
+            if not self.output_closed:
+                self.output_closed = True
+                self.console.warn(
+                    "standard output was closed: no new tunnel is started; what is in "
+                    "flight finishes and is journalled"
+                )
+
+    def line(self, outcome: Any, name: str | None, group: FailureGroup | None) -> str:
+        """The progress line of one tunnel (escaped, maybe painted; never a secret)."""
+        console = self.console
+        word, colour = _WORDS[outcome.state]
+        text = outcome.tunnel_id + (f"  {name}" if name else "")
+        if outcome.state is OutcomeState.VALIDATED:
+            text += "  (validated)"
+        elif outcome.state is OutcomeState.SKIPPED:
+            text += "  (already rotated in the journal)"
+        elif outcome.ok:
+            stamp = outcome_json(outcome, name=None, show_psk=False)["last_generated_on"]
+            text += f"  {stamp or '-'}"
+        if getattr(outcome, "verified", False):
+            text += "  (verified by read-back)"
+        if getattr(outcome, "delivered", None) is True:
+            text += "  delivered"
+        if outcome.error is not None:
+            if group is not None and group.count > 1:
+                text += f"  {type(outcome.error).__name__} (as above)"
+            else:
+                text += f"  {describe(outcome.error)}"
+        padded = word.ljust(_WORD_WIDTH)
+        return console.paint(padded, colour) + escape(text)
+
+    def long_429(self, outcome: Any) -> RateLimitError | None:
+        error = outcome.error
+        if outcome.state is not OutcomeState.FAILED or not isinstance(error, RateLimitError):
+            return None
+        wait = error.retry_after
+        return error if wait is None or wait > self.s.max_retry_after else None
+
+    def say_rate_limited(self, error: RateLimitError) -> None:
+        wait = error.retry_after
+        if wait is None:
+            what = "without saying how long to wait"
+            when = f"in {MAX_COOLDOWN:g} seconds"
+        else:
+            what = f"to wait {wait:.0f}s, more than --max-retry-after {self.s.max_retry_after:g}s"
+            at = datetime.now(UTC) + timedelta(seconds=wait)
+            when = f"after {at:%H:%M:%S} UTC"
+        longest = f"{MAX_COOLDOWN:g}"
+        self.console.warn(
+            f"Cloudflare's rate limit stopped the run: it asked {what}. No new tunnel is "
+            f"started. Rerun with --resume {when}, or pass --max-retry-after (up to "
+            f"{longest}) to wait it out."
+        )
+
+
+async def run_rotation(
+    console: Console,
+    rotation: Rotation[Any],
+    *,
+    names: Mapping[str, str | None],
+    settings: RunSettings,
+    clock: Callable[[], float] = time.monotonic,
+) -> ExitStatus:
+    """Run ``rotation`` to the end (or until interrupted), report it, return the status.
+
+    Cancelled (Ctrl-C, SIGTERM), it stops starting tunnels, lets what was sent finish,
+    prints the summary and the resume hint, sets ``console.final_status`` and re-raises
+    the cancellation.
+    """
+    run = _Run(console, rotation, names, settings, clock)
+    try:
+        await rotation.__aenter__()  # opens and locks the journal: nothing is sent before
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    console.progress = run.progress
+    run.progress.start()
+    try:
+        try:
+            async for outcome in rotation:
+                run.take(outcome)
+                if run.output_closed:
+                    break
+                stop = run.long_429(outcome)
+                if stop is not None:
+                    run.rate_limited = stop
+                    run.say_rate_limited(stop)
+                    break
+        except asyncio.CancelledError:
+            run.interrupted = True
+        except JournalError as exc:  # after every outcome was handed over
+            run.journal_error = exc
+        finally:
+            try:
+                await rotation.aclose()
+            except asyncio.CancelledError:  # a second signal: stop waiting for the drain
+                run.interrupted = run.forced = True
+        for outcome in rotation.unclaimed:
+            run.take(outcome)
+    finally:
+        run.progress.finish()
+        console.progress = None
+    status = _status(run)
+    _summary(run, status)
+    console.final_status = status
+    if run.interrupted:
+        raise asyncio.CancelledError
+    return status
+
+
+def _status(run: _Run) -> ExitStatus:
+    tally = run.tally
+    found: list[ExitStatus] = []
+    if tally.unrecorded:
+        found.append(ExitStatus.UNRECORDED)
+    if run.interrupted:
+        found.append(ExitStatus.INTERRUPTED)
+    if tally.count(OutcomeState.UNDELIVERED):
+        found.append(ExitStatus.UNDELIVERED)
+    if tally.failed or tally.not_attempted or run.journal_error is not None:
+        nothing_done = tally.done == 0
+        if nothing_done and tally.access_failures and tally.access_failures == tally.failed:
+            found.append(ExitStatus.ACCESS)
+        else:
+            found.append(ExitStatus.FAILED)
+    return most_urgent(found)
+
+
+def _summary(run: _Run, status: ExitStatus) -> None:
+    console, tally, s = run.console, run.tally, run.s
+    show = console.say if status is ExitStatus.OK else console.tell
+    elapsed = run.progress.elapsed
+    worked = tally.seen - tally.count(OutcomeState.SKIPPED)
+    rate = f", {worked / elapsed:.1f} tunnels/s" if worked and elapsed > 0 else ""
+    show("")
+    show(f"summary: {tally.requested} tunnels in {elapsed:.2f}s{rate}")
+    rows = tally.rows(validate_only=s.validate_only)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        show(f"  {name:<{width}}  {value}")
+    if tally.groups:
+        show("failures:")
+        for group in tally.groups.values():
+            examples = ", ".join(group.tunnels) + (
+                ", ..." if group.count > len(group.tunnels) else ""
+            )
+            noun = "tunnel" if group.count == 1 else "tunnels"
+            show(f"  {group.count} {noun} ({group.state.value}): {group.text()}")
+            show(f"    {noun}: {examples}")
+            if group.hint:
+                show(f"    hint: {group.hint}")
+    if run.journal_error is not None:
+        console.error(f"the journal failed: {run.journal_error}")
+    if tally.unrecorded:
+        _unrecorded(run)
+    if run.interrupted:
+        how = (
+            "stopped waiting for requests in flight"
+            if run.forced
+            else "requests in flight finished"
+        )
+        console.tell(f"interrupted: no new tunnel was started; {how}")
+    if s.journal is not None and not s.validate_only:
+        show(f"journal: {s.journal} (mode 0600; it holds the new PSKs: keep it secret)")
+        if s.resume is not None and (run.interrupted or tally.rerun_helps):
+            console.tell(f"to finish: {s.resume}")
+    if s.json and not console.out_closed:
+        console.json(
+            {
+                "event": "summary",
+                **tally.to_json(),
+                "interrupted": run.interrupted,
+                "halted": run.rotation.halted,
+                "rate_limited": run.rate_limited is not None,
+                "journal": s.journal,
+                "elapsed_seconds": round(elapsed, 3),
+                "exit_status": int(status),
+            }
+        )
+
+
+def _unrecorded(run: _Run) -> None:
+    console, tally = run.console, run.tally
+    ids = ", ".join(tally.unrecorded)
+    count = len(tally.unrecorded)
+    console.error(
+        f"{count} tunnel(s) hold a NEW PSK that the journal could not record; their old "
+        f"PSKs no longer work: {ids}"
+    )
+    if run.s.show_psk:
+        console.tell("their PSKs are on stdout above (state unrecorded): store them now")
+    else:
+        console.tell(
+            "their PSKs were not shown (no --show-psk): once the journal is writable again, "
+            "rotate them again (rerun with --resume); until then they are down"
+        )

@@ -25,7 +25,6 @@ later write, so the caller stops starting work it could not record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import json
@@ -56,8 +55,10 @@ __all__ = [
     "Undelivered",
     "Unverified",
     "Verified",
+    "failure",
     "iter_events",
     "read_journal",
+    "rotated",
 ]
 
 JOURNAL_VERSION = 2
@@ -290,8 +291,10 @@ class JournalRecord:
     ``psk`` is the newest PSK known to have been live at Cloudflare (from ``rotated``),
     kept even when a later ``intent`` or ``failed`` follows: it may still be the
     tunnel's current one. ``pending_psk`` is a ``set`` intent's PSK that no ``rotated``
-    line confirmed yet (a rerun resends it). ``in_flight`` means an intent is the last
-    word: a request may have been sent and its outcome never recorded. ``event`` is the
+    line confirmed yet (a rerun resends it). ``in_flight`` means a request for the tunnel
+    was started after its last ``rotated`` line and no ``rotated`` line followed: it failed
+    (``event`` is then ``failed``) or its outcome was never recorded (``event`` is
+    ``intent``, a crash); either way a rerun rotates the tunnel again. ``event`` is the
     last event that changed the tunnel's PSK state: ``intent``, ``rotated`` or ``failed``
     (``verified``, ``delivered`` and the like are the flags beside it).
     """
@@ -534,6 +537,20 @@ class Journal:
             raise self._break(f"cannot sync journal {self.path}: {exc.strerror}") from None
         self._synced = max(self._synced, covered)
 
+    def close_now(self) -> None:
+        """Close the file (and so release the lock) without a final sync. Safe to call
+        twice, and while an fsync runs: the file is then closed once it is over."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        task = self._sync_task
+        if task is not None and not task.done():
+            # An fsync runs in a thread on this descriptor: closing it now could let the
+            # number be reused under that thread's feet.
+            task.add_done_callback(lambda _: os.close(fd))
+        else:
+            os.close(fd)  # closing releases the lock
+
     async def aclose(self) -> None:
         """Sync what was written, unlock and close the file. Raises :class:`JournalError`
         if the final sync fails (the file is closed all the same)."""
@@ -543,10 +560,4 @@ class Journal:
             if self._synced < self._written and self._broken is None:
                 await self.sync()
         finally:
-            task = self._sync_task
-            if task is not None and not task.done():
-                with contextlib.suppress(BaseException):
-                    await task
-            fd, self._fd = self._fd, None
-            if fd is not None:
-                os.close(fd)  # closing releases the lock
+            self.close_now()

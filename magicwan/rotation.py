@@ -567,14 +567,20 @@ class Rotation(Generic[O]):
             self._poke()
             for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._salvage()
-            journal, self._journal = self._journal, None
-            if journal is not None:
-                try:
-                    await journal.aclose()
-                except JournalError as exc:
-                    logger.error("rotation: %s", exc)
+            try:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                self._salvage()
+            finally:
+                # Even when the caller is cancelled here: the journal's file and lock must
+                # not outlive the rotation.
+                journal, self._journal = self._journal, None
+                if journal is not None:
+                    try:
+                        await journal.aclose()
+                    except JournalError as exc:
+                        logger.error("rotation: %s", exc)
+                    finally:
+                        journal.close_now()
         if raise_journal_error and self._unrecorded_error() is not None:
             raise self._unrecorded_error()  # type: ignore[misc]
 

@@ -777,3 +777,39 @@ async def test_a_rerun_of_skipped_tunnels_holds_at_most_the_look_ahead(
     await rotation.aclose()
     assert len(rotation.unclaimed) == len(IDS) - 1  # closing hands the rest over
     assert all(o.skipped for o in rotation.unclaimed)
+
+
+async def test_a_caller_cancelled_during_shutdown_still_closes_and_unlocks_the_journal(
+    api: FakeAPI, tmp_path: Path
+) -> None:
+    # Cancelled once, the caller leaves the block (a drain); twice, the drain is cut and the
+    # rotation shuts its tasks down; a third time while it waits for a deliverer that is slow
+    # to die. The journal's file and lock must not outlive the rotation anyway.
+    journal = tmp_path / "j"
+    delivering: list[str] = []
+
+    async def stubborn(delivery: Delivery) -> None:
+        delivering.append(delivery.tunnel_id)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # cleans up slowly before it goes
+            raise
+
+    rotation = api.rotate(IDS[:2], journal=journal, deliver=stubborn, drain_timeout=3600)
+
+    async def consume() -> None:
+        async with rotation:
+            async for _ in rotation:
+                pass
+
+    task = asyncio.ensure_future(consume())
+    while len(delivering) < 2:
+        await asyncio.sleep(0.01)
+    for _ in range(3):
+        task.cancel()
+        await asyncio.sleep(0.1)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with api.rotate([B], journal=journal) as again:  # the lock is free
+        assert [o.ok async for o in again] == [True]

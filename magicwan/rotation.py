@@ -1185,7 +1185,9 @@ def _describe(exc: BaseException, psk: str) -> str:
     """A deliverer's error as text with the PSK scrubbed and control characters escaped."""
     if isinstance(exc, TimeoutError):
         return "timed out"
-    text = redact(f"{type(exc).__name__}: {exc}", (psk,))
+    # A DeliveryError already says what failed, in words made for this message.
+    text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+    text = redact(text, (psk,))
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text[:300]
 

@@ -3,16 +3,24 @@
 It starts the emulator, discovers its tunnels, rotates them all with a journal (through
 the same runner as ``psk rotate``) and checks every journalled PSK against the emulator.
 
-A lab that also delivers each PSK (``demo --ike``: two strongSwan charons) plugs in at
-:func:`_deliverer`: it returns the deliverer the rotation hands every new PSK to.
+``demo --ike`` also delivers each PSK, to a real strongSwan "router" whose peer, an "edge"
+standing in for Cloudflare, always holds the emulator's PSK (:mod:`magicwan.emulator.ike`),
+and proves every delivery by IKE: after the rotation each tunnel's IKE SA, initiated from
+the router, is ESTABLISHED, except for the few whose delivery is made to go astray on
+purpose (``--ike-lose``), which fail IKE_AUTH with AUTHENTICATION_FAILED and come back
+undelivered.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from magicwan._version import __version__
 from magicwan.cli.common import UsageError, check_journal, ipsec_tunnels
@@ -30,14 +38,17 @@ from magicwan.cli.parser import (
 from magicwan.cli.runner import RunSettings, run_rotation
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.client import MagicWAN
-from magicwan.delivery import Deliverer
+from magicwan.delivery import Deliverer, Delivery
 from magicwan.journal import read_journal
+from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
 
 __all__ = ["register"]
 
 #: The emulator's faults never store late: a short window shows the read-back quickly.
 _SETTLE_WINDOW = 0.5
+#: Tunnels when --ike is given without --tunnels: two real daemons negotiate every SA.
+_IKE_TUNNELS = 24
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -48,7 +59,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         "demo",
         _demo,
         help="rotate every tunnel of a local emulator of the Cloudflare API",
-        usage="%(prog)s [--tunnels N] [--faults] [options]",
+        usage="%(prog)s [--tunnels N] [--faults] [--ike [--ike-lose N]] [options]",
         description=(
             "Start the embedded Cloudflare emulator, discover its tunnels, rotate them all "
             "with a journal, and check every journalled PSK against the emulator. Nothing "
@@ -57,7 +68,11 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog=exit_status_help(),
     )
     parser.add_argument(
-        "--tunnels", type=positive_int, default=300, metavar="N", help="tunnels (default: 300)"
+        "--tunnels",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"tunnels (default: 300, or {_IKE_TUNNELS} with --ike)",
     )
     parser.add_argument(
         "--concurrency",
@@ -101,6 +116,21 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         default=client_default("max_retries"),
         help="retries of a failed request (default: %(default)s)",
     )
+    parser.add_argument(
+        "--ike",
+        action="store_true",
+        help="also deliver every PSK to a real strongSwan router and prove it by IKE against "
+        "an edge that holds the emulator's PSKs (needs root, strongswan-charon and "
+        "'pip install magicwan[strongswan]'; nothing leaves this machine)",
+    )
+    parser.add_argument(
+        "--ike-lose",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="with --ike: tunnels whose new PSK goes astray on purpose, to show "
+        "AUTHENTICATION_FAILED and an undelivered outcome (default: 2)",
+    )
     add_output_options(parser, json=False, progress=True)
 
 
@@ -119,9 +149,90 @@ def _faults(args: argparse.Namespace) -> Any:
     return Faults(**latency) if latency else None
 
 
-def _deliverer(args: argparse.Namespace, emu: Any) -> Deliverer | None:
-    """Where each new PSK goes after the journal: nowhere yet (``--ike`` goes here)."""
-    return None
+@attrs.define
+class _Router:
+    """The lab's router: every PSK through ``StrongSwan(reauth=True)``, except for the
+    tunnels in ``lost``, whose router re-authenticates with the PSK it held before (as one
+    whose delivery went astray would): IKE refuses it."""
+
+    deliver: Deliverer
+    lost: set[str] = attrs.field(factory=set)
+    holds: dict[str, str] = attrs.field(factory=dict, repr=False)
+
+    async def __call__(self, delivery: Delivery) -> None:
+        held = self.holds.get(delivery.tunnel_id)
+        if delivery.tunnel_id in self.lost and held is not None:
+            await self.deliver(attrs.evolve(delivery, psk=held))
+            return
+        await self.deliver(delivery)
+        self.holds[delivery.tunnel_id] = delivery.psk
+
+
+@contextlib.asynccontextmanager
+async def _ike(
+    args: argparse.Namespace, console: Console, client: MagicWAN, emu: Any, found: list[IPsecTunnel]
+) -> AsyncIterator[tuple[_Router | None, Any]]:
+    """With --ike: the lab, bridged to the emulator, each tunnel given a first PSK and an
+    ESTABLISHED IKE SA, and the router that the rotation delivers to. Else (None, None)."""
+    if not args.ike:
+        yield None, None
+        return
+    from magicwan.delivery import StrongSwan
+    from magicwan.emulator.ike import bridge, ike_lab
+
+    async with ike_lab(found) as lab:
+        with bridge(emu.state, lab):
+            router = _Router(StrongSwan(lab.router_socket, reauth=True))
+            first = client.tunnels.ipsec.psk.rotate(
+                emu.account_id, found, journal=None, deliver=router, concurrency=8
+            )
+            async with first:
+                commissioned = [o async for o in first if o.ok]
+            states = await lab.sa_states()
+            up = sum(state == "ESTABLISHED" for state in states.values())
+            console.say(
+                f"IKE lab: two strongSwan charons; {len(commissioned)} tunnels commissioned "
+                f"with a first PSK, {up} IKE SAs ESTABLISHED"
+            )
+            router.lost = {t.id for t in found[1 : 1 + args.ike_lose]}
+            yield router, lab
+
+
+async def _ike_report(
+    console: Console, lab: Any, router: _Router, found: list[IPsecTunnel]
+) -> bool:
+    """Initiate every tunnel from the router; say what IKE made of each. True if every
+    tunnel is ESTABLISHED except exactly the lost ones, which fail authentication."""
+    from magicwan.emulator.ike import IKELabError
+
+    states = await lab.sa_states()
+    established = [t.id for t in found if states.get(t.name or t.id) == "ESTABLISHED"]
+    refused: list[str] = []
+    other: list[str] = []
+    for tunnel in found:
+        if tunnel.id in established:
+            continue
+        try:  # not up: initiate it once more, to show what IKE says
+            await lab.initiate(tunnel.name or tunnel.id)
+        except IKELabError as exc:
+            failed = any("AUTHENTICATION_FAILED" in line for line in exc.log)
+            (refused if failed else other).append(tunnel.id)
+            continue
+        other.append(tunnel.id)  # up now: it was not delivered, yet IKE took a key
+    console.say("")
+    console.say(
+        f"IKE: {len(established)}/{len(found)} tunnels ESTABLISHED from the router with "
+        "their new PSK"
+    )
+    if refused:
+        names = ", ".join(t.name or t.id for t in found if t.id in refused)
+        console.say(
+            f"IKE: {len(refused)} failed IKE_AUTH with AUTHENTICATION_FAILED (their delivery "
+            f"went astray on purpose): {names}"
+        )
+    if other:
+        console.tell(f"IKE: {len(other)} tunnels neither ESTABLISHED nor refused")
+    return set(refused) == router.lost and not other
 
 
 async def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -129,13 +240,21 @@ async def _demo(args: argparse.Namespace, console: Console) -> int:
 
     if args.latency < 0:
         raise UsageError("--latency must be >= 0 seconds")
+    if args.ike:
+        from magicwan.emulator.ike import ike_missing
+
+        missing = ike_missing()
+        if missing is not None:
+            raise UsageError(f"--ike cannot run here: {missing}")
+    tunnels = args.tunnels if args.tunnels is not None else (_IKE_TUNNELS if args.ike else 300)
     journal = args.journal
     if journal is None:
         journal = str(Path(tempfile.mkdtemp(prefix="magicwan-demo-")) / "journal.jsonl")
     await check_journal(journal)
     limit = args.rate_limit
+    ike_ok = True
     async with emulator.run(
-        tunnels=args.tunnels, rate_limit=limit, seed=0, faults=_faults(args)
+        tunnels=tunnels, gre_tunnels=0, rate_limit=limit, seed=0, faults=_faults(args)
     ) as emu:
         shown = "on (seeded: 5xx, resets before/after the PSK is stored, cut bodies)"
         for line in (
@@ -144,7 +263,8 @@ async def _demo(args: argparse.Namespace, console: Console) -> int:
             "",
             f"  emulator     {emu.base_url}",
             f"  account      {emu.account_id}",
-            f"  tunnels      {args.tunnels}",
+            f"  tunnels      {tunnels}",
+            f"  IKE lab      {'on: two strongSwan charons' if args.ike else 'off'}",
             f"  rate limit   {f'{limit[0]} requests / {limit[1]:g}s' if limit else 'off'}",
             f"  faults       {shown if args.faults else 'off'}",
             f"  latency      {args.latency * 1000:g} ms per request",
@@ -165,23 +285,26 @@ async def _demo(args: argparse.Namespace, console: Console) -> int:
             console.say(
                 f"discovered {len(found)} tunnels; rotating with concurrency {args.concurrency}"
             )
-            deliver = _deliverer(args, emu)
-            rotation = client.tunnels.ipsec.psk.rotate(
-                emu.account_id,
-                found,
-                concurrency=args.concurrency,
-                journal=journal,
-                deliver=deliver,
-                settle_window=_SETTLE_WINDOW,
-            )
-            settings = RunSettings(
-                max_retry_after=client_default("max_retry_after"),
-                progress=args.progress,
-                journal=journal,
-                delivering=deliver is not None,
-            )
-            names = {tunnel.id.lower(): tunnel.name for tunnel in found}
-            status = await run_rotation(console, rotation, names=names, settings=settings)
+            async with _ike(args, console, client, emu, found) as (router, lab):
+                rotation = client.tunnels.ipsec.psk.rotate(
+                    emu.account_id,
+                    found,
+                    concurrency=args.concurrency,
+                    journal=journal,
+                    deliver=router,
+                    deliver_retries=0,
+                    settle_window=_SETTLE_WINDOW,
+                )
+                settings = RunSettings(
+                    max_retry_after=client_default("max_retry_after"),
+                    progress=args.progress,
+                    journal=journal,
+                    delivering=router is not None,
+                )
+                names = {tunnel.id.lower(): tunnel.name for tunnel in found}
+                status = await run_rotation(console, rotation, names=names, settings=settings)
+                if router is not None:
+                    ike_ok = await _ike_report(console, lab, router, found)
         requests = emu.state.requests
         injected = sum(requests.faults.values())
         answered = f"the emulator answered {requests.total} requests"
@@ -204,6 +327,12 @@ async def _demo(args: argparse.Namespace, console: Console) -> int:
             console.say(line)
         else:
             console.tell(line)
+    if args.ike:
+        # Undelivered is what --ike-lose asked for: the demo succeeds when IKE says exactly so.
+        lost_only = status in (ExitStatus.OK, ExitStatus.UNDELIVERED)
+        if lost_only and ike_ok and matching == len(found):
+            return ExitStatus.OK
+        return status if status != ExitStatus.OK else ExitStatus.FAILED
     if status == ExitStatus.OK and matching != len(found):
         return ExitStatus.FAILED
     return status

@@ -37,14 +37,7 @@ _FENCE = re.compile(r"^```(\S*)[ \t]*(.*)$")
 #: README.md blocks written before the convention, by their first line: each is expected
 #: to fail (strictly: once it passes, or is gone, the entry must go). Issue 13 names them;
 #: the README rewrite removes them, and this set becomes empty.
-PENDING: dict[str, str] = {
-    "import asyncio": "Quickstart: undefined names; PSKGenerateResult | None has no psk",
-    "results = await asyncio.gather(": "a fragment: top-level await, undefined names",
-    "async with MagicWAN() as client:  # credentials from the environment": "Bulk: a fragment",
-    "MagicWAN(": "Client settings: a signature shown as a call",
-    "from magicwan.emulator import Faults, run": "a fragment: async with outside a function",
-    "@pytest.mark.asyncio": "a fragment: undefined MagicWAN, untyped test",
-}
+PENDING: dict[str, str] = {}
 
 
 @attrs.frozen

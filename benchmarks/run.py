@@ -256,6 +256,10 @@ def _markdown(results: dict[str, Any]) -> str:
         f"- python {meta['machine']['python']}; "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v),
         f"- git commit: {meta['git_commit']}",
+        f"- machine load: {_fmt_load(meta.get('load_before'))} before, "
+        f"{_fmt_load(meta.get('load_after'))} after "
+        "(1-minute load average; CPU pressure: share of time some task waited for a CPU, "
+        "last 60 s)",
         f"- N = {meta['n']} PSK generations per run over N distinct tunnels; "
         f"{meta['repeats']} repeats, clients interleaved, each run in a fresh process; "
         "figures are medians",
@@ -333,6 +337,23 @@ def _markdown(results: dict[str, Any]) -> str:
             f"paired {_fmt(bulk['wall_ratio_paired'])}; journal on {bulk['journal_fs']}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _load() -> dict[str, float | None]:
+    """The machine's load: other processes share the 2 CPUs and skew wall times."""
+    pressure = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        pressure = float(some.split()[2].partition("=")[2])  # avg60
+    return {"loadavg_1m": os.getloadavg()[0], "cpu_pressure_avg60": pressure}
+
+
+def _fmt_load(load: dict[str, float | None] | None) -> str:
+    if not load:
+        return "?"
+    pressure = load.get("cpu_pressure_avg60")
+    shown = f"load {load['loadavg_1m']:.2f}"
+    return shown + (f", CPU pressure {pressure:.0f}%" if pressure is not None else "")
 
 
 def _fs_type(path: Path) -> str:
@@ -427,6 +448,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
             "skipped_clients": missing,
             "magicwan_rate_limit": None,
             "cloudflare_max_retries": 2,
+            "load_before": _load(),
         },
         "generate": [],
         "ratios": [],
@@ -456,7 +478,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
             med = {row["client"]: row for row in results["generate"] if row["concurrency"] == c}
 
             def get(client: str, key: str, med: dict[str, Any] = med) -> float | None:
-                return med.get(client, {}).get(key)
+                value: float | None = med.get(client, {}).get(key)
+                return value
 
             if med:
                 results["ratios"].append(
@@ -531,6 +554,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
     import_modules = ["magicwan", "aiohttp"] + (["cloudflare"] if "cloudflare" in clients else [])
     results["imports"] = _import_times(python, import_modules, args.import_repeats)
 
+    results["meta"]["load_after"] = _load()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = _markdown(results)

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # full run (a few minutes), writes benchmarks/results/
     python benchmarks/run.py --bulk          # plus the 10,000-tunnel rotation figure
+    python benchmarks/run.py --budget        # plus rotations paced by the API budget
     python benchmarks/run.py --smoke --out /tmp/x   # seconds; what CI runs
 
 See benchmarks/README.md for what every figure means.
@@ -26,6 +27,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import _budget
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
@@ -336,6 +339,8 @@ def _markdown(results: dict[str, Any]) -> str:
             f"rotate with journal / gather: wall {_fmt(bulk['wall_ratio'])} (target <= 1.5), "
             f"paired {_fmt(bulk['wall_ratio_paired'])}; journal on {bulk['journal_fs']}",
         ]
+    if results.get("budget"):
+        lines += _budget.markdown(results["budget"])
     return "\n".join(lines) + "\n"
 
 
@@ -399,6 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-concurrency", type=int, default=64, help="(64)")
     parser.add_argument("--bulk-repeats", type=int, default=3, help="(3)")
     parser.add_argument("--no-generate", action="store_true", help="skip the per-call runs")
+    parser.add_argument(
+        "--budget", action="store_true", help="also run the API budget rotations (~2 min)"
+    )
+    parser.add_argument("--budget-n", type=int, default=10_000, help="tunnels to rotate (10000)")
+    parser.add_argument(
+        "--budget-batch-size", type=int, default=None, help="set's batch (rotate's default, 100)"
+    )
+    parser.add_argument(
+        "--budget-concurrency", type=int, default=None, help="(rotate's default, 16)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny run of everything (seconds)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the workers")
@@ -407,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.n, args.concurrency, args.repeats, args.import_repeats = 20, [1, 4], 1, 2
         args.bulk, args.bulk_n, args.bulk_concurrency, args.bulk_repeats = True, 50, 4, 1
+        args.budget, args.budget_n, args.budget_batch_size = True, 2000, 10
+
+    concurrency, batch_size = _budget.rotate_defaults()
+    args.budget_concurrency = args.budget_concurrency or concurrency
+    args.budget_batch_size = args.budget_batch_size or batch_size
 
     python = args.python
     pycache = Path(tempfile.mkdtemp(prefix="magicwan-bench-pycache-"))
@@ -430,7 +450,14 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
         _installed(f"{module[client]}, magicwan.emulator.app", python)
 
     started = dt.datetime.now(dt.UTC)
-    tunnels = max(args.n + 1, args.bulk_n if args.bulk else 0)
+    budget_plan = (
+        _budget.plan(args.budget_n, args.budget_batch_size, args.smoke) if args.budget else []
+    )
+    tunnels = max(
+        args.n + 1,
+        args.bulk_n if args.bulk else 0,
+        *(s.n + 1 for s in budget_plan if s.run),  # + a spare tunnel for the warm-up call
+    )
     results: dict[str, Any] = {
         "meta": {
             "date": started.isoformat(timespec="seconds"),
@@ -550,6 +577,19 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
                 ),
                 "runs": jobs,
             }
+
+        if budget_plan and "magicwan" in clients:
+
+            def budget_worker(mode: str, n: int, concurrency: int, *extra: str) -> dict[str, Any]:
+                return _run_worker(python, emulator, "magicwan", mode, n, concurrency, *extra)
+
+            results["budget"] = _budget.run(
+                budget_plan,
+                budget_worker,
+                args.budget_concurrency,
+                _fs_type,
+                lambda text: _log(args.quiet, text),
+            )
 
     import_modules = ["magicwan", "aiohttp"] + (["cloudflare"] if "cloudflare" in clients else [])
     results["imports"] = _import_times(python, import_modules, args.import_repeats)

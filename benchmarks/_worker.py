@@ -24,10 +24,12 @@ _T_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 
@@ -38,6 +40,27 @@ def _cpu() -> float:
 
 def _maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+@contextlib.contextmanager
+def _profiled(path: str | None) -> Iterator[None]:
+    """With ``--profile PATH``: pyinstrument samples the measured section (the whole event
+    loop thread, idle waits included) and writes its call tree to PATH. A diagnosis tool:
+    the profiler costs CPU, so a profiled run's figures are not results."""
+    if not path:
+        yield
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    try:
+        yield
+    finally:
+        session = profiler.stop()
+        with open(path, "w") as fh:
+            fh.write(profiler.output_text(unicode=False, color=False))
+        session.save(path + ".pyisession")
 
 
 async def _drive(call: Any, ids: list[str], concurrency: int) -> None:
@@ -165,7 +188,8 @@ async def _generate(args: argparse.Namespace, out: dict[str, Any]) -> None:
         rss0 = _maxrss_kib()
         cpu0 = _cpu()
         t0 = time.perf_counter()
-        await _drive(client.call, ids, args.concurrency)
+        with _profiled(args.profile):
+            await _drive(client.call, ids, args.concurrency)
         wall = time.perf_counter() - t0
         cpu = _cpu() - cpu0
     finally:
@@ -210,17 +234,18 @@ async def _budget(args: argparse.Namespace, out: dict[str, Any]) -> None:
             rss0 = _maxrss_kib()
             cpu0 = _cpu()
             t0 = time.perf_counter()
-            async with psk.rotate(
-                args.account_id,
-                ids,
-                method=args.method,
-                concurrency=args.concurrency,
-                batch_size=args.batch_size,
-                journal=args.journal,
-            ) as rotation:
-                async for outcome in rotation:
-                    ok += outcome.ok
-                    retried += outcome.attempts > 1
+            with _profiled(args.profile):
+                async with psk.rotate(
+                    args.account_id,
+                    ids,
+                    method=args.method,
+                    concurrency=args.concurrency,
+                    batch_size=args.batch_size,
+                    journal=args.journal,
+                ) as rotation:
+                    async for outcome in rotation:
+                        ok += outcome.ok
+                        retried += outcome.attempts > 1
             wall = time.perf_counter() - t0  # the journal is closed: every line is on disk
             cpu = _cpu() - cpu0
         counters = await _admin(args, "GET", "/bench/requests")
@@ -251,22 +276,23 @@ async def _bulk(args: argparse.Namespace, out: dict[str, Any]) -> None:
         rss0 = _maxrss_kib()
         cpu0 = _cpu()
         t0 = time.perf_counter()
-        ok = 0
-        if args.mode == "bulk-rotate":
-            async for outcome in psk.rotate(
-                args.account_id, ids, concurrency=args.concurrency, journal=args.journal
-            ):
-                ok += outcome.ok
-        else:
-            slots = asyncio.Semaphore(args.concurrency)
+        with _profiled(args.profile):
+            if args.mode == "bulk-rotate":
+                ok = 0
+                async for outcome in psk.rotate(
+                    args.account_id, ids, concurrency=args.concurrency, journal=args.journal
+                ):
+                    ok += outcome.ok
+            else:
+                slots = asyncio.Semaphore(args.concurrency)
 
-            async def one(tunnel_id: str) -> Any:
-                async with slots:
-                    return await psk.generate(args.account_id, tunnel_id)
+                async def one(tunnel_id: str) -> Any:
+                    async with slots:
+                        return await psk.generate(args.account_id, tunnel_id)
 
-            results = await asyncio.gather(*(one(t) for t in ids), return_exceptions=True)
-            ok = sum(1 for r in results if not isinstance(r, BaseException))
-            del results
+                results = await asyncio.gather(*(one(t) for t in ids), return_exceptions=True)
+                ok = sum(1 for r in results if not isinstance(r, BaseException))
+                del results
         wall = time.perf_counter() - t0
         cpu = _cpu() - cpu0
     out.update(_figures(len(ids), wall, cpu, rss0))
@@ -340,6 +366,7 @@ def main() -> int:
     parser.add_argument("--method", choices=["generate", "set"], default="generate")
     parser.add_argument("--budget", default="default", help="default, or N/SECONDS")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--profile", help="write a pyinstrument profile of the measured section")
     args = parser.parse_args()
     out: dict[str, Any] = {"client": args.client, "mode": args.mode}
     if args.t0 is None:

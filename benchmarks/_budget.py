@@ -206,6 +206,7 @@ def run(
                         "by_status": r["by_status"],
                         "by_route": r["by_route"],
                         "dropped": r["dropped"],
+                        "connections": r["connections"],
                     }
                 )
                 ratio = row["wall_over_bound"]

@@ -221,6 +221,7 @@ async def _budget(args: argparse.Namespace, out: dict[str, Any]) -> None:
         await warm.tunnels.ipsec.psk.generate(args.account_id, spare)
     await _admin(args, "POST", "/rate_limit", {"limit": limit, "window": period})
     await _admin(args, "POST", "/reset")  # request counters to zero, the bucket full
+    await _reset_connections(args)
     try:
         if args.budget == "default":
             client = MagicWAN(api_token=args.token, base_url=args.base_url)
@@ -249,6 +250,7 @@ async def _budget(args: argparse.Namespace, out: dict[str, Any]) -> None:
             wall = time.perf_counter() - t0  # the journal is closed: every line is on disk
             cpu = _cpu() - cpu0
         counters = await _admin(args, "GET", "/bench/requests")
+        out["connections"] = await _connections(args)
     finally:
         await _admin(args, "POST", "/rate_limit", {"limit": None})
     out.update(_figures(len(ids), wall, cpu, rss0))

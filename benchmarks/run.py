@@ -154,6 +154,7 @@ def _run_worker(
     cmd += ["--t0", repr(time.time())]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=CHILD_ENV)
     emulator_cpu = emulator.cpu() - cpu0
+    LOAD_SAMPLES.append(_load())
     if done.returncode != 0:
         raise RuntimeError(f"worker {client} {mode} c={concurrency} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -260,9 +261,9 @@ def _markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v),
         f"- git commit: {meta['git_commit']}",
         f"- machine load: {_fmt_load(meta.get('load_before'))} before, "
-        f"{_fmt_load(meta.get('load_after'))} after "
-        "(1-minute load average; CPU pressure: share of time some task waited for a CPU, "
-        "last 60 s)",
+        f"{_fmt_load(meta.get('load_after'))} after (1-minute load average; CPU pressure: "
+        "share of the last 60 s in which some task waited for a CPU); while measuring: "
+        f"{_fmt_load_during(meta.get('load_during'))} (CPU pressure over the last 10 s)",
         f"- N = {meta['n']} PSK generations per run over N distinct tunnels; "
         f"{meta['repeats']} repeats, clients interleaved, each run in a fresh process; "
         "figures are medians",
@@ -346,11 +347,31 @@ def _markdown(results: dict[str, Any]) -> str:
 
 def _load() -> dict[str, float | None]:
     """The machine's load: other processes share the 2 CPUs and skew wall times."""
-    pressure = None
+    pressure: dict[str, float | None] = {"avg10": None, "avg60": None}
     with contextlib.suppress(OSError, ValueError, IndexError):
-        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-        pressure = float(some.split()[2].partition("=")[2])  # avg60
-    return {"loadavg_1m": os.getloadavg()[0], "cpu_pressure_avg60": pressure}
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()[1:]
+        for item in some:
+            key, _, value = item.partition("=")
+            if key in pressure:
+                pressure[key] = float(value)
+    return {
+        "loadavg_1m": os.getloadavg()[0],
+        "cpu_pressure_avg10": pressure["avg10"],
+        "cpu_pressure_avg60": pressure["avg60"],
+    }
+
+
+#: One load sample after every worker (set by _run_worker), summarized in the results.
+LOAD_SAMPLES: list[dict[str, float | None]] = []
+
+
+def _load_during() -> dict[str, Any]:
+    summary: dict[str, Any] = {"samples": len(LOAD_SAMPLES)}
+    for key in ("loadavg_1m", "cpu_pressure_avg10"):
+        values = [v for sample in LOAD_SAMPLES if (v := sample.get(key)) is not None]
+        if values:
+            summary[key] = {"median": statistics.median(values), "max": max(values)}
+    return summary
 
 
 def _fmt_load(load: dict[str, float | None] | None) -> str:
@@ -359,6 +380,19 @@ def _fmt_load(load: dict[str, float | None] | None) -> str:
     pressure = load.get("cpu_pressure_avg60")
     shown = f"load {load['loadavg_1m']:.2f}"
     return shown + (f", CPU pressure {pressure:.0f}%" if pressure is not None else "")
+
+
+def _fmt_load_during(during: dict[str, Any] | None) -> str:
+    if not during or not during.get("samples"):
+        return "?"
+    parts = []
+    if "loadavg_1m" in during:
+        load = during["loadavg_1m"]
+        parts.append(f"load median {load['median']:.2f}, max {load['max']:.2f}")
+    if "cpu_pressure_avg10" in during:
+        pressure = during["cpu_pressure_avg10"]
+        parts.append(f"CPU pressure median {pressure['median']:.0f}%, max {pressure['max']:.0f}%")
+    return "; ".join(parts) + f" ({during['samples']} samples, one after each worker)"
 
 
 def _fs_type(path: Path) -> str:
@@ -595,6 +629,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
     results["imports"] = _import_times(python, import_modules, args.import_repeats)
 
     results["meta"]["load_after"] = _load()
+    results["meta"]["load_during"] = _load_during()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = _markdown(results)

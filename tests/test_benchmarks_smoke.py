@@ -43,7 +43,7 @@ def test_smoke_run_writes_results(smoke: tuple[Path, dict[str, Any]]) -> None:
     assert (out / "results.md").read_text().startswith("# magicwan benchmark results")
     assert {"meta", "generate", "ratios", "imports", "bulk", "budget"} <= results.keys()
     meta_keys = {"date", "command", "machine", "versions", "git_commit", "n", "repeats"}
-    assert meta_keys | {"load_before", "load_after"} <= results["meta"].keys()
+    assert meta_keys | {"load_before", "load_after", "load_during"} <= results["meta"].keys()
     clients = {row["client"] for row in results["generate"]}
     assert {"magicwan", "raw"} <= clients
     assert {row["concurrency"] for row in results["generate"]} == {1, 4}

@@ -9,7 +9,11 @@ connections a client really used.
 - ``GET  /__emulator__/bench/connections`` -> ``{"connections": n, "requests": m}``
   (distinct client ports and API requests seen since the last reset; admin requests are
   not counted);
-- ``POST /__emulator__/bench/reset`` forgets them.
+- ``POST /__emulator__/bench/reset`` forgets them;
+- ``GET  /__emulator__/bench/requests`` -> the emulator's own request counters
+  (``state.requests``: ``total``, ``by_route``, ``by_status``, ``dropped``, ``faults``), which
+  the budget benchmark reads to count 429s where they happen. The standard admin routes
+  (``/__emulator__/rate_limit``, ``/__emulator__/reset``) set the budget and zero them.
 
 Prints ``MAGICWAN_BASE_URL=...``, ``MAGICWAN_ACCOUNT_ID=...``, ``CLOUDFLARE_API_TOKEN=...``,
 ``BENCH_ADMIN_URL=...`` and ``READY`` on stdout, then serves until SIGTERM.
@@ -56,6 +60,10 @@ async def _serve(args: argparse.Namespace) -> None:
         counts["requests"] = 0
         return web.json_response({"ok": True})
 
+    async def requests(request: web.Request) -> web.Response:
+        # Not /__emulator__/state: that snapshot carries every tunnel's PSK history.
+        return web.json_response(state.requests.to_dict())
+
     with open(args.ids_file, "w") as fh:
         json.dump(state.tunnel_ids, fh)
 
@@ -66,6 +74,7 @@ async def _serve(args: argparse.Namespace) -> None:
         routes=[
             web.get(ADMIN_PREFIX + "/bench/connections", connections),
             web.post(ADMIN_PREFIX + "/bench/reset", reset),
+            web.get(ADMIN_PREFIX + "/bench/requests", requests),
         ],
     ) as emulator:
         print(f"MAGICWAN_BASE_URL={emulator.base_url}")

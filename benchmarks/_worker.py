@@ -1,13 +1,16 @@
 """One benchmark run in a fresh process; prints one JSON line on stdout.
 
     python benchmarks/_worker.py CLIENT MODE --concurrency C --n N --ids-file F \
-        --base-url URL --account-id ID --token T --t0 EPOCH [--journal PATH]
+        --base-url URL --account-id ID --token T --t0 EPOCH [--journal PATH] \
+        [--method generate|set --budget default|N/SECONDS --batch-size B]
 
 CLIENT is ``magicwan``, ``raw`` or ``cloudflare``; MODE is ``generate`` (N PSK
 generations over N distinct tunnels, C at a time, after one untimed first call on
 another tunnel), ``bulk-rotate`` (magicwan's ``rotate(..., journal=...)`` over N
-tunnels) or ``bulk-gather`` (``asyncio.gather`` of N plain ``generate`` calls bounded by
-a semaphore of C).
+tunnels), ``bulk-gather`` (``asyncio.gather`` of N plain ``generate`` calls bounded by
+a semaphore of C) or ``budget`` (magicwan only: ``rotate(..., method=M, journal=...)``
+over N tunnels with the client's limiter on, against an emulator enforcing the same
+budget; see ``_budget.py``).
 
 Nothing but the standard library is imported before the SDK under test, so the
 import and first-call times are those of a fresh process.
@@ -21,9 +24,12 @@ _T_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 
@@ -34,6 +40,27 @@ def _cpu() -> float:
 
 def _maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+@contextlib.contextmanager
+def _profiled(path: str | None) -> Iterator[None]:
+    """With ``--profile PATH``: pyinstrument samples the measured section (the whole event
+    loop thread, idle waits included) and writes its call tree to PATH. A diagnosis tool:
+    the profiler costs CPU, so a profiled run's figures are not results."""
+    if not path:
+        yield
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    try:
+        yield
+    finally:
+        session = profiler.stop()
+        with open(path, "w") as fh:
+            fh.write(profiler.output_text(unicode=False, color=False))
+        session.save(path + ".pyisession")
 
 
 async def _drive(call: Any, ids: list[str], concurrency: int) -> None:
@@ -161,13 +188,82 @@ async def _generate(args: argparse.Namespace, out: dict[str, Any]) -> None:
         rss0 = _maxrss_kib()
         cpu0 = _cpu()
         t0 = time.perf_counter()
-        await _drive(client.call, ids, args.concurrency)
+        with _profiled(args.profile):
+            await _drive(client.call, ids, args.concurrency)
         wall = time.perf_counter() - t0
         cpu = _cpu() - cpu0
     finally:
         await client.aclose()
     out.update(_figures(len(ids), wall, cpu, rss0))
     out["connections"] = await _connections(args)
+
+
+async def _budget(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """One rotation paced by the client's limiter, the emulator enforcing the same budget.
+
+    A warm-up call (on a spare tunnel, from a client without a limiter, the emulator's limit
+    off) loads and exercises the code first, so it spends nothing of the measured budget.
+    Then the emulator gets the budget (a fresh, full bucket) and zeroed request counters, a
+    new client is made with the same budget (``--budget default``: the client's default
+    limiter, Cloudflare's budget), and the rotation runs with a fresh journal. The emulator's
+    counters say how many requests arrived and how many were refused with a 429.
+    """
+    from magicwan import MagicWAN
+    from magicwan.ratelimit import CLOUDFLARE_BUDGET, parse_rate_limit
+
+    all_ids = _ids(args)
+    ids, spare = all_ids[: args.n], all_ids[args.n]
+    budget = CLOUDFLARE_BUDGET if args.budget == "default" else parse_rate_limit(args.budget)
+    assert budget is not None, "the budget benchmark needs a budget"
+    limit, period = budget
+    await _admin(args, "POST", "/rate_limit", {"limit": None})
+    async with MagicWAN(api_token=args.token, base_url=args.base_url, rate_limit=None) as warm:
+        await warm.tunnels.ipsec.psk.generate(args.account_id, spare)
+    await _admin(args, "POST", "/rate_limit", {"limit": limit, "window": period})
+    await _admin(args, "POST", "/reset")  # request counters to zero, the bucket full
+    await _reset_connections(args)
+    try:
+        if args.budget == "default":
+            client = MagicWAN(api_token=args.token, base_url=args.base_url)
+        else:
+            client = MagicWAN(api_token=args.token, base_url=args.base_url, rate_limit=budget)
+        limiter = client.rate_limiter
+        assert (limiter.limit, limiter.period) == (limit, period), "the client's budget differs"
+        psk = client.tunnels.ipsec.psk
+        ok = retried = 0
+        async with client:
+            rss0 = _maxrss_kib()
+            cpu0 = _cpu()
+            t0 = time.perf_counter()
+            with _profiled(args.profile):
+                async with psk.rotate(
+                    args.account_id,
+                    ids,
+                    method=args.method,
+                    concurrency=args.concurrency,
+                    batch_size=args.batch_size,
+                    journal=args.journal,
+                ) as rotation:
+                    async for outcome in rotation:
+                        ok += outcome.ok
+                        retried += outcome.attempts > 1
+            wall = time.perf_counter() - t0  # the journal is closed: every line is on disk
+            cpu = _cpu() - cpu0
+        counters = await _admin(args, "GET", "/bench/requests")
+        out["connections"] = await _connections(args)
+    finally:
+        await _admin(args, "POST", "/rate_limit", {"limit": None})
+    out.update(_figures(len(ids), wall, cpu, rss0))
+    with open(args.journal, "rb") as fh:
+        out["journal_lines"] = sum(1 for _ in fh)
+    out["journal_bytes"] = os.path.getsize(args.journal)
+    out["ok"] = ok
+    out["retried_tunnels"] = retried
+    out["requests_sent"] = counters["total"]
+    out["by_status"] = counters["by_status"]
+    out["by_route"] = counters["by_route"]
+    out["dropped"] = counters["dropped"]
+    out["status_429"] = counters["by_status"].get("429", 0)
 
 
 async def _bulk(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -182,22 +278,23 @@ async def _bulk(args: argparse.Namespace, out: dict[str, Any]) -> None:
         rss0 = _maxrss_kib()
         cpu0 = _cpu()
         t0 = time.perf_counter()
-        ok = 0
-        if args.mode == "bulk-rotate":
-            async for outcome in psk.rotate(
-                args.account_id, ids, concurrency=args.concurrency, journal=args.journal
-            ):
-                ok += outcome.ok
-        else:
-            slots = asyncio.Semaphore(args.concurrency)
+        with _profiled(args.profile):
+            if args.mode == "bulk-rotate":
+                ok = 0
+                async for outcome in psk.rotate(
+                    args.account_id, ids, concurrency=args.concurrency, journal=args.journal
+                ):
+                    ok += outcome.ok
+            else:
+                slots = asyncio.Semaphore(args.concurrency)
 
-            async def one(tunnel_id: str) -> Any:
-                async with slots:
-                    return await psk.generate(args.account_id, tunnel_id)
+                async def one(tunnel_id: str) -> Any:
+                    async with slots:
+                        return await psk.generate(args.account_id, tunnel_id)
 
-            results = await asyncio.gather(*(one(t) for t in ids), return_exceptions=True)
-            ok = sum(1 for r in results if not isinstance(r, BaseException))
-            del results
+                results = await asyncio.gather(*(one(t) for t in ids), return_exceptions=True)
+                ok = sum(1 for r in results if not isinstance(r, BaseException))
+                del results
         wall = time.perf_counter() - t0
         cpu = _cpu() - cpu0
     out.update(_figures(len(ids), wall, cpu, rss0))
@@ -224,14 +321,18 @@ def _ids(args: argparse.Namespace) -> list[str]:
     return ids
 
 
-async def _admin(args: argparse.Namespace, method: str, path: str) -> dict[str, Any]:
+async def _admin(
+    args: argparse.Namespace, method: str, path: str, body: Any = None
+) -> dict[str, Any]:
     # Plain asyncio streams, so the admin calls import nothing the clients would not.
     host, _, port = args.admin_url.removeprefix("http://").partition("/")[0].partition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     prefix = "/" + args.admin_url.removeprefix("http://").partition("/")[2]
+    data = b"" if body is None else json.dumps(body).encode()
     writer.write(
-        f"{method} {prefix}{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n"
+        f"{method} {prefix}{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(data)}\r\n"
         "Connection: close\r\n\r\n".encode()
+        + data
     )
     raw = await reader.read()
     writer.close()
@@ -254,7 +355,7 @@ async def _connections(args: argparse.Namespace) -> int | None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("client", choices=sorted(CLIENTS))
-    parser.add_argument("mode", choices=["generate", "bulk-rotate", "bulk-gather"])
+    parser.add_argument("mode", choices=["generate", "bulk-rotate", "bulk-gather", "budget"])
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--ids-file")
@@ -264,12 +365,17 @@ def main() -> int:
     parser.add_argument("--token")
     parser.add_argument("--journal")
     parser.add_argument("--t0", type=float, default=None)
+    parser.add_argument("--method", choices=["generate", "set"], default="generate")
+    parser.add_argument("--budget", default="default", help="default, or N/SECONDS")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--profile", help="write a pyinstrument profile of the measured section")
     args = parser.parse_args()
     out: dict[str, Any] = {"client": args.client, "mode": args.mode}
     if args.t0 is None:
         args.t0 = time.time() - (time.perf_counter() - _T_START)
     out["concurrency"] = args.concurrency
-    runner = _generate if args.mode == "generate" else _bulk
+    runners = {"generate": _generate, "budget": _budget}
+    runner = runners.get(args.mode, _bulk)
     asyncio.run(runner(args, out))
     print(json.dumps(out), flush=True)
     return 0

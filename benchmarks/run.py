@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # full run (a few minutes), writes benchmarks/results/
     python benchmarks/run.py --bulk          # plus the 10,000-tunnel rotation figure
+    python benchmarks/run.py --budget        # plus rotations paced by the API budget
     python benchmarks/run.py --smoke --out /tmp/x   # seconds; what CI runs
 
 See benchmarks/README.md for what every figure means.
@@ -26,6 +27,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import _budget
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
@@ -151,6 +154,7 @@ def _run_worker(
     cmd += ["--t0", repr(time.time())]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=CHILD_ENV)
     emulator_cpu = emulator.cpu() - cpu0
+    LOAD_SAMPLES.append(_load())
     if done.returncode != 0:
         raise RuntimeError(f"worker {client} {mode} c={concurrency} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -256,6 +260,10 @@ def _markdown(results: dict[str, Any]) -> str:
         f"- python {meta['machine']['python']}; "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v),
         f"- git commit: {meta['git_commit']}",
+        f"- machine load: {_fmt_load(meta.get('load_before'))} before, "
+        f"{_fmt_load(meta.get('load_after'))} after (1-minute load average; CPU pressure: "
+        "share of the last 60 s in which some task waited for a CPU); while measuring: "
+        f"{_fmt_load_during(meta.get('load_during'))} (CPU pressure over the last 10 s)",
         f"- N = {meta['n']} PSK generations per run over N distinct tunnels; "
         f"{meta['repeats']} repeats, clients interleaved, each run in a fresh process; "
         "figures are medians",
@@ -332,7 +340,59 @@ def _markdown(results: dict[str, Any]) -> str:
             f"rotate with journal / gather: wall {_fmt(bulk['wall_ratio'])} (target <= 1.5), "
             f"paired {_fmt(bulk['wall_ratio_paired'])}; journal on {bulk['journal_fs']}",
         ]
+    if results.get("budget"):
+        lines += _budget.markdown(results["budget"])
     return "\n".join(lines) + "\n"
+
+
+def _load() -> dict[str, float | None]:
+    """The machine's load: other processes share the 2 CPUs and skew wall times."""
+    pressure: dict[str, float | None] = {"avg10": None, "avg60": None}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()[1:]
+        for item in some:
+            key, _, value = item.partition("=")
+            if key in pressure:
+                pressure[key] = float(value)
+    return {
+        "loadavg_1m": os.getloadavg()[0],
+        "cpu_pressure_avg10": pressure["avg10"],
+        "cpu_pressure_avg60": pressure["avg60"],
+    }
+
+
+#: One load sample after every worker (set by _run_worker), summarized in the results.
+LOAD_SAMPLES: list[dict[str, float | None]] = []
+
+
+def _load_during() -> dict[str, Any]:
+    summary: dict[str, Any] = {"samples": len(LOAD_SAMPLES)}
+    for key in ("loadavg_1m", "cpu_pressure_avg10"):
+        values = [v for sample in LOAD_SAMPLES if (v := sample.get(key)) is not None]
+        if values:
+            summary[key] = {"median": statistics.median(values), "max": max(values)}
+    return summary
+
+
+def _fmt_load(load: dict[str, float | None] | None) -> str:
+    if not load:
+        return "?"
+    pressure = load.get("cpu_pressure_avg60")
+    shown = f"load {load['loadavg_1m']:.2f}"
+    return shown + (f", CPU pressure {pressure:.0f}%" if pressure is not None else "")
+
+
+def _fmt_load_during(during: dict[str, Any] | None) -> str:
+    if not during or not during.get("samples"):
+        return "?"
+    parts = []
+    if "loadavg_1m" in during:
+        load = during["loadavg_1m"]
+        parts.append(f"load median {load['median']:.2f}, max {load['max']:.2f}")
+    if "cpu_pressure_avg10" in during:
+        pressure = during["cpu_pressure_avg10"]
+        parts.append(f"CPU pressure median {pressure['median']:.0f}%, max {pressure['max']:.0f}%")
+    return "; ".join(parts) + f" ({during['samples']} samples, one after each worker)"
 
 
 def _fs_type(path: Path) -> str:
@@ -378,6 +438,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-concurrency", type=int, default=64, help="(64)")
     parser.add_argument("--bulk-repeats", type=int, default=3, help="(3)")
     parser.add_argument("--no-generate", action="store_true", help="skip the per-call runs")
+    parser.add_argument(
+        "--budget", action="store_true", help="also run the API budget rotations (~2 min)"
+    )
+    parser.add_argument("--budget-n", type=int, default=10_000, help="tunnels to rotate (10000)")
+    parser.add_argument(
+        "--budget-batch-size", type=int, default=None, help="set's batch (rotate's default, 100)"
+    )
+    parser.add_argument(
+        "--budget-concurrency", type=int, default=None, help="(rotate's default, 16)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny run of everything (seconds)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the workers")
@@ -386,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.n, args.concurrency, args.repeats, args.import_repeats = 20, [1, 4], 1, 2
         args.bulk, args.bulk_n, args.bulk_concurrency, args.bulk_repeats = True, 50, 4, 1
+        args.budget, args.budget_n, args.budget_batch_size = True, 2000, 10
+
+    concurrency, batch_size = _budget.rotate_defaults()
+    args.budget_concurrency = args.budget_concurrency or concurrency
+    args.budget_batch_size = args.budget_batch_size or batch_size
 
     python = args.python
     pycache = Path(tempfile.mkdtemp(prefix="magicwan-bench-pycache-"))
@@ -409,7 +484,14 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
         _installed(f"{module[client]}, magicwan.emulator.app", python)
 
     started = dt.datetime.now(dt.UTC)
-    tunnels = max(args.n + 1, args.bulk_n if args.bulk else 0)
+    budget_plan = (
+        _budget.plan(args.budget_n, args.budget_batch_size, args.smoke) if args.budget else []
+    )
+    tunnels = max(
+        args.n + 1,
+        args.bulk_n if args.bulk else 0,
+        *(s.n + 1 for s in budget_plan if s.run),  # + a spare tunnel for the warm-up call
+    )
     results: dict[str, Any] = {
         "meta": {
             "date": started.isoformat(timespec="seconds"),
@@ -427,6 +509,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
             "skipped_clients": missing,
             "magicwan_rate_limit": None,
             "cloudflare_max_retries": 2,
+            "load_before": _load(),
         },
         "generate": [],
         "ratios": [],
@@ -456,7 +539,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
             med = {row["client"]: row for row in results["generate"] if row["concurrency"] == c}
 
             def get(client: str, key: str, med: dict[str, Any] = med) -> float | None:
-                return med.get(client, {}).get(key)
+                value: float | None = med.get(client, {}).get(key)
+                return value
 
             if med:
                 results["ratios"].append(
@@ -528,9 +612,24 @@ def _main(args: argparse.Namespace, argv: list[str] | None, python: str) -> int:
                 "runs": jobs,
             }
 
+        if budget_plan and "magicwan" in clients:
+
+            def budget_worker(mode: str, n: int, concurrency: int, *extra: str) -> dict[str, Any]:
+                return _run_worker(python, emulator, "magicwan", mode, n, concurrency, *extra)
+
+            results["budget"] = _budget.run(
+                budget_plan,
+                budget_worker,
+                args.budget_concurrency,
+                _fs_type,
+                lambda text: _log(args.quiet, text),
+            )
+
     import_modules = ["magicwan", "aiohttp"] + (["cloudflare"] if "cloudflare" in clients else [])
     results["imports"] = _import_times(python, import_modules, args.import_repeats)
 
+    results["meta"]["load_after"] = _load()
+    results["meta"]["load_during"] = _load_during()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = _markdown(results)

@@ -41,8 +41,9 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
 def test_smoke_run_writes_results(smoke: tuple[Path, dict[str, Any]]) -> None:
     out, results = smoke
     assert (out / "results.md").read_text().startswith("# magicwan benchmark results")
-    assert {"meta", "generate", "ratios", "imports", "bulk"} <= results.keys()
-    assert {"date", "command", "machine", "versions", "n", "repeats"} <= results["meta"].keys()
+    assert {"meta", "generate", "ratios", "imports", "bulk", "budget"} <= results.keys()
+    meta_keys = {"date", "command", "machine", "versions", "git_commit", "n", "repeats"}
+    assert meta_keys | {"load_before", "load_after", "load_during"} <= results["meta"].keys()
     clients = {row["client"] for row in results["generate"]}
     assert {"magicwan", "raw"} <= clients
     assert {row["concurrency"] for row in results["generate"]} == {1, 4}
@@ -81,3 +82,35 @@ def test_smoke_run_measures_the_official_sdk(smoke: tuple[Path, dict[str, Any]])
     assert "cloudflare" in results["imports"]
     for ratio in results["ratios"]:
         assert ratio["rps_vs_cloudflare"] > 0
+
+
+def test_smoke_run_measures_the_api_budget(smoke: tuple[Path, dict[str, Any]]) -> None:
+    out, results = smoke
+    budget = results["budget"]
+    assert {"headroom", "concurrency", "journal_fs", "formula", "scenarios"} <= budget.keys()
+    scenarios = budget["scenarios"]
+    # Cloudflare's budget with the client's default limiter: set measured, generate's bound only.
+    at_cloudflare = {(r["method"], r["run"]) for r in scenarios if r["client_default_limiter"]}
+    assert at_cloudflare == {("set", True), ("generate", False)}
+    # A scaled-down budget: both methods measured in the same run.
+    scaled = {r["method"] for r in scenarios if r["run"] and not r["client_default_limiter"]}
+    assert scaled == {"generate", "set"}
+    for row in scenarios:
+        assert {"budget", "method", "n", "requests_expected", "bound_s", "run"} <= row.keys()
+        if not row["run"]:
+            continue
+        for key in (
+            "wall_s",
+            "wall_over_bound",
+            "requests_sent",
+            "status_429",
+            "by_status",
+            "rss_growth_mib",
+            "journal_bytes",
+        ):
+            assert key in row, (row["budget"], row["method"], key)
+        assert row["ok"] == row["n"]
+        assert row["journal_bytes"] > 0
+    speedup = budget["set_vs_generate_at_cloudflare_budget"]
+    assert {"set_wall_s", "generate_bound_s", "generate_bound_over_set_wall"} <= speedup.keys()
+    assert "## API budget" in (out / "results.md").read_text()

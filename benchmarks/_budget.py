@@ -6,8 +6,10 @@ at the emulator, ``state.requests.by_status``). Each scenario is one fresh worke
 (``_worker.py magicwan budget``) with a fresh journal on the local disk.
 
 The bound of a rotation is the limiter's own arithmetic: the limiter is a GCRA that starts
-full and keeps ``headroom`` requests (1) of the budget unused, so it sends a burst of
-``limit - headroom`` requests at once and then one every ``period / limit`` seconds:
+full and keeps ``headroom`` requests of the budget unused (``RateLimiter.headroom``: at
+least one request, and at least 1% of the window's time up to one second: 4 requests at
+Cloudflare's budget), so it sends a burst of ``limit - headroom`` requests at once and then
+one every ``period / limit`` seconds:
 
     bound(requests) = max(0, requests - (limit - headroom)) * period / limit
 
@@ -20,7 +22,6 @@ anything runs, so the formula cannot drift from the code.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import tempfile
 from collections.abc import Callable
@@ -75,12 +76,12 @@ def rotate_defaults() -> tuple[int, int]:
     return DEFAULT_CONCURRENCY, DEFAULT_BATCH_SIZE
 
 
-def headroom() -> float:
-    """The limiter's headroom (``RateLimiter``'s default; ``MagicWAN`` does not change it)."""
+def headroom(limit: int, period: float) -> float:
+    """The limiter's margin, in requests, for this budget (``RateLimiter.headroom``:
+    ``MagicWAN`` keeps the default)."""
     from magicwan.ratelimit import RateLimiter
 
-    value: float = inspect.signature(RateLimiter).parameters["headroom"].default
-    return value
+    return RateLimiter(limit, period).headroom
 
 
 def bound_seconds(requests: int, limit: int, period: float, headroom: float = 1.0) -> float:
@@ -147,16 +148,16 @@ def run(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Run every scenario (each in a fresh worker) and return the results section."""
-    room = headroom()
     for s in scenarios:  # the formula must be the limiter's own
         simulated = simulated_bound(s.requests, s.limit, s.period)
-        computed = bound_seconds(s.requests, s.limit, s.period, room)
+        computed = bound_seconds(s.requests, s.limit, s.period, headroom(s.limit, s.period))
         if not math.isclose(simulated, computed, rel_tol=1e-9, abs_tol=1e-9):
             raise RuntimeError(f"bound formula {computed} != RateLimiter's {simulated} for {s}")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="magicwan-budget-") as tmp:
         fs = fs_type(Path(tmp))
         for i, s in enumerate(scenarios):
+            room = headroom(s.limit, s.period)
             bound = bound_seconds(s.requests, s.limit, s.period, room)
             row: dict[str, Any] = {
                 "budget": s.budget,
@@ -168,6 +169,7 @@ def run(
                 "batch_size": s.batch_size if s.method == "set" else None,
                 "concurrency": concurrency,
                 "requests_expected": s.requests,
+                "headroom": room,
                 "bound_s": bound,
                 "run": s.run,
                 "note": s.note,
@@ -217,7 +219,7 @@ def run(
                 )
             rows.append(row)
     return {
-        "headroom": room,
+        "headroom": "per scenario: RateLimiter(limit, period).headroom",
         "concurrency": concurrency,
         "journal_fs": fs,
         "formula": "bound = max(0, requests - (limit - headroom)) * period / limit",
@@ -254,7 +256,7 @@ def markdown(section: dict[str, Any]) -> list[str]:
         "429s and requests are counted by the emulator. One fresh process per row, a fresh "
         f"journal on {section['journal_fs']} (every PSK fsynced), rotate's default "
         f"concurrency ({section['concurrency']}). "
-        f"Bound: `{section['formula']}` (headroom {section['headroom']:g}): when the last "
+        f"Bound: `{section['formula']}` (headroom: the limiter's, per budget): when the last "
         "request may leave at the earliest; the wall time adds its answer and the rest of "
         "the rotation.",
         "",

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from magicwan._envelope import header
 from magicwan._version import __version__
@@ -132,7 +133,9 @@ class HTTPAdapter:
                 # raises "the client is closed" (nothing sent), not aiohttp's RuntimeError.
                 self._open().request(
                     method,
-                    url,
+                    # Built from validated, quoted parts: no need for yarl to parse and
+                    # requote it on every call.
+                    URL(url, encoded=True),
                     data=body,
                     headers=headers,
                     allow_redirects=False,

@@ -40,6 +40,8 @@ logger = logging.getLogger("magicwan")
 T = TypeVar("T")
 
 _NO_BODY: Any = object()
+_EMPTY_OBJECT = b"{}"
+_ENCODER = jsonlib.JSONEncoder(separators=(",", ":"))
 QueryValue = str | int | bool
 
 
@@ -218,7 +220,8 @@ class Transport:
         if json is _NO_BODY:
             body, headers = None, self._get_headers
         else:
-            body = jsonlib.dumps(json, separators=(",", ":")).encode()
+            # An empty object (psk_generate's body) is the common case: no encoder for it.
+            body = _EMPTY_OBJECT if json == {} else _ENCODER.encode(json).encode()
             headers = self._post_headers
         call = _Call(route, url, headers, body, convert, self._secrets + secrets)
         try:
@@ -318,6 +321,7 @@ class Transport:
             raise
         ray_id = call.ray_id = header(raw.headers, "cf-ray")
         logger.debug("%s -> %d (attempt %d, cf-ray %s)", route, raw.status, call.attempts, ray_id)
+        self.limiter.answered()
         info = parse_ratelimit(raw.headers)
         if info is not None:
             self.limiter.observe(info)

@@ -154,10 +154,15 @@ _KINDS: dict[str, type[JournalEvent]] = {
 }
 
 
-def _encode(event: JournalEvent) -> bytes:
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _encode(event: JournalEvent, now: datetime | None = None) -> bytes:
     data: dict[str, Any] = {"event": event.kind}
     data.update(converter.unstructure(event))
-    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+    if now is not None and data.get("time") is None:
+        data["time"] = format_datetime(now)
+    return (_ENCODER.encode(data) + "\n").encode()
 
 
 def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
@@ -492,10 +497,8 @@ class Journal:
         """
         if self._broken is not None:
             raise self._broken
-        if event.time is None:
-            event = attrs.evolve(event, time=datetime.now(UTC))
         try:
-            self._write(_encode(event))
+            self._write(_encode(event, datetime.now(UTC)))
         except OSError as exc:
             raise self._break(f"cannot write journal {self.path}: {exc.strerror}") from None
         self._written += 1

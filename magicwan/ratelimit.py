@@ -70,6 +70,9 @@ def parse_rate_limit(text: str) -> tuple[int, float] | None:
 
 #: The longest client-side cooldown a 429 can impose, whatever its ``Retry-After``.
 MAX_COOLDOWN = 300.0
+#: The limiter's time margin: this fraction of the window, at most this many seconds.
+_HEADROOM_FRACTION = 0.01
+_MAX_HEADROOM_SECONDS = 1.0
 
 
 class CooldownTooLong(MagicWANError):
@@ -84,7 +87,9 @@ class RateLimiter:
     """Paces requests to ``limit`` per ``period`` seconds and holds the 429 cooldown.
 
     ``limit=None`` turns pacing off; the cooldown still applies. ``headroom`` is the
-    number of requests of the budget left unused as a safety margin.
+    number of requests of the budget left unused as a safety margin; by default one
+    request, and at least 1% of the window's time (at most one second): 4 requests at
+    Cloudflare's budget. :attr:`headroom` is the margin in force, in requests.
     """
 
     def __init__(
@@ -94,10 +99,12 @@ class RateLimiter:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        headroom: float = 1.0,
+        headroom: float | None = None,
         max_cooldown: float = MAX_COOLDOWN,
     ) -> None:
-        if not (isinstance(headroom, int | float) and math.isfinite(headroom) and headroom >= 0):
+        if headroom is not None and not (
+            isinstance(headroom, int | float) and math.isfinite(headroom) and headroom >= 0
+        ):
             raise ValueError("headroom must be a non-negative number of requests")
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -112,12 +119,21 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._interval = self.period / limit if limit else 0.0
-        # Keep ``headroom`` requests of the budget unused: the server counts a request
-        # when it arrives, later than we send it, and its bucket may have started later
-        # than ours (e.g. after our first TLS handshake). Without headroom, request
-        # limit + 1 can reach it a few milliseconds early and cost a whole Retry-After.
-        self._tolerance = max(0.0, self.period - self._interval * (1 + headroom))
+        # Keep some of the budget unused: the server counts a request when it arrives,
+        # later than we send it, and its bucket starts when our FIRST request arrives,
+        # which may be the slowest of all (DNS, TCP and TLS handshakes). Without headroom
+        # a paced request can reach it a few milliseconds early and cost a whole
+        # Retry-After. One request of margin is one interval (250 ms at Cloudflare's
+        # budget); a first handshake can take longer, so the margin is also at least 1%
+        # of the window, up to one second (4 requests at Cloudflare's budget).
+        if headroom is None:
+            margin = min(_MAX_HEADROOM_SECONDS, self.period * _HEADROOM_FRACTION)
+            headroom = max(1.0, margin / self._interval) if limit else 0.0
+        #: The margin in force, in requests of the budget.
+        self.headroom = float(headroom)
+        self._tolerance = max(0.0, self.period - self._interval * (1 + self.headroom))
         self._tat = clock()  # GCRA "theoretical arrival time": a full bucket
+        self._burst_started: float | None = None  # when a burst from a full bucket began
         self._paused_until = -math.inf
 
     @property
@@ -137,10 +153,22 @@ class RateLimiter:
         now = self._clock()
         wait = self._paused_until - now
         if self.limit:
+            if self._tat <= now and self._burst_started is None:
+                self._burst_started = now  # a full bucket: a new burst begins here
             tat = max(self._tat, now)
             wait = max(wait, tat - self._tolerance - now)
             self._tat = tat + self._interval
         return max(wait, 0.0)
+
+    def answered(self) -> None:
+        """An answer arrived. After the first answer of a burst, the schedule moves back by
+        the time that answer took: the server's count began when the burst's first request
+        ARRIVED, which may have been well after we sent it (connection and TLS setup), and a
+        paced request must never reach it before its bucket allows."""
+        started = self._burst_started
+        if started is not None:
+            self._burst_started = None
+            self._tat += max(0.0, self._clock() - started)
 
     async def acquire(self, max_wait: float = math.inf) -> float:
         """Wait for a slot; return the seconds waited.

@@ -294,7 +294,7 @@ async def test_cancelled_gather_at_the_default_budget_leaves_no_backlog() -> Non
     batch = asyncio.gather(*(call() for _ in range(2000)))
     await _turns()
     burst = sent
-    assert burst == CLOUDFLARE_BUDGET[0] - 1  # the burst, less one request of headroom
+    assert burst == CLOUDFLARE_BUDGET[0] - limiter.headroom  # the burst, less the headroom
     assert clock.sleeping == 2000 - burst
     clock.advance(0.1)
     batch.cancel()
@@ -393,7 +393,9 @@ def test_real_clock_and_sleep_by_default() -> None:
     limiter = RateLimiter()
     assert limiter.limit == 1200
     assert limiter.period == 300.0
-    assert limiter.available() == pytest.approx(1199.0)  # one request of headroom
+    # Headroom at Cloudflare's budget: 1% of the window, at most a second: 4 requests.
+    assert limiter.headroom == pytest.approx(4.0)
+    assert limiter.available() == pytest.approx(1196.0)
 
 
 @pytest.mark.parametrize(
@@ -458,3 +460,39 @@ def test_parse_rate_limit_refuses_everything_else(text: str) -> None:
     with pytest.raises(ValueError, match=r"expected REQUESTS/SECONDS .* or off") as info:
         parse_rate_limit(text)
     assert len(str(info.value)) < 200  # a huge input is cut short in the message
+
+
+@pytest.mark.parametrize(
+    ("limit", "period", "headroom"),
+    [
+        (1200, 300.0, 4.0),  # Cloudflare's: 1 s of margin (a slow first TLS handshake)
+        (120, 3.0, 1.2),  # 1% of the window, more than one interval
+        (20, 1.0, 1.0),  # one request is more than 1% of the window
+        (10, 5.0, 1.0),
+        (100_000, 3600.0, 27.777777),  # at most one second
+    ],
+)
+def test_default_headroom_is_a_request_and_at_least_a_little_time(
+    limit: int, period: float, headroom: float
+) -> None:
+    # The server's bucket starts when our first request arrives, which may be the slowest
+    # of all: one interval of margin alone let a paced request arrive early (a 429).
+    limiter = RateLimiter(limit, period)
+    assert limiter.headroom == pytest.approx(headroom)
+    assert RateLimiter(limit, period, headroom=0).headroom == 0.0  # explicit: exactly that
+
+
+def test_the_first_answer_of_a_burst_moves_the_schedule_back() -> None:
+    # The server's bucket starts when the burst's first request ARRIVES. If that took
+    # longer than an interval (a slow first handshake), the next paced request would
+    # reach the server early and cost a whole Retry-After: the schedule moves back by the
+    # time the first answer took.
+    fake = FakeClock()
+    limiter = RateLimiter(4, 1.0, clock=fake.clock, sleep=fake.sleep, headroom=0)
+    assert [limiter.reserve() for _ in range(4)] == [0.0] * 4  # the burst, at t=0
+    fake.advance(0.3)  # its first answer comes 0.3 s later
+    limiter.answered()
+    assert limiter.reserve() == pytest.approx(0.25)  # one interval from now, not at once
+    fake.advance(0.3)
+    limiter.answered()  # later answers of the same burst move nothing
+    assert limiter.reserve() == pytest.approx(0.2)

@@ -1,0 +1,62 @@
+"""Attacks through the command line, as a real ``python -m magicwan`` process against the
+emulator on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from magicwan.emulator import Emulator, run
+from tests.support.cli import REPO, process_env
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _cli(
+    emu: Emulator, *argv: str, timeout: float = 30.0, **env: str
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "magicwan",
+        *argv,
+        cwd=REPO,
+        env=process_env(emu, **env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_deliver_exec_program_does_not_get_the_cloudflare_api_token(tmp_path: Path) -> None:
+    # The command line takes credentials only from the environment, so that `ps` cannot
+    # show them. The --deliver-exec program (a router script, often a third-party tool
+    # that logs its environment on failure) needs the PSK and the tunnel's facts, not the
+    # account-wide Cloudflare API token; yet it inherits the whole environment.
+    dump = tmp_path / "env"
+    deliver = (
+        f"{sys.executable} -c \"import os, sys; open(sys.argv[1], 'a').write("
+        'repr(dict(os.environ)) + chr(10)); sys.stdin.read()" ' + str(dump)
+    )
+    async with run(tunnels=2, rate_limit=None) as emu:
+        code, _, err = await _cli(
+            emu,
+            "psk",
+            "rotate",
+            "--all",
+            "--journal",
+            str(tmp_path / "j.jsonl"),
+            "--deliver-exec",
+            deliver,
+            "-q",
+        )
+        assert code == 0, err
+        seen = dump.read_text()
+        assert "MAGICWAN_TUNNEL_ID" in seen  # the program ran, with its facts
+        assert emu.api_token not in seen, "the deliverer's environment holds the API token"

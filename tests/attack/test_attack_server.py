@@ -1,0 +1,151 @@
+"""Attacks by a hostile or merely unlucky server: small aiohttp servers on 127.0.0.1, and the
+emulator itself with a controlled clock."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from magicwan import MagicWAN, UnexpectedResponseError
+from magicwan._http import MAX_RESPONSE_BYTES
+from magicwan.emulator import EmulatorState, Faults, run
+from tests.integration.integration_support import make_client
+from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.secrets import assert_no_secret, exception_texts
+
+pytestmark = pytest.mark.asyncio
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def tiny_server(handler: _Handler) -> AsyncIterator[str]:
+    """One handler for every path; yields the base URL (``.../client/v4``)."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/client/v4"
+    finally:
+        await runner.cleanup()
+
+
+def envelope(result: Any) -> bytes:
+    return json.dumps({"success": True, "errors": [], "messages": [], "result": result}).encode()
+
+
+def client_of(base_url: str, **kwargs: Any) -> MagicWAN:
+    kwargs.setdefault("rate_limit", None)
+    return MagicWAN(api_token="tok-attack-0123456789", base_url=base_url, environ={}, **kwargs)
+
+
+# --- a bulk set refused with a reason that quotes the PSK ----------------------------------
+
+
+async def test_a_bulk_set_refusal_reason_quoting_the_psk_is_scrubbed(tmp_path: Path) -> None:
+    # The SDK knows every PSK it sent in a bulk set (it scrubs them from error envelopes),
+    # yet Cloudflare's reason for not applying one ("psk 'abc...' is too weak", a
+    # validation message echoing its input) goes verbatim into NotAppliedError's text:
+    # outcome.error, the journal's failed line, the CLI's stderr.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        unapplied = {item["id"]: f"psk {item['psk']!r} is too weak" for item in body["psks"]}
+        result = {"successfully_applied_psks": {}, "unapplied_psks": unapplied}
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    async with tiny_server(handler) as base, client_of(base) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            ACCOUNT, [TUNNEL], method="set", journal=tmp_path / "j.jsonl"
+        )
+        async with rotation:
+            outcomes = [o async for o in rotation]
+    [outcome] = outcomes
+    assert not outcome.ok
+    sent = next(
+        json.loads(line)["psk"]
+        for line in (tmp_path / "j.jsonl").read_text().splitlines()
+        if '"intent"' in line
+    )
+    assert_no_secret(exception_texts(outcome.error), [sent], "NotAppliedError")
+
+
+# --- a compressed body: the 4 MiB limit measured before decompression -----------------------
+
+
+async def test_a_gzip_bomb_is_refused_like_any_body_over_the_limit() -> None:
+    # SECURITY.md: "A response body larger than 4 MiB is refused." The limit is checked
+    # against Content-Length, which for a gzip body is the *compressed* size: 40 KiB on the
+    # wire inflate to 40 MiB in memory (4 MiB on the wire would be 4 GiB: the process dies).
+    pad = "x" * (10 * MAX_RESPONSE_BYTES)
+    body = envelope({"ipsec_tunnel_id": TUNNEL, "psk": "A" * 32, "pad": pad})
+    squeezed = gzip.compress(body, compresslevel=9)
+    assert len(squeezed) < MAX_RESPONSE_BYTES // 50
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(
+            body=squeezed,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        with pytest.raises(UnexpectedResponseError):
+            await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+
+
+# --- a read-back whose stamps happen to fall on a whole second -------------------------------
+
+
+@pytest.mark.parametrize("micro", [0, 500_000], ids=["whole_second", "whole_millisecond"])
+async def test_a_late_store_after_a_round_stamp_is_not_taken_for_the_held_psk(
+    tmp_path: Path, micro: int
+) -> None:
+    # The emulator is honest: microsecond stamps, strictly increasing per tunnel. Only its
+    # clock is unlucky: the retry's PSK is stamped 12:00:00.500000 (or 12:00:00.000000).
+    # compare_stamps infers a stamp's precision from its *value* (microseconds divisible by
+    # 1000 -> "milliseconds", 0 -> "seconds"), so the late store stamped one microsecond
+    # later compares equal, and the rotation reports ok=True, verified=True while the edge
+    # holds the late PSK that nobody received. With microsecond stamps that is 1 doubtful
+    # tunnel in 1,000 (the same test with 12:00:00.500123 regenerates, as it should).
+    whole = datetime(2030, 1, 1, 12, 0, 0, micro, tzinfo=UTC)
+    now = [whole - timedelta(days=1)]
+    state = EmulatorState(tunnels=1, seed=3, rate_limit=None, utcnow=lambda: now[0])
+    generates = 0
+
+    @web.middleware
+    async def first_one_is_late(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        nonlocal generates
+        if request.path.endswith("/psk_generate"):
+            generates += 1
+            late = generates == 1
+            state.set_faults(Faults(late_store=1.0, late_store_delay=1.2) if late else Faults())
+        return await handler(request)
+
+    now[0] = whole
+    async with run(state=state, middlewares=[first_one_is_late], shutdown_timeout=2.0) as emu:
+        tunnel = emu.tunnel_ids[0]
+        async with make_client(emu, timeout=0.2, max_retries=3) as client:
+            rotation = client.tunnels.ipsec.psk.rotate(
+                emu.account_id, [tunnel], journal=tmp_path / "j.jsonl", settle_window=1.5
+            )
+            async with rotation:
+                [outcome] = [o async for o in rotation]
+        edge = emu.state.current_psk(emu.account_id, tunnel)
+        stores = len(emu.state.history(emu.account_id, tunnel))
+    assert stores >= 2  # the retry's PSK, then the late one
+    if outcome.ok:
+        assert outcome.psk == edge, (
+            f"ok=True, verified={outcome.verified}, but the edge holds the late PSK"
+        )

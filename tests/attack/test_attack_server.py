@@ -149,3 +149,39 @@ async def test_a_late_store_after_a_round_stamp_is_not_taken_for_the_held_psk(
         assert outcome.psk == edge, (
             f"ok=True, verified={outcome.verified}, but the edge holds the late PSK"
         )
+
+
+# --- a PSK with a control character, delivered by a program -----------------------------------
+
+
+async def test_a_psk_with_a_newline_is_not_reported_delivered_when_the_router_got_half(
+    tmp_path: Path,
+) -> None:
+    # The SDK checks every PSK it *sends* (16-128 printable ASCII, no space) but none it
+    # *receives*. A generated PSK holding a newline is journalled and handed to the
+    # --deliver-exec program as "PSK\n" on stdin: the program reads one line, installs
+    # the first half, exits 0, and the rotation says ok=True, delivered=True although the
+    # router and the edge now hold different keys.
+    from magicwan.delivery import Command
+
+    psk = "first-half-0123456789\nsecond-half-0123456789"
+    router = tmp_path / "router"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        result = {
+            "ipsec_tunnel_id": TUNNEL,
+            "psk": psk,
+            "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
+        }
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    install = Command(["sh", "-c", 'IFS= read -r psk; printf %s "$psk" > "$1"', "sh", str(router)])
+    async with tiny_server(handler) as base, client_of(base) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            ACCOUNT, [TUNNEL], journal=tmp_path / "j.jsonl", deliver=install
+        )
+        async with rotation:
+            [outcome] = [o async for o in rotation]
+    if outcome.ok and outcome.delivered:
+        assert router.read_text() == outcome.psk, "delivered=True, but the router got half"

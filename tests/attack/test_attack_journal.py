@@ -92,3 +92,37 @@ async def test_a_journal_line_stamped_at_the_end_of_time_is_not_a_raw_crash(
         except OverflowError:
             pytest.fail("a raw OverflowError from the SDK")
         assert len(outcomes) == 1
+
+
+async def test_a_journal_removed_mid_run_is_not_reported_as_all_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `psk rotate --journal-dir` under a directory that a cleanup job (tmpfiles, a cron
+    # `find -delete`, an operator's `rm -rf` of the last run) empties mid-run. The open
+    # descriptor keeps writing and fsyncing an inode that no name reaches any more; the run
+    # exits 0 "journal: ... (it holds the new PSKs)", and without --show-psk every new PSK
+    # is now nowhere: not in any file, not on stdout. fstat().st_nlink == 0 says so.
+    from tests.support.cli import cli_emulator, journalled, magicwan
+
+    journal = tmp_path / "j.jsonl"
+    async with cli_emulator(monkeypatch, tunnels=6) as (emu, answers):
+        generates = 0
+
+        async def cleanup(request: object) -> None:
+            nonlocal generates
+            if str(getattr(request, "path", "")).endswith("/psk_generate"):
+                generates += 1
+                if generates == 3:
+                    journal.unlink()
+
+        answers.hooks.append(cleanup)  # type: ignore[arg-type]
+        result = await magicwan(
+            "psk", "rotate", "--all", "--journal", str(journal), "--concurrency", "1"
+        )
+        live = {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids}
+    recorded = journalled(journal, emu.account_id) if journal.exists() else {}
+    lost = [t for t, psk in live.items() if psk is not None and recorded.get(t) != psk]
+    if lost:
+        assert result.code != 0, (
+            f"exit 0 and 'journal: {journal}', but {len(lost)} live PSKs are in no file"
+        )

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from magicwan import MagicWAN, UnexpectedResponseError
+from magicwan import MagicWAN, MagicWANError, UnexpectedResponseError
 from magicwan._http import MAX_RESPONSE_BYTES
 from magicwan.emulator import EmulatorState, Faults, run
 from tests.integration.integration_support import make_client
 from tests.support.constants import ACCOUNT, TUNNEL
-from tests.support.secrets import assert_no_secret, exception_texts
+from tests.support.secrets import assert_no_secret, exception_texts, log_texts
 
 pytestmark = pytest.mark.asyncio
 
@@ -185,3 +185,36 @@ async def test_a_psk_with_a_newline_is_not_reported_delivered_when_the_router_go
             [outcome] = [o async for o in rotation]
     if outcome.ok and outcome.delivered:
         assert router.read_text() == outcome.psk, "delivered=True, but the router got half"
+
+
+# --- a secret echoed in the cf-ray header --------------------------------------------------------
+
+
+async def test_a_cf_ray_header_echoing_the_token_is_scrubbed_from_the_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # SECURITY.md: "The client's own token or API key is also replaced wherever it appears"
+    # (in error messages). The body is scrubbed; the cf-ray header is not: a gateway that
+    # reflects request headers into its answer's (here: Authorization into cf-ray) puts the
+    # token into str(error), the failed journal line, the CLI's stderr and every DEBUG log
+    # line of the request.
+    import logging
+
+    token = "tok-attack-0123456789"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        echoed = request.headers.get("Authorization", "")
+        body = json.dumps(
+            {"success": False, "errors": [{"code": 10001, "message": "x"}], "messages": []}
+        )
+        return web.Response(
+            body=body, status=503, content_type="application/json", headers={"cf-ray": echoed}
+        )
+
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        with pytest.raises(MagicWANError) as caught:
+            await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert_no_secret(exception_texts(caught.value), [token], "the error")
+    assert_no_secret(log_texts(caplog.records), [token], "the log")

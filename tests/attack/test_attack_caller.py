@@ -58,3 +58,59 @@ def test_one_client_used_from_two_event_loops_fails_with_an_sdk_error(
         pytest.fail(f"a raw {type(exc).__name__} from the SDK: {exc}")
     finally:
         asyncio.run(client.aclose())
+
+
+@pytest.mark.asyncio
+async def test_a_psk_received_is_not_dropped_when_the_drain_times_out_during_its_read_back() -> (
+    None
+):
+    # method="generate" needs no journal. A retry made the tunnel doubtful, so its PSK
+    # (received, in hand) waits for a read-back; the caller presses Ctrl-C while that GET
+    # is in flight and the drain times out. _salvage() hands over what is staged, held or
+    # deferred, but a tunnel inside _verify() is in none of them: its PSK (live at the
+    # edge, received by the SDK) reaches neither an outcome nor rotation.unclaimed.
+    from aiohttp import web
+
+    from tests.attack.attack_support import client_of, envelope, tiny_server
+    from tests.support.constants import ACCOUNT, TUNNEL
+
+    psk = "received-psk-0123456789abcdefgh"
+    posts = 0
+    get_started = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal posts
+        await request.read()
+        if request.method == "POST":
+            posts += 1
+            if posts == 1:
+                await asyncio.sleep(2)  # past the client's timeout: the answer is lost
+            result = {
+                "ipsec_tunnel_id": TUNNEL,
+                "psk": psk,
+                "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
+            }
+            return web.Response(body=envelope(result), content_type="application/json")
+        get_started.set()
+        await asyncio.sleep(5)  # a slow read-back
+        return web.Response(body=envelope({"ipsec_tunnel": {"id": TUNNEL}}))
+
+    received: list[str | None] = []
+    async with tiny_server(handler) as base, client_of(base, timeout=1.0) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            ACCOUNT, [TUNNEL], settle_window=0.0, drain_timeout=0.3
+        )
+
+        async def consume() -> None:
+            async with rotation:
+                async for outcome in rotation:
+                    received.append(outcome.psk)
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(get_started.wait(), 10)
+        task.cancel()  # Ctrl-C
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        received += [o.psk for o in rotation.unclaimed]
+    assert posts == 2  # the PSK was generated and received
+    assert psk in received, "a PSK the SDK received was dropped: no outcome, nothing unclaimed"

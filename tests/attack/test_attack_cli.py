@@ -60,3 +60,39 @@ async def test_deliver_exec_program_does_not_get_the_cloudflare_api_token(tmp_pa
         seen = dump.read_text()
         assert "MAGICWAN_TUNNEL_ID" in seen  # the program ran, with its facts
         assert emu.api_token not in seen, "the deliverer's environment holds the API token"
+
+
+async def test_generate_show_psk_into_a_closed_pipe_does_not_exit_0(tmp_path: Path) -> None:
+    # `magicwan psk generate ACCOUNT TUNNEL --show-psk | vault kv put secret/psk value=-`
+    # where the consumer died first (not logged in, a typo): the PSK is generated and live,
+    # the write hits EPIPE, OutputClosed is turned into exit status 0 by amain(), nothing
+    # on stderr. The PSK was recorded nowhere (no journal was asked for) and the command
+    # says "all done".
+    import os
+
+    async with run(tunnels=1, rate_limit=None) as emu:
+        tunnel = emu.tunnel_ids[0]
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before anything is written
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "magicwan",
+                "psk",
+                "generate",
+                emu.account_id,
+                tunnel,
+                "--show-psk",
+                cwd=REPO,
+                env=process_env(emu),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            os.close(write_end)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        generated = emu.state.current_psk(emu.account_id, tunnel) is not None
+    assert generated  # a new PSK is live at the edge
+    assert proc.returncode != 0, f"exit 0; stderr: {err.decode()!r}"

@@ -5,51 +5,21 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
 
-from magicwan import MagicWAN, MagicWANError, UnexpectedResponseError
+from magicwan import MagicWANError, UnexpectedResponseError
 from magicwan._http import MAX_RESPONSE_BYTES
 from magicwan.emulator import EmulatorState, Faults, run
+from tests.attack.attack_support import Handler, client_of, envelope, tiny_server
 from tests.integration.integration_support import make_client
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.secrets import assert_no_secret, exception_texts, log_texts
 
 pytestmark = pytest.mark.asyncio
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@asynccontextmanager
-async def tiny_server(handler: _Handler) -> AsyncIterator[str]:
-    """One handler for every path; yields the base URL (``.../client/v4``)."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/client/v4"
-    finally:
-        await runner.cleanup()
-
-
-def envelope(result: Any) -> bytes:
-    return json.dumps({"success": True, "errors": [], "messages": [], "result": result}).encode()
-
-
-def client_of(base_url: str, **kwargs: Any) -> MagicWAN:
-    kwargs.setdefault("rate_limit", None)
-    return MagicWAN(api_token="tok-attack-0123456789", base_url=base_url, environ={}, **kwargs)
-
 
 # --- a bulk set refused with a reason that quotes the PSK ----------------------------------
 
@@ -125,7 +95,7 @@ async def test_a_late_store_after_a_round_stamp_is_not_taken_for_the_held_psk(
     generates = 0
 
     @web.middleware
-    async def first_one_is_late(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    async def first_one_is_late(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal generates
         if request.path.endswith("/psk_generate"):
             generates += 1

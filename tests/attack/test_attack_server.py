@@ -188,3 +188,45 @@ async def test_a_cf_ray_header_echoing_the_token_is_scrubbed_from_the_error(
             await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
     assert_no_secret(exception_texts(caught.value), [token], "the error")
     assert_no_secret(log_texts(caplog.records), [token], "the log")
+
+
+# --- a bulk set answer that leaves a tunnel out ------------------------------------------------
+
+
+async def test_a_tunnel_left_out_of_a_bulk_set_answer_carries_the_psk_it_may_hold(
+    tmp_path: Path,
+) -> None:
+    # The emulator applies the whole batch; a gateway (or a paginated, cut or partial answer)
+    # drops one tunnel from successfully_applied_psks. The SDK turns "absent from Cloudflare's
+    # answer" into NotAppliedError: a *certain* failure (outcome_unknown False, "a rerun
+    # cannot fix it"), carrying no PSK (or the tunnel's previous one, from a journal). The
+    # edge runs on the PSK that was sent; the outcome does not carry it, and the CLI says
+    # "Cloudflare refused this tunnel's PSK" and offers no rerun.
+    state = EmulatorState(tunnels=3, seed=5, rate_limit=None)
+    left_out = state.tunnel_ids[0]
+
+    @web.middleware
+    async def drop_one(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "POST" and request.path.endswith("/ipsec_tunnels/psk"):
+            assert isinstance(response, web.Response)
+            assert response.body is not None
+            data = json.loads(bytes(response.body))  # type: ignore[arg-type]
+            data["result"]["successfully_applied_psks"].pop(left_out, None)
+            response.body = json.dumps(data).encode()
+        return response
+
+    async with run(state=state, middlewares=[drop_one]) as emu, make_client(emu) as client:
+        path = tmp_path / "j.jsonl"
+        rotation = client.tunnels.ipsec.psk.rotate(
+            emu.account_id, emu.tunnel_ids, method="set", journal=path
+        )
+        async with rotation:
+            outcomes = {o.tunnel_id: o async for o in rotation}
+        edge = emu.state.current_psk(emu.account_id, left_out)
+    outcome = outcomes[left_out]
+    assert not outcome.ok
+    assert outcome.psk == edge or outcome.outcome_unknown, (
+        f"{type(outcome.error).__name__}: the edge holds the PSK that was sent, the outcome "
+        "carries another (or none), and nothing says the outcome is unknown"
+    )

@@ -96,3 +96,43 @@ async def test_generate_show_psk_into_a_closed_pipe_does_not_exit_0(tmp_path: Pa
         generated = emu.state.current_psk(emu.account_id, tunnel) is not None
     assert generated  # a new PSK is live at the edge
     assert proc.returncode != 0, f"exit 0; stderr: {err.decode()!r}"
+
+
+async def test_a_disk_full_while_creating_the_journal_does_not_brick_its_path(
+    tmp_path: Path,
+) -> None:
+    # A cron job with a fixed --journal path runs on a full disk: opening the journal writes
+    # a header that is cut at the limit (a real EFBIG: RLIMIT_FSIZE, SIGXFSZ ignored).
+    # Nothing is sent, fine. But the torn header stays, and from then on every run, disk
+    # freed or not, is refused: "is not a magicwan journal ... refusing to touch it" (exit
+    # 2, "usage error"), until a human deletes the file. A torn first line the SDK wrote
+    # itself is exactly what it already forgives for any later line.
+    import resource
+    import signal
+
+    journal = tmp_path / "cron.jsonl"
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))
+
+    async with run(tunnels=2, rate_limit=None) as emu:
+        argv = ["psk", "rotate", "--all", "--journal", str(journal), "-q"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "magicwan",
+            *argv,
+            cwd=REPO,
+            env=process_env(emu),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=full_disk,
+        )
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode != 0  # the full disk is reported, nothing rotated
+        assert emu.state.total_generations() == 0
+        # The disk has room again: the next scheduled run must work.
+        code, _, err = await _cli(emu, *argv)
+    assert code == 0, err

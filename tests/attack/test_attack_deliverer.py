@@ -73,3 +73,30 @@ async def test_a_deliverer_raising_a_base_exception_does_not_drop_the_psk(
         edge = emu.state.current_psk(emu.account_id, tunnel)
         assert edge is not None  # a new PSK was made, and the deliverer was called with it
         assert edge in received, "the edge holds a PSK the caller never got"
+
+
+async def test_printing_an_undelivered_outcome_does_not_show_the_psk(tmp_path: Path) -> None:
+    # SECURITY.md: "Printing a result, a RotationOutcome, a Delivery or a journal record
+    # does not show a PSK." But RotationFailure's attrs repr includes delivery_error, the
+    # deliverer's own exception, and plenty of everyday exceptions quote their input
+    # (pydantic's ValidationError "input_value=...", a router API's 400 body, a KeyError on
+    # a lookup by PSK). `log.error("tunnel failed: %r", outcome)` then logs the live PSK.
+    async def deliver(delivery: Delivery) -> None:
+        raise ValueError(f"router refused key {delivery.psk!r}: too long for this model")
+
+    async with run(tunnels=1, rate_limit=None) as emu, make_client(emu) as client:
+        tunnel = emu.tunnel_ids[0]
+        rotation = client.tunnels.ipsec.psk.rotate(
+            emu.account_id,
+            [tunnel],
+            journal=tmp_path / "j.jsonl",
+            deliver=deliver,
+            deliver_retries=0,
+        )
+        async with rotation:
+            [outcome] = [o async for o in rotation]
+        psk = emu.state.current_psk(emu.account_id, tunnel)
+    assert psk is not None
+    assert not outcome.ok
+    assert psk not in str(outcome.error)  # the SDK's own error is scrubbed ...
+    assert psk not in repr(outcome), "... but printing the outcome shows the PSK"

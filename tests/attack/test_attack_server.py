@@ -7,6 +7,7 @@ import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -230,3 +231,59 @@ async def test_a_tunnel_left_out_of_a_bulk_set_answer_carries_the_psk_it_may_hol
         f"{type(outcome.error).__name__}: the edge holds the PSK that was sent, the outcome "
         "carries another (or none), and nothing says the outcome is unknown"
     )
+
+
+# --- a server (or a gateway) that drops ?validate_only=true ------------------------------------
+
+
+@web.middleware
+async def _drop_the_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A gateway that normalises URLs by dropping their query string (or a server version
+    that ignores an unknown parameter): validate_only never reaches the emulator."""
+    return await handler(request.clone(rel_url=request.rel_url.with_query(None)))
+
+
+async def test_validate_only_set_through_a_server_that_applies_it_loses_no_psk() -> None:
+    # rotate(method="set", validate_only=True): the client makes real PSKs and sends them;
+    # no journal is opened ("nothing changes"). The server applies them anyway and says so
+    # (successfully_applied_psks, with the PSKs). The SDK turns each into Validated with
+    # psk=None: the caller is told nothing changed, and the PSKs now live at the edge are
+    # in no journal and no outcome.
+    state = EmulatorState(tunnels=3, seed=9, rate_limit=None)
+    async with run(state=state, middlewares=[_drop_the_query]) as emu, make_client(emu) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            emu.account_id, emu.tunnel_ids, method="set", validate_only=True
+        )
+        async with rotation:
+            outcomes = [o async for o in rotation]
+        live = {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids}
+    held = {o.tunnel_id: o.result.psk for o in outcomes if o.result is not None}
+    changed = [t for t, psk in live.items() if psk is not None]
+    assert changed  # the server really applied them
+    for tunnel in changed:
+        assert held.get(tunnel) == live[tunnel] or not outcomes_ok(outcomes, tunnel), (
+            "validated (ok=True, 'nothing changed'), yet the edge holds a PSK nobody has"
+        )
+
+
+def outcomes_ok(outcomes: list[Any], tunnel: str) -> bool:
+    return any(o.ok for o in outcomes if o.tunnel_id == tunnel)
+
+
+async def test_cli_validate_only_through_a_server_that_generates_does_not_exit_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `magicwan psk rotate --all --validate-only` (no journal: "changes nothing"). Every
+    # answer carries a psk, which a validate_only answer never does: the server generated.
+    # The command prints "validated", exits 0, and the new PSKs were shown and recorded
+    # nowhere: every tunnel is down.
+    from tests.support.cli import magicwan
+
+    state = EmulatorState(tunnels=3, seed=9, rate_limit=None)
+    async with run(state=state, middlewares=[_drop_the_query]) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        result = await magicwan("psk", "rotate", "--all", "--validate-only", "--json")
+        generated = state.total_generations()
+    assert generated == 3  # the server really generated
+    assert result.code != 0, "exit 0: 'validated, nothing changed', yet 3 PSKs are lost"

@@ -136,3 +136,71 @@ async def test_a_disk_full_while_creating_the_journal_does_not_brick_its_path(
         # The disk has room again: the next scheduled run must work.
         code, _, err = await _cli(emu, *argv)
     assert code == 0, err
+
+
+async def test_journal_export_does_not_write_psks_into_a_world_readable_file(
+    tmp_path: Path,
+) -> None:
+    # `magicwan journal export J > psks.json` under the usual umask 022: the shell makes
+    # psks.json 0644. The command refuses a terminal ("anyone behind you") but writes every
+    # live PSK into a file any local user can read, checks its mode *afterwards*, warns,
+    # and exits 0.
+    import os
+    import stat
+
+    async with run(tunnels=2, rate_limit=None) as emu:
+        journal = tmp_path / "j.jsonl"
+        code, _, err = await _cli(emu, "psk", "rotate", "--all", "--journal", str(journal), "-q")
+        assert code == 0, err
+        target = tmp_path / "psks.json"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # `> psks.json`
+        os.fchmod(fd, 0o644)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "magicwan",
+                "journal",
+                "export",
+                str(journal),
+                cwd=REPO,
+                env=process_env(emu),
+                stdout=fd,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            os.close(fd)
+        await asyncio.wait_for(proc.communicate(), 30)
+        psk = emu.state.current_psk(emu.account_id, emu.tunnel_ids[0])
+    assert psk is not None
+    readable_by_others = stat.S_IMODE(target.stat().st_mode) & 0o044
+    assert not (readable_by_others and psk in target.read_text()), (
+        f"exit {proc.returncode}: live PSKs written into a 0644 file"
+    )
+
+
+async def test_journal_export_env_lines_cannot_run_code_when_sourced(tmp_path: Path) -> None:
+    # `--format env` makes lines "to source". The value is shlex-quoted; the tunnel id, read
+    # back from the journal, is not checked: a journal line edited by hand (or copied from a
+    # colleague, or merged from another tool) with tunnel_id 'x;touch PWNED;y' becomes
+    # MAGICWAN_PSK_x;touch PWNED;y='...' and runs when sourced.
+    import json as jsonlib
+
+    journal = tmp_path / "j.jsonl"
+    header = {"event": "journal", "version": 2, "magicwan": "0", "created": "2030-01-01T00:00:00Z"}
+    pwned = tmp_path / "PWNED"
+    line = {
+        "event": "rotated",
+        "account_id": "a" * 32,
+        "tunnel_id": f"x;touch {pwned};y",
+        "psk": "psk-0123456789abcdef",
+        "time": "2030-01-01T00:00:00Z",
+    }
+    journal.write_text(jsonlib.dumps(header) + "\n" + jsonlib.dumps(line) + "\n")
+    async with run(tunnels=1, rate_limit=None) as emu:
+        code, out, _ = await _cli(emu, "journal", "export", str(journal), "--format", "env")
+    exports = tmp_path / "exports.sh"
+    exports.write_text(out)
+    proc = await asyncio.create_subprocess_exec("sh", "-c", f". {exports}", cwd=tmp_path)
+    await proc.wait()
+    assert not pwned.exists(), f"sourcing the export ran a command (exit {code}): {out!r}"

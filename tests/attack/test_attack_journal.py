@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from magicwan import MagicWANError
 from magicwan.emulator import Emulator, run
@@ -108,14 +109,14 @@ async def test_a_journal_removed_mid_run_is_not_reported_as_all_done(
     async with cli_emulator(monkeypatch, tunnels=6) as (emu, answers):
         generates = 0
 
-        async def cleanup(request: object) -> None:
+        async def cleanup(request: web.Request) -> None:
             nonlocal generates
-            if str(getattr(request, "path", "")).endswith("/psk_generate"):
+            if request.path.endswith("/psk_generate"):
                 generates += 1
                 if generates == 3:
                     journal.unlink()
 
-        answers.hooks.append(cleanup)  # type: ignore[arg-type]
+        answers.hooks.append(cleanup)
         result = await magicwan(
             "psk", "rotate", "--all", "--journal", str(journal), "--concurrency", "1"
         )

@@ -1,0 +1,129 @@
+"""Attacks by an unlucky operator on the journal: clocks that jumped, hand-edited lines,
+reruns. Real files, the real emulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from magicwan import MagicWANError
+from magicwan.emulator import Emulator, run
+from magicwan.journal import Intent, Journal, Rotated
+from tests.integration.integration_support import make_client
+
+pytestmark = pytest.mark.asyncio
+
+
+def _uncertain_journal(path: Path, emu: Emulator, tunnel: str, when: datetime) -> None:
+    """A journal left by a run whose retry made the tunnel's PSK doubtful, its lines stamped
+    ``when`` by the clock of the machine that wrote them."""
+    journal = Journal(path)
+    journal.open()
+    try:
+        journal.append(Intent(account_id=emu.account_id, tunnel_id=tunnel, time=when))
+        journal.append(
+            Rotated(
+                account_id=emu.account_id,
+                tunnel_id=tunnel,
+                psk=emu.state.current_psk(emu.account_id, tunnel),
+                last_generated_on=emu.state.tunnel(emu.account_id, tunnel).last_generated_on,
+                attempts=2,
+                uncertain=True,
+                time=when,
+            )
+        )
+    finally:
+        journal.close_now()
+
+
+async def test_a_resume_after_the_clock_was_ahead_does_not_wait_for_the_clock(
+    tmp_path: Path,
+) -> None:
+    # The first run's machine had its clock a day ahead (a dead RTC battery, a VM restored
+    # from a snapshot, NTP fixing it mid-run). Its journal's times are a day in the future.
+    # --resume defers the doubtful tunnel until "last line + settle_window" in wall time:
+    # a day from now, with nothing printed. A rerun must take about settle_window.
+    async with run(tunnels=1, rate_limit=None) as emu, make_client(emu) as client:
+        tunnel = emu.tunnel_ids[0]
+        await client.tunnels.ipsec.psk.generate(emu.account_id, tunnel)
+        path = tmp_path / "j.jsonl"
+        _uncertain_journal(path, emu, tunnel, datetime.now(UTC) + timedelta(days=1))
+        rotation = client.tunnels.ipsec.psk.rotate(
+            emu.account_id, [tunnel], journal=path, settle_window=0.2, drain_timeout=0.5
+        )
+
+        async def consume() -> list[object]:
+            async with rotation:
+                return [o async for o in rotation]
+
+        try:
+            outcomes = await asyncio.wait_for(consume(), 5)
+        except TimeoutError:
+            pytest.fail("the resume waits for the journal's future clock (a day), silently")
+        assert len(outcomes) == 1
+
+
+async def test_a_journal_line_stamped_at_the_end_of_time_is_not_a_raw_crash(
+    tmp_path: Path,
+) -> None:
+    # A hand-edited (or clock-corrupted) journal whose last line says 9999-12-31: the
+    # resume computes "last + settle_window" and dies with a bare OverflowError, before
+    # the journal is even closed.
+    async with run(tunnels=1, rate_limit=None) as emu, make_client(emu) as client:
+        tunnel = emu.tunnel_ids[0]
+        await client.tunnels.ipsec.psk.generate(emu.account_id, tunnel)
+        path = tmp_path / "j.jsonl"
+        _uncertain_journal(path, emu, tunnel, datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
+        rotation = client.tunnels.ipsec.psk.rotate(
+            emu.account_id, [tunnel], journal=path, settle_window=120
+        )
+
+        async def consume() -> list[object]:
+            async with rotation:
+                return [o async for o in rotation]
+
+        try:
+            outcomes = await asyncio.wait_for(consume(), 5)
+        except MagicWANError:
+            return  # refusing the journal with an SDK error is fine
+        except OverflowError:
+            pytest.fail("a raw OverflowError from the SDK")
+        assert len(outcomes) == 1
+
+
+async def test_a_journal_removed_mid_run_is_not_reported_as_all_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `psk rotate --journal-dir` under a directory that a cleanup job (tmpfiles, a cron
+    # `find -delete`, an operator's `rm -rf` of the last run) empties mid-run. The open
+    # descriptor keeps writing and fsyncing an inode that no name reaches any more; the run
+    # exits 0 "journal: ... (it holds the new PSKs)", and without --show-psk every new PSK
+    # is now nowhere: not in any file, not on stdout. fstat().st_nlink == 0 says so.
+    from tests.support.cli import cli_emulator, journalled, magicwan
+
+    journal = tmp_path / "j.jsonl"
+    async with cli_emulator(monkeypatch, tunnels=6) as (emu, answers):
+        generates = 0
+
+        async def cleanup(request: web.Request) -> None:
+            nonlocal generates
+            if request.path.endswith("/psk_generate"):
+                generates += 1
+                if generates == 3:
+                    journal.unlink()
+
+        answers.hooks.append(cleanup)
+        result = await magicwan(
+            "psk", "rotate", "--all", "--journal", str(journal), "--concurrency", "1"
+        )
+        live = {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids}
+    recorded = journalled(journal, emu.account_id) if journal.exists() else {}
+    lost = [t for t, psk in live.items() if psk is not None and recorded.get(t) != psk]
+    if lost:
+        assert result.code != 0, (
+            f"exit 0 and 'journal: {journal}', but {len(lost)} live PSKs are in no file"
+        )

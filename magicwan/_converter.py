@@ -17,7 +17,14 @@ from magicwan.errors import UnexpectedResponseError
 from magicwan.models.psk import PSKSetResult
 from magicwan.models.tunnels import HealthCheckTarget
 
-__all__ = ["converter", "format_datetime", "parse_datetime", "structure", "structure_member"]
+__all__ = [
+    "Stamp",
+    "converter",
+    "format_datetime",
+    "parse_datetime",
+    "structure",
+    "structure_member",
+]
 
 T = TypeVar("T")
 
@@ -32,8 +39,22 @@ _RFC3339 = re.compile(
 )
 
 
+class Stamp(datetime):
+    """A datetime read from text, which remembers how many fractional digits the text had
+    (``digits``, 0 to 6): ``.500000`` is a microsecond stamp, ``.5`` a tenth of a second.
+    Comparing two stamps of different precision needs it; the value alone cannot tell."""
+
+    digits: int
+
+    def __new__(cls, *args: Any, digits: int = 6, **kwargs: Any) -> Stamp:
+        self = super().__new__(cls, *args, **kwargs)
+        self.digits = digits
+        return self
+
+
 def parse_datetime(value: object) -> datetime:
-    """An RFC 3339 timestamp as a timezone-aware datetime (naive ones are UTC).
+    """An RFC 3339 timestamp as a timezone-aware datetime (naive ones are UTC): a
+    :class:`Stamp` that remembers its text's precision.
 
     Fractions beyond microseconds are cut (Python keeps six digits); a leap second
     (``:60``) becomes the last microsecond of its minute.
@@ -55,17 +76,36 @@ def parse_datetime(value: object) -> datetime:
             raise ValueError("not an RFC 3339 timestamp")
         delta = timedelta(hours=hours, minutes=minutes)
         tz = timezone(-delta if sign == "-" else delta)
+    digits = min(len(fraction or ""), 6)
     try:
-        return datetime(
-            int(year), int(month), int(day), int(hour), int(minute), sec, micro, tzinfo=tz
+        return Stamp(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            sec,
+            micro,
+            tzinfo=tz,
+            digits=digits,
         )
     except ValueError:
         raise ValueError("not an RFC 3339 timestamp") from None
 
 
+_TIMESPEC = {0: "seconds", 1: "milliseconds", 2: "milliseconds", 3: "milliseconds"}
+
+
 def format_datetime(value: datetime) -> str:
-    """RFC 3339 with ``Z`` for UTC, as Cloudflare writes its timestamps."""
-    return value.isoformat().replace("+00:00", "Z")
+    """RFC 3339 with ``Z`` for UTC, as Cloudflare writes its timestamps; a :class:`Stamp`
+    keeps its precision (so a journal written and read back compares as it came)."""
+    digits = getattr(value, "digits", None)
+    text = (
+        value.isoformat()
+        if digits is None
+        else value.isoformat(timespec=_TIMESPEC.get(digits, "microseconds"))
+    )
+    return text.replace("+00:00", "Z")
 
 
 def _strict_str(value: object, _: Any) -> str:

@@ -32,6 +32,8 @@ __all__ = [
     "header",
     "parse_ratelimit",
     "parse_retry_after",
+    "printable",
+    "ray_id",
     "redact",
 ]
 
@@ -55,6 +57,24 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
             if key.lower() == name:
                 return candidate
     return value
+
+
+_RAY = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def ray_id(headers: Mapping[str, str]) -> str | None:
+    """The ``cf-ray`` id, if it looks like one. A proxy that reflects request headers into
+    it (an ``Authorization``, say) must not put a credential into errors and logs."""
+    value = header(headers, "cf-ray")
+    return value if value is not None and _RAY.fullmatch(value) else None
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\x1b``, ``\\r``, ``\\n``): safe
+    on a terminal and in a log line, whatever a server wrote."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def redact(text: str, secrets: Collection[str] = ()) -> str:
@@ -205,10 +225,10 @@ def decode_envelope(
 
     ``secrets`` are scrubbed from anything the error keeps.
     """
-    ray_id = header(headers, "cf-ray")
+    ray = ray_id(headers)
     if 300 <= status < 400:
         raise UnexpectedResponseError(
-            "unexpected redirect (not followed)", status=status, ray_id=ray_id
+            "unexpected redirect (not followed)", status=status, ray_id=ray
         )
     try:
         data = json.loads(body)
@@ -226,24 +246,24 @@ def decode_envelope(
         cls = error_class_for(status)
         if cls is RateLimitError:
             retry_after = parse_retry_after(header(headers, "retry-after"), now)
-            raise RateLimitError(status, errors, messages, ray_id, retry_after)
-        raise cls(status, errors, messages, ray_id)
+            raise RateLimitError(status, errors, messages, ray, retry_after)
+        raise cls(status, errors, messages, ray)
     if not envelope_ok:
         what = "body is not a Cloudflare envelope"
         if data is None:
             what = "body is not valid JSON" if body else "body is empty"
         raise UnexpectedResponseError(
-            what, status=status, ray_id=ray_id, body_excerpt=excerpt(body, secrets)
+            what, status=status, ray_id=ray, body_excerpt=excerpt(body, secrets)
         )
     assert isinstance(data, dict)
     if not 200 <= status < 300:
         raise UnexpectedResponseError(
-            "unexpected status", status=status, ray_id=ray_id, body_excerpt=excerpt(body, secrets)
+            "unexpected status", status=status, ray_id=ray, body_excerpt=excerpt(body, secrets)
         )
     if data["success"] is not True:
         # Cloudflare said it failed, with a 2xx: keep its errors structured (``codes``).
         # Whether it acted first is unknown (``outcome_unknown`` is true for a 2xx).
         errors = _details(data.get("errors"), secrets)
         messages = _details(data.get("messages"), secrets)
-        raise APIError(status, errors, messages, ray_id)
+        raise APIError(status, errors, messages, ray)
     return data.get("result")

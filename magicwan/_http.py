@@ -10,20 +10,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
+import zlib
 from collections.abc import Mapping, Sequence
 
 import aiohttp
 import attrs
 from yarl import URL
 
-from magicwan._envelope import header
+from magicwan._envelope import ray_id as ray_id_of
 from magicwan._version import __version__
 from magicwan.errors import APIConnectionError, APITimeoutError, UnexpectedResponseError
 
 __all__ = ["MAX_RESPONSE_BYTES", "HTTPAdapter", "RawResponse", "user_agent"]
 
-#: Largest response body read before giving up (a hostile or broken server).
+#: Largest response body read before giving up (a hostile or broken server), decompressed.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+#: The encodings we accept, with zlib's window bits for each (gzip header, zlib header).
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 def user_agent() -> str:
@@ -78,14 +81,34 @@ class HTTPAdapter:
         self._session = session
         self._owns_session = session is None
         self._closed = False
+        # The loop our session (and its sockets) belong to: aiohttp cannot cross loops.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            # aiohttp would raise a bare RuntimeError here, or hang on a socket of a dead loop.
+            raise APIConnectionError(
+                "the client was opened in another event loop (one asyncio.run() per call?): "
+                "create and close one client per event loop, e.g. `async with MagicWAN(...)` "
+                "inside the coroutine given to asyncio.run()",
+                request_sent=False,
+                retryable=False,
+            )
+
+    def _usable(self) -> None:
         if self._closed:
             raise APIConnectionError("the client is closed", request_sent=False, retryable=False)
+        self._check_loop()
+
+    def _open(self) -> aiohttp.ClientSession:
+        self._usable()
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._connection_limit, limit_per_host=0, ttl_dns_cache=300, ssl=self._ssl
@@ -113,8 +136,14 @@ class HTTPAdapter:
         """Close our own session (never one we were given). Safe to call twice."""
         self._closed = True
         session, self._session = self._session, None
-        if session is not None and self._owns_session and not session.closed:
+        if session is None or not self._owns_session or session.closed:
+            return
+        if self._loop is None or self._loop is asyncio.get_running_loop():
             await session.close()
+        elif not self._loop.is_closed() and self._loop.is_running():
+            # Opened in a loop that still runs (another thread): close it there.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(session.close(), self._loop))
+        # else: the session's loop is gone with its sockets; nothing here can close them.
 
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
@@ -126,6 +155,7 @@ class HTTPAdapter:
         :class:`UnexpectedResponseError` for a body over the size limit.
         """
         host = self._host
+        self._usable()  # before the slots: a semaphore of another loop raises RuntimeError
         try:
             async with (
                 self._slots,
@@ -142,6 +172,9 @@ class HTTPAdapter:
                     raise_for_status=False,
                     timeout=self._timeout,
                     ssl=self._ssl,
+                    # Bodies are decompressed here, within the size limit: a 40 KiB gzip
+                    # body must not inflate to gigabytes before anyone counts.
+                    auto_decompress=False,
                 ) as resp,
             ):
                 return RawResponse(resp.status, resp.headers, await self._read(resp))
@@ -187,21 +220,38 @@ class HTTPAdapter:
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes
+        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
         length = resp.content_length
-        if length is not None and length <= limit:
-            return await resp.read()
+        if length is not None and length > limit:
+            raise self._too_large(resp)
         chunks: list[bytes] = []
         size = 0
-        if length is None:
-            async for chunk in resp.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    break
-                chunks.append(chunk)
-        if size > limit or (length is not None and length > limit):
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(resp)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if encoding in ("identity", ""):
+            return raw
+        if encoding not in _DECODERS:
+            return raw  # not ours to decode: the decoder will say the body is not JSON
+        inflater = zlib.decompressobj(_DECODERS[encoding])
+        try:
+            body = inflater.decompress(raw, limit + 1)
+        except zlib.error:
             raise UnexpectedResponseError(
-                f"response body larger than {limit} bytes",
+                f"a {encoding} body that does not decompress",
                 status=resp.status,
-                ray_id=header(resp.headers, "cf-ray"),
-            )
-        return b"".join(chunks)
+                ray_id=ray_id_of(resp.headers),
+            ) from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise self._too_large(resp)
+        return body
+
+    def _too_large(self, resp: aiohttp.ClientResponse) -> UnexpectedResponseError:
+        return UnexpectedResponseError(
+            f"response body larger than {self._max_response_bytes} bytes",
+            status=resp.status,
+            ray_id=ray_id_of(resp.headers),
+        )

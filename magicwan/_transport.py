@@ -18,7 +18,8 @@ from urllib.parse import urlencode
 
 import attrs
 
-from magicwan._envelope import decode_envelope, header, parse_ratelimit
+from magicwan._envelope import decode_envelope, parse_ratelimit
+from magicwan._envelope import ray_id as ray_id_of
 from magicwan._http import HTTPAdapter, user_agent
 from magicwan._retry import RetryPolicy, should_retry
 from magicwan._routes import CompiledRoute
@@ -180,7 +181,12 @@ class Transport:
         self.policy = policy
         self.limiter = limiter
         self._secrets = secrets
-        common = {"User-Agent": user_agent(), "Accept": "application/json", **auth_headers}
+        common = {
+            "User-Agent": user_agent(),
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",  # what the adapter decodes, within its limit
+            **auth_headers,
+        }
         self._get_headers = common
         self._post_headers = {**common, "Content-Type": "application/json"}
         self._sleep = sleep
@@ -319,7 +325,7 @@ class Transport:
         except MagicWANError as exc:
             logger.debug("%s -> %s (attempt %d)", route, type(exc).__name__, call.attempts)
             raise
-        ray_id = call.ray_id = header(raw.headers, "cf-ray")
+        ray_id = call.ray_id = ray_id_of(raw.headers)
         logger.debug("%s -> %d (attempt %d, cf-ray %s)", route, raw.status, call.attempts, ray_id)
         self.limiter.answered()
         info = parse_ratelimit(raw.headers)

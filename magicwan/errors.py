@@ -30,6 +30,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RequestAbandonedError",
     "RotationHaltedError",
     "UnexpectedResponseError",
     "UnprocessableEntityError",
@@ -159,6 +160,11 @@ class APIConnectionError(MagicWANError):
 
 class APITimeoutError(APIConnectionError):
     """The request timed out."""
+
+
+class RequestAbandonedError(APIConnectionError):
+    """The rotation stopped (cancelled, or its drain timed out) while this tunnel's request
+    was in flight: whether Cloudflare acted on it is unknown."""
 
 
 class UnexpectedResponseError(MagicWANError):

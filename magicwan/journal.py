@@ -29,6 +29,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -165,6 +166,13 @@ def _encode(event: JournalEvent, now: datetime | None = None) -> bytes:
     return (_ENCODER.encode(data) + "\n").encode()
 
 
+_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
 def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
     """An event, the header (a dict), or None for a line that is neither."""
     try:
@@ -177,8 +185,11 @@ def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
     if kind == _HEADER and isinstance(data.get("version"), int):
         return data
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
-    if cls is None or not isinstance(data.get("tunnel_id"), str):
+    if cls is None or not _is_id(data.get("tunnel_id")):
         return None
+    account = data.get("account_id")
+    if account is not None and not _is_id(account):
+        return None  # a line edited by hand: an id is letters and digits, nothing else
     fields = {k: v for k, v in data.items() if k != "event"}
     try:
         event: JournalEvent = converter.structure(fields, cls)
@@ -256,8 +267,17 @@ def _first_line(fd: int) -> bytes | None:
         return fh.readline() or None
 
 
+#: How every header begins: a first line cut short inside it is a header a full disk tore.
+_HEADER_START = b'{"event":"journal","version":'
+
+
+def _torn_header(line: bytes) -> bool:
+    text = line.rstrip(b"\n")
+    return bool(text) and (_HEADER_START.startswith(text) or text.startswith(_HEADER_START))
+
+
 def _check_journal(path: str | os.PathLike[str], first: bytes | None) -> None:
-    if first is not None and _decode(first) is None:
+    if first is not None and _decode(first) is None and not _torn_header(first):
         raise JournalError(
             f"{os.fspath(path)} is not a magicwan journal (its first line is not a journal "
             "event); refusing to touch it"
@@ -538,7 +558,22 @@ class Journal:
             await asyncio.to_thread(os.fsync, fd)
         except OSError as exc:
             raise self._break(f"cannot sync journal {self.path}: {exc.strerror}") from None
+        if not self._still_there(fd):
+            raise self._break(
+                f"journal {self.path} was removed or replaced while in use: what it held is "
+                "in no file any more"
+            )
         self._synced = max(self._synced, covered)
+
+    def _still_there(self, fd: int) -> bool:
+        """The file we write is still the one at our path (a cleanup job, an operator's
+        ``rm`` or a rename would leave us writing to an inode that no name reaches)."""
+        try:
+            ours = os.fstat(fd)
+            named = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return ours.st_nlink > 0 and (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino)
 
     def close_now(self) -> None:
         """Close the file (and so release the lock) without a final sync. Safe to call

@@ -64,6 +64,7 @@ from magicwan.errors import (
     InvalidInputError,
     MagicWANError,
     NotAppliedError,
+    RequestAbandonedError,
     RotationHaltedError,
     UnexpectedResponseError,
 )
@@ -204,7 +205,9 @@ class RotationFailure:
     verified: bool = False
     unverified: str | None = None
     delivered: bool | None = None
-    delivery_error: BaseException | None = None
+    #: Your deliverer's own exception, as it raised it: it may quote anything (print
+    #: ``error``, which the SDK scrubbed), so it stays out of ``repr``.
+    delivery_error: BaseException | None = attrs.field(default=None, repr=False)
     #: The tunnel may now hold a PSK that nobody received (a generate whose answer was
     #: lost): rotate it again.
     outcome_unknown: bool = False
@@ -278,11 +281,10 @@ async def journalled_generate(
 
 
 def _precision(stamp: datetime) -> timedelta:
-    if stamp.microsecond == 0:
-        return timedelta(seconds=1)
-    if stamp.microsecond % 1000 == 0:
-        return timedelta(milliseconds=1)
-    return timedelta(microseconds=1)
+    """The precision of a stamp: what its text had (a :class:`Stamp`), else microseconds
+    (a datetime made in code claims no less)."""
+    digits = getattr(stamp, "digits", 6)
+    return timedelta(microseconds=10 ** (6 - max(0, min(digits, 6))))
 
 
 def compare_stamps(held: datetime | None, edge: datetime | None) -> int | None:
@@ -290,7 +292,9 @@ def compare_stamps(held: datetime | None, edge: datetime | None) -> int | None:
     compared at the coarser precision of the two; None when either is missing.
 
     Cloudflare may send microseconds in one answer and milliseconds in another: equal at
-    the coarser precision counts as equal (a PSK is never regenerated on a rounding).
+    the coarser precision counts as equal (a PSK is never regenerated on a rounding). The
+    precision is the one the stamp's TEXT had (``.500000`` is microseconds, not a round
+    half second), never guessed from its value.
     """
     if held is None or edge is None:
         return None
@@ -331,6 +335,7 @@ class _Tunnel:
     verified: bool = False
     unverified: str | None = None
     unsettled: bool = False  # waiting for (or in) a read-back
+    sent_psk: str | None = None  # the PSK a bulk set sent for it (set: known before the answer)
     seq: int = 0  # journal line that must be durable before the PSK is handed on
 
 
@@ -383,6 +388,7 @@ class Rotation(Generic[O]):
         self._finished = False
         self._stopping = False
         self._halted = False
+        self._salvaging = False  # outcomes of work cut short: they do not halt anything
         self._crash: BaseException | None = None
         # Work not started yet, and unsettled tunnels waiting for their read-back.
         self._pending: collections.deque[_Tunnel] = collections.deque()
@@ -404,6 +410,8 @@ class Rotation(Generic[O]):
         self._tasks: list[asyncio.Task[None]] = []
         # Items a stage took from staged/to_deliver and has not passed on yet.
         self._holding: dict[int, tuple[_Tunnel, OutcomeState]] = {}
+        # Units a request worker is on (a request, a read-back, a regeneration).
+        self._working: dict[int, list[_Tunnel] | _Tunnel] = {}
         self._journal_error: JournalError | None = None
 
     # -- public ----------------------------------------------------------------------------
@@ -510,28 +518,38 @@ class Rotation(Generic[O]):
             if record is not None and record.rotated and not s.validate_only:
                 if record.uncertain:
                     # A run before this one left doubt: check once the window has passed
-                    # since its last word.
+                    # since its last word (a last word in the future, written while the
+                    # clock was ahead, counts as now: never wait longer than the window).
                     last = record.last_time or wall
-                    left = (last + timedelta(seconds=s.settle_window) - wall).total_seconds()
-                    self._defer(work, now + max(0.0, left))
+                    try:
+                        since = (wall - last).total_seconds()
+                    except OverflowError:  # pragma: no cover - datetime arithmetic bounds
+                        since = 0.0
+                    left = s.settle_window - min(max(since, 0.0), s.settle_window)
+                    self._defer(work, now + left)
                 else:
                     self._staged.append((work, OutcomeState.SKIPPED))
                 continue
             self._pending.append(work)
+        if not self._targets:
+            return  # nothing to do: no task to start (or to cancel unstarted)
         workers = max(1, min(s.concurrency, len(self._targets)))
         self._tasks = [
-            asyncio.create_task(self._guard(self._request_worker())) for _ in range(workers)
+            asyncio.create_task(self._guard(self._request_worker)) for _ in range(workers)
         ]
-        self._tasks.append(asyncio.create_task(self._guard(self._syncer())))
+        self._tasks.append(asyncio.create_task(self._guard(self._syncer)))
         if s.deliver is not None:
             self._tasks += [
-                asyncio.create_task(self._guard(self._deliverer())) for _ in range(workers)
+                asyncio.create_task(self._guard(self._deliverer)) for _ in range(workers)
             ]
 
-    async def _guard(self, work: Awaitable[None]) -> None:
+    async def _guard(self, work: Callable[[], Awaitable[None]]) -> None:
+        # The coroutine is made inside the task: a task cancelled before it ever ran
+        # leaves no coroutine that was never awaited.
         try:
-            await work
+            await work()
         except asyncio.CancelledError:
+            self._poke()
             raise
         except BaseException as exc:  # a bug: stop everything and tell the caller
             if self._crash is None:
@@ -588,11 +606,36 @@ class Rotation(Generic[O]):
         """Tunnels whose PSK is in hand but whose work was cut short (the drain timed
         out): hand them over anyway, never drop them."""
         left = [*self._holding.values(), *self._staged, *self._to_deliver]
-        left += [(work, OutcomeState.ROTATED) for _, _, work in self._deferred]
+        for _, _, work in self._deferred:
+            work.unverified = work.unverified or "not read back: the rotation stopped first"
+            left.append((work, OutcomeState.ROTATED))
+        self._salvaging = True
+        cut: list[_Tunnel] = []
+        for unit in self._working.values():
+            cut += unit if isinstance(unit, list) else [unit]
         self._holding.clear()
         self._staged.clear()
         self._to_deliver.clear()
         self._deferred.clear()
+        self._working.clear()
+        for work in cut:
+            sent = work.sent_psk
+            if sent is None and work.held is not None and not work.held_from_journal:
+                # Cut during its read-back: the PSK received is most likely the live one.
+                work.unverified = "not read back: the rotation stopped first"
+                left.append((work, OutcomeState.ROTATED))
+                continue
+            # Its request was cut short: the tunnel may hold what was sent (set), or a
+            # PSK nobody saw (generate). Say so, with whatever PSK is known.
+            if sent is not None:
+                work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=sent)
+                work.held_from_journal = False
+            stopped = RequestAbandonedError(
+                "the rotation stopped while this tunnel's request was in flight",
+                request_sent=True,
+                retryable=False,
+            )
+            self._fail(work, stopped, unknown=sent is None)
         for work, state in left:
             if work.held is None or work.held.psk is None:
                 continue
@@ -709,6 +752,8 @@ class Rotation(Generic[O]):
             size = len(unit) if isinstance(unit, list) else 1
             self._busy += 1
             self._busy_tunnels += size
+            token = object()
+            self._working[id(token)] = unit
             try:
                 if isinstance(unit, list):
                     await self._set_batch(unit)
@@ -716,6 +761,10 @@ class Rotation(Generic[O]):
                     await self._verify(unit)
                 else:
                     await self._generate_one(unit)
+            except asyncio.CancelledError:
+                raise  # cut short: the unit stays in _working for the salvage
+            else:
+                self._working.pop(id(token), None)
             finally:
                 self._busy -= 1
                 self._busy_tunnels -= size
@@ -728,6 +777,25 @@ class Rotation(Generic[O]):
                 reply = await self._generate(s.account_id, work.id, True)
             except MagicWANError as exc:
                 self._fail(work, exc)
+                return
+            if reply.value.psk is not None:
+                # A validate_only answer never carries a PSK: the server (or a gateway that
+                # dropped the query) generated one. It is live and recorded nowhere.
+                work.held = reply.value
+                self._emit(
+                    RotationFailure(
+                        tunnel_id=work.id,
+                        state=OutcomeState.UNRECORDED,
+                        error=UnexpectedResponseError(
+                            "asked to validate only, the server generated a new PSK: it is "
+                            "live at Cloudflare and in this outcome only (outcome.psk)"
+                        ),
+                        result=reply.value,
+                        tunnel=work.obj,
+                        attempts=reply.attempts,
+                    )
+                )
+                self._unrecorded += 1
                 return
             self._emit(
                 Validated(
@@ -859,6 +927,8 @@ class Rotation(Generic[O]):
                 for work in batch:
                     self._not_attempted(work, exc)
                 return
+        for work in batch:
+            work.sent_psk = psks[work.id]
         await self._send_set(batch, psks)
 
     async def _send_set(self, batch: list[_Tunnel], psks: dict[str, str]) -> None:
@@ -875,7 +945,7 @@ class Rotation(Generic[O]):
                 return
             self._note_journal(exc)
             for work in batch:
-                if exc.outcome_unknown and not s.validate_only:
+                if exc.outcome_unknown:
                     # The PSK we sent may be live: the outcome carries it.
                     work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
                     work.held_from_journal = False
@@ -886,12 +956,24 @@ class Rotation(Generic[O]):
         for work in batch:
             work.attempts += reply.attempts
             applied = result.applied.get(work.id)
-            if applied is None:
-                reason = result.unapplied.get(work.id, "absent from Cloudflare's answer")
-                error: MagicWANError = NotAppliedError(reason)
+            if applied is None and work.id in result.unapplied:
+                error: MagicWANError = NotAppliedError(result.unapplied[work.id])
                 if self._journal is not None and not s.validate_only:
                     self._append_failure(work, error)
                 self._fail(work, error)
+                continue
+            if applied is None:
+                # Neither applied nor refused: the answer is cut or partial, and the tunnel
+                # may hold the PSK we sent. Carry it; a rerun resends it.
+                work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
+                work.held_from_journal = False
+                error = UnexpectedResponseError(
+                    "tunnel absent from Cloudflare's answer: it may hold the PSK sent "
+                    "(in this outcome, and in the journal's intent line)"
+                )
+                if self._journal is not None and not s.validate_only:
+                    self._append_failure(work, error)
+                self._fail(work, error, unknown=False)
                 continue
             model = PSKGenerateResult(
                 ipsec_tunnel_id=work.id,
@@ -900,10 +982,12 @@ class Rotation(Generic[O]):
                 ipsec_id=applied.ipsec_id,
             )
             if s.validate_only:
+                # The PSK sent to be validated stays with the caller: a server (or a
+                # gateway dropping the query) that applied it anyway made it the tunnel's.
                 self._emit(
                     Validated(
                         tunnel_id=work.id,
-                        result=attrs.evolve(model, psk=None),
+                        result=attrs.evolve(model, psk=psks[work.id]),
                         tunnel=work.obj,
                         attempts=reply.attempts,
                     )
@@ -1005,18 +1089,33 @@ class Rotation(Generic[O]):
             tunnel=work.obj,
         )
         last: BaseException | None = None
+        fatal: BaseException | None = None
         tries = 0
+        if _psk_problem(psk) is not None:
+            # A PSK a device cannot take whole (a newline would cut it in two on a
+            # program's stdin): never delivered, so never "delivered" half of it.
+            last = ValueError(f"the PSK {_psk_problem(psk)}: not delivered")
         for tries in range(1, s.deliver_retries + 2):
+            if last is not None and tries == 1:
+                break
             try:
                 async with asyncio.timeout(s.deliver_timeout):
                     await deliver(delivery)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the rotation itself is being cancelled
+                last = exc  # the deliverer's own cancelled future: a failed delivery
             except Exception as exc:  # the deliverer is the caller's code: anything may come
                 last = exc
-                if tries <= s.deliver_retries:
-                    await self._sleep(_deliver_backoff(tries))
-                continue
-            last = None
-            break
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt from a deliverer
+                last = fatal = exc
+                break
+            else:
+                last = None
+                break
+            if tries <= s.deliver_retries:
+                await self._sleep(_deliver_backoff(tries))
         if last is None:
             if self._journal is not None and state is not OutcomeState.UNRECORDED:
                 # Durable before the outcome is handed over, so a rerun after a crash does
@@ -1038,6 +1137,14 @@ class Rotation(Generic[O]):
             reason=reason,
             tunnel_id=work.id,
         )
+        if fatal is not None:
+            # Finish the tunnel (its PSK in the outcome), then stop the rotation with it.
+            self._finish_tunnel(work, state, delivered=False, delivery_error=fatal, error=error)
+            if self._crash is None:
+                self._crash = fatal
+            self._stopping = True
+            self._poke()
+            return
         if self._journal is not None and state is not OutcomeState.UNRECORDED:
             event_u = Undelivered(
                 account_id=s.account_id, tunnel_id=work.id, error=str(error), attempts=tries
@@ -1136,7 +1243,7 @@ class Rotation(Generic[O]):
     def _emit(self, outcome: Any) -> None:
         self._ready.append(outcome)
         self._emitted += 1
-        if not outcome.ok and outcome.state in _COUNTED_FAILURES:
+        if not outcome.ok and outcome.state in _COUNTED_FAILURES and not self._salvaging:
             self._failures += 1
             halt = self._s.halt_after
             if halt is not None and self._failures >= halt and not self._halted:
@@ -1173,6 +1280,13 @@ def _batch_too_large(exc: MagicWANError) -> bool:
     if not isinstance(exc, APIError):
         return False
     return exc.status == 413 or bool(BATCH_TOO_LARGE_CODES & set(exc.codes))
+
+
+def _psk_problem(psk: str) -> str | None:
+    """Why a PSK received cannot be handed to a device as it is, or None."""
+    if not psk or not all("!" <= c <= "~" for c in psk):
+        return "holds characters a device cannot take (only printable ASCII without spaces)"
+    return None
 
 
 def _deliver_backoff(retry: int) -> float:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import stat
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -165,7 +166,7 @@ async def test_export_refuses_a_terminal_unless_forced(
 
 
 @pytest.mark.asyncio
-async def test_export_warns_when_its_output_file_is_readable_by_others(
+async def test_export_makes_its_own_output_file_private_before_writing(
     env: tuple[Emulator, Answers], tmp_path: Path
 ) -> None:
     emu, answers = env
@@ -177,5 +178,6 @@ async def test_export_warns_when_its_output_file_is_readable_by_others(
         err = io.StringIO()
         code = await cli.amain(["journal", "export", str(path)], stdout=out, stderr=err)
     assert code == 0
-    assert "stdout is a file other users may read (mode 0644)" in err.getvalue()
+    assert "stdout is a file others could read (mode 0644): made it 0600" in err.getvalue()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert json.loads(target.read_text().splitlines()[0])["psk"]

@@ -164,6 +164,7 @@ OUTCOMES: list[tuple[MagicWANError, bool]] = [
     (errors.DeliveryError("x", reason="timeout"), False),  # Cloudflare was not involved
     (errors.NotAppliedError("tunnel not found"), False),  # Cloudflare refused it
     (errors.RotationHaltedError("x"), False),  # never sent
+    (errors.RequestAbandonedError("x"), True),  # cut short in flight
 ]
 
 

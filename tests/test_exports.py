@@ -54,6 +54,7 @@ PUBLIC = {
     "InternalServerError",
     "APIConnectionError",
     "APITimeoutError",
+    "RequestAbandonedError",
     "UnexpectedResponseError",
     "DeliveryError",
     "NotAppliedError",
@@ -81,6 +82,7 @@ CONTRACT = {
     "InternalServerError",
     "APIConnectionError",
     "APITimeoutError",
+    "RequestAbandonedError",
     "UnexpectedResponseError",
 }
 

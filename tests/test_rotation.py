@@ -41,6 +41,7 @@ from magicwan import (
     new_psk,
     read_journal,
 )
+from magicwan._converter import format_datetime, parse_datetime
 from magicwan.journal import JournalEvent, Rotated, iter_events
 from magicwan.models.psk import AppliedPSK
 from magicwan.rotation import MAX_VERIFY_ROUNDS, Rotation, compare_stamps, rotate
@@ -249,22 +250,39 @@ async def test_bad_arguments_are_refused_when_rotate_is_called(
 @pytest.mark.parametrize(
     ("held", "edge", "verdict"),
     [
-        (T0, T0, 0),
-        (T0, T0 + timedelta(microseconds=1), 1),
-        (T0, T0 - timedelta(seconds=1), -1),
+        ("2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.123456Z", 0),
+        ("2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.123457Z", 1),
+        ("2026-11-27T10:00:00.123456Z", "2026-11-27T09:59:59.123456Z", -1),
         # Milliseconds on one side, microseconds on the other: compared in milliseconds.
-        (T0, T0.replace(microsecond=123000), 0),
-        (T0.replace(microsecond=123000), T0, 0),
-        (T0.replace(microsecond=123000), T0 + timedelta(milliseconds=1), 1),
-        (T0.replace(microsecond=0), T0, 0),  # whole seconds
-        (None, T0, None),
-        (T0, None, None),
+        ("2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.123Z", 0),
+        ("2026-11-27T10:00:00.123Z", "2026-11-27T10:00:00.123456Z", 0),
+        ("2026-11-27T10:00:00.123Z", "2026-11-27T10:00:00.124456Z", 1),
+        ("2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123456Z", 0),  # whole seconds
+        # The precision is the text's: ".500000" is a microsecond stamp, not a round half
+        # second, so a store one microsecond later is newer.
+        ("2026-11-27T10:00:00.500000Z", "2026-11-27T10:00:00.500001Z", 1),
+        ("2026-11-27T10:00:00.000000Z", "2026-11-27T10:00:00.000001Z", 1),
+        (None, "2026-11-27T10:00:00Z", None),
+        ("2026-11-27T10:00:00Z", None, None),
     ],
 )
-async def test_stamps_compare_at_the_coarser_precision(
-    held: datetime | None, edge: datetime | None, verdict: int | None
+async def test_stamps_compare_at_the_coarser_precision_of_their_text(
+    held: str | None, edge: str | None, verdict: int | None
 ) -> None:
-    assert compare_stamps(held, edge) == verdict
+    def read(text: str | None) -> datetime | None:
+        return parse_datetime(text) if text is not None else None
+
+    assert compare_stamps(read(held), read(edge)) == verdict
+
+
+async def test_a_stamp_keeps_its_precision_through_the_journal() -> None:
+    for text in ("2026-11-27T10:00:00.500000Z", "2026-11-27T10:00:00.123Z", "2026-11-27T10:00:00Z"):
+        stamp = parse_datetime(text)
+        again = parse_datetime(format_datetime(stamp))
+        assert again == stamp
+        assert compare_stamps(stamp, again) == 0
+    # A datetime made in code (no text) claims microseconds.
+    assert compare_stamps(T0, T0 + timedelta(microseconds=1)) == 1
 
 
 async def test_a_certain_answer_is_never_read_back(api: FakeAPI, tmp_path: Path) -> None:
@@ -561,8 +579,11 @@ async def test_a_lost_answer_keeps_the_sent_psk_and_a_rerun_resends_it(
 async def test_validate_only_set_changes_nothing(api: FakeAPI) -> None:
     outcomes = await run(api.rotate([A, B], method="set", validate_only=True))
     assert {o.state for o in outcomes} == {OutcomeState.VALIDATED}
-    assert all(o.result.psk is None for o in outcomes)
     assert api.edge == {}
+    # The PSK sent to be validated stays with the caller: a server that applied it anyway
+    # would have made it the tunnel's.
+    (sent,) = api.sets
+    assert {o.tunnel_id: o.result.psk for o in outcomes} == sent
 
 
 # --- delivery ------------------------------------------------------------------------------

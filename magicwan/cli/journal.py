@@ -174,17 +174,32 @@ def _export_rows(records: list[JournalRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def _warn_if_shared(console: Console) -> None:
+def _protect_output(console: Console, force: bool) -> None:
+    """Before a PSK is written: a regular file other users may read (``> psks.json`` under
+    umask 022) is tightened to 0600 when it is ours, refused otherwise (unless --force)."""
     fileno = getattr(console.out, "fileno", None)
     try:
-        info = os.fstat(fileno()) if fileno is not None else None
+        fd = fileno() if fileno is not None else None
+        info = os.fstat(fd) if fd is not None else None
     except (OSError, ValueError, io.UnsupportedOperation):
         return
-    if info is not None and stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
-        console.warn(
-            f"stdout is a file other users may read (mode {stat.S_IMODE(info.st_mode):04o}); "
-            "it now holds PSKs: chmod 600 it"
+    if fd is None or info is None or not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o077:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid == os.geteuid():
+        try:
+            os.fchmod(fd, mode & 0o700)
+        except OSError:
+            pass
+        else:
+            console.tell(f"stdout is a file others could read (mode {mode:04o}): made it 0600")
+            return
+    if not force:
+        raise UsageError(
+            f"refusing to write PSKs into a file other users may read (mode {mode:04o}) that "
+            "is not yours to tighten: write to a 0600 file, or pass --force"
         )
+    console.warn(f"stdout is a file other users may read (mode {mode:04o}); it now holds PSKs")
 
 
 async def _export(args: argparse.Namespace, console: Console) -> int:
@@ -194,6 +209,7 @@ async def _export(args: argparse.Namespace, console: Console) -> int:
             "refusing to write PSKs to a terminal (anyone behind you, your scrollback, a "
             "screen recording): redirect stdout to a file or a program, or pass --force"
         )
+    _protect_output(console, args.force)
     rows = _export_rows(records)
     fmt = args.format
     if fmt == "json":
@@ -222,7 +238,6 @@ async def _export(args: argparse.Namespace, console: Console) -> int:
                 "be live): --format json shows it as pending_psk; 'psk rotate --resume' "
                 "resends it"
             )
-    _warn_if_shared(console)
     doubtful = sum(1 for row in rows if row["in_flight"] or row["uncertain"])
     if doubtful:
         console.warn(

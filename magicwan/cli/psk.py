@@ -30,7 +30,7 @@ from magicwan.cli.common import (
     resume_command,
     tunnel_id,
 )
-from magicwan.cli.console import Console
+from magicwan.cli.console import Console, OutputClosed
 from magicwan.cli.parser import (
     ENVIRONMENT_HELP,
     Parser,
@@ -400,10 +400,22 @@ def _stamp_of(result: PSKGenerateResult) -> str:
 def _single_success(
     console: Console, args: argparse.Namespace, outcome: RotationSuccess, made: str
 ) -> int:
-    if args.json:
-        console.json(outcome_json(outcome, name=None, show_psk=args.show_psk))
-    elif args.show_psk:
-        console.data(outcome.psk)
+    try:
+        if args.json:
+            console.json(outcome_json(outcome, name=None, show_psk=args.show_psk))
+        elif args.show_psk:
+            console.data(outcome.psk)
+    except OutputClosed:
+        if args.journal is not None:
+            raise  # the journal holds it: a reader that left costs nothing
+        # stdout was the PSK's only record, and its reader is gone: the PSK is live and
+        # recorded nowhere. That is not "all done".
+        console.error(
+            f"stdout was closed before the new PSK could be written: tunnel "
+            f"{outcome.tunnel_id} holds a PSK that is recorded nowhere (its old PSK no "
+            "longer works); run the command again"
+        )
+        return ExitStatus.UNRECORDED
     where = f"recorded in the journal {args.journal} (0600)" if args.journal else "not journalled"
     shown = "; shown on stdout" if args.show_psk else "; not shown (--show-psk shows it)"
     console.say(

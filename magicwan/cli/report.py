@@ -29,6 +29,7 @@ from magicwan.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    RequestAbandonedError,
     UnprocessableEntityError,
 )
 from magicwan.journal import JournalError
@@ -108,6 +109,11 @@ def hint(exc: BaseException) -> str | None:
         return _DELIVERY_HINTS.get(exc.reason)
     if isinstance(exc, JournalError):
         return "the journal could not be written (disk full? permissions?)"
+    if isinstance(exc, RequestAbandonedError):
+        return (
+            "the run stopped while the request was in flight: rerun with --resume (the "
+            "journal makes it read the tunnel back before anything else)"
+        )
     if isinstance(exc, APIConnectionError):
         return "Cloudflare could not be reached: check the network, a proxy, DNS"
     if isinstance(exc, NotAppliedError):

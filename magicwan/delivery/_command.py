@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 
+from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan.delivery._errors import DeliveryError, DeliveryFailure
 from magicwan.delivery._model import Delivery
 from magicwan.delivery._text import scrub_tail
@@ -27,6 +28,9 @@ ENVIRONMENT: Mapping[str, str] = {
     "MAGICWAN_CLOUDFLARE_ENDPOINT": "cloudflare_endpoint",
 }
 
+#: Never passed on to a program: the API credentials (and base URL) magicwan reads.
+_CREDENTIALS = (ENV_API_TOKEN, ENV_API_KEY, ENV_EMAIL, ENV_BASE_URL)
+
 #: The PSK is written into the program's input pipe before it starts; a pipe always
 #: buffers at least one page, so up to this many bytes can never block.
 _STDIN_MAX = 4096
@@ -43,7 +47,8 @@ class Command:
     The program gets the PSK on its standard input, followed by a newline and end of
     file, and nowhere else: never in its arguments or its environment, which other
     users of the machine may read. Its environment is the caller's (or ``env``, when
-    given) plus the tunnel's facts in the variables of :data:`ENVIRONMENT`. Its standard
+    given) without the Cloudflare credentials, plus the tunnel's facts in the variables of
+    :data:`ENVIRONMENT`. Its standard
     output is discarded. It runs in a process group of its own, which is killed
     (SIGKILL) on timeout or when the delivery is cancelled.
 
@@ -76,8 +81,12 @@ class Command:
         return f"Command({list(self.argv)!r}, timeout={self.timeout!r})"
 
     def environment(self, delivery: Delivery) -> dict[str, str]:
-        """The environment the program runs with for ``delivery``; it never holds the PSK."""
+        """The environment the program runs with for ``delivery``; it never holds the PSK,
+        nor the Cloudflare credentials magicwan reads (a program that pushes a PSK to a
+        router has no business with the API token)."""
         environ = dict(os.environ if self.env is None else self.env)
+        for name in _CREDENTIALS:
+            environ.pop(name, None)
         for variable, attribute in ENVIRONMENT.items():
             value = getattr(delivery, attribute)
             environ[variable] = value if value is not None else ""
@@ -89,6 +98,15 @@ class Command:
         if len(delivery.psk.encode()) >= _STDIN_MAX:
             raise DeliveryError(
                 f"tunnel {tunnel_id}: the PSK is too long to hand to a program",
+                reason="misconfigured",
+                tunnel_id=tunnel_id,
+            )
+        if not all("!" <= c <= "~" for c in delivery.psk):
+            # One line on stdin: a newline (or any control character) would hand the
+            # program part of the PSK, which it would install and report as done.
+            raise DeliveryError(
+                f"tunnel {tunnel_id}: the PSK holds characters other than printable ASCII "
+                "without spaces; it is not handed to a program",
                 reason="misconfigured",
                 tunnel_id=tunnel_id,
             )

@@ -49,8 +49,11 @@ class PSKSetResult:
     """The answer of a bulk PSK set: what was applied, and why the rest was not.
 
     ``applied`` maps tunnel id to :class:`AppliedPSK`; ``unapplied`` maps tunnel id to
-    Cloudflare's reason.
+    Cloudflare's reason (scrubbed of the PSKs sent). ``missing`` lists the tunnels sent
+    that the answer neither applied nor refused (a cut or partial answer): each may hold
+    the PSK sent for it.
     """
 
     applied: dict[str, AppliedPSK] = attrs.field(factory=dict)
     unapplied: dict[str, str] = attrs.field(factory=dict)
+    missing: tuple[str, ...] = ()

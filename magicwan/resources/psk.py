@@ -7,6 +7,7 @@ from os import PathLike
 from typing import Any, Literal, overload
 
 from magicwan._converter import structure
+from magicwan._envelope import EXCERPT_CHARS, printable, redact
 from magicwan._routes import (
     IPSEC_PSK_GENERATE,
     IPSEC_PSK_SET,
@@ -74,6 +75,7 @@ def _check_psks(psks: object) -> dict[str, str]:
 
 def _set_converter(psks: dict[str, str], validate_only: bool) -> Callable[[Any], PSKSetResult]:
     sent = {tunnel_id.lower(): tunnel_id for tunnel_id in psks}
+    secrets = tuple(psks.values())
 
     def convert(result: Any) -> PSKSetResult:
         model = structure(result, PSKSetResult)
@@ -94,11 +96,11 @@ def _set_converter(psks: dict[str, str], validate_only: bool) -> Callable[[Any],
                 raise UnexpectedResponseError(f"answer refuses tunnel {key!r}, not sent")
             if ours in applied:
                 raise UnexpectedResponseError(f"answer both applies and refuses tunnel {ours}")
-            unapplied[ours] = reason
-        for ours in psks:
-            if ours not in applied and ours not in unapplied:
-                unapplied[ours] = "absent from Cloudflare's answer"
-        return PSKSetResult(applied=applied, unapplied=unapplied)
+            # Cloudflare's words, but never a PSK we sent (a reason may quote its input),
+            # no control character, and short.
+            unapplied[ours] = printable(redact(reason, secrets))[:EXCERPT_CHARS]
+        missing = tuple(ours for ours in psks if ours not in applied and ours not in unapplied)
+        return PSKSetResult(applied=applied, unapplied=unapplied, missing=missing)
 
     return convert
 

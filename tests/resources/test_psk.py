@@ -158,14 +158,16 @@ async def test_an_answer_that_does_not_match_the_request_is_unexpected(
 
 
 @pytest.mark.asyncio
-async def test_a_tunnel_missing_from_the_answer_is_unapplied(
+async def test_a_tunnel_missing_from_the_answer_is_neither_applied_nor_refused(
     mock_api: aioresponses, fake: FakeClock
 ) -> None:
+    # A cut or partial answer: the tunnel may hold the PSK sent, so it is not "unapplied".
     mock_api.post(SET_URL, payload=envelope({"successfully_applied_psks": None}))
     async with client_for(fake) as client:
         result = await client.tunnels.ipsec.psk.set(ACCOUNT, {TUNNEL: PSK_A})
     assert result.applied == {}
-    assert result.unapplied == {TUNNEL: "absent from Cloudflare's answer"}
+    assert result.unapplied == {}
+    assert result.missing == (TUNNEL,)
 
 
 @pytest.mark.asyncio

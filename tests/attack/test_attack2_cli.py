@@ -1,0 +1,59 @@
+"""Second review: the command line, in-process against the emulator on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from magicwan.emulator import EmulatorState, run
+from tests.attack.attack_support import Handler
+from tests.support.cli import magicwan
+
+pytestmark = pytest.mark.asyncio
+
+
+@web.middleware
+async def _drop_the_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A gateway that normalises URLs by dropping their query string: ?validate_only=true
+    never reaches the server, which applies the request."""
+    return await handler(request.clone(rel_url=request.rel_url.with_query(None)))
+
+
+async def test_cli_set_validate_only_keeps_the_psk_it_sent_somewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `magicwan psk set ACCOUNT TUNNEL --validate-only --journal FILE --show-psk --json`.
+    # The CLI makes a PSK (new_psk) and sends it "to be validated". SECURITY.md ("Validation
+    # that was not"): a bulk set's Validated outcome keeps the PSK it sent, in case the
+    # server applied it. The library does; the command line throws it away: the journal it
+    # was given is ignored under --validate-only, --show-psk is ignored, the JSON line has
+    # no PSK, and it exits 0 "nothing changed". Through a gateway that drops the query the
+    # tunnel now runs on that PSK, which exists nowhere but at the edge: the tunnel is down.
+    state = EmulatorState(tunnels=1, seed=4, rate_limit=None)
+    journal = tmp_path / "j.jsonl"
+    async with run(state=state, middlewares=[_drop_the_query]) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        tunnel = emu.tunnel_ids[0]
+        before = emu.state.current_psk(emu.account_id, tunnel)
+        result = await magicwan(
+            "psk",
+            "set",
+            emu.account_id,
+            tunnel,
+            "--validate-only",
+            "--journal",
+            str(journal),
+            "--show-psk",
+            "--json",
+        )
+        live = emu.state.current_psk(emu.account_id, tunnel)
+    assert live is not None
+    assert live != before  # the server really applied it
+    recorded = journal.read_text() if journal.exists() else ""
+    assert live in result.out or live in recorded or result.code != 0, (
+        f"exit {result.code}, 'validated, nothing changed': the tunnel holds the PSK the "
+        "command made and sent, and it is in no journal and not on stdout"
+    )

@@ -57,3 +57,29 @@ async def test_cli_set_validate_only_keeps_the_psk_it_sent_somewhere(
         f"exit {result.code}, 'validated, nothing changed': the tunnel holds the PSK the "
         "command made and sent, and it is in no journal and not on stdout"
     )
+
+
+async def test_cli_generate_validate_only_answered_with_a_psk_does_not_exit_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `magicwan psk generate ACCOUNT TUNNEL --validate-only --json`. The first review fixed
+    # this for `psk rotate --validate-only` (an answer carrying a PSK is "unrecorded", not
+    # "validated"); the one-tunnel command takes another path (_generate) that never looks:
+    # the server (behind a gateway that drops ?validate_only=true) generated a PSK and sent
+    # it; the command prints "validated: the request would be accepted (nothing changed)",
+    # exits 0, and the PSK it received is shown nowhere and journalled nowhere. The tunnel
+    # is down and the operator was told nothing changed.
+    state = EmulatorState(tunnels=1, seed=6, rate_limit=None)
+    async with run(state=state, middlewares=[_drop_the_query]) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan("psk", "generate", emu.account_id, tunnel, "--validate-only")
+        generated = state.total_generations()
+        live = emu.state.current_psk(emu.account_id, tunnel)
+    assert generated == 1  # the server really generated one
+    assert live is not None
+    assert result.code != 0, (
+        f"exit 0 and {result.err.strip()!r}: the tunnel holds a PSK the command received and "
+        "dropped"
+    )

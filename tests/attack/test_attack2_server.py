@@ -47,3 +47,36 @@ async def test_a_set_answer_applying_another_psk_keeps_the_psk_received(tmp_path
         f"{type(outcome.error).__name__}: the server applied a PSK the SDK received, and it "
         "is in no outcome and no journal line"
     )
+
+
+async def test_a_raw_deflate_answer_carrying_a_new_psk_is_decoded() -> None:
+    # The client asks for `Accept-Encoding: gzip, deflate`. Many servers and proxies answer
+    # `Content-Encoding: deflate` with a RAW deflate stream (no zlib header: the historic
+    # IIS / PHP mistake). aiohttp's own decoder accepts it (http_parser.DeflateBuffer falls
+    # back to raw deflate when the first byte is not a zlib header); the SDK now decodes
+    # bodies itself (_http._read, zlib.MAX_WBITS only) and calls that body "a deflate body
+    # that does not decompress". On psk_generate, the answer that carries the new PSK is
+    # thrown away as an unknown outcome: retried (each retry makes and drops another PSK),
+    # then a failure, while the tunnel holds a PSK that reached the client and was dropped.
+    import zlib
+
+    psk = "deflated-psk-0123456789abcdefgh"
+    body = envelope(
+        {
+            "ipsec_tunnel_id": TUNNEL,
+            "psk": psk,
+            "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
+        }
+    )
+    squeezer = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # raw deflate
+    raw = squeezer.compress(body) + squeezer.flush()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(
+            body=raw, headers={"Content-Encoding": "deflate", "Content-Type": "application/json"}
+        )
+
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert result.psk == psk

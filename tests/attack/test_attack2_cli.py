@@ -83,3 +83,51 @@ async def test_cli_generate_validate_only_answered_with_a_psk_does_not_exit_0(
         f"exit 0 and {result.err.strip()!r}: the tunnel holds a PSK the command received and "
         "dropped"
     )
+
+
+async def test_cli_generate_whose_retry_left_doubt_does_not_report_plain_success(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `magicwan psk generate ACCOUNT TUNNEL --journal FILE --timeout 0.3`. The first request's
+    # answer is lost (it stalls past the timeout, then stores its PSK late: the emulator's
+    # late_store fault); the retry returns PSK B. The journal marks B uncertain; rotation
+    # would read the tunnel back after the settle window. The one-tunnel command does
+    # neither: it says "new PSK generated ...; recorded in the journal", exits 0, and says
+    # nothing of the doubt. A moment later the late store lands: the edge holds a PSK nobody
+    # has, the journal's (and the operator's) PSK is dead, and exit 0 told cron all is well.
+    import asyncio
+
+    from magicwan.emulator import Faults
+
+    state = EmulatorState(tunnels=1, seed=8, rate_limit=None)
+    journal = tmp_path / "j.jsonl"
+    generates = 0
+
+    @web.middleware
+    async def first_one_is_late(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal generates
+        if request.path.endswith("/psk_generate"):
+            generates += 1
+            late = generates == 1
+            state.set_faults(Faults(late_store=1.0, late_store_delay=2.0) if late else Faults())
+        return await handler(request)
+
+    async with run(state=state, middlewares=[first_one_is_late], shutdown_timeout=2.0) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan(
+            "psk", "generate", emu.account_id, tunnel, "--journal", str(journal), "--timeout", "0.3"
+        )
+        for _ in range(40):  # the late store lands
+            if state.total_generations() >= 2:
+                break
+            await asyncio.sleep(0.1)
+        live = emu.state.current_psk(emu.account_id, tunnel)
+    assert generates == 2
+    assert live is not None
+    assert live not in journal.read_text()  # the journalled PSK is dead
+    warned = any(word in result.err.lower() for word in ("uncertain", "doubt", "unknown"))
+    assert result.code != 0 or warned, (
+        f"exit {result.code}, {result.err.strip()!r}: no word that the PSK may be superseded"
+    )

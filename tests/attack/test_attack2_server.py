@@ -80,3 +80,27 @@ async def test_a_raw_deflate_answer_carrying_a_new_psk_is_decoded() -> None:
     async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
         result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
     assert result.psk == psk
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"psk_metadata": "2030-01-01T00:00:00Z"}, {"ipsec_id": ["a.example"]}],
+    ids=["metadata_flattened_to_a_stamp", "ipsec_id_a_list"],
+)
+async def test_metadata_of_the_wrong_type_never_costs_the_psk(extra: dict[str, object]) -> None:
+    # README: "Metadata never costs a PSK. An answer that carries a PSK is returned even when
+    # its last_generated_on cannot be read". That holds for an odd stamp INSIDE psk_metadata;
+    # but psk_metadata itself flattened to the stamp string (or ipsec_id, a fact the SDK only
+    # passes on, given as a list) fails the whole result's structuring: the answer carrying
+    # the new, live PSK is an UnexpectedResponseError, retried as an unknown outcome (every
+    # retry makes and drops another PSK), then a failure. The PSK is lost.
+    psk = "metadata-psk-0123456789abcdefgh"
+    body = envelope({"ipsec_tunnel_id": TUNNEL, "psk": psk, **extra})
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert result.psk == psk

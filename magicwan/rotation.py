@@ -336,6 +336,9 @@ class _Tunnel:
     unverified: str | None = None
     unsettled: bool = False  # waiting for (or in) a read-back
     sent_psk: str | None = None  # the PSK a bulk set sent for it (set: known before the answer)
+    # What a request worker is doing for it right now: "request" (a generate or a set is
+    # in flight), "read-back", or None. Tells the salvage what a cut left behind.
+    phase: Literal["request", "read-back"] | None = None
     seq: int = 0  # journal line that must be durable before the PSK is handed on
 
 
@@ -619,12 +622,14 @@ class Rotation(Generic[O]):
         self._deferred.clear()
         self._working.clear()
         for work in cut:
-            sent = work.sent_psk
-            if sent is None and work.held is not None and not work.held_from_journal:
-                # Cut during its read-back: the PSK received is most likely the live one.
+            if work.phase == "read-back":
+                # Cut during its read-back: the PSK held is most likely the live one.
                 work.unverified = "not read back: the rotation stopped first"
                 left.append((work, OutcomeState.ROTATED))
                 continue
+            if work.phase != "request":
+                continue  # its outcome was given already, or it was never sent (a split)
+            sent = work.sent_psk
             # Its request was cut short: the tunnel may hold what was sent (set), or a
             # PSK nobody saw (generate). Say so, with whatever PSK is known.
             if sent is not None:
@@ -803,18 +808,22 @@ class Rotation(Generic[O]):
                 )
             )
             return
+        work.phase = "request"
         try:
             reply, seq, journal_error = await journalled_generate(
                 self._journal, self._generate, s.account_id, work.id
             )
         except JournalError as exc:  # the intent could not be written: nothing was sent
+            work.phase = None
             self._journal_failed(exc)
             self._not_attempted(work, exc)
             return
         except MagicWANError as exc:
+            work.phase = None
             self._note_journal(exc)
             self._fail(work, exc)
             return
+        work.phase = None
         work.attempts += reply.attempts
         work.held, work.held_from_journal, work.seq = reply.value, False, seq
         if journal_error is not None:
@@ -848,12 +857,15 @@ class Rotation(Generic[O]):
             self._unverified(work, f"not read back: {why}")
             self._stage(work, state)
             return
+        work.phase = "read-back"
         try:
             edge = (await self._read_back(s.account_id, work.id)).value
         except MagicWANError as exc:
+            work.phase = None
             self._unverified(work, f"read-back failed: {type(exc).__name__}: {exc}")
             self._stage(work, state)
             return
+        work.phase = None
         edge_stamp = edge.psk_metadata.last_generated_on if edge.psk_metadata else None
         verdict = compare_stamps(_stamp(held), edge_stamp)
         if verdict == 0:
@@ -933,10 +945,14 @@ class Rotation(Generic[O]):
 
     async def _send_set(self, batch: list[_Tunnel], psks: dict[str, str]) -> None:
         s = self._s
+        for work in batch:
+            work.phase = "request"
         try:
             mapping = {work.id: psks[work.id] for work in batch}
             reply = await self._set(s.account_id, mapping, s.validate_only)
         except MagicWANError as exc:
+            for work in batch:
+                work.phase = None
             if _batch_too_large(exc) and len(batch) > 1:
                 half = len(batch) // 2
                 logger.info("batch of %d refused as too large; splitting it", len(batch))
@@ -954,6 +970,7 @@ class Rotation(Generic[O]):
             return
         result = reply.value
         for work in batch:
+            work.phase = None
             work.attempts += reply.attempts
             applied = result.applied.get(work.id)
             if applied is None and work.id in result.unapplied:

@@ -821,7 +821,9 @@ class Rotation(Generic[O]):
         except MagicWANError as exc:
             work.phase = None
             self._note_journal(exc)
-            self._fail(work, exc)
+            # A run before this one may have left a PSK nobody saw: a certain failure now
+            # does not make that doubt go away.
+            self._fail(work, exc, unknown=exc.outcome_unknown or _doubt_from_before(work))
             return
         work.phase = None
         work.attempts += reply.attempts
@@ -961,8 +963,9 @@ class Rotation(Generic[O]):
                 return
             self._note_journal(exc)
             for work in batch:
-                if exc.outcome_unknown:
-                    # The PSK we sent may be live: the outcome carries it.
+                if exc.outcome_unknown or _resent(work, psks[work.id]):
+                    # The PSK we sent may be live (this request, or a run before this one
+                    # that sent the same PSK): the outcome carries it.
                     work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
                     work.held_from_journal = False
                 # With set, we know every PSK the tunnel may hold: nothing is unknown.
@@ -975,6 +978,10 @@ class Rotation(Generic[O]):
             applied = result.applied.get(work.id)
             if applied is None and work.id in result.unapplied:
                 error: MagicWANError = NotAppliedError(result.unapplied[work.id])
+                if _resent(work, psks[work.id]):
+                    # Refused now, but a run before this one sent it: it may be live.
+                    work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
+                    work.held_from_journal = False
                 if self._journal is not None and not s.validate_only:
                     self._append_failure(work, error)
                 self._fail(work, error)
@@ -1297,6 +1304,23 @@ def _batch_too_large(exc: MagicWANError) -> bool:
     if not isinstance(exc, APIError):
         return False
     return exc.status == 413 or bool(BATCH_TOO_LARGE_CODES & set(exc.codes))
+
+
+def _doubt_from_before(work: _Tunnel) -> bool:
+    """The journal says a run before this one left a request for the tunnel unanswered
+    (killed while it was in flight, or an unknown outcome): the tunnel may hold its PSK."""
+    record = work.record
+    return (
+        record is not None
+        and record.in_flight
+        and (record.event == Intent.kind or record.outcome_unknown)
+    )
+
+
+def _resent(work: _Tunnel, psk: str) -> bool:
+    """``psk`` is a set intent's PSK that a run before this one may have applied."""
+    record = work.record
+    return _doubt_from_before(work) and record is not None and record.pending_psk == psk
 
 
 def _psk_problem(psk: str) -> str | None:

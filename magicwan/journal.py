@@ -412,6 +412,7 @@ class Journal:
         self._fd: int | None = None
         self._written = 0  # lines written by us
         self._synced = 0  # of those, lines known durable
+        self._size = 0  # the least the file must hold: what was there, plus what we wrote
         self._sync_task: asyncio.Task[None] | None = None
         self._broken: JournalError | None = None
 
@@ -477,6 +478,7 @@ class Journal:
             elif not self._ends_with_newline(fd, info.st_size):
                 self._write(b"\n")  # a crash cut the last line: start a clean one
             os.fsync(fd)
+            self._size = os.fstat(fd).st_size
             if not existed:
                 self._sync_dir()
         except BaseException as exc:
@@ -507,8 +509,11 @@ class Journal:
         if fd is None:
             raise JournalError("journal is not open")
         written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        finally:
+            self._size += written
 
     def append(self, event: JournalEvent) -> int:
         """Write one event (not yet durable); return its sequence number.
@@ -560,20 +565,22 @@ class Journal:
             raise self._break(f"cannot sync journal {self.path}: {exc.strerror}") from None
         if not self._still_there(fd):
             raise self._break(
-                f"journal {self.path} was removed or replaced while in use: what it held is "
-                "in no file any more"
+                f"journal {self.path} was removed, replaced or truncated while in use: what "
+                "it held is in no file any more"
             )
         self._synced = max(self._synced, covered)
 
     def _still_there(self, fd: int) -> bool:
-        """The file we write is still the one at our path (a cleanup job, an operator's
-        ``rm`` or a rename would leave us writing to an inode that no name reaches)."""
+        """The file we write is still the one at our path, and still holds all we wrote (a
+        cleanup job, an operator's ``rm`` or a rename would leave us writing to an inode
+        that no name reaches; ``: > file`` or logrotate's copytruncate would cut it)."""
         try:
             ours = os.fstat(fd)
             named = os.stat(self.path, follow_symlinks=False)
         except OSError:
             return False
-        return ours.st_nlink > 0 and (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino)
+        same = (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino)
+        return ours.st_nlink > 0 and same and ours.st_size >= self._size
 
     def close_now(self) -> None:
         """Close the file (and so release the lock) without a final sync. Safe to call

@@ -237,6 +237,30 @@ async def test_writing_to_a_closed_journal_is_a_journal_error(tmp_path: Path) ->
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("cut", ["truncated", "removed", "replaced"])
+async def test_a_journal_cut_while_in_use_fails_the_next_sync(tmp_path: Path, cut: str) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.open()
+    try:
+        journal.append(Intent(account_id=ACCOUNT, tunnel_id=A))
+        await journal.sync()
+        if cut == "truncated":
+            os.truncate(path, 0)  # `: > j.jsonl`, logrotate's copytruncate
+        elif cut == "removed":
+            path.unlink()
+        else:
+            path.rename(tmp_path / "old.jsonl")
+            path.write_text("")
+        journal.append(Intent(account_id=ACCOUNT, tunnel_id=A))
+        with pytest.raises(JournalError, match="removed, replaced or truncated"):
+            await journal.sync()
+        assert journal.broken is not None  # nothing more is written to it
+    finally:
+        journal.close_now()
+
+
+@pytest.mark.asyncio
 async def test_a_torn_last_line_is_closed_off_before_the_next_event(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     _write(path, {"event": "intent", "account_id": ACCOUNT, "tunnel_id": A}, tail=b'{"event":"ro')

@@ -1288,15 +1288,9 @@ _COUNTED_FAILURES = frozenset(
 
 @contextlib.contextmanager
 def _released(holding: dict[int, Any], item: Any) -> Iterator[None]:
-    """Drop ``item`` from ``holding`` when the block ends normally (or with an error that
-    is not a cancellation); a cancelled stage leaves it there for the salvage."""
-    try:
-        yield
-    except asyncio.CancelledError:
-        raise
-    except BaseException:
-        holding.pop(id(item), None)
-        raise
+    """Drop ``item`` from ``holding`` when the block ends normally; a stage cancelled, or
+    broken by a bug, leaves it there for the salvage (its PSK is handed over, not lost)."""
+    yield
     holding.pop(id(item), None)
 
 
@@ -1341,7 +1335,10 @@ def _describe(exc: BaseException, psk: str) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     # A DeliveryError already says what failed, in words made for this message.
-    text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+    try:
+        text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+    except Exception:  # the caller's exception class: its __str__ may fail too
+        text = f"{type(exc).__name__} (its message cannot be printed)"
     text = redact(text, (psk,))
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text[:300]

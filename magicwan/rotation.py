@@ -1005,6 +1005,29 @@ class Rotation(Generic[O]):
                 psk_metadata=applied.psk_metadata,
                 ipsec_id=applied.ipsec_id,
             )
+            if not s.validate_only and applied.psk != psks[work.id]:
+                # "Applied", with a PSK other than the one sent: the server's word is what
+                # the tunnel holds. Journal it (doubtful: a rerun reads it back), carry it.
+                work.held, work.held_from_journal = model, False
+                error = UnexpectedResponseError(
+                    "Cloudflare applied a PSK other than the one sent: the one it says the "
+                    "tunnel holds is in this outcome (and the journal)"
+                )
+                if self._journal is not None:
+                    event = rotated(
+                        s.account_id, model, attempts=reply.attempts, uncertain=True, method="set"
+                    )
+                    if not self._append(work, event):
+                        continue
+                    self._append_failure(work, error)
+                    try:
+                        await self._journal.sync(work.seq)  # durable before it is handed over
+                    except JournalError as exc:
+                        self._journal_failed(exc)
+                        self._stage(work, OutcomeState.UNRECORDED)
+                        continue
+                self._fail(work, error, unknown=False)
+                continue
             if s.validate_only:
                 # The PSK sent to be validated stays with the caller: a server (or a
                 # gateway dropping the query) that applied it anyway made it the tunnel's.

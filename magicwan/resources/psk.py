@@ -84,10 +84,8 @@ def _set_converter(psks: dict[str, str], validate_only: bool) -> Callable[[Any],
             ours = sent.get(key.lower())
             if ours is None or item.ipsec_tunnel_id.lower() != key.lower():
                 raise UnexpectedResponseError(f"answer applies a PSK to tunnel {key!r}, not sent")
-            if not validate_only and item.psk != psks[ours]:
-                raise UnexpectedResponseError(
-                    f"answer for tunnel {ours} holds a different PSK than the one sent"
-                )
+            # A PSK other than the one sent is kept as it came, never raised away: the
+            # server says the tunnel holds it now (rotation fails such a tunnel, with it).
             applied[ours] = item
         unapplied = {}
         for key, reason in model.unapplied.items():
@@ -167,7 +165,8 @@ class IPsecPSK:
         Make PSKs with :func:`magicwan.new_psk` and record them *before* calling this.
         The call is idempotent (the same PSKs resent leave the same PSKs), so it is
         retried like any idempotent call. ``result.applied`` maps tunnel id to what was
-        applied, ``result.unapplied`` to Cloudflare's reason for the rest.
+        applied (``psk`` is what Cloudflare says the tunnel now holds: compare it with what
+        you sent), ``result.unapplied`` to Cloudflare's reason for the rest.
         """
         return (await self.with_reply.set(account_id, psks, validate_only)).value
 

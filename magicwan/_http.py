@@ -29,6 +29,18 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
+def _wbits(encoding: str, raw: bytes) -> int:
+    """zlib's window bits for a body in ``encoding`` (one of :data:`_DECODERS`).
+
+    ``deflate`` should carry a zlib header (RFC 1950), but many servers send a raw deflate
+    stream. As aiohttp does (``http_parser.DeflateBuffer``), a first byte whose low four
+    bits are not 8 (the "deflate" compression method) means raw deflate.
+    """
+    if encoding == "deflate" and raw and raw[0] & 0x0F != 8:
+        return -zlib.MAX_WBITS
+    return _DECODERS[encoding]
+
+
 def user_agent() -> str:
     """``magicwan/<version> Python/<x.y.z> aiohttp/<version>``."""
     py = ".".join(str(part) for part in sys.version_info[:3])
@@ -236,7 +248,7 @@ class HTTPAdapter:
             return raw
         if encoding not in _DECODERS:
             return raw  # not ours to decode: the decoder will say the body is not JSON
-        inflater = zlib.decompressobj(_DECODERS[encoding])
+        inflater = zlib.decompressobj(_wbits(encoding, raw))
         try:
             body = inflater.decompress(raw, limit + 1)
         except zlib.error:

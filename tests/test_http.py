@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
+
 import pytest
 from aioresponses import aioresponses
 
@@ -58,3 +61,64 @@ async def test_a_closed_adapter_sends_nothing(mock_api: aioresponses) -> None:
         await http.send("GET", PSK_URL, {}, None)
     assert not mock_api.requests
     assert getattr(info.value, "request_sent", None) is False
+
+
+def _deflate(body: bytes, wbits: int) -> bytes:
+    squeezer = zlib.compressobj(wbits=wbits)
+    return squeezer.compress(body) + squeezer.flush()
+
+
+# What servers send: gzip, deflate with its zlib header (RFC 1950), and the raw deflate
+# stream that many send as "deflate" anyway (aiohttp accepts all three).
+_ENCODED = {
+    "gzip": ("gzip", gzip.compress),
+    "deflate_zlib": ("deflate", lambda body: _deflate(body, zlib.MAX_WBITS)),
+    "deflate_raw": ("deflate", lambda body: _deflate(body, -zlib.MAX_WBITS)),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", list(_ENCODED))
+async def test_a_compressed_body_is_decoded(mock_api: aioresponses, kind: str) -> None:
+    encoding, squeeze = _ENCODED[kind]
+    body = b'{"result": {"psk": "x"}, "success": true}' * 20
+    mock_api.post(PSK_URL, body=squeeze(body), headers={"Content-Encoding": encoding})
+    http = adapter()
+    try:
+        raw = await http.send("POST", PSK_URL, {}, b"{}")
+    finally:
+        await http.aclose()
+    assert raw.body == body
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", list(_ENCODED))
+async def test_a_compressed_body_over_the_limit_once_decoded_is_refused(
+    mock_api: aioresponses, kind: str
+) -> None:
+    encoding, squeeze = _ENCODED[kind]
+    squeezed = squeeze(b" " * 20_000)
+    assert len(squeezed) < 2000
+    mock_api.post(PSK_URL, body=squeezed, headers={"Content-Encoding": encoding})
+    http = adapter(max_response_bytes=2000)
+    try:
+        with pytest.raises(UnexpectedResponseError, match="larger than 2000 bytes"):
+            await http.send("POST", PSK_URL, {}, b"{}")
+    finally:
+        await http.aclose()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decompress_is_refused(
+    mock_api: aioresponses, encoding: str
+) -> None:
+    # 0x78 is a zlib header's first byte: what follows must then be zlib, and is not.
+    mock_api.post(PSK_URL, body=b"\x78not compressed", headers={"Content-Encoding": encoding})
+    http = adapter()
+    try:
+        with pytest.raises(UnexpectedResponseError, match="does not decompress") as info:
+            await http.send("POST", PSK_URL, {}, b"{}")
+    finally:
+        await http.aclose()
+    assert info.value.__cause__ is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 
 import pytest
 from aioresponses import aioresponses
@@ -63,17 +64,20 @@ async def test_a_closed_adapter_sends_nothing(mock_api: aioresponses) -> None:
     assert getattr(info.value, "request_sent", None) is False
 
 
-def _deflate(body: bytes, wbits: int) -> bytes:
-    squeezer = zlib.compressobj(wbits=wbits)
+def _zlib(body: bytes) -> bytes:
+    return zlib.compress(body)  # with the zlib header (RFC 1950), as "deflate" should be
+
+
+def _raw_deflate(body: bytes) -> bytes:
+    squeezer = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # no header: what many servers send
     return squeezer.compress(body) + squeezer.flush()
 
 
-# What servers send: gzip, deflate with its zlib header (RFC 1950), and the raw deflate
-# stream that many send as "deflate" anyway (aiohttp accepts all three).
-_ENCODED = {
+# Content-Encoding and how to make a body of it: aiohttp accepts all three.
+_ENCODED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "gzip": ("gzip", gzip.compress),
-    "deflate_zlib": ("deflate", lambda body: _deflate(body, zlib.MAX_WBITS)),
-    "deflate_raw": ("deflate", lambda body: _deflate(body, -zlib.MAX_WBITS)),
+    "deflate_zlib": ("deflate", _zlib),
+    "deflate_raw": ("deflate", _raw_deflate),
 }
 
 

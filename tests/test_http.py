@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import zlib
 from collections.abc import Callable
 
+import aiohttp
 import pytest
 from aioresponses import aioresponses
 
 from magicwan._http import HTTPAdapter
-from magicwan.errors import UnexpectedResponseError
+from magicwan.errors import APIConnectionError, UnexpectedResponseError
 from tests.support.constants import PSK_URL
 
 
@@ -126,3 +128,49 @@ async def test_a_body_that_does_not_decompress_is_refused(
     finally:
         await http.aclose()
     assert info.value.__cause__ is None
+
+
+def test_a_session_of_another_event_loop_sends_nothing() -> None:
+    # The caller's session, made in another loop (a first asyncio.run(), another thread):
+    # aiohttp would raise a bare RuntimeError. Nothing can be sent on it from this loop.
+    async def make() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession()
+
+    async def send(session: aiohttp.ClientSession) -> None:
+        http = adapter(session=session)
+        try:
+            await http.send("POST", "http://127.0.0.1:9/psk_generate", {}, b"{}")
+        finally:
+            await http.aclose()
+
+    first = asyncio.new_event_loop()
+    try:
+        session = first.run_until_complete(make())
+        try:
+            with pytest.raises(APIConnectionError, match="another event loop") as info:
+                asyncio.run(send(session))
+            assert not session.closed  # the caller's: never closed by the client
+        finally:
+            first.run_until_complete(session.close())
+    finally:
+        first.close()
+    assert info.value.request_sent is False
+    assert info.value.retryable is False
+
+
+@pytest.mark.asyncio
+async def test_a_runtime_error_from_aiohttp_is_a_connection_error(
+    mock_api: aioresponses,
+) -> None:
+    # aiohttp raises RuntimeError for misuse and for a connection closed mid-read: the
+    # caller gets an SDK error that says the request may have been sent.
+    mock_api.post(PSK_URL, exception=RuntimeError("Connection closed."))
+    http = adapter()
+    try:
+        with pytest.raises(APIConnectionError, match="RuntimeError") as info:
+            await http.send("POST", PSK_URL, {}, b"{}")
+    finally:
+        await http.aclose()
+    assert info.value.request_sent is True
+    assert info.value.outcome_unknown
+    assert info.value.retryable is False

@@ -14,7 +14,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from cattrs.preconf.json import make_converter
 
 from magicwan.errors import UnexpectedResponseError
-from magicwan.models.psk import PSKSetResult
+from magicwan.models.psk import AppliedPSK, PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import HealthCheckTarget
 
 __all__ = [
@@ -163,11 +163,49 @@ def _optional_str(value: object) -> str | None:
     return None if value is None else _strict_str(value, str)
 
 
+#: Metadata of the answers that carry a PSK. Like an unreadable stamp, a value of the wrong
+#: type here is left unset (never the PSK's answer discarded); the PSK and the tunnel id
+#: stay strict.
+_METADATA_FIELDS: dict[type, tuple[str, ...]] = {
+    PSKGenerateResult: ("psk_metadata", "ipsec_id"),
+    AppliedPSK: ("psk_metadata", "ipsec_id"),
+}
+
+_STRUCTURE_ERRORS = (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError)
+
+
+def _lenient(conv: cattrs.Converter, name: str, kind: Any) -> Callable[[Any, Any], Any]:
+    # As _lenient_datetime: the field is left unset and the caller is told; the value
+    # itself is not logged (a hostile server could put anything there).
+    def hook(value: Any, _: Any) -> Any:
+        try:
+            return conv.structure(value, kind)
+        except _STRUCTURE_ERRORS:
+            pass
+        logger.warning(
+            "ignoring %s of the wrong type (a %s); left unset", name, type(value).__name__
+        )
+        return None
+
+    return hook
+
+
+def _attrs_hook(conv: cattrs.Converter, cls: Any) -> Callable[[Any, Any], Any]:
+    lenient = _METADATA_FIELDS.get(cls)
+    if not lenient:
+        return conv.gen_structure_attrs_fromdict(cls)
+    kinds = attrs.fields_dict(attrs.resolve_types(cls))
+    overrides: dict[str, Any] = {
+        name: override(struct_hook=_lenient(conv, name, kinds[name].type)) for name in lenient
+    }
+    return make_dict_structure_fn(cls, conv, **overrides)
+
+
 def _objects_only(conv: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
     # cattrs' generated attrs hooks test ``"field" in value``, which a string or a list
     # also answers: a ``psk_metadata: "oops"`` would silently become defaults.
     def factory(cls: Any) -> Callable[[Any, Any], Any]:
-        inner = conv.gen_structure_attrs_fromdict(cls)
+        inner = _attrs_hook(conv, cls)
 
         def hook(value: Any, _: Any) -> Any:
             if not isinstance(value, Mapping):
@@ -200,15 +238,17 @@ def _psk_set_result(conv: cattrs.Converter) -> Callable[[Any, Any], PSKSetResult
 
 def _make() -> cattrs.Converter:
     conv = make_converter(forbid_extra_keys=False, prefer_attrib_converters=False)
+    # The primitives first: a hook generated eagerly (PSKSetResult's, below) takes the
+    # hooks registered when it is made, and cattrs' own str hook turns 5 into "5".
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook_factory(attrs.has, _objects_only(conv))
     conv.register_structure_hook(HealthCheckTarget, _health_check_target)
     conv.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
     conv.register_structure_hook_func(_is_optional_datetime, _lenient_datetime)
-    conv.register_structure_hook(PSKSetResult, _psk_set_result(conv))
     conv.register_unstructure_hook(datetime, lambda d: format_datetime(d))
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(PSKSetResult, _psk_set_result(conv))
     return conv
 
 
@@ -250,7 +290,7 @@ def structure(data: object, cls: type[T]) -> T:
         )
     try:
         return converter.structure(data, cls)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+    except _STRUCTURE_ERRORS as exc:
         problem = _describe(exc)
     # Raised outside the except block so no exception chain keeps the raw values.
     raise UnexpectedResponseError(f"result has the wrong shape: {problem}")

@@ -29,6 +29,18 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
+def _wbits(encoding: str, raw: bytes) -> int:
+    """zlib's window bits for a body in ``encoding`` (one of :data:`_DECODERS`).
+
+    ``deflate`` should carry a zlib header (RFC 1950), but many servers send a raw deflate
+    stream. As aiohttp does (``http_parser.DeflateBuffer``), a first byte whose low four
+    bits are not 8 (the "deflate" compression method) means raw deflate.
+    """
+    if encoding == "deflate" and raw and raw[0] & 0x0F != 8:
+        return -zlib.MAX_WBITS
+    return _DECODERS[encoding]
+
+
 def user_agent() -> str:
     """``magicwan/<version> Python/<x.y.z> aiohttp/<version>``."""
     py = ".".join(str(part) for part in sys.version_info[:3])
@@ -101,6 +113,18 @@ class HTTPAdapter:
                 request_sent=False,
                 retryable=False,
             )
+        if not self._owns_session and self._session is not None:
+            # A session the caller made in another loop: aiohttp would raise a bare
+            # RuntimeError ("Timeout context manager should be used inside a task"). It has
+            # no public accessor for a session's loop (ClientSession.loop is deprecated).
+            theirs = getattr(self._session, "_loop", None)
+            if isinstance(theirs, asyncio.AbstractEventLoop) and theirs is not loop:
+                raise APIConnectionError(
+                    "the aiohttp session given to the client belongs to another event loop: "
+                    "create it inside the loop that uses the client",
+                    request_sent=False,
+                    retryable=False,
+                )
 
     def _usable(self) -> None:
         if self._closed:
@@ -207,6 +231,17 @@ class HTTPAdapter:
                 f"invalid HTTP answer from {host}: {type(exc).__name__}", request_sent=True
             )
             cause = None  # not chained: aiohttp keeps the request's headers (credentials) on it
+        except RuntimeError as exc:
+            # aiohttp's own misuse errors (a session of another loop, should the check in
+            # _check_loop miss one) and a connection closed mid-read ("Connection closed.").
+            # Where it happened is unknown, so the request may have been sent.
+            error = APIConnectionError(
+                f"aiohttp failed on a request to {host}: RuntimeError "
+                "(an aiohttp session of another event loop?)",
+                request_sent=True,
+                retryable=False,
+            )
+            cause = exc
         except (aiohttp.ClientError, OSError) as exc:
             what = "the client was closed" if self._closed else type(exc).__name__
             error = APIConnectionError(
@@ -236,7 +271,7 @@ class HTTPAdapter:
             return raw
         if encoding not in _DECODERS:
             return raw  # not ours to decode: the decoder will say the body is not JSON
-        inflater = zlib.decompressobj(_DECODERS[encoding])
+        inflater = zlib.decompressobj(_wbits(encoding, raw))
         try:
             body = inflater.decompress(raw, limit + 1)
         except zlib.error:

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from magicwan import IPsecTunnel, PSKGenerateResult, PSKMetadata
+from magicwan import AppliedPSK, IPsecTunnel, PSKGenerateResult, PSKMetadata, PSKSetResult
 from magicwan._converter import converter, parse_datetime, structure
 from magicwan._envelope import decode_envelope
 from magicwan.errors import UnexpectedResponseError
@@ -105,8 +105,6 @@ def test_unknown_fields_are_ignored() -> None:
         (_result(psk=12345), "result.psk"),
         (_result(psk=True), "result.psk"),
         (_result(ipsec_tunnel_id=["x"]), "result.ipsec_tunnel_id"),
-        (_result(psk_metadata="SECRETISH-text"), "result.psk_metadata"),
-        (_result(psk_metadata=["SECRETISH"]), "result.psk_metadata"),
         ({"psk": PSK}, "result.ipsec_tunnel_id"),
     ],
 )
@@ -141,6 +139,61 @@ def test_a_stamp_that_cannot_be_read_never_costs_the_psk(
     assert model.psk_metadata == PSKMetadata(last_generated_on=None)
     assert "not RFC 3339" in caplog.text
     assert "SECRETISH" not in caplog.text
+
+
+# Metadata of the wrong type: psk_metadata flattened to its stamp, or not an object at all;
+# ipsec_id as a list or a number. Each is left unset; the PSK is kept.
+_ODD_METADATA = [
+    {"psk_metadata": "SECRETISH-2030-01-01T00:00:00Z"},
+    {"psk_metadata": ["SECRETISH"]},
+    {"psk_metadata": 1497417600},
+    {"ipsec_id": ["SECRETISH.example"]},
+    {"ipsec_id": 12345},
+    {"ipsec_id": {"SECRETISH": 1}},
+]
+
+
+@pytest.mark.parametrize("odd", _ODD_METADATA)
+def test_metadata_of_the_wrong_type_never_costs_the_psk(
+    odd: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    model = structure(_result(**odd), PSKGenerateResult)
+    assert model.psk == PSK
+    assert model.ipsec_tunnel_id == TUNNEL
+    [name] = odd
+    assert getattr(model, name) is None
+    assert f"ignoring {name} of the wrong type" in caplog.text
+    assert "SECRETISH" not in caplog.text
+    assert "12345" not in caplog.text
+
+
+@pytest.mark.parametrize("odd", _ODD_METADATA)
+def test_metadata_of_the_wrong_type_never_costs_an_applied_psk(
+    odd: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    answer = {"successfully_applied_psks": {TUNNEL: _result(**odd)}}
+    applied = structure(answer, PSKSetResult).applied[TUNNEL]
+    assert isinstance(applied, AppliedPSK)
+    assert applied.psk == PSK
+    assert applied.ipsec_tunnel_id == TUNNEL
+    [name] = odd
+    assert getattr(applied, name) is None
+    assert f"ignoring {name} of the wrong type" in caplog.text
+    assert "SECRETISH" not in caplog.text
+
+
+def test_metadata_leniency_leaves_the_psk_and_the_tunnel_id_strict() -> None:
+    # ipsec_tunnel_id and psk are what the PSK is for: of the wrong type, the answer is
+    # refused (test_wrong_types_name_the_path_not_the_value), odd metadata or not.
+    for bad in ({"psk": ["x"]}, {"ipsec_tunnel_id": 5}):
+        with pytest.raises(UnexpectedResponseError):
+            structure(_result(ipsec_id=["x"], **bad), PSKGenerateResult)
+    for bad in ({"psk": 5}, {"ipsec_tunnel_id": ["x"]}):
+        answer = {"successfully_applied_psks": {TUNNEL: _result(psk_metadata="x", **bad)}}
+        with pytest.raises(UnexpectedResponseError, match=f"result.applied.*{next(iter(bad))}"):
+            structure(answer, PSKSetResult)
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,6 @@ UNEXPECTED = [
     "result_string",
     "psk_int",
     "psk_empty",
-    "psk_metadata_string",
     "tunnel_id_int",
     "other_tunnel",
     "html_echo",
@@ -112,7 +111,7 @@ RAW: dict[str, type[MagicWANError]] = {
 
 NEVER_ENDS = ["slowloris", "never_starts"]
 #: Scenarios with a test of their own.
-SINGLES = ["ok", "success_false_2xx", "psk_metadata_bad_date"]
+SINGLES = ["ok", "success_false_2xx", "psk_metadata_bad_date", "psk_metadata_string"]
 #: Scenarios tested in test_hardening_rate_headers.py and test_hardening_stamps.py, which
 #: iterate over these same lists from tests.support.hostile.
 ELSEWHERE = [*UNREADABLE_RATELIMIT, *ODD_STAMPS, *RETRY_AFTER_ONCE, "rate_limited_briefly"]
@@ -193,6 +192,22 @@ async def test_a_stamp_that_is_not_a_date_never_costs_the_psk(
     assert hostile.hits("psk_metadata_bad_date") == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("not RFC 3339" in r.getMessage() for r in warnings)
+    assert HOSTILE_PSK not in caplog.text
+
+
+async def test_metadata_that_is_not_an_object_never_costs_the_psk(
+    hostile: HostileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # psk_metadata flattened to a string: metadata, so it is left unset and the PSK kept.
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    async with _client(hostile.url("psk_metadata_string")) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert result.psk == HOSTILE_PSK
+    assert result.psk_metadata is None
+    assert hostile.hits("psk_metadata_string") == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("ignoring psk_metadata" in r.getMessage() for r in warnings)
+    assert "yesterday" not in caplog.text
     assert HOSTILE_PSK not in caplog.text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -231,6 +232,14 @@ def _psk_set_result(conv: cattrs.Converter) -> Callable[[Any, Any], PSKSetResult
         if not isinstance(value, Mapping):
             raise TypeError(f"expected an object, got {type(value).__name__}")
         cleaned = {k: v for k, v in value.items() if v is not None}
+        reasons = cleaned.get("unapplied_psks")
+        if isinstance(reasons, Mapping):
+            # A reason is words for people: one that is not a string (an error object) is
+            # kept as its JSON text, never a reason to throw the whole answer away.
+            cleaned["unapplied_psks"] = {
+                k: v if isinstance(v, str) else json.dumps(v, default=str)
+                for k, v in reasons.items()
+            }
         return inner(cleaned, PSKSetResult)
 
     return hook

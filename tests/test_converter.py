@@ -261,3 +261,9 @@ def test_a_tunnel_carries_its_ipsec_id() -> None:
     ipsec_id = f"{TUNNEL}.023e105f4ecef8ad9ca31a8372d0c353.ipsec.cloudflare.com"
     assert structure({"id": TUNNEL, "ipsec_id": ipsec_id}, IPsecTunnel).ipsec_id == ipsec_id
     assert structure({"id": TUNNEL}, IPsecTunnel).ipsec_id is None
+
+
+def test_a_refusal_reason_that_is_not_a_string_is_kept_as_its_json_text() -> None:
+    answer = {"unapplied_psks": {TUNNEL: {"code": 1004, "message": "too short"}}}
+    result = structure(answer, PSKSetResult)
+    assert result.unapplied == {TUNNEL: '{"code": 1004, "message": "too short"}'}

@@ -17,6 +17,8 @@ import getpass
 import shlex
 from typing import Any
 
+import attrs
+
 from magicwan._psk import new_psk
 from magicwan._validation import check_psk
 from magicwan.cli.common import (
@@ -424,12 +426,49 @@ def _single_success(
     return ExitStatus.OK
 
 
-def _single_validated(console: Console, args: argparse.Namespace, outcome: Validated) -> int:
-    if args.json:
-        console.json(outcome_json(outcome, name=None, show_psk=False))
+def _single_validated(
+    console: Console, args: argparse.Namespace, outcome: Validated, *, sent: bool = False
+) -> int:
+    """Validated. ``sent``: the request carried a PSK made here (``psk set``), which is
+    kept (journal, ``--show-psk``) in case the server applied it anyway."""
+    show = sent and args.show_psk
+    try:
+        if args.json:
+            console.json(outcome_json(outcome, name=None, show_psk=show))
+        elif show:
+            console.data(outcome.result.psk or "")
+    except OutputClosed:
+        if not sent or args.journal is not None:
+            raise
+        console.error(
+            f"stdout was closed before the PSK sent could be written: should the server "
+            f"have applied it, tunnel {outcome.tunnel_id} holds a PSK that is recorded nowhere"
+        )
+        return ExitStatus.UNRECORDED
     console.say(
         f"tunnel {outcome.tunnel_id}: validated: the request would be accepted (nothing changed)"
     )
+    if sent:
+        kept = None
+        if args.journal is not None:
+            kept = (
+                f"in the journal {args.journal} (its intent line: 'magicwan journal export' "
+                "shows it as pending_psk)"
+            )
+            kept += " and on stdout" if args.show_psk else ""
+        elif args.show_psk:
+            kept = "on stdout"
+        if kept is not None:
+            console.say(
+                f"the PSK sent is kept {kept}, in case the server applied it anyway (as a "
+                "gateway that drops ?validate_only=true would let it)"
+            )
+        else:
+            console.say(
+                "the PSK sent is kept nowhere (no --journal, no --show-psk): should the "
+                "server apply it anyway (a gateway that drops ?validate_only=true), the "
+                "tunnel would hold a PSK nobody has"
+            )
     return ExitStatus.OK
 
 
@@ -529,7 +568,9 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
         )
     psk = _read_psk(args.stdin) if args.psk_stdin else new_psk()
     client = make_client(args)
-    journal = None if args.validate_only else _open_journal(args.journal)
+    # Under --validate-only too: the PSK sent to be validated is a real one, and a server
+    # (or a gateway that drops ?validate_only=true) may apply it. Its intent line keeps it.
+    journal = _open_journal(args.journal)
     try:
         async with client:
             api = client.tunnels.ipsec.psk.with_reply
@@ -559,10 +600,12 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
                 ipsec_id=applied.ipsec_id,
             )
             if args.validate_only:
+                # The PSK sent stays with the operator (journal, --show-psk), as the
+                # library's Validated outcome keeps it: in case the server applied it.
                 validated = Validated(
-                    tunnel_id=tunnel, result=PSKGenerateResult(ipsec_tunnel_id=tunnel)
+                    tunnel_id=tunnel, result=attrs.evolve(result, psk=psk), attempts=reply.attempts
                 )
-                return _single_validated(console, args, validated)
+                return _single_validated(console, args, validated, sent=True)
             unrecorded: JournalError | None = None
             if journal is not None:
                 event = rotated(
@@ -593,7 +636,7 @@ async def _interruptible_set(
     try:
         return await send(account, {tunnel: psk}, args.validate_only)
     except asyncio.CancelledError:
-        if not args.validate_only:
+        if args.journal is not None:
             console.error(
                 f"interrupted: tunnel {tunnel} may now hold the PSK of the journal's intent "
                 "line ('magicwan journal export' shows it as pending_psk)"
@@ -738,7 +781,12 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
     client = make_client(args)
     journal: str | None = args.journal
     writing = not (args.validate_only or args.dry_run)
-    if writing:
+    # --validate-only --method set sends real PSKs (made here): a server that applies them
+    # anyway makes them the tunnels', so a journal given gets their intent lines.
+    keeping = args.validate_only and args.method == "set"
+    if not keeping and args.validate_only:
+        journal = None
+    if writing or (keeping and (journal is not None or args.journal_dir is not None)):
         if journal is None:
             journal = fresh_journal(args.journal_dir)
         await check_journal(journal)  # locked, not a journal: refused before anything is sent
@@ -774,7 +822,7 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
                 concurrency=args.concurrency,
                 batch_size=args.batch_size if args.batch_size is not None else DEFAULT_BATCH_SIZE,
                 validate_only=args.validate_only,
-                journal=None if args.validate_only else journal,
+                journal=journal,
                 deliver=deliver,
                 deliver_retries=(
                     args.deliver_retries
@@ -797,6 +845,7 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
             progress=args.progress,
             journal=journal,
             delivering=deliver is not None,
+            sent_psks=keeping,
             resume=resume_command(args.argv, journal) if journal is not None else None,
         )
         names = {tunnel.id.lower(): tunnel.name for tunnel in selected}

@@ -1404,3 +1404,79 @@ async def test_rotate_generate_validate_only_opens_no_journal(
     result = await magicwan("psk", "rotate", "--all", "--validate-only", "--journal", str(journal))
     assert result.code == 0, result.err
     assert not journal.exists()
+
+
+@pytest.mark.asyncio
+async def test_generate_validate_only_answered_with_a_psk_journals_it_and_exits_4(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    async with gateway(monkeypatch, _drop_the_query) as emu:
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan(
+            "psk", "generate", tunnel, "--validate-only", "--journal", str(journal), "--json"
+        )
+        live = current(emu, tunnel)
+        shown = await magicwan("psk", "generate", tunnel, "--validate-only", "--show-psk")
+        again = current(emu, tunnel)
+    assert result.code == 4
+    assert journalled(journal, emu.account_id) == {tunnel: live}
+    [line] = json_lines(result.out)
+    assert (line["state"], line["ok"]) == ("unrecorded", False)
+    assert "psk" not in line
+    assert live is not None
+    assert live not in result.err
+    assert "generated a NEW PSK anyway" in result.err
+    assert shown.code == 4
+    assert shown.out == f"{again}\n"
+
+
+def _late_first_generate(emu_state: EmulatorState, delay: float) -> Any:
+    generates = 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal generates
+        if request.path.endswith("/psk_generate"):
+            generates += 1
+            late = generates == 1
+            emu_state.set_faults(
+                Faults(late_store=1.0, late_store_delay=delay) if late else Faults()
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return middleware
+
+
+@pytest.mark.asyncio
+async def test_generate_whose_late_store_lands_within_the_settle_window_generates_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first answer is lost, the retry returns B, and the first request stores A late
+    # (1.6 s): the read-back after the settle window (3 s) sees a newer stamp and
+    # generates again: the journal ends with the PSK the tunnel holds.
+    journal = tmp_path / "j.jsonl"
+    state = EmulatorState(tunnels=1, seed=12, rate_limit=None)
+    async with run(
+        state=state, middlewares=[_late_first_generate(state, 1.6)], shutdown_timeout=2.0
+    ) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan(
+            "psk", "generate", tunnel, "--journal", str(journal), "--timeout", "0.3",
+            "--settle-window", "3", "--json",
+        )  # fmt: skip
+        live = current(emu, tunnel)
+    assert result.code == 0, result.err
+    assert "a retry left doubt" in result.err
+    assert "generating again" in result.err
+    assert journalled(journal, emu.account_id) == {tunnel: live}
+    [line] = json_lines(result.out)
+    assert line["verified"] is True
+    assert [e["event"] for e in events(journal)] == [
+        "intent", "rotated", "intent", "rotated", "verified"
+    ]  # fmt: skip
+    assert live is not None
+    assert live not in result.err + result.out

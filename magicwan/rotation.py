@@ -15,7 +15,8 @@ How a tunnel goes (the journal's events are in :mod:`magicwan.journal`):
   ``last_generated_on`` is newer than the held PSK's, compared at the coarser precision
   of the two). A read-back that cannot decide hands the held PSK over, unverified.
 - ``method="set"``: the client makes each PSK (:func:`magicwan.new_psk`) and writes it
-  in an ``intent`` line that is fsynced *before* the request carrying it is sent;
+  in an ``intent`` line that is fsynced *before* the request carrying it is sent (with
+  ``validate_only`` too: a server that applies it anyway makes it the tunnel's);
   tunnels go in batches. A lost answer, a timeout, a late store or a crash can then never
   lose a PSK: a retry or a rerun resends the same PSK, and no read-back is ever needed.
 - Then, with ``deliver``: the PSK, durable in the journal, goes to the tunnel's other
@@ -496,10 +497,14 @@ class Rotation(Generic[O]):
         self._started = True
         s = self._s
         records: dict[str, JournalRecord] = {}
-        if s.journal is not None and not s.validate_only:
+        # validate_only with method="set" still sends real PSKs (made here): a server that
+        # applies them anyway makes them the tunnels', so their intent lines are journalled.
+        if s.journal is not None and (not s.validate_only or s.method == "set"):
             journal = Journal(s.journal)
             journal.open()  # raises JournalError before anything is sent
             self._journal = journal
+        if self._journal is not None and not s.validate_only:
+            journal = self._journal
             try:
                 account = s.account_id.lower()
                 for (acc, tunnel_id), found in read_journal(journal.path).items():
@@ -928,7 +933,7 @@ class Rotation(Generic[O]):
             # A rerun resends the PSK of an intent that no rotated line confirmed.
             pending = record.pending_psk if record is not None and record.in_flight else None
             psks[work.id] = pending or new_psk()
-        if self._journal is not None and not s.validate_only:
+        if self._journal is not None:  # validate_only too: the PSKs sent are real
             try:
                 for work in batch:
                     event = Intent(

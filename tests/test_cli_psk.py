@@ -11,15 +11,17 @@ import os
 import stat
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
 from magicwan import cli
-from magicwan.emulator import Emulator, Faults
-from magicwan.journal import Journal
+from magicwan.emulator import Emulator, EmulatorState, Faults, run
+from magicwan.journal import Journal, read_journal
 from tests.support.cli import (
     Answers,
     assert_no_psk,
@@ -1299,3 +1301,182 @@ async def test_a_closed_stdout_stops_starting_tunnels(
     assert emu.state.total_generations() < 30
     assert int(summary(err.getvalue())["not attempted"]) > 0
     assert "Traceback" not in err.getvalue()
+
+
+# -- --validate-only through a gateway that drops the query; generate's doubt --------------------
+
+
+@web.middleware
+async def _drop_the_query(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A gateway that drops the query string: ?validate_only=true never reaches the server."""
+    response: web.StreamResponse = await handler(
+        request.clone(rel_url=request.rel_url.with_query(None))
+    )
+    return response
+
+
+@asynccontextmanager
+async def gateway(monkeypatch: pytest.MonkeyPatch, *middlewares: Any) -> AsyncIterator[Emulator]:
+    state = EmulatorState(tunnels=3, seed=11, rate_limit=None)
+    async with run(state=state, middlewares=list(middlewares), shutdown_timeout=2.0) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        yield emu
+
+
+@pytest.mark.asyncio
+async def test_set_validate_only_journals_the_psk_sent_before_sending(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, _ = env
+    tunnel = emu.tunnel_ids[0]
+    journal = tmp_path / "j.jsonl"
+    result = await magicwan("psk", "set", tunnel, "--validate-only", "--journal", str(journal))
+
+    assert result.code == 0, result.err
+    assert emu.state.tunnel(emu.account_id, tunnel).generation == 0  # nothing changed
+    [intent] = events(journal)
+    assert (intent["event"], intent["method"]) == ("intent", "set")
+    assert "kept in the journal" in result.err
+    assert result.out == ""
+    assert str(intent["psk"]) not in result.err  # kept, never printed unasked
+    hidden = await magicwan("psk", "set", tunnel, "--validate-only", "--json")
+    assert "psk" not in json_lines(hidden.out)[0]
+    assert "kept nowhere" in hidden.err
+
+
+@pytest.mark.asyncio
+async def test_set_validate_only_applied_anyway_leaves_a_psk_resume_understands(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    async with gateway(monkeypatch, _drop_the_query) as emu:
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan(
+            "psk", "set", tunnel, "--validate-only", "--journal", str(journal), "--show-psk"
+        )
+        live = current(emu, tunnel)
+        assert result.code == 0, result.err
+        assert result.out == f"{live}\n"
+        [record] = read_journal(journal).values()
+        assert record.pending_psk == live
+        assert record.in_flight
+        # --resume with --method set resends the same PSK: the journal then records it.
+        resumed = await magicwan(
+            "psk", "rotate", emu.account_id, tunnel, "--method", "set",
+            "--journal", str(journal), "--resume",
+        )  # fmt: skip
+        assert resumed.code == 0, resumed.err
+        assert current(emu, tunnel) == live
+        assert journalled(journal, emu.account_id) == {tunnel: live}
+
+
+@pytest.mark.asyncio
+async def test_rotate_set_validate_only_journals_the_psks_sent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    async with gateway(monkeypatch, _drop_the_query) as emu:
+        result = await magicwan(
+            "psk",
+            "rotate",
+            "--all",
+            "--method",
+            "set",
+            "--validate-only",
+            "--journal",
+            str(journal),
+        )
+        live = {t: current(emu, t) for t in emu.tunnel_ids}
+    assert result.code == 0, result.err
+    assert all(live.values())  # the server applied them all
+    pending = {t: r.pending_psk for (_, t), r in read_journal(journal).items()}
+    assert pending == live
+    assert f"journal: {journal} (mode 0600) keeps the PSKs sent" in result.err
+    assert not any(psk in result.err + result.out for psk in live.values() if psk)
+
+
+@pytest.mark.asyncio
+async def test_rotate_generate_validate_only_opens_no_journal(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    result = await magicwan("psk", "rotate", "--all", "--validate-only", "--journal", str(journal))
+    assert result.code == 0, result.err
+    assert not journal.exists()
+
+
+@pytest.mark.asyncio
+async def test_generate_validate_only_answered_with_a_psk_journals_it_and_exits_4(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    async with gateway(monkeypatch, _drop_the_query) as emu:
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan(
+            "psk", "generate", tunnel, "--validate-only", "--journal", str(journal), "--json"
+        )
+        live = current(emu, tunnel)
+        shown = await magicwan("psk", "generate", tunnel, "--validate-only", "--show-psk")
+        again = current(emu, tunnel)
+    assert result.code == 4
+    assert journalled(journal, emu.account_id) == {tunnel: live}
+    [line] = json_lines(result.out)
+    assert (line["state"], line["ok"]) == ("unrecorded", False)
+    assert "psk" not in line
+    assert live is not None
+    assert live not in result.err
+    assert "generated a NEW PSK anyway" in result.err
+    assert shown.code == 4
+    assert shown.out == f"{again}\n"
+
+
+def _late_first_generate(emu_state: EmulatorState, delay: float) -> Any:
+    generates = 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal generates
+        if request.path.endswith("/psk_generate"):
+            generates += 1
+            late = generates == 1
+            emu_state.set_faults(
+                Faults(late_store=1.0, late_store_delay=delay) if late else Faults()
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return middleware
+
+
+@pytest.mark.asyncio
+async def test_generate_whose_late_store_lands_within_the_settle_window_generates_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first answer is lost, the retry returns B, and the first request stores A late
+    # (1.6 s): the read-back after the settle window (3 s) sees a newer stamp and
+    # generates again: the journal ends with the PSK the tunnel holds.
+    journal = tmp_path / "j.jsonl"
+    state = EmulatorState(tunnels=1, seed=12, rate_limit=None)
+    async with run(
+        state=state, middlewares=[_late_first_generate(state, 1.6)], shutdown_timeout=2.0
+    ) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan(
+            "psk", "generate", tunnel, "--journal", str(journal), "--timeout", "0.3",
+            "--settle-window", "3", "--json",
+        )  # fmt: skip
+        live = current(emu, tunnel)
+    assert result.code == 0, result.err
+    assert "a retry left doubt" in result.err
+    assert "generating again" in result.err
+    assert journalled(journal, emu.account_id) == {tunnel: live}
+    [line] = json_lines(result.out)
+    assert line["verified"] is True
+    assert [e["event"] for e in events(journal)] == [
+        "intent", "rotated", "intent", "rotated", "verified"
+    ]  # fmt: skip
+    assert live is not None
+    assert live not in result.err + result.out

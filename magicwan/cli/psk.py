@@ -17,6 +17,8 @@ import getpass
 import shlex
 from typing import Any
 
+import attrs
+
 from magicwan._psk import new_psk
 from magicwan._validation import check_psk
 from magicwan.cli.common import (
@@ -48,9 +50,24 @@ from magicwan.cli.parser import (
 from magicwan.cli.report import describe, hint, is_access_error, outcome_json
 from magicwan.cli.runner import RunSettings, run_rotation
 from magicwan.cli.status import ExitStatus, exit_status_help
+from magicwan.client import MagicWAN
 from magicwan.delivery import DEFAULT_SOCKET, Command, Deliverer, StrongSwan
-from magicwan.errors import InvalidInputError, MagicWANError, NotAppliedError
-from magicwan.journal import Intent, Journal, JournalError, failure, read_journal, rotated
+from magicwan.errors import (
+    InvalidInputError,
+    MagicWANError,
+    NotAppliedError,
+    UnexpectedResponseError,
+)
+from magicwan.journal import (
+    Intent,
+    Journal,
+    JournalError,
+    Unverified,
+    Verified,
+    failure,
+    read_journal,
+    rotated,
+)
 from magicwan.models.psk import PSKGenerateResult
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
@@ -60,10 +77,12 @@ from magicwan.rotation import (
     DEFAULT_DELIVER_RETRIES,
     DEFAULT_DELIVER_TIMEOUT,
     MAX_BATCH_SIZE,
+    MAX_VERIFY_ROUNDS,
     OutcomeState,
     RotationFailure,
     RotationSuccess,
     Validated,
+    compare_stamps,
     journalled_generate,
 )
 
@@ -125,6 +144,13 @@ def _register_generate(actions: argparse._SubParsersAction[Parser]) -> None:
     parser.add_argument("--show-psk", action="store_true", help="print the new PSK on stdout")
     parser.add_argument(
         "--validate-only", action="store_true", help="check the request; change nothing"
+    )
+    parser.add_argument(
+        "--settle-window",
+        type=non_negative_seconds,
+        metavar="SECONDS",
+        help="after an uncertain answer (a retry), wait this long before reading the tunnel "
+        "back (default: --timeout)",
     )
     add_output_options(parser)
     add_api_options(parser)
@@ -331,7 +357,9 @@ async def _generate(args: argparse.Namespace, console: Console) -> int:
             "again. Pass --journal FILE (written 0600) or --show-psk."
         )
     client = make_client(args)
-    journal = _open_journal(args.journal) if not args.validate_only else None
+    # Under --validate-only too: an answer that carries a PSK anyway (a server, or a
+    # gateway that drops ?validate_only=true, generated one) is journalled.
+    journal = _open_journal(args.journal)
     try:
         async with client:
             api = client.tunnels.ipsec.psk.with_reply
@@ -339,6 +367,14 @@ async def _generate(args: argparse.Namespace, console: Console) -> int:
             try:
                 if args.validate_only:
                     reply = await api.generate(account, tunnel, True)
+                    if reply.value.psk is not None and journal is not None:
+                        event = rotated(
+                            account,
+                            reply.value,
+                            attempts=reply.attempts,
+                            uncertain=reply.uncertain,
+                        )
+                        unrecorded = await _record(journal, event)
                 else:
                     # The one journalled path rotation uses too: intent before sending,
                     # the PSK (and whether a retry left doubt) as soon as it arrives.
@@ -346,10 +382,7 @@ async def _generate(args: argparse.Namespace, console: Console) -> int:
                         journal, api.generate, account, tunnel
                     )
                     if journal is not None and unrecorded is None:
-                        try:
-                            await journal.sync(seq)
-                        except JournalError as exc:
-                            unrecorded = exc
+                        unrecorded = await _sync(journal, seq)
             except JournalError as exc:  # the intent could not be written: nothing sent
                 raise UsageError(str(exc)) from None
             except MagicWANError as exc:
@@ -362,19 +395,264 @@ async def _generate(args: argparse.Namespace, console: Console) -> int:
                         "command again before relying on the tunnel"
                     )
                 raise
+            held = _Held(result=reply.value, attempts=reply.attempts)
+            if args.validate_only and held.result.psk is not None:
+                return _validate_only_generated(console, args, tunnel, held.result, unrecorded)
+            if not args.validate_only and unrecorded is None and reply.uncertain:
+                settle = args.settle_window if args.settle_window is not None else args.timeout
+                ended = await _settle(console, args, client, journal, account, tunnel, held, settle)
+                if ended is not None:
+                    return ended
+                unrecorded = held.unrecorded
     finally:
         if journal is not None:
             with contextlib.suppress(JournalError):
                 await journal.aclose()
-    result = reply.value
+    result = held.result
     if args.validate_only:
         return _single_validated(console, args, Validated(tunnel_id=tunnel, result=result))
     if unrecorded is not None:
         return _single_unrecorded(console, args, tunnel, result, unrecorded, "generated")
     outcome = RotationSuccess(
-        tunnel_id=tunnel, state=OutcomeState.ROTATED, result=result, attempts=reply.attempts
+        tunnel_id=tunnel,
+        state=OutcomeState.ROTATED,
+        result=result,
+        attempts=held.attempts,
+        verified=held.verified,
+        unverified=held.unverified,
     )
     return _single_success(console, args, outcome, "generated")
+
+
+async def _record(journal: Journal, event: Any) -> JournalError | None:
+    """Append and fsync one line; the error if it could not be."""
+    try:
+        seq = journal.append(event)
+    except JournalError as exc:
+        return exc
+    return await _sync(journal, seq)
+
+
+async def _sync(journal: Journal, seq: int) -> JournalError | None:
+    try:
+        await journal.sync(seq)
+    except JournalError as exc:
+        return exc
+    return None
+
+
+@attrs.define
+class _Held:
+    """The PSK ``psk generate`` holds for its tunnel, and what a read-back made of it."""
+
+    result: PSKGenerateResult
+    attempts: int
+    verified: bool = False
+    unverified: str | None = None
+    unrecorded: JournalError | None = None
+
+
+async def _settle(
+    console: Console,
+    args: argparse.Namespace,
+    client: MagicWAN,
+    journal: Journal | None,
+    account: str,
+    tunnel: str,
+    held: _Held,
+    window: float,
+) -> int | None:
+    """A retry left doubt: the unanswered request may still store a PSK behind the one
+    received. Rotation's way with an unsettled tunnel: read it back once ``window`` has
+    passed, regenerate only when the edge's stamp is newer (at most
+    :data:`MAX_VERIFY_ROUNDS` times), hand the PSK over unverified when the read-back
+    cannot decide. Updates ``held``; returns an exit status when it ended the command."""
+    console.say(
+        f"tunnel {tunnel}: a retry left doubt (an earlier request's answer was lost, and it "
+        "may still store a PSK behind the one received): reading the tunnel back in "
+        f"{window:g}s (--settle-window)"
+    )
+    rounds = 0
+    wait = window
+    while True:
+        try:
+            await asyncio.sleep(wait)
+            edge_reply = await client.tunnels.ipsec.with_reply.get(account, tunnel)
+        except MagicWANError as exc:
+            await _unverified(
+                console, journal, account, tunnel, held, f"read-back failed: {describe(exc)}"
+            )
+            return None
+        except asyncio.CancelledError:
+            _interrupted_unsettled(console, args, tunnel, held)
+            raise
+        edge = edge_reply.value
+        edge_stamp = edge.psk_metadata.last_generated_on if edge.psk_metadata else None
+        mine = held.result.psk_metadata
+        verdict = compare_stamps(mine.last_generated_on if mine else None, edge_stamp)
+        if verdict == 0:
+            held.verified = True
+            if journal is not None:
+                stamp = mine.last_generated_on if mine else None
+                event = Verified(account_id=account, tunnel_id=tunnel, last_generated_on=stamp)
+                _journal_note(console, await _record(journal, event))
+            console.say(
+                f"tunnel {tunnel}: read back after the retry's doubt: the edge holds the PSK "
+                "received (verified). A store later than the settle window would go unseen: "
+                "--settle-window waits longer, and 'psk set' cannot be superseded by one."
+            )
+            return None
+        if verdict is None or verdict < 0:
+            why = "no stamp to compare" if verdict is None else "the edge's stamp is older"
+            await _unverified(
+                console, journal, account, tunnel, held, f"read-back cannot decide ({why})"
+            )
+            return None
+        # The edge holds a newer PSK than ours: the unanswered request stored one late.
+        if rounds >= MAX_VERIFY_ROUNDS:
+            error = UnexpectedResponseError(
+                f"tunnel {tunnel}: the edge still holds a newer PSK than the one received "
+                f"after {MAX_VERIFY_ROUNDS} regenerations (another client is rotating it?)"
+            )
+            if journal is not None:
+                _journal_note(console, await _record(journal, failure(account, tunnel, error)))
+            return _single_failure(console, args, tunnel, error)
+        rounds += 1
+        console.warn(
+            f"tunnel {tunnel}: the edge holds a newer PSK than the one received (the "
+            "unanswered request stored it late); generating again"
+        )
+        try:
+            reply, seq, unrecorded = await journalled_generate(
+                journal, client.tunnels.ipsec.psk.with_reply.generate, account, tunnel
+            )
+            if journal is not None and unrecorded is None:
+                unrecorded = await _sync(journal, seq)
+        except JournalError as exc:  # the intent could not be written: nothing sent
+            console.error(f"{exc}; not generated again")
+            return _single_failure(console, args, tunnel, exc)
+        except MagicWANError as exc:
+            return _single_failure(console, args, tunnel, exc)
+        except asyncio.CancelledError:
+            console.error(
+                f"interrupted: tunnel {tunnel} may now hold a new PSK, in the journal only if "
+                "its line got there ('magicwan journal show'); run the command again before "
+                "relying on the tunnel"
+            )
+            raise
+        held.result, held.attempts = reply.value, held.attempts + reply.attempts
+        if unrecorded is not None:
+            held.unrecorded = unrecorded
+            return None
+        # Regenerated after the earlier requests settled: one read-back now proves it,
+        # unless this answer too needed a retry (then the window again).
+        wait = window if reply.uncertain else 0.0
+
+
+async def _unverified(
+    console: Console,
+    journal: Journal | None,
+    account: str,
+    tunnel: str,
+    held: _Held,
+    reason: str,
+) -> None:
+    held.unverified = reason
+    if journal is not None:
+        event = Unverified(account_id=account, tunnel_id=tunnel, reason=reason)
+        _journal_note(console, await _record(journal, event))
+    rerun = (
+        "'magicwan psk rotate ACCOUNT TUNNEL --journal FILE --resume' with this journal "
+        "reads it back again"
+        if journal is not None
+        else "check the tunnel before relying on it"
+    )
+    console.warn(
+        f"tunnel {tunnel}: a retry left doubt and the read-back did not settle it "
+        f"({reason}): the PSK received may have been superseded by a late store; {rerun}"
+    )
+
+
+def _journal_note(console: Console, exc: JournalError | None) -> None:
+    if exc is not None:
+        console.warn(f"{exc} (the PSK itself is in the journal; only the read-back's note is not)")
+
+
+def _interrupted_unsettled(
+    console: Console, args: argparse.Namespace, tunnel: str, held: _Held
+) -> None:
+    """Ctrl-C while waiting to read a doubtful tunnel back: its PSK must still reach its
+    owner (stdout may be its only record)."""
+    with contextlib.suppress(OutputClosed):
+        if args.json:
+            outcome = RotationSuccess(
+                tunnel_id=tunnel,
+                state=OutcomeState.ROTATED,
+                result=held.result,
+                attempts=held.attempts,
+                unverified="not read back: interrupted",
+            )
+            console.json(outcome_json(outcome, name=None, show_psk=args.show_psk))
+        elif args.show_psk:
+            console.data(held.result.psk or "")
+    where = f"in the journal {args.journal}, marked uncertain" if args.journal else "on stdout"
+    console.error(
+        f"interrupted before the read-back: tunnel {tunnel}'s new PSK is {where}, but a retry "
+        "left doubt (a late store may supersede it); "
+        + (
+            "'magicwan psk rotate ACCOUNT TUNNEL --journal FILE --resume' with this journal "
+            "reads it back"
+            if args.journal
+            else "check the tunnel before relying on it"
+        )
+    )
+
+
+def _validate_only_generated(
+    console: Console,
+    args: argparse.Namespace,
+    tunnel: str,
+    result: PSKGenerateResult,
+    unrecorded: JournalError | None,
+) -> int:
+    """Asked to validate only, the server generated a PSK anyway: the tunnel's old PSK no
+    longer works. Reported unrecorded (exit 4), as ``psk rotate --validate-only`` does;
+    the PSK is journalled with --journal and shown only with --show-psk."""
+    journalled = args.journal is not None and unrecorded is None
+    outcome = RotationFailure(
+        tunnel_id=tunnel,
+        state=OutcomeState.UNRECORDED,
+        error=UnexpectedResponseError(
+            "asked to validate only, the server generated a new PSK: it is live at "
+            "Cloudflare" + (" and in the journal" if journalled else ", in no journal")
+        ),
+        result=result,
+    )
+    with contextlib.suppress(OutputClosed):
+        if args.json:
+            console.json(outcome_json(outcome, name=None, show_psk=args.show_psk))
+        elif args.show_psk:
+            console.data(result.psk or "")
+    if unrecorded is not None:
+        console.error(str(unrecorded))
+    console.error(
+        f"tunnel {tunnel}: asked to validate only, the server generated a NEW PSK anyway (a "
+        f"gateway that drops ?validate_only=true?) at {_stamp_of(result)}; its old PSK no "
+        "longer works."
+    )
+    if journalled:
+        console.tell(
+            f"The new PSK is in the journal {args.journal} ('magicwan journal export' shows "
+            "it): put it on the tunnel's other end."
+        )
+    if args.show_psk:
+        console.tell("The PSK is on stdout: store it now.")
+    elif not journalled:
+        console.tell(
+            "It was not shown (no --show-psk) nor journalled: the tunnel is down until its "
+            "PSK is rotated again."
+        )
+    return ExitStatus.UNRECORDED
 
 
 def _open_journal(path: str | None) -> Journal | None:
@@ -424,12 +702,49 @@ def _single_success(
     return ExitStatus.OK
 
 
-def _single_validated(console: Console, args: argparse.Namespace, outcome: Validated) -> int:
-    if args.json:
-        console.json(outcome_json(outcome, name=None, show_psk=False))
+def _single_validated(
+    console: Console, args: argparse.Namespace, outcome: Validated, *, sent: bool = False
+) -> int:
+    """Validated. ``sent``: the request carried a PSK made here (``psk set``), which is
+    kept (journal, ``--show-psk``) in case the server applied it anyway."""
+    show = sent and args.show_psk
+    try:
+        if args.json:
+            console.json(outcome_json(outcome, name=None, show_psk=show))
+        elif show:
+            console.data(outcome.result.psk or "")
+    except OutputClosed:
+        if not sent or args.journal is not None:
+            raise
+        console.error(
+            f"stdout was closed before the PSK sent could be written: should the server "
+            f"have applied it, tunnel {outcome.tunnel_id} holds a PSK that is recorded nowhere"
+        )
+        return ExitStatus.UNRECORDED
     console.say(
         f"tunnel {outcome.tunnel_id}: validated: the request would be accepted (nothing changed)"
     )
+    if sent:
+        kept = None
+        if args.journal is not None:
+            kept = (
+                f"in the journal {args.journal} (its intent line: 'magicwan journal export' "
+                "shows it as pending_psk)"
+            )
+            kept += " and on stdout" if args.show_psk else ""
+        elif args.show_psk:
+            kept = "on stdout"
+        if kept is not None:
+            console.say(
+                f"the PSK sent is kept {kept}, in case the server applied it anyway (as a "
+                "gateway that drops ?validate_only=true would let it)"
+            )
+        else:
+            console.say(
+                "the PSK sent is kept nowhere (no --journal, no --show-psk): should the "
+                "server apply it anyway (a gateway that drops ?validate_only=true), the "
+                "tunnel would hold a PSK nobody has"
+            )
     return ExitStatus.OK
 
 
@@ -529,7 +844,9 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
         )
     psk = _read_psk(args.stdin) if args.psk_stdin else new_psk()
     client = make_client(args)
-    journal = None if args.validate_only else _open_journal(args.journal)
+    # Under --validate-only too: the PSK sent to be validated is a real one, and a server
+    # (or a gateway that drops ?validate_only=true) may apply it. Its intent line keeps it.
+    journal = _open_journal(args.journal)
     try:
         async with client:
             api = client.tunnels.ipsec.psk.with_reply
@@ -559,10 +876,12 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
                 ipsec_id=applied.ipsec_id,
             )
             if args.validate_only:
+                # The PSK sent stays with the operator (journal, --show-psk), as the
+                # library's Validated outcome keeps it: in case the server applied it.
                 validated = Validated(
-                    tunnel_id=tunnel, result=PSKGenerateResult(ipsec_tunnel_id=tunnel)
+                    tunnel_id=tunnel, result=attrs.evolve(result, psk=psk), attempts=reply.attempts
                 )
-                return _single_validated(console, args, validated)
+                return _single_validated(console, args, validated, sent=True)
             unrecorded: JournalError | None = None
             if journal is not None:
                 event = rotated(
@@ -593,7 +912,7 @@ async def _interruptible_set(
     try:
         return await send(account, {tunnel: psk}, args.validate_only)
     except asyncio.CancelledError:
-        if not args.validate_only:
+        if args.journal is not None:
             console.error(
                 f"interrupted: tunnel {tunnel} may now hold the PSK of the journal's intent "
                 "line ('magicwan journal export' shows it as pending_psk)"
@@ -738,7 +1057,12 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
     client = make_client(args)
     journal: str | None = args.journal
     writing = not (args.validate_only or args.dry_run)
-    if writing:
+    # --validate-only --method set sends real PSKs (made here): a server that applies them
+    # anyway makes them the tunnels', so a journal given gets their intent lines.
+    keeping = args.validate_only and args.method == "set"
+    if not keeping and args.validate_only:
+        journal = None
+    if writing or (keeping and (journal is not None or args.journal_dir is not None)):
         if journal is None:
             journal = fresh_journal(args.journal_dir)
         await check_journal(journal)  # locked, not a journal: refused before anything is sent
@@ -774,7 +1098,7 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
                 concurrency=args.concurrency,
                 batch_size=args.batch_size if args.batch_size is not None else DEFAULT_BATCH_SIZE,
                 validate_only=args.validate_only,
-                journal=None if args.validate_only else journal,
+                journal=journal,
                 deliver=deliver,
                 deliver_retries=(
                     args.deliver_retries
@@ -797,6 +1121,7 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
             progress=args.progress,
             journal=journal,
             delivering=deliver is not None,
+            sent_psks=keeping,
             resume=resume_command(args.argv, journal) if journal is not None else None,
         )
         names = {tunnel.id.lower(): tunnel.name for tunnel in selected}

@@ -39,6 +39,9 @@ class RunSettings:
     progress: str = "auto"
     journal: str | None = None
     delivering: bool = False
+    #: ``--validate-only --method set``: the requests carried real PSKs made here, kept
+    #: (journal, ``--show-psk``) in case the server applied them anyway.
+    sent_psks: bool = False
     #: The command line that resumes this run (for the hint), when there is a journal.
     resume: str | None = None
 
@@ -256,6 +259,8 @@ def _summary(run: _Run, status: ExitStatus) -> None:
             else "requests in flight finished"
         )
         console.tell(f"interrupted: no new tunnel was started; {how}")
+    if s.validate_only and s.sent_psks:
+        _kept(run)
     if s.journal is not None and not s.validate_only:
         show(f"journal: {s.journal} (mode 0600; it holds the new PSKs: keep it secret)")
         if s.resume is not None and (run.interrupted or tally.rerun_helps):
@@ -272,6 +277,26 @@ def _summary(run: _Run, status: ExitStatus) -> None:
                 "elapsed_seconds": round(elapsed, 3),
                 "exit_status": int(status),
             }
+        )
+
+
+def _kept(run: _Run) -> None:
+    """Where the PSKs a ``--validate-only --method set`` sent are, should the server have
+    applied them anyway (a gateway that drops ?validate_only=true would let it)."""
+    s, say = run.s, run.console.say
+    if s.journal is not None:
+        say(
+            f"journal: {s.journal} (mode 0600) keeps the PSKs sent, in intent lines, in case "
+            "the server applied them anyway ('magicwan journal export' shows them as "
+            "pending_psk): keep it secret"
+        )
+    elif s.show_psk:
+        say("the PSKs sent are on stdout above, kept in case the server applied them anyway")
+    else:
+        say(
+            "the PSKs sent are kept nowhere (no --journal, no --show-psk): should the server "
+            "apply them anyway (a gateway that drops ?validate_only=true), those tunnels "
+            "would hold PSKs nobody has"
         )
 
 

@@ -255,7 +255,8 @@ class IPsecPSK:
         mixed; duplicates are rotated once. ``method="generate"`` (Cloudflare makes each
         PSK, one request per tunnel) or ``"set"`` (the client makes them, journals them
         *before* sending, and sets ``batch_size`` per request: nothing is ever unknown,
-        and the API budget stops being the bottleneck; needs ``journal``).
+        and the API budget stops being the bottleneck; needs ``journal``; with
+        ``validate_only`` too, a given journal gets the intent lines of the PSKs sent).
         ``journal``: a JSON Lines file (0600, locked) where every PSK is fsynced before
         its outcome is handed over; a rerun with it resumes. ``deliver``: an async
         callable given a :class:`~magicwan.Delivery` once the PSK is durable, retried

@@ -1480,3 +1480,35 @@ async def test_generate_whose_late_store_lands_within_the_settle_window_generate
     ]  # fmt: skip
     assert live is not None
     assert live not in result.err + result.out
+
+
+_THEIRS = "server-chosen-psk-0123456789abcd"
+
+
+@web.middleware
+async def _answer_another_psk(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A server that says it applied a PSK other than the one sent."""
+    response: web.StreamResponse = await handler(request)
+    if not request.path.endswith("/ipsec_tunnels/psk") or not isinstance(response, web.Response):
+        return response
+    assert response.body is not None
+    data = json.loads(bytes(response.body))  # type: ignore[arg-type]
+    for item in data["result"]["successfully_applied_psks"].values():
+        item["psk"] = _THEIRS
+    return web.json_response(data, status=response.status)
+
+
+@pytest.mark.asyncio
+async def test_set_applied_with_another_psk_journals_it_and_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    async with gateway(monkeypatch, _answer_another_psk) as emu:
+        tunnel = emu.tunnel_ids[0]
+        result = await magicwan("psk", "set", tunnel, "--journal", str(journal))
+    assert result.code == 1, result.err
+    assert "other than the one sent" in result.err
+    assert _THEIRS not in result.err + result.out
+    [record] = read_journal(journal).values()
+    assert record.psk == _THEIRS  # Cloudflare's word, kept
+    assert record.uncertain  # a rotate --resume reads it back before trusting it

@@ -882,13 +882,18 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
                     tunnel_id=tunnel, result=attrs.evolve(result, psk=psk), attempts=reply.attempts
                 )
                 return _single_validated(console, args, validated, sent=True)
+            # "Applied" with another PSK than the one sent: Cloudflare's word is what the
+            # tunnel holds. Journalled (doubtful: a rotate --resume reads it back), failed.
+            mismatch = applied.psk != psk
             unrecorded: JournalError | None = None
             if journal is not None:
                 event = rotated(
-                    account, result, attempts=reply.attempts, uncertain=False, method="set"
+                    account, result, attempts=reply.attempts, uncertain=mismatch, method="set"
                 )
                 try:
                     journal.append(event)
+                    if mismatch:
+                        journal.append(failure(account, tunnel, _other_psk()))
                     await journal.sync()
                 except JournalError as exc:
                     unrecorded = exc
@@ -900,10 +905,19 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
         return _single_unrecorded(
             console, args, tunnel, result, unrecorded, "set", in_journal_intent=True
         )
+    if mismatch:
+        return _single_failure(console, args, tunnel, _other_psk())
     outcome = RotationSuccess(
         tunnel_id=tunnel, state=OutcomeState.ROTATED, result=result, attempts=reply.attempts
     )
     return _single_success(console, args, outcome, "set")
+
+
+def _other_psk() -> UnexpectedResponseError:
+    return UnexpectedResponseError(
+        "Cloudflare applied a PSK other than the one sent: the one it says the tunnel holds "
+        "is in the journal ('magicwan journal export')"
+    )
 
 
 async def _interruptible_set(

@@ -1,0 +1,66 @@
+"""Third review: reruns that resume a journal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from magicwan.journal import Intent, Journal
+from magicwan.rotation import RotationOutcome
+from tests.attack.attack_support import client_of, envelope, tiny_server
+from tests.support.constants import ACCOUNT, TUNNEL
+
+pytestmark = pytest.mark.asyncio
+
+RUN1_PSK = "run1-psk-sent-0123456789abcdefgh"
+
+
+async def _refuses_each_tunnel(request: web.Request) -> web.StreamResponse:
+    """A bulk set answered 200, every tunnel in unapplied_psks (a certain refusal)."""
+    body = await request.json()
+    unapplied = {item["id"]: "tunnel is being modified, try again later" for item in body["psks"]}
+    result = {"successfully_applied_psks": {}, "unapplied_psks": unapplied}
+    return web.Response(body=envelope(result), content_type="application/json")
+
+
+async def _rerun(base: str, path: Path) -> RotationOutcome:
+    async with client_of(base, max_retries=0) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(ACCOUNT, [TUNNEL], method="set", journal=path)
+        async with rotation:
+            [outcome] = [o async for o in rotation]
+    return outcome
+
+
+async def test_a_second_refused_resend_still_carries_the_psk_run_one_may_have_set(
+    tmp_path: Path,
+) -> None:
+    # Run 1: rotate(method="set", journal=J) fsyncs the intent with its PSK, sends it, and
+    # is killed before the answer: the tunnel may hold that PSK. Run 2 resumes, resends
+    # the same PSK, Cloudflare refuses it ("unapplied"): the second review's fix (_resent)
+    # hands RUN1_PSK over in the failure, good, but the run journals a *certain* `failed`
+    # line. Run 3 resumes again (the operator retries later), resends RUN1_PSK, refused
+    # again: _doubt_from_before now reads record.event == "failed", outcome_unknown False,
+    # and concludes there is no doubt; the failure carries no PSK. Nothing has changed
+    # since run 2: the tunnel may still hold RUN1_PSK, and the outcome that is supposed to
+    # carry every PSK the tunnel may hold (SECURITY.md) does not. The doubt of a kill
+    # survives exactly one rerun.
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.open()
+    journal.append(Intent(account_id=ACCOUNT, tunnel_id=TUNNEL, method="set", psk=RUN1_PSK))
+    await journal.aclose()
+
+    async with tiny_server(_refuses_each_tunnel) as base:
+        second = await _rerun(base, path)
+        third = await _rerun(base, path)
+    assert not second.ok
+    assert second.result is not None
+    assert second.result.psk == RUN1_PSK  # the second review's fix, for one rerun
+    assert not third.ok
+    carried = third.result.psk if third.result is not None else None
+    assert carried == RUN1_PSK, (
+        f"run 3: {third.error}; no PSK carried, although nothing settled the doubt run 1 left "
+        "(run 2 carried it)"
+    )

@@ -516,7 +516,7 @@ async def _settle(
             )
             if journal is not None:
                 _journal_note(console, await _record(journal, failure(account, tunnel, error)))
-            return _single_failure(console, args, tunnel, error)
+            return _settle_failed(console, args, journal, tunnel, held, error)
         rounds += 1
         console.warn(
             f"tunnel {tunnel}: the edge holds a newer PSK than the one received (the "
@@ -530,9 +530,9 @@ async def _settle(
                 unrecorded = await _sync(journal, seq)
         except JournalError as exc:  # the intent could not be written: nothing sent
             console.error(f"{exc}; not generated again")
-            return _single_failure(console, args, tunnel, exc)
+            return _settle_failed(console, args, journal, tunnel, held, exc)
         except MagicWANError as exc:
-            return _single_failure(console, args, tunnel, exc)
+            return _settle_failed(console, args, journal, tunnel, held, exc)
         except asyncio.CancelledError:
             console.error(
                 f"interrupted: tunnel {tunnel} may now hold a new PSK, in the journal only if "
@@ -547,6 +547,24 @@ async def _settle(
         # Regenerated after the earlier requests settled: one read-back now proves it,
         # unless this answer too needed a retry (then the window again).
         wait = window if reply.uncertain else 0.0
+
+
+def _settle_failed(
+    console: Console,
+    args: argparse.Namespace,
+    journal: Journal | None,
+    tunnel: str,
+    held: _Held,
+    error: MagicWANError,
+) -> int:
+    """The read-back's regenerations failed. The last PSK Cloudflare answered is in the
+    journal, if there is one; without one it is handed over as unrecorded (never dropped:
+    nothing but a stamp says it was superseded)."""
+    if journal is not None:  # its rotated line is there (written before the read-back)
+        return _single_failure(console, args, tunnel, error)
+    console.error(f"tunnel {tunnel}: {describe(error)}")
+    why = JournalError("no journal was given")
+    return _single_unrecorded(console, args, tunnel, held.result, why, "generated")
 
 
 async def _unverified(
@@ -792,8 +810,9 @@ def _single_unrecorded(
         console.data(result.psk or "")
     console.error(str(exc))
     console.error(
-        f"tunnel {tunnel} holds a NEW PSK ({made} at {_stamp_of(result)}) that is NOT in the "
-        f"journal {args.journal}; its old PSK no longer works."
+        f"tunnel {tunnel} holds a NEW PSK ({made} at {_stamp_of(result)}) that is NOT in "
+        + (f"the journal {args.journal}" if args.journal is not None else "any journal")
+        + "; its old PSK no longer works."
     )
     if args.show_psk:
         console.tell("The PSK is on stdout: store it now.")
@@ -875,17 +894,20 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
                 psk_metadata=applied.psk_metadata,
                 ipsec_id=applied.ipsec_id,
             )
-            if args.validate_only:
+            # "Applied" with another PSK than the one sent (validate-only or not): Cloudflare's
+            # word is what the tunnel holds. Journalled (doubtful: a rotate --resume reads
+            # it back), and the command fails.
+            mismatch = applied.psk != psk
+            if args.validate_only and not mismatch:
                 # The PSK sent stays with the operator (journal, --show-psk), as the
                 # library's Validated outcome keeps it: in case the server applied it.
                 validated = Validated(
                     tunnel_id=tunnel, result=attrs.evolve(result, psk=psk), attempts=reply.attempts
                 )
                 return _single_validated(console, args, validated, sent=True)
-            # "Applied" with another PSK than the one sent: Cloudflare's word is what the
-            # tunnel holds. Journalled (doubtful: a rotate --resume reads it back), failed.
-            mismatch = applied.psk != psk
             unrecorded: JournalError | None = None
+            if journal is None:  # validate-only without a journal: nowhere to keep it
+                unrecorded = JournalError("no journal was given (--journal FILE)")
             if journal is not None:
                 event = rotated(
                     account, result, attempts=reply.attempts, uncertain=mismatch, method="set"
@@ -902,8 +924,9 @@ async def _set(args: argparse.Namespace, console: Console) -> int:
             with contextlib.suppress(JournalError):
                 await journal.aclose()
     if unrecorded is not None:
+        # The intent line holds the PSK sent: the tunnel's only if Cloudflare applied it.
         return _single_unrecorded(
-            console, args, tunnel, result, unrecorded, "set", in_journal_intent=True
+            console, args, tunnel, result, unrecorded, "set", in_journal_intent=not mismatch
         )
     if mismatch:
         return _single_failure(console, args, tunnel, _other_psk())

@@ -321,7 +321,9 @@ class JournalRecord:
     (``event`` is then ``failed``) or its outcome was never recorded (``event`` is
     ``intent``, a crash); either way a rerun rotates the tunnel again. ``event`` is the
     last event that changed the tunnel's PSK state: ``intent``, ``rotated`` or ``failed``
-    (``verified``, ``delivered`` and the like are the flags beside it).
+    (``verified``, ``delivered`` and the like are the flags beside it). ``outcome_unknown``
+    says the tunnel may hold a PSK nobody recorded: a request's outcome was unknown, or a
+    run was cut while one was in flight; only a ``rotated`` line clears it.
     """
 
     account_id: str | None
@@ -355,11 +357,17 @@ def _fold(previous: JournalRecord | None, event: JournalEvent) -> JournalRecord:
         first_time=event.time,
     )
     record = attrs.evolve(record, last_time=event.time or record.last_time)
+    # A request left open by an earlier run (killed in flight, or an unknown outcome) may
+    # have stored a PSK: that doubt lasts until a rotated line, whatever fails after it.
+    doubt = previous is not None and previous.in_flight
+    doubt = doubt and (previous.event == Intent.kind or previous.outcome_unknown)
     if isinstance(event, Intent | Rotated | Failed):
         record = attrs.evolve(record, event=event.kind)
     if isinstance(event, Intent):
         pending = event.psk if event.method == "set" else record.pending_psk
-        return attrs.evolve(record, in_flight=True, pending_psk=pending)
+        return attrs.evolve(
+            record, in_flight=True, pending_psk=pending, outcome_unknown=bool(doubt)
+        )
     if isinstance(event, Rotated):
         return attrs.evolve(
             record,
@@ -380,7 +388,8 @@ def _fold(previous: JournalRecord | None, event: JournalEvent) -> JournalRecord:
     if isinstance(event, Unverified):
         return attrs.evolve(record, error=event.reason or record.error)
     if isinstance(event, Failed):
-        return attrs.evolve(record, error=event.error, outcome_unknown=event.outcome_unknown)
+        unknown = event.outcome_unknown or (record.in_flight and record.outcome_unknown)
+        return attrs.evolve(record, error=event.error, outcome_unknown=unknown)
     if isinstance(event, Delivered):
         return attrs.evolve(record, delivered=True, error=None)
     return attrs.evolve(record, delivered=False, error=event.error)

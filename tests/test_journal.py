@@ -403,3 +403,21 @@ def test_the_latest_event_wins_and_keeps_the_newest_psk(tmp_path: Path) -> None:
     assert read_journal(path)[(ACCOUNT, A)].uncertain is False  # verified clears the doubt
     _write(path, rotated)
     assert read_journal(path)[(ACCOUNT, A)].uncertain is True
+
+
+def test_the_doubt_of_a_request_left_open_lasts_until_a_rotated_line(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    lines = [
+        {"event": "intent", "account_id": ACCOUNT, "tunnel_id": A},  # run 1, killed
+        {"event": "intent", "account_id": ACCOUNT, "tunnel_id": A},  # run 2
+        {"event": "failed", "account_id": ACCOUNT, "tunnel_id": A, "error": "400"},
+        {"event": "intent", "account_id": ACCOUNT, "tunnel_id": A},  # run 3
+        {"event": "failed", "account_id": ACCOUNT, "tunnel_id": A, "error": "400"},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert read_journal(path)[(ACCOUNT, A)].outcome_unknown  # run 1 may have stored one
+    with path.open("a") as fh:
+        fh.write(json.dumps({"event": "rotated", "account_id": ACCOUNT, "tunnel_id": A}) + "\n")
+        fh.write(json.dumps({"event": "intent", "account_id": ACCOUNT, "tunnel_id": A}) + "\n")
+        fh.write(json.dumps({"event": "failed", "account_id": ACCOUNT, "tunnel_id": A}) + "\n")
+    assert not read_journal(path)[(ACCOUNT, A)].outcome_unknown  # a certain failure, alone

@@ -339,7 +339,8 @@ class _Tunnel:
     sent_psk: str | None = None  # the PSK a bulk set sent for it (set: known before the answer)
     # What a request worker is doing for it right now: "request" (a generate or a set is
     # in flight), "read-back", or None. Tells the salvage what a cut left behind.
-    phase: Literal["request", "read-back"] | None = None
+    phase: Literal["request", "read-back", "answered"] | None = None
+    failure: MagicWANError | None = None  # with phase "answered": the outcome it will get
     seq: int = 0  # journal line that must be durable before the PSK is handed on
 
 
@@ -631,6 +632,9 @@ class Rotation(Generic[O]):
                 # Cut during its read-back: the PSK held is most likely the live one.
                 work.unverified = "not read back: the rotation stopped first"
                 left.append((work, OutcomeState.ROTATED))
+                continue
+            if work.phase == "answered" and work.failure is not None:
+                self._fail(work, work.failure, unknown=False)  # its PSK in hand, carried
                 continue
             if work.phase != "request":
                 continue  # its outcome was given already, or it was never sent (a split)
@@ -1010,7 +1014,7 @@ class Rotation(Generic[O]):
                 psk_metadata=applied.psk_metadata,
                 ipsec_id=applied.ipsec_id,
             )
-            if not s.validate_only and applied.psk != psks[work.id]:
+            if applied.psk != psks[work.id]:
                 # "Applied", with a PSK other than the one sent: the server's word is what
                 # the tunnel holds. Journal it (doubtful: a rerun reads it back), carry it.
                 work.held, work.held_from_journal = model, False
@@ -1025,12 +1029,15 @@ class Rotation(Generic[O]):
                     if not self._append(work, event):
                         continue
                     self._append_failure(work, error)
+                    work.phase, work.failure = "answered", error  # a cut hands it over
                     try:
                         await self._journal.sync(work.seq)  # durable before it is handed over
                     except JournalError as exc:
+                        work.phase = None
                         self._journal_failed(exc)
                         self._stage(work, OutcomeState.UNRECORDED)
                         continue
+                    work.phase = None
                 self._fail(work, error, unknown=False)
                 continue
             if s.validate_only:

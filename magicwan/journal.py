@@ -359,15 +359,14 @@ def _fold(previous: JournalRecord | None, event: JournalEvent) -> JournalRecord:
     record = attrs.evolve(record, last_time=event.time or record.last_time)
     # A request left open by an earlier run (killed in flight, or an unknown outcome) may
     # have stored a PSK: that doubt lasts until a rotated line, whatever fails after it.
-    doubt = previous is not None and previous.in_flight
-    doubt = doubt and (previous.event == Intent.kind or previous.outcome_unknown)
+    doubt = previous is not None and (
+        previous.in_flight and (previous.event == Intent.kind or previous.outcome_unknown)
+    )
     if isinstance(event, Intent | Rotated | Failed):
         record = attrs.evolve(record, event=event.kind)
     if isinstance(event, Intent):
         pending = event.psk if event.method == "set" else record.pending_psk
-        return attrs.evolve(
-            record, in_flight=True, pending_psk=pending, outcome_unknown=bool(doubt)
-        )
+        return attrs.evolve(record, in_flight=True, pending_psk=pending, outcome_unknown=doubt)
     if isinstance(event, Rotated):
         return attrs.evolve(
             record,

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from magicwan import MagicWAN
 
-__all__ = ["Handler", "client_of", "envelope", "tiny_server"]
+__all__ = ["THEIRS", "Handler", "applies_its_own_psk", "client_of", "envelope", "tiny_server"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,3 +39,23 @@ def envelope(result: Any) -> bytes:
 def client_of(base_url: str, **kwargs: Any) -> MagicWAN:
     kwargs.setdefault("rate_limit", None)
     return MagicWAN(api_token="tok-attack-0123456789", base_url=base_url, environ={}, **kwargs)
+
+
+#: The PSK a hostile bulk set says it applied, whatever was sent.
+THEIRS = "server-chosen-psk-0123456789abcd"
+
+
+async def applies_its_own_psk(request: web.Request) -> web.StreamResponse:
+    """A bulk set that says "applied", with :data:`THEIRS` instead of the PSK sent (and
+    that ignores ?validate_only=true, as behind a gateway that drops the query)."""
+    body = await request.json()
+    applied = {
+        item["id"]: {
+            "ipsec_tunnel_id": item["id"],
+            "psk": THEIRS,
+            "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
+        }
+        for item in body["psks"]
+    }
+    result = {"successfully_applied_psks": applied, "unapplied_psks": {}}
+    return web.Response(body=envelope(result), content_type="application/json")

@@ -8,30 +8,12 @@ import pytest
 from aiohttp import web
 
 from magicwan.journal import Rotated
-from tests.attack.attack_support import envelope, tiny_server
+from tests.attack.attack_support import THEIRS, applies_its_own_psk, envelope, tiny_server
 from tests.support.cli import magicwan
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.disk import fail_journal_writes
 
 pytestmark = pytest.mark.asyncio
-
-THEIRS = "server-chosen-psk-0123456789abcd"
-
-
-async def _applies_its_own_psk(request: web.Request) -> web.StreamResponse:
-    """A bulk set that says "applied", with a PSK other than the one sent (and that
-    ignores ?validate_only=true, as behind a gateway that drops the query)."""
-    body = await request.json()
-    applied = {
-        item["id"]: {
-            "ipsec_tunnel_id": item["id"],
-            "psk": THEIRS,
-            "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
-        }
-        for item in body["psks"]
-    }
-    result = {"successfully_applied_psks": applied, "unapplied_psks": {}}
-    return web.Response(body=envelope(result), content_type="application/json")
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, base: str) -> None:
@@ -55,7 +37,7 @@ async def test_cli_set_another_psk_applied_and_disk_full_does_not_point_at_the_i
     # the intent's, i.e. the report says it is in no journal (or the PSK is kept).
     path = tmp_path / "j.jsonl"
     fail_journal_writes(monkeypatch, lambda event: isinstance(event, Rotated))
-    async with tiny_server(_applies_its_own_psk) as base:
+    async with tiny_server(applies_its_own_psk) as base:
         _env(monkeypatch, base)
         result = await magicwan("psk", "set", ACCOUNT, TUNNEL, "--journal", str(path))
     journalled = path.read_text() if path.exists() else ""
@@ -77,7 +59,7 @@ async def test_cli_set_validate_only_answered_with_another_psk_keeps_the_psk_rec
     # command prints the sent PSK, journals only its intent and exits 0 "validated,
     # nothing changed". The PSK the tunnel now holds (the server's word) is nowhere.
     path = tmp_path / "j.jsonl"
-    async with tiny_server(_applies_its_own_psk) as base:
+    async with tiny_server(applies_its_own_psk) as base:
         _env(monkeypatch, base)
         result = await magicwan(
             "psk",

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.attack.attack_support import client_of, envelope, tiny_server
+from tests.attack.attack_support import (
+    THEIRS,
+    applies_its_own_psk,
+    client_of,
+    tiny_server,
+)
 from tests.support.constants import ACCOUNT, TUNNEL
 
 pytestmark = pytest.mark.asyncio
-
-THEIRS = "server-chosen-psk-0123456789abcd"
 
 
 async def test_a_set_answered_with_another_psk_cut_during_its_fsync_keeps_that_psk(
@@ -48,21 +50,8 @@ async def test_a_set_answered_with_another_psk_cut_during_its_fsync_keeps_that_p
 
     monkeypatch.setattr("magicwan.journal.os.fsync", slow_fsync)
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        applied = {
-            item["id"]: {
-                "ipsec_tunnel_id": item["id"],
-                "psk": THEIRS,
-                "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
-            }
-            for item in body["psks"]
-        }
-        result = {"successfully_applied_psks": applied, "unapplied_psks": {}}
-        return web.Response(body=envelope(result), content_type="application/json")
-
     seen: list[Any] = []
-    async with tiny_server(handler) as base, client_of(base) as client:
+    async with tiny_server(applies_its_own_psk) as base, client_of(base) as client:
         rotation = client.tunnels.ipsec.psk.rotate(
             ACCOUNT, [TUNNEL], method="set", journal=tmp_path / "j.jsonl", drain_timeout=0.1
         )

@@ -5,31 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from magicwan.rotation import Validated
-from tests.attack.attack_support import client_of, envelope, tiny_server
+from tests.attack.attack_support import (
+    THEIRS,
+    applies_its_own_psk,
+    client_of,
+    tiny_server,
+)
 from tests.support.constants import ACCOUNT, TUNNEL
 
 pytestmark = pytest.mark.asyncio
-
-THEIRS = "server-chosen-psk-0123456789abcd"
-
-
-async def _applies_its_own_psk(request: web.Request) -> web.StreamResponse:
-    """A bulk set that says "applied", with a PSK other than the one sent, and ignores
-    ?validate_only=true (or a gateway dropped it)."""
-    body = await request.json()
-    applied = {
-        item["id"]: {
-            "ipsec_tunnel_id": item["id"],
-            "psk": THEIRS,
-            "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
-        }
-        for item in body["psks"]
-    }
-    result = {"successfully_applied_psks": applied, "unapplied_psks": {}}
-    return web.Response(body=envelope(result), content_type="application/json")
 
 
 async def test_validate_only_set_answered_with_another_psk_keeps_the_psk_received(
@@ -45,7 +31,7 @@ async def test_validate_only_set_answered_with_another_psk_keeps_the_psk_receive
     # that was not": a server that applies anyway must not cost the PSK; README: "never
     # drops a PSK it received". Here the tunnel runs on a PSK nobody has.
     path = tmp_path / "j.jsonl"
-    async with tiny_server(_applies_its_own_psk) as base, client_of(base) as client:
+    async with tiny_server(applies_its_own_psk) as base, client_of(base) as client:
         rotation = client.tunnels.ipsec.psk.rotate(
             ACCOUNT, [TUNNEL], method="set", validate_only=True, journal=path
         )

@@ -338,7 +338,8 @@ class _Tunnel:
     unsettled: bool = False  # waiting for (or in) a read-back
     sent_psk: str | None = None  # the PSK a bulk set sent for it (set: known before the answer)
     # What a request worker is doing for it right now: "request" (a generate or a set is
-    # in flight), "read-back", or None. Tells the salvage what a cut left behind.
+    # in flight), "read-back", "answered" (a PSK in hand, its failure being made durable)
+    # or None. Tells the salvage what a cut left behind.
     phase: Literal["request", "read-back", "answered"] | None = None
     failure: MagicWANError | None = None  # with phase "answered": the outcome it will get
     seq: int = 0  # journal line that must be durable before the PSK is handed on

@@ -90,9 +90,16 @@ def redact(text: str, secrets: Collection[str] = ()) -> str:
 def excerpt(body: bytes, secrets: Collection[str] = (), limit: int = EXCERPT_CHARS) -> str:
     """A short, redacted, printable excerpt of a response body."""
     # Redact before the final cut, so a secret can never be cut in half and half-shown.
-    text = body[: limit * 8].decode("utf-8", errors="replace")
+    window = limit * 8
+    text = body[:window].decode("utf-8", errors="replace")
     text = redact(text, secrets)
-    if len(text) > limit or len(body) > limit * 8:
+    if len(body) > window:
+        # The window may have cut a secret in two: its head, at the very end, matched
+        # nothing. Drop as much of the end as the longest secret could fill.
+        longest = max((len(secret) for secret in secrets), default=0)
+        text = text[: max(0, len(text) - longest)]
+        return text[:limit] + "..."
+    if len(text) > limit:
         return text[:limit] + "..."
     return text
 
@@ -196,9 +203,11 @@ def _details(raw: object, secrets: Collection[str]) -> list[ErrorDetail]:
                 except ValueError:
                     code = None
             message = item.get("message")
-            text = (
-                message if isinstance(message, str) else ("" if message is None else str(message))
-            )
+            if isinstance(message, str) or message is None:
+                text = message or ""
+            else:
+                # JSON, not Python's repr: the redaction knows "psk": "..." members only.
+                text = json.dumps(message, default=str, ensure_ascii=False)
         else:
             code, text = None, str(item)
         # Redact before cutting, so a secret cut in half is never half-shown.

@@ -53,7 +53,7 @@ class RawResponse:
 
     status: int
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes = attrs.field(repr=False)  # may hold a PSK: never in a traceback's locals
 
 
 def _ssl_setting(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:

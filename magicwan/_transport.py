@@ -121,6 +121,20 @@ class _Hold:
             del self._locks[key]
 
 
+class _Headers(dict[str, str]):
+    """Request headers whose ``repr`` names the credentials' headers but never shows their
+    values: an error tracker that records a traceback's locals must not record a token."""
+
+    def __repr__(self) -> str:
+        shown = {
+            k: "[REDACTED]" if k.lower() in _CREDENTIAL_HEADERS else v for k, v in self.items()
+        }
+        return repr(shown)
+
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-auth-key", "x-auth-email"})
+
+
 class _Call(Generic[T]):
     """One call: what to send, how to convert the answer, and what happened so far."""
 
@@ -187,8 +201,8 @@ class Transport:
             "Accept-Encoding": "gzip, deflate",  # what the adapter decodes, within its limit
             **auth_headers,
         }
-        self._get_headers = common
-        self._post_headers = {**common, "Content-Type": "application/json"}
+        self._get_headers = _Headers(common)
+        self._post_headers = _Headers({**common, "Content-Type": "application/json"})
         self._sleep = sleep
         self._locks = _KeyedLocks()
 

@@ -950,3 +950,15 @@ async def test_declared_content_length_is_read(mock_api: aioresponses, fake: Fak
     mock_api.post(PSK_URL, body=body, headers={"Content-Length": str(len(body))})
     async with client_for(fake) as client:
         assert (await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)).psk == PSK
+
+
+def test_request_headers_and_raw_answers_never_show_secrets_in_repr() -> None:
+    from magicwan._http import RawResponse
+    from magicwan._transport import _Headers
+
+    headers = _Headers({"Authorization": "Bearer tok-secret-123456", "Accept": "x"})
+    assert "tok-secret" not in repr(headers)
+    assert "Accept" in repr(headers)
+    assert headers["Authorization"] == "Bearer tok-secret-123456"  # sent as it is
+    raw = RawResponse(200, {}, b'{"psk": "psk-secret-0123456789"}')
+    assert "psk-secret" not in repr(raw)

@@ -227,8 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults = faults_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args, faults))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args, faults))
+    except OSError as exc:  # the port is taken, the address is not ours
+        sys.stderr.write(f"magicwan emulator: cannot listen on {args.host}:{args.port}: ")
+        sys.stderr.write(f"{exc.strerror or exc}\n")
+        return 1
     return 0
 
 

@@ -746,16 +746,7 @@ class Rotation(Generic[O]):
                 f"(halt_after={self._s.halt_after})"
             )
         while self._pending:
-            work = self._pending.popleft()
-            self._emit(
-                RotationFailure(
-                    tunnel_id=work.id,
-                    state=OutcomeState.NOT_ATTEMPTED,
-                    error=reason,
-                    result=work.held,
-                    tunnel=work.obj,
-                )
-            )
+            self._not_attempted(self._pending.popleft(), reason)
 
     # -- request workers --------------------------------------------------------------------
 

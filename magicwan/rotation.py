@@ -344,6 +344,11 @@ class _Tunnel:
     failure: MagicWANError | None = None  # with phase "answered": the outcome it will get
     seq: int = 0  # journal line that must be durable before the PSK is handed on
 
+    def hold_sent(self, psk: str) -> None:
+        """The tunnel may hold ``psk``, which a bulk set sent it: carry it from now on."""
+        self.held = PSKGenerateResult(ipsec_tunnel_id=self.id, psk=psk)
+        self.held_from_journal = False
+
 
 @attrs.frozen
 class _Settings:
@@ -643,8 +648,7 @@ class Rotation(Generic[O]):
             # Its request was cut short: the tunnel may hold what was sent (set), or a
             # PSK nobody saw (generate). Say so, with whatever PSK is known.
             if sent is not None:
-                work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=sent)
-                work.held_from_journal = False
+                work.hold_sent(sent)
             stopped = RequestAbandonedError(
                 "the rotation stopped while this tunnel's request was in flight",
                 request_sent=True,
@@ -967,8 +971,7 @@ class Rotation(Generic[O]):
                 if exc.outcome_unknown or _resent(work, psks[work.id]):
                     # The PSK we sent may be live (this request, or a run before this one
                     # that sent the same PSK): the outcome carries it.
-                    work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
-                    work.held_from_journal = False
+                    work.hold_sent(psks[work.id])
                 # With set, we know every PSK the tunnel may hold: nothing is unknown.
                 self._fail(work, exc, unknown=False)
             return
@@ -981,8 +984,7 @@ class Rotation(Generic[O]):
                 error: MagicWANError = NotAppliedError(result.unapplied[work.id])
                 if _resent(work, psks[work.id]):
                     # Refused now, but a run before this one sent it: it may be live.
-                    work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
-                    work.held_from_journal = False
+                    work.hold_sent(psks[work.id])
                 if self._journal is not None and not s.validate_only:
                     self._append_failure(work, error)
                 self._fail(work, error)
@@ -990,8 +992,7 @@ class Rotation(Generic[O]):
             if applied is None:
                 # Neither applied nor refused: the answer is cut or partial, and the tunnel
                 # may hold the PSK we sent. Carry it; a rerun resends it.
-                work.held = PSKGenerateResult(ipsec_tunnel_id=work.id, psk=psks[work.id])
-                work.held_from_journal = False
+                work.hold_sent(psks[work.id])
                 error = UnexpectedResponseError(
                     "tunnel absent from Cloudflare's answer: it may hold the PSK sent "
                     "(in this outcome, and in the journal's intent line)"

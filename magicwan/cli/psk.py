@@ -47,7 +47,7 @@ from magicwan.cli.parser import (
     positive_int,
     seconds,
 )
-from magicwan.cli.report import describe, hint, is_access_error, outcome_json
+from magicwan.cli.report import describe, hint, is_access_error, outcome_json, stamp_text
 from magicwan.cli.runner import RunSettings, run_rotation
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.client import MagicWAN
@@ -685,12 +685,7 @@ def _open_journal(path: str | None) -> Journal | None:
 
 
 def _stamp_of(result: PSKGenerateResult) -> str:
-    stamp = outcome_json(
-        RotationSuccess(tunnel_id="x", state=OutcomeState.ROTATED, result=result),
-        name=None,
-        show_psk=False,
-    )["last_generated_on"]
-    return stamp or "-"
+    return stamp_text(result) or "-"
 
 
 def _single_success(

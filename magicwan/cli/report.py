@@ -34,6 +34,7 @@ from magicwan.errors import (
 )
 from magicwan.journal import JournalError
 from magicwan.models.psk import PSKGenerateResult
+from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
 from magicwan.rotation import OutcomeState
 
@@ -47,6 +48,7 @@ __all__ = [
     "names_of",
     "outcome_json",
     "rerun_fixes",
+    "stamp_text",
 ]
 
 #: Cloudflare codes that mean "these credentials are not accepted" (missing, malformed,
@@ -162,9 +164,11 @@ def error_json(exc: BaseException | None) -> dict[str, Any] | None:
     return data
 
 
-def _stamp(result: PSKGenerateResult | None) -> str | None:
-    stamp = result.psk_metadata.last_generated_on if result and result.psk_metadata else None
-    return format_datetime(stamp) if stamp else None
+def stamp_text(holder: PSKGenerateResult | IPsecTunnel | None) -> str | None:
+    """When a result's (or a tunnel's) PSK was made, as Cloudflare writes it; or None."""
+    meta = holder.psk_metadata if holder is not None else None
+    stamp = meta.last_generated_on if meta is not None else None
+    return format_datetime(stamp) if stamp is not None else None
 
 
 def outcome_json(outcome: Any, *, name: str | None, show_psk: bool) -> dict[str, Any]:
@@ -181,7 +185,7 @@ def outcome_json(outcome: Any, *, name: str | None, show_psk: bool) -> dict[str,
         "unverified": getattr(outcome, "unverified", None),
         "delivered": getattr(outcome, "delivered", None),
         "outcome_unknown": getattr(outcome, "outcome_unknown", False),
-        "last_generated_on": _stamp(result),
+        "last_generated_on": stamp_text(result),
         "ipsec_id": result.ipsec_id if result is not None else None,
         "error": error_json(outcome.error),
     }

@@ -18,7 +18,7 @@ import attrs
 
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, OutputClosed, Progress, escape
-from magicwan.cli.report import FailureGroup, Tally, describe, outcome_json
+from magicwan.cli.report import FailureGroup, Tally, describe, outcome_json, stamp_text
 from magicwan.cli.status import ExitStatus, most_urgent
 from magicwan.errors import RateLimitError
 from magicwan.journal import JournalError
@@ -115,8 +115,7 @@ class _Run:
         elif outcome.state is OutcomeState.SKIPPED:
             text += "  (already rotated in the journal)"
         elif outcome.ok:
-            stamp = outcome_json(outcome, name=None, show_psk=False)["last_generated_on"]
-            text += f"  {stamp or '-'}"
+            text += f"  {stamp_text(outcome.result) or '-'}"
         if getattr(outcome, "verified", False):
             text += "  (verified by read-back)"
         if getattr(outcome, "delivered", None) is True:

@@ -6,7 +6,6 @@ import argparse
 import fnmatch
 from typing import Any
 
-from magicwan._converter import format_datetime
 from magicwan.cli.common import account_id, gre_tunnels, ipsec_tunnels, make_client
 from magicwan.cli.console import Console, escape
 from magicwan.cli.parser import (
@@ -18,6 +17,7 @@ from magicwan.cli.parser import (
     add_command,
     add_output_options,
 )
+from magicwan.cli.report import stamp_text
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.models.gre import GRETunnel
 from magicwan.models.tunnels import IPsecTunnel
@@ -64,12 +64,6 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     add_api_options(parser)
 
 
-def _stamp(tunnel: IPsecTunnel) -> str | None:
-    meta = tunnel.psk_metadata
-    stamp = meta.last_generated_on if meta is not None else None
-    return format_datetime(stamp) if stamp is not None else None
-
-
 def _ipsec_json(tunnel: IPsecTunnel) -> dict[str, Any]:
     return {
         "type": "ipsec",
@@ -80,7 +74,7 @@ def _ipsec_json(tunnel: IPsecTunnel) -> dict[str, Any]:
         "cloudflare_endpoint": tunnel.cloudflare_endpoint,
         "interface_address": tunnel.interface_address,
         "ipsec_id": tunnel.ipsec_id,
-        "psk_last_generated_on": _stamp(tunnel),
+        "psk_last_generated_on": stamp_text(tunnel),
     }
 
 

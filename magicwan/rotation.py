@@ -910,9 +910,9 @@ class Rotation(Generic[O]):
     def _unverified(self, work: _Tunnel, reason: str) -> None:
         work.unverified = reason
         logger.warning("tunnel %s: PSK handed over unverified: %s", work.id, reason)
-        if self._journal is not None and self._journal_error is None:
+        if self._journal is not None:  # a note, not a PSK: the caller stages the tunnel
             event = Unverified(account_id=self._s.account_id, tunnel_id=work.id, reason=reason)
-            self._append(work, event)
+            self._try_append(work, event)
 
     def _append(self, work: _Tunnel, event: Any) -> bool:
         """Write a line for a tunnel whose PSK is in hand; on failure stage it unrecorded."""

@@ -466,6 +466,22 @@ async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stop
     assert len(got) == len(IDS)
 
 
+async def test_an_unverified_line_that_cannot_be_written_gives_one_outcome(
+    api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The read-back cannot decide; writing its note fails (a full disk). The tunnel's PSK is
+    # handed over once, unrecorded: never twice.
+    api.uncertain = {A}
+    api.read_override[A] = _no_stamp
+    fail_journal_writes(monkeypatch, lambda e: type(e).__name__ == "Unverified")
+    rotation = api.rotate([A], journal=tmp_path / "j")
+    got: list[Any] = []
+    with pytest.raises(JournalError):
+        await run_into(rotation, got)
+    assert [(o.tunnel_id, o.state) for o in got] == [(A, OutcomeState.UNRECORDED)]
+    assert got[0].psk == api.current(A)
+
+
 async def test_an_intent_that_cannot_be_written_sends_nothing(
     api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

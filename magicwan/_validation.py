@@ -19,6 +19,7 @@ __all__ = [
     "check_positive_int",
     "check_psk",
     "check_seconds",
+    "is_printable_psk",
     "normalize_base_url",
 ]
 
@@ -65,6 +66,11 @@ def check_credential(value: object, name: str) -> str:
     return value
 
 
+def is_printable_psk(value: str) -> bool:
+    """``value`` is printable ASCII without spaces, and not empty: what a device takes."""
+    return _PSK.fullmatch(value) is not None
+
+
 def check_psk(value: object, name: str) -> str:
     """A PSK to send: printable ASCII without spaces, within the documented length
     bounds. The value is never echoed."""
@@ -75,7 +81,7 @@ def check_psk(value: object, name: str) -> str:
             f"{name} must be {MIN_PSK_LENGTH} to {MAX_PSK_LENGTH} characters long, "
             f"got {len(value)} (value not shown)"
         )
-    if _PSK.fullmatch(value) is None:
+    if not is_printable_psk(value):
         raise InvalidInputError(
             f"{name} may hold only printable ASCII without spaces (value not shown)"
         )

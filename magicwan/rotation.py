@@ -48,7 +48,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 import attrs
 
-from magicwan._envelope import redact
+from magicwan._envelope import printable, redact
 from magicwan._psk import new_psk
 from magicwan._transport import Reply
 from magicwan._validation import (
@@ -57,6 +57,7 @@ from magicwan._validation import (
     check_non_negative_int,
     check_positive_int,
     check_seconds,
+    is_printable_psk,
 )
 from magicwan.delivery._model import Deliverer, Delivery
 from magicwan.errors import (
@@ -1143,13 +1144,12 @@ class Rotation(Generic[O]):
         last: BaseException | None = None
         fatal: BaseException | None = None
         tries = 0
-        if _psk_problem(psk) is not None:
+        problem = _psk_problem(psk)
+        if problem is not None:
             # A PSK a device cannot take whole (a newline would cut it in two on a
             # program's stdin): never delivered, so never "delivered" half of it.
-            last = ValueError(f"the PSK {_psk_problem(psk)}: not delivered")
-        for tries in range(1, s.deliver_retries + 2):
-            if last is not None and tries == 1:
-                break
+            last, tries = ValueError(f"the PSK {problem}: not delivered"), 1
+        for tries in range(1, s.deliver_retries + 2) if problem is None else ():
             try:
                 async with asyncio.timeout(s.deliver_timeout):
                     await deliver(delivery)
@@ -1347,7 +1347,7 @@ def _resent(work: _Tunnel, psk: str) -> bool:
 
 def _psk_problem(psk: str) -> str | None:
     """Why a PSK received cannot be handed to a device as it is, or None."""
-    if not psk or not all("!" <= c <= "~" for c in psk):
+    if not is_printable_psk(psk):
         return "holds characters a device cannot take (only printable ASCII without spaces)"
     return None
 
@@ -1367,9 +1367,7 @@ def _describe(exc: BaseException, psk: str) -> str:
         text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
     except Exception:  # the caller's exception class: its __str__ may fail too
         text = f"{type(exc).__name__} (its message cannot be printed)"
-    text = redact(text, (psk,))
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text[:300]
+    return printable(redact(text, (psk,)))[:300]
 
 
 # -- arguments ------------------------------------------------------------------------------

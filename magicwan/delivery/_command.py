@@ -9,6 +9,7 @@ import signal
 from collections.abc import Mapping, Sequence
 
 from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
+from magicwan._validation import is_printable_psk
 from magicwan.delivery._errors import DeliveryError, DeliveryFailure
 from magicwan.delivery._model import Delivery
 from magicwan.delivery._text import scrub_tail
@@ -101,7 +102,7 @@ class Command:
                 reason="misconfigured",
                 tunnel_id=tunnel_id,
             )
-        if not all("!" <= c <= "~" for c in delivery.psk):
+        if delivery.psk and not is_printable_psk(delivery.psk):
             # One line on stdin: a newline (or any control character) would hand the
             # program part of the PSK, which it would install and report as done.
             raise DeliveryError(

@@ -126,13 +126,17 @@ class HTTPAdapter:
                     retryable=False,
                 )
 
-    def _usable(self) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise APIConnectionError("the client is closed", request_sent=False, retryable=False)
+
+    def _usable(self) -> None:
+        self._check_open()
         self._check_loop()
 
     def _open(self) -> aiohttp.ClientSession:
-        self._usable()
+        """The session, made on first use; callers have checked the loop (``_usable``)."""
+        self._check_open()
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._connection_limit, limit_per_host=0, ttl_dns_cache=300, ssl=self._ssl
@@ -154,6 +158,7 @@ class HTTPAdapter:
 
     def open(self) -> None:
         """Create our own session now (inside the running loop), if we own one."""
+        self._usable()
         self._open()
 
     async def aclose(self) -> None:

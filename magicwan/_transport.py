@@ -203,7 +203,6 @@ class Transport:
         }
         self._get_headers = _Headers(common)
         self._post_headers = _Headers({**common, "Content-Type": "application/json"})
-        self._sleep = sleep
         self._locks = _KeyedLocks()
 
     @property
@@ -285,7 +284,7 @@ class Transport:
             stop=stop_after_attempt(self.policy.max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception(lambda exc: self._retryable(exc, idempotent)),
-            sleep=self._sleep,
+            sleep=self.sleep,
             reraise=True,
             before_sleep=lambda rs: self._log_retry(call, rs),
         )

@@ -348,6 +348,13 @@ class JournalRecord:
         """A PSK is recorded and no request for the tunnel was left open since."""
         return self.psk is not None and not self.in_flight
 
+    @property
+    def left_open(self) -> bool:
+        """A request for the tunnel was left unanswered (a run cut while it was in flight,
+        or an unknown outcome) and nothing rotated it since: it may hold that request's
+        PSK."""
+        return self.in_flight and (self.event == Intent.kind or self.outcome_unknown)
+
 
 def _fold(previous: JournalRecord | None, event: JournalEvent) -> JournalRecord:
     record = previous or JournalRecord(
@@ -359,9 +366,7 @@ def _fold(previous: JournalRecord | None, event: JournalEvent) -> JournalRecord:
     record = attrs.evolve(record, last_time=event.time or record.last_time)
     # A request left open by an earlier run (killed in flight, or an unknown outcome) may
     # have stored a PSK: that doubt lasts until a rotated line, whatever fails after it.
-    doubt = previous is not None and (
-        previous.in_flight and (previous.event == Intent.kind or previous.outcome_unknown)
-    )
+    doubt = previous is not None and previous.left_open
     if isinstance(event, Intent | Rotated | Failed):
         record = attrs.evolve(record, event=event.kind)
     if isinstance(event, Intent):

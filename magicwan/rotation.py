@@ -606,15 +606,13 @@ class Rotation(Generic[O]):
                 self._salvage()
             finally:
                 # Even when the caller is cancelled here: the journal's file and lock must
-                # not outlive the rotation.
+                # not outlive the rotation (aclose closes the file whatever happens).
                 journal, self._journal = self._journal, None
                 if journal is not None:
                     try:
                         await journal.aclose()
                     except JournalError as exc:
                         logger.error("rotation: %s", exc)
-                    finally:
-                        journal.close_now()
         if raise_journal_error and self._unrecorded_error() is not None:
             raise self._unrecorded_error()  # type: ignore[misc]
 
@@ -987,7 +985,7 @@ class Rotation(Generic[O]):
                     # Refused now, but a run before this one sent it: it may be live.
                     work.hold_sent(psks[work.id])
                 if self._journal is not None and not s.validate_only:
-                    self._append_failure(work, error)
+                    self._try_append(work, failure(s.account_id, work.id, error))
                 self._fail(work, error)
                 continue
             if applied is None:
@@ -999,7 +997,7 @@ class Rotation(Generic[O]):
                     "(in this outcome, and in the journal's intent line)"
                 )
                 if self._journal is not None and not s.validate_only:
-                    self._append_failure(work, error)
+                    self._try_append(work, failure(s.account_id, work.id, error))
                 self._fail(work, error, unknown=False)
                 continue
             model = PSKGenerateResult(
@@ -1022,7 +1020,7 @@ class Rotation(Generic[O]):
                     )
                     if not self._append(work, event):
                         continue
-                    self._append_failure(work, error)
+                    self._try_append(work, failure(s.account_id, work.id, error))
                     work.phase, work.failure = "answered", error  # a cut hands it over
                     try:
                         await self._journal.sync(work.seq)  # durable before it is handed over
@@ -1054,14 +1052,6 @@ class Rotation(Generic[O]):
                 if not self._append(work, event):
                     continue
             self._stage(work, OutcomeState.ROTATED)
-
-    def _append_failure(self, work: _Tunnel, exc: MagicWANError) -> None:
-        if self._journal is None or self._journal_error is not None:
-            return
-        try:
-            self._journal.append(failure(self._s.account_id, work.id, exc))
-        except JournalError as error:
-            self._journal_failed(error)
 
     def _note_journal(self, exc: MagicWANError) -> None:
         # journalled_generate writes the failed line; it may be what broke the journal.
@@ -1331,12 +1321,7 @@ def _batch_too_large(exc: MagicWANError) -> bool:
 def _doubt_from_before(work: _Tunnel) -> bool:
     """The journal says a run before this one left a request for the tunnel unanswered
     (killed while it was in flight, or an unknown outcome): the tunnel may hold its PSK."""
-    record = work.record
-    return (
-        record is not None
-        and record.in_flight
-        and (record.event == Intent.kind or record.outcome_unknown)
-    )
+    return work.record is not None and work.record.left_open
 
 
 def _resent(work: _Tunnel, psk: str) -> bool:

@@ -24,10 +24,11 @@ import textwrap
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from magicwan._argtypes import non_negative_int, positive_int, rate_limit, whole
 from magicwan._env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan.cli.status import exit_status_help
 from magicwan.client import MagicWAN
-from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN, parse_rate_limit
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN
 
 if TYPE_CHECKING:
     from magicwan.cli.console import Console
@@ -184,27 +185,6 @@ def add_command(
 # -- value types -------------------------------------------------------------------------
 
 
-def _whole(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    value = _whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
-
-
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -229,19 +209,11 @@ def non_negative_seconds(text: str) -> float:
     return value
 
 
-def rate_limit(text: str) -> tuple[int, float] | None:
-    """``N/SECONDS`` or ``off`` (None), by the one parser both command lines use."""
-    try:
-        return parse_rate_limit(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def halt_after(text: str) -> int | None:
     """A whole number >= 1, or ``off`` (None): never halt."""
     if text.strip().lower() == "off":
         return None
-    value = _whole(text)
+    value = whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"expected a whole number >= 1 or off (never halt), got {value}"

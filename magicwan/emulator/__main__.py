@@ -22,8 +22,9 @@ import contextlib
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from magicwan._argtypes import non_negative_int, positive_int, rate_limit
 from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
 from magicwan.emulator._server import DEFAULT_GRE_TUNNELS, DEFAULT_TUNNELS, Emulator, run
 from magicwan.emulator.faults import FaultKind, Faults
@@ -36,16 +37,9 @@ from magicwan.emulator.state import (
     DEFAULT_PSK_MAX_LENGTH,
     DEFAULT_PSK_MIN_LENGTH,
 )
-from magicwan.ratelimit import CLOUDFLARE_BUDGET, parse_rate_limit
+from magicwan.ratelimit import CLOUDFLARE_BUDGET
 
 __all__ = ["build_parser", "faults_from_args", "main", "shell_block"]
-
-
-def _rate_limit(text: str) -> tuple[int, float] | None:
-    try:
-        return parse_rate_limit(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _probability(text: str) -> float:
@@ -56,19 +50,6 @@ def _probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
     return value
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (8787)")
     parser.add_argument(
         "--tunnels",
-        type=_count(0),
+        type=non_negative_int,
         default=DEFAULT_TUNNELS,
         help=f"IPsec tunnels to create ({DEFAULT_TUNNELS})",
     )
     parser.add_argument(
         "--gre-tunnels",
-        type=_count(0),
+        type=non_negative_int,
         default=DEFAULT_GRE_TUNNELS,
         help=f"GRE tunnels to create ({DEFAULT_GRE_TUNNELS})",
     )
@@ -102,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument(
         "--rate-limit",
-        type=_rate_limit,
+        type=rate_limit,
         default=CLOUDFLARE_BUDGET,
         metavar="N/SECONDS|off",
         help=f"per-user budget, e.g. {budget} (the default, Cloudflare's) or off",
@@ -110,16 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     psk = parser.add_argument_group("bulk PSK set (assumed limits)")
     psk.add_argument(
         "--max-psk-batch",
-        type=_count(1),
+        type=positive_int,
         default=DEFAULT_MAX_PSK_BATCH,
         metavar="N",
         help=f"most entries in one request; more is a 400, code 1005 ({DEFAULT_MAX_PSK_BATCH})",
     )
     psk.add_argument(
-        "--psk-min-length", type=_count(1), default=DEFAULT_PSK_MIN_LENGTH, metavar="N"
+        "--psk-min-length", type=positive_int, default=DEFAULT_PSK_MIN_LENGTH, metavar="N"
     )
     psk.add_argument(
-        "--psk-max-length", type=_count(1), default=DEFAULT_PSK_MAX_LENGTH, metavar="N"
+        "--psk-max-length", type=positive_int, default=DEFAULT_PSK_MAX_LENGTH, metavar="N"
     )
     faults = parser.add_argument_group("fault injection (probabilities 0..1, default 0)")
     for kind in FaultKind:

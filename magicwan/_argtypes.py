@@ -1,0 +1,39 @@
+"""Argument types shared by both command lines (``magicwan`` and ``python -m
+magicwan.emulator``): one definition each, and the same words for the same mistake."""
+
+from __future__ import annotations
+
+import argparse
+
+from magicwan.ratelimit import parse_rate_limit
+
+__all__ = ["non_negative_int", "positive_int", "rate_limit", "whole"]
+
+
+def whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def rate_limit(text: str) -> tuple[int, float] | None:
+    """``N/SECONDS`` or ``off`` (None), by the one parser both command lines use."""
+    try:
+        return parse_rate_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -29,11 +29,11 @@ from magicwan.cli.parser import (
     Parser,
     add_command,
     add_output_options,
+    add_request_options,
     client_default,
     non_negative_int,
     positive_int,
     rate_limit,
-    seconds,
 )
 from magicwan.cli.runner import RunSettings, run_rotation
 from magicwan.cli.status import ExitStatus, exit_status_help
@@ -102,20 +102,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         help=f"the emulator's and the client's request budget (default: off, so the demo "
         f"runs at full speed; Cloudflare's is {budget})",
     )
-    parser.add_argument(
-        "--timeout",
-        type=seconds,
-        metavar="SECONDS",
-        default=client_default("timeout"),
-        help="timeout of one request (default: %(default)g)",
-    )
-    parser.add_argument(
-        "--max-retries",
-        type=non_negative_int,
-        metavar="N",
-        default=client_default("max_retries"),
-        help="retries of a failed request (default: %(default)s)",
-    )
+    add_request_options(parser)
     parser.add_argument(
         "--ike",
         action="store_true",

@@ -42,6 +42,7 @@ __all__ = [
     "add_api_options",
     "add_command",
     "add_output_options",
+    "add_request_options",
     "client_default",
     "halt_after",
     "non_negative_int",
@@ -244,6 +245,24 @@ def add_account_argument(parser: Parser, *, then: str = "") -> None:
     )
 
 
+def add_request_options(parser: Parser | argparse._ArgumentGroup) -> None:
+    """``--timeout`` and ``--max-retries``: how one request is tried (demo has them too)."""
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        default=client_default("timeout"),
+        help="timeout of one request (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=non_negative_int,
+        metavar="N",
+        default=client_default("max_retries"),
+        help="retries of a failed request (default: %(default)s)",
+    )
+
+
 def add_api_options(parser: Parser) -> None:
     """How to reach Cloudflare: base URL, timeouts, retries, the request budget."""
     budget = f"{CLOUDFLARE_BUDGET[0]}/{CLOUDFLARE_BUDGET[1]:g}"
@@ -253,20 +272,7 @@ def add_api_options(parser: Parser) -> None:
         metavar="URL",
         help=f"API base URL (default: ${ENV_BASE_URL}, else Cloudflare's)",
     )
-    group.add_argument(
-        "--timeout",
-        type=seconds,
-        metavar="SECONDS",
-        default=client_default("timeout"),
-        help="timeout of one request (default: %(default)g)",
-    )
-    group.add_argument(
-        "--max-retries",
-        type=non_negative_int,
-        metavar="N",
-        default=client_default("max_retries"),
-        help="retries of a failed request (default: %(default)s)",
-    )
+    add_request_options(group)
     group.add_argument(
         "--rate-limit",
         type=rate_limit,

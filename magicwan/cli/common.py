@@ -35,6 +35,7 @@ __all__ = [
     "gre_tunnels",
     "ipsec_tunnels",
     "make_client",
+    "open_journal",
     "read_ids",
     "resume_command",
     "tunnel_id",
@@ -141,12 +142,22 @@ def read_ids(source: str, stdin: TextIO) -> list[str]:
     return ids
 
 
-async def check_journal(path: str) -> None:
-    """Create (0600) or open and lock the journal now, then let it go: a path that cannot
-    be a journal, or one another rotation holds, fails before anything is sent."""
+def open_journal(path: str) -> Journal:
+    """Create (0600) or open and lock the journal; a path that cannot be one is a usage
+    error, before anything is sent."""
     journal = Journal(path)
     try:
         journal.open()
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    return journal
+
+
+async def check_journal(path: str) -> None:
+    """Create (0600) or open and lock the journal now, then let it go: a path that cannot
+    be a journal, or one another rotation holds, fails before anything is sent."""
+    journal = open_journal(path)
+    try:
         await journal.aclose()
     except JournalError as exc:
         raise UsageError(str(exc)) from None

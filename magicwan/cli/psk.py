@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from magicwan._psk import new_psk
+from magicwan._transport import Reply
 from magicwan._validation import check_psk
 from magicwan.cli.common import (
     UsageError,
@@ -28,6 +29,7 @@ from magicwan.cli.common import (
     fresh_journal,
     ipsec_tunnels,
     make_client,
+    open_journal,
     read_ids,
     resume_command,
     tunnel_id,
@@ -376,25 +378,13 @@ async def _generate(args: argparse.Namespace, console: Console) -> int:
                         )
                         unrecorded = await _record(journal, event)
                 else:
-                    # The one journalled path rotation uses too: intent before sending,
-                    # the PSK (and whether a retry left doubt) as soon as it arrives.
-                    reply, seq, unrecorded = await journalled_generate(
-                        journal, api.generate, account, tunnel
+                    reply, unrecorded = await _generate_durably(
+                        console, journal, api.generate, account, tunnel
                     )
-                    if journal is not None and unrecorded is None:
-                        unrecorded = await _sync(journal, seq)
             except JournalError as exc:  # the intent could not be written: nothing sent
                 raise UsageError(str(exc)) from None
             except MagicWANError as exc:
                 return _single_failure(console, args, tunnel, exc)
-            except asyncio.CancelledError:
-                if not args.validate_only:
-                    console.error(
-                        f"interrupted: tunnel {tunnel} may now hold a new PSK, in the journal "
-                        "only if its line got there ('magicwan journal show'); run the "
-                        "command again before relying on the tunnel"
-                    )
-                raise
             held = _Held(result=reply.value, attempts=reply.attempts)
             if args.validate_only and held.result.psk is not None:
                 return _validate_only_generated(console, args, tunnel, held.result, unrecorded)
@@ -422,6 +412,30 @@ async def _generate(args: argparse.Namespace, console: Console) -> int:
         unverified=held.unverified,
     )
     return _single_success(console, args, outcome, "generated")
+
+
+async def _generate_durably(
+    console: Console,
+    journal: Journal | None,
+    generate: Any,
+    account: str,
+    tunnel: str,
+) -> tuple[Reply[PSKGenerateResult], JournalError | None]:
+    """The one journalled path rotation uses too (intent before sending, the PSK and
+    whether a retry left doubt as soon as it arrives), then that line fsynced. Returns the
+    reply and the journal's error, if it could not record the PSK."""
+    try:
+        reply, seq, unrecorded = await journalled_generate(journal, generate, account, tunnel)
+        if journal is not None and unrecorded is None:
+            unrecorded = await _sync(journal, seq)
+    except asyncio.CancelledError:
+        console.error(
+            f"interrupted: tunnel {tunnel} may now hold a new PSK, in the journal only if "
+            "its line got there ('magicwan journal show'); run the command again before "
+            "relying on the tunnel"
+        )
+        raise
+    return reply, unrecorded
 
 
 async def _record(journal: Journal, event: Any) -> JournalError | None:
@@ -523,23 +537,14 @@ async def _settle(
             "unanswered request stored it late); generating again"
         )
         try:
-            reply, seq, unrecorded = await journalled_generate(
-                journal, client.tunnels.ipsec.psk.with_reply.generate, account, tunnel
+            reply, unrecorded = await _generate_durably(
+                console, journal, client.tunnels.ipsec.psk.with_reply.generate, account, tunnel
             )
-            if journal is not None and unrecorded is None:
-                unrecorded = await _sync(journal, seq)
         except JournalError as exc:  # the intent could not be written: nothing sent
             console.error(f"{exc}; not generated again")
             return _settle_failed(console, args, journal, tunnel, held, exc)
         except MagicWANError as exc:
             return _settle_failed(console, args, journal, tunnel, held, exc)
-        except asyncio.CancelledError:
-            console.error(
-                f"interrupted: tunnel {tunnel} may now hold a new PSK, in the journal only if "
-                "its line got there ('magicwan journal show'); run the command again before "
-                "relying on the tunnel"
-            )
-            raise
         held.result, held.attempts = reply.value, held.attempts + reply.attempts
         if unrecorded is not None:
             held.unrecorded = unrecorded
@@ -579,12 +584,7 @@ async def _unverified(
     if journal is not None:
         event = Unverified(account_id=account, tunnel_id=tunnel, reason=reason)
         _journal_note(console, await _record(journal, event))
-    rerun = (
-        "'magicwan psk rotate ACCOUNT TUNNEL --journal FILE --resume' with this journal "
-        "reads it back again"
-        if journal is not None
-        else "check the tunnel before relying on it"
-    )
+    rerun = _read_back_advice(journal is not None, " again")
     console.warn(
         f"tunnel {tunnel}: a retry left doubt and the read-back did not settle it "
         f"({reason}): the PSK received may have been superseded by a late store; {rerun}"
@@ -616,13 +616,17 @@ def _interrupted_unsettled(
     where = f"in the journal {args.journal}, marked uncertain" if args.journal else "on stdout"
     console.error(
         f"interrupted before the read-back: tunnel {tunnel}'s new PSK is {where}, but a retry "
-        "left doubt (a late store may supersede it); "
-        + (
-            "'magicwan psk rotate ACCOUNT TUNNEL --journal FILE --resume' with this journal "
-            "reads it back"
-            if args.journal
-            else "check the tunnel before relying on it"
-        )
+        "left doubt (a late store may supersede it); " + _read_back_advice(bool(args.journal))
+    )
+
+
+def _read_back_advice(journalled: bool, again: str = "") -> str:
+    """What the operator does about a PSK a read-back did not settle."""
+    if not journalled:
+        return "check the tunnel before relying on it"
+    return (
+        "'magicwan psk rotate ACCOUNT TUNNEL --journal FILE --resume' with this journal "
+        f"reads it back{again}"
     )
 
 
@@ -674,14 +678,7 @@ def _validate_only_generated(
 
 
 def _open_journal(path: str | None) -> Journal | None:
-    if path is None:
-        return None
-    journal = Journal(path)
-    try:
-        journal.open()
-    except JournalError as exc:
-        raise UsageError(str(exc)) from None
-    return journal
+    return None if path is None else open_journal(path)
 
 
 def _stamp_of(result: PSKGenerateResult) -> str:

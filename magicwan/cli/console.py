@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 __all__ = [
@@ -93,6 +93,12 @@ class Console:
     def data(self, text: str) -> None:
         """One line of results on stdout, escaped."""
         self.raw(escape(text) + "\n")
+
+    def table(self, rows: Sequence[Sequence[str]]) -> None:
+        """Rows of cells on stdout, each column as wide as its widest cell."""
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            self.data("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
     def json(self, obj: Mapping[str, Any]) -> None:
         """One JSON line on stdout (JSON escapes every control character itself)."""

@@ -143,9 +143,7 @@ async def _show(args: argparse.Namespace, console: Console) -> int:
             if len(accounts) > 1:
                 row.insert(0, r.account_id or "-")
             rows.append([escape(cell) for cell in row])
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        for row in rows:
-            console.data("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        console.table(rows)
     states = [state_of(r) for r in records]
     console.say(
         f"{len(records)} tunnel(s): {states.count('rotated')} rotated, "

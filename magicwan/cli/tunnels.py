@@ -132,8 +132,4 @@ def _table(console: Console, rows: list[dict[str, Any]]) -> None:
         ]
         for row in rows
     ]
-    widths = [max(len(c[i]) for c in [list(_COLUMNS), *cells]) for i in range(len(_COLUMNS))]
-    for line in [list(_COLUMNS), *cells]:
-        console.data(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
+    console.table([list(_COLUMNS), *cells])

@@ -311,6 +311,27 @@ def _stamp(result: PSKGenerateResult) -> datetime | None:
     return result.psk_metadata.last_generated_on if result.psk_metadata else None
 
 
+def read_back_verdict(held: PSKGenerateResult, edge: IPsecTunnel) -> int | None:
+    """What a read-back says of the PSK held: 0 the edge holds it, > 0 the edge holds a
+    newer one; negative (the edge's is older) or None (a stamp missing) cannot decide."""
+    edge_stamp = edge.psk_metadata.last_generated_on if edge.psk_metadata else None
+    return compare_stamps(_stamp(held), edge_stamp)
+
+
+def undecided_reason(verdict: int | None) -> str:
+    """Why a read-back whose verdict is negative or None cannot decide."""
+    why = "no stamp to compare" if verdict is None else "the edge's stamp is older"
+    return f"read-back cannot decide ({why})"
+
+
+def still_superseded(tunnel_id: str) -> UnexpectedResponseError:
+    """The error once :data:`MAX_VERIFY_ROUNDS` regenerations did not settle a tunnel."""
+    return UnexpectedResponseError(
+        f"tunnel {tunnel_id}: the edge still holds a newer PSK than the one received "
+        f"after {MAX_VERIFY_ROUNDS} regenerations (another client is rotating it?)"
+    )
+
+
 def _from_record(record: JournalRecord) -> PSKGenerateResult:
     return PSKGenerateResult(
         ipsec_tunnel_id=record.tunnel_id,
@@ -872,8 +893,7 @@ class Rotation(Generic[O]):
             self._stage(work, state)
             return
         work.phase = None
-        edge_stamp = edge.psk_metadata.last_generated_on if edge.psk_metadata else None
-        verdict = compare_stamps(_stamp(held), edge_stamp)
+        verdict = read_back_verdict(held, edge)
         if verdict == 0:
             work.verified = True
             if self._journal is not None:
@@ -885,19 +905,12 @@ class Rotation(Generic[O]):
             self._stage(work, state)
             return
         if verdict is None or verdict < 0:
-            why = "no stamp to compare" if verdict is None else "the edge's stamp is older"
-            self._unverified(work, f"read-back cannot decide ({why})")
+            self._unverified(work, undecided_reason(verdict))
             self._stage(work, state)
             return
         # The edge holds a newer PSK than ours: an unanswered request stored one late.
         if work.rounds >= MAX_VERIFY_ROUNDS:
-            self._fail(
-                work,
-                UnexpectedResponseError(
-                    f"tunnel {work.id}: the edge still holds a newer PSK than the one received "
-                    f"after {MAX_VERIFY_ROUNDS} regenerations (another client is rotating it?)"
-                ),
-            )
+            self._fail(work, still_superseded(work.id))
             return
         work.rounds += 1
         logger.warning(

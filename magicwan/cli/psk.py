@@ -84,8 +84,10 @@ from magicwan.rotation import (
     RotationFailure,
     RotationSuccess,
     Validated,
-    compare_stamps,
     journalled_generate,
+    read_back_verdict,
+    still_superseded,
+    undecided_reason,
 )
 
 __all__ = ["DEFAULT_HALT_AFTER", "register"]
@@ -500,13 +502,11 @@ async def _settle(
         except asyncio.CancelledError:
             _interrupted_unsettled(console, args, tunnel, held)
             raise
-        edge = edge_reply.value
-        edge_stamp = edge.psk_metadata.last_generated_on if edge.psk_metadata else None
-        mine = held.result.psk_metadata
-        verdict = compare_stamps(mine.last_generated_on if mine else None, edge_stamp)
+        verdict = read_back_verdict(held.result, edge_reply.value)
         if verdict == 0:
             held.verified = True
             if journal is not None:
+                mine = held.result.psk_metadata
                 stamp = mine.last_generated_on if mine else None
                 event = Verified(account_id=account, tunnel_id=tunnel, last_generated_on=stamp)
                 _journal_note(console, await _record(journal, event))
@@ -517,17 +517,11 @@ async def _settle(
             )
             return None
         if verdict is None or verdict < 0:
-            why = "no stamp to compare" if verdict is None else "the edge's stamp is older"
-            await _unverified(
-                console, journal, account, tunnel, held, f"read-back cannot decide ({why})"
-            )
+            await _unverified(console, journal, account, tunnel, held, undecided_reason(verdict))
             return None
         # The edge holds a newer PSK than ours: the unanswered request stored one late.
         if rounds >= MAX_VERIFY_ROUNDS:
-            error = UnexpectedResponseError(
-                f"tunnel {tunnel}: the edge still holds a newer PSK than the one received "
-                f"after {MAX_VERIFY_ROUNDS} regenerations (another client is rotating it?)"
-            )
+            error = still_superseded(tunnel)
             if journal is not None:
                 _journal_note(console, await _record(journal, failure(account, tunnel, error)))
             return _settle_failed(console, args, journal, tunnel, held, error)

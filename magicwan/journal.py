@@ -439,11 +439,6 @@ class Journal:
         """How many lines this journal object has written so far."""
         return self._written
 
-    @property
-    def synced(self) -> int:
-        """How many of those are known to be on disk."""
-        return self._synced
-
     def open(self) -> None:
         """Open (or create, 0600) and lock the journal for appending.
 

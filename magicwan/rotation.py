@@ -988,6 +988,7 @@ class Rotation(Generic[O]):
                 self._fail(work, exc, unknown=False)
             return
         result = reply.value
+        answered: list[_Tunnel] = []
         for work in batch:
             work.phase = None
             work.attempts += reply.attempts
@@ -1034,15 +1035,11 @@ class Rotation(Generic[O]):
                     if not self._append(work, event):
                         continue
                     self._try_append(work, failure(s.account_id, work.id, error))
+                    # Handed over once its lines are durable, after this loop: no await
+                    # here, so every tunnel of the answer is dealt with before any wait.
                     work.phase, work.failure = "answered", error  # a cut hands it over
-                    try:
-                        await self._journal.sync(work.seq)  # durable before it is handed over
-                    except JournalError as exc:
-                        work.phase = None
-                        self._journal_failed(exc)
-                        self._stage(work, OutcomeState.UNRECORDED)
-                        continue
-                    work.phase = None
+                    answered.append(work)
+                    continue
                 self._fail(work, error, unknown=False)
                 continue
             if s.validate_only:
@@ -1065,6 +1062,25 @@ class Rotation(Generic[O]):
                 if not self._append(work, event):
                     continue
             self._stage(work, OutcomeState.ROTATED)
+        if answered:
+            await self._hand_over_answered(answered)
+
+    async def _hand_over_answered(self, answered: list[_Tunnel]) -> None:
+        """Tunnels a set answered with another PSK, journalled: fail each, carrying that
+        PSK, once its lines are durable (unrecorded if they cannot be)."""
+        assert self._journal is not None
+        try:
+            await self._journal.sync()
+        except JournalError as exc:
+            self._journal_failed(exc)
+            for work in answered:
+                work.phase = None
+                self._stage(work, OutcomeState.UNRECORDED)
+            return
+        for work in answered:
+            work.phase = None
+            assert work.failure is not None
+            self._fail(work, work.failure, unknown=False)
 
     def _note_journal(self, exc: MagicWANError) -> None:
         # journalled_generate writes the failed line; it may be what broke the journal.

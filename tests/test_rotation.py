@@ -253,11 +253,14 @@ async def test_bad_arguments_are_refused_when_rotate_is_called(
         ("2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.123456Z", 0),
         ("2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.123457Z", 1),
         ("2026-11-27T10:00:00.123456Z", "2026-11-27T09:59:59.123456Z", -1),
-        # Milliseconds on one side, microseconds on the other: compared in milliseconds.
-        ("2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.123Z", 0),
-        ("2026-11-27T10:00:00.123Z", "2026-11-27T10:00:00.123456Z", 0),
+        # Milliseconds on one side, microseconds on the other: compared in milliseconds,
+        # where newer decides but equal cannot (a late store in the same millisecond, or
+        # the same second, would pass for the PSK held).
+        ("2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.123Z", None),
+        ("2026-11-27T10:00:00.123Z", "2026-11-27T10:00:00.123456Z", None),
         ("2026-11-27T10:00:00.123Z", "2026-11-27T10:00:00.124456Z", 1),
-        ("2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123456Z", 0),  # whole seconds
+        ("2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123456Z", None),  # whole seconds
+        ("2026-11-27T10:00:01Z", "2026-11-27T10:00:00.123456Z", -1),
         # The precision is the text's: ".500000" is a microsecond stamp, not a round half
         # second, so a store one microsecond later is newer.
         ("2026-11-27T10:00:00.500000Z", "2026-11-27T10:00:00.500001Z", 1),
@@ -398,7 +401,7 @@ async def test_a_rerun_checks_an_unverified_tunnel_again(api: FakeAPI, tmp_path:
     api.read_override[A] = _no_stamp
     await run(api.rotate([A], journal=tmp_path / "j"))
     del api.read_override[A]
-    (outcome,) = await run(api.rotate([A], journal=tmp_path / "j"))
+    (outcome,) = await run(api.rotate([A], journal=tmp_path / "j", resume=True))
     assert outcome.ok
     assert outcome.verified
     assert outcome.skipped
@@ -469,8 +472,8 @@ async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stop
 async def test_an_unverified_line_that_cannot_be_written_gives_one_outcome(
     api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The read-back cannot decide; writing its note fails (a full disk). The tunnel's PSK is
-    # handed over once, unrecorded: never twice.
+    # The read-back cannot decide; writing its note fails (a full disk). The tunnel's PSK,
+    # durable before the read-back, is handed over once: never twice.
     api.uncertain = {A}
     api.read_override[A] = _no_stamp
     fail_journal_writes(monkeypatch, lambda e: type(e).__name__ == "Unverified")
@@ -478,8 +481,10 @@ async def test_an_unverified_line_that_cannot_be_written_gives_one_outcome(
     got: list[Any] = []
     with pytest.raises(JournalError):
         await run_into(rotation, got)
-    assert [(o.tunnel_id, o.state) for o in got] == [(A, OutcomeState.UNRECORDED)]
+    assert [(o.tunnel_id, o.state) for o in got] == [(A, OutcomeState.ROTATED)]
     assert got[0].psk == api.current(A)
+    assert got[0].unverified is not None
+    assert read_journal(tmp_path / "j")[(ACCOUNT, A)].psk == api.current(A)
 
 
 async def test_an_intent_that_cannot_be_written_sends_nothing(
@@ -503,7 +508,9 @@ async def test_a_failing_fsync_marks_every_pending_psk_unrecorded(
 
     def fsync(fd: int) -> None:
         calls[0] += 1
-        if calls[0] > 2:  # the journal's own opening fsync and one group commit succeed
+        # The journal's opening fsync, its directory's, and the first intents' group commit
+        # succeed; the answered PSKs' lines cannot be made durable.
+        if calls[0] > 3:
             raise OSError(5, "Input/output error")
         real_fsync(fd)
 
@@ -582,14 +589,14 @@ async def test_a_lost_answer_keeps_the_sent_psk_and_a_rerun_resends_it(
     (first,) = await run(api.rotate([A], method="set", journal=journal))
     assert isinstance(first, RotationFailure)
     assert first.psk is not None  # the PSK we sent: the tunnel may hold it
-    assert not first.outcome_unknown  # nothing is unknown with set
+    assert first.outcome_unknown  # it may hold it, or still the old one
     record = read_journal(journal)[(ACCOUNT, A)]
     assert record.pending_psk == first.psk
     (again,) = await run(api.rotate([A], method="set", journal=journal))
     assert again.ok
     assert again.psk == first.psk == api.current(A)  # the same PSK, resent
     assert [batch[A] for batch in api.sets] == [first.psk, first.psk]
-    (third,) = await run(api.rotate([A], method="set", journal=journal))
+    (third,) = await run(api.rotate([A], method="set", journal=journal, resume=True))
     assert third.skipped
     assert len(api.sets) == 2
 
@@ -679,7 +686,7 @@ async def test_a_rerun_delivers_without_generating_and_skips_the_delivered(
     await run(api.rotate([A, B], journal=journal, deliver=router, deliver_retries=0))
     router.failing = {}
     router.calls.clear()
-    outcomes = await run(api.rotate([A, B], journal=journal, deliver=router))
+    outcomes = await run(api.rotate([A, B], journal=journal, deliver=router, resume=True))
     assert api.generated == [A, B]  # nothing generated again
     by_id = {o.tunnel_id: o for o in outcomes}
     assert by_id[A].skipped
@@ -806,7 +813,7 @@ async def test_a_rerun_of_skipped_tunnels_holds_at_most_the_look_ahead(
 ) -> None:
     journal = tmp_path / "j"
     await run(api.rotate(IDS, journal=journal))
-    rotation = api.rotate(IDS, journal=journal, concurrency=2)
+    rotation = api.rotate(IDS, journal=journal, concurrency=2, resume=True)
     async for _ in rotation:
         break  # a caller who stops reading
     for _ in range(20):
@@ -843,7 +850,7 @@ async def test_a_caller_cancelled_during_shutdown_still_closes_and_unlocks_the_j
                 pass
 
     task = asyncio.ensure_future(consume())
-    while len(delivering) < 2:
+    while not delivering:  # the rollout window lets one tunnel deliver at first
         await asyncio.sleep(0.01)
     for _ in range(3):
         task.cancel()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from os import PathLike
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 from magicwan._converter import structure
 from magicwan._envelope import EXCERPT_CHARS, printable, redact
@@ -16,17 +15,13 @@ from magicwan._routes import (
 )
 from magicwan._transport import Reply, Transport
 from magicwan._validation import check_bool, check_id, check_psk
-from magicwan.delivery._model import Deliverer
 from magicwan.errors import InvalidInputError, UnexpectedResponseError
 from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.rotation import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DELIVER_RETRIES,
-    DEFAULT_DELIVER_TIMEOUT,
-    Method,
     Rotation,
+    RotationKwargs,
+    RotationOptions,
     RotationOutcome,
     Validated,
     ValidationOutcome,
@@ -175,19 +170,11 @@ class IPsecPSK:
         self,
         account_id: str,
         tunnels: Iterable[str | IPsecTunnel],
+        options: RotationOptions | None = ...,
         *,
-        method: Method = ...,
-        concurrency: int = ...,
-        batch_size: int = ...,
-        validate_only: Literal[False] = ...,
-        journal: str | PathLike[str] | None = ...,
-        unsafe_without_journal: bool = ...,
-        deliver: Deliverer | None = ...,
-        deliver_retries: int = ...,
-        deliver_timeout: float = ...,
-        halt_after: int | None = ...,
-        settle_window: float | None = ...,
-        drain_timeout: float | None = ...,
+        psks: Mapping[str, str] | None = ...,
+        validate_only: Literal[False] | None = ...,
+        **kwargs: Unpack[RotationKwargs],
     ) -> Rotation[RotationOutcome]: ...
 
     @overload
@@ -195,19 +182,11 @@ class IPsecPSK:
         self,
         account_id: str,
         tunnels: Iterable[str | IPsecTunnel],
+        options: RotationOptions | None = ...,
         *,
-        method: Method = ...,
-        concurrency: int = ...,
-        batch_size: int = ...,
+        psks: Mapping[str, str] | None = ...,
         validate_only: Literal[True],
-        journal: str | PathLike[str] | None = ...,
-        unsafe_without_journal: bool = ...,
-        deliver: Deliverer | None = ...,
-        deliver_retries: int = ...,
-        deliver_timeout: float = ...,
-        halt_after: int | None = ...,
-        settle_window: float | None = ...,
-        drain_timeout: float | None = ...,
+        **kwargs: Unpack[RotationKwargs],
     ) -> Rotation[ValidationOutcome]: ...
 
     @overload
@@ -215,57 +194,38 @@ class IPsecPSK:
         self,
         account_id: str,
         tunnels: Iterable[str | IPsecTunnel],
+        options: RotationOptions | None = ...,
         *,
-        method: Method = ...,
-        concurrency: int = ...,
-        batch_size: int = ...,
-        validate_only: bool,
-        journal: str | PathLike[str] | None = ...,
-        unsafe_without_journal: bool = ...,
-        deliver: Deliverer | None = ...,
-        deliver_retries: int = ...,
-        deliver_timeout: float = ...,
-        halt_after: int | None = ...,
-        settle_window: float | None = ...,
-        drain_timeout: float | None = ...,
+        psks: Mapping[str, str] | None = ...,
+        validate_only: bool | None = ...,
+        **kwargs: Unpack[RotationKwargs],
     ) -> Rotation[RotationOutcome | Validated]: ...
 
     def rotate(
         self,
         account_id: str,
         tunnels: Iterable[str | IPsecTunnel],
+        options: RotationOptions | None = None,
         *,
-        method: Method = "generate",
-        concurrency: int = DEFAULT_CONCURRENCY,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        validate_only: bool = False,
-        journal: str | PathLike[str] | None = None,
-        unsafe_without_journal: bool = False,
-        deliver: Deliverer | None = None,
-        deliver_retries: int = DEFAULT_DELIVER_RETRIES,
-        deliver_timeout: float = DEFAULT_DELIVER_TIMEOUT,
-        halt_after: int | None = None,
-        settle_window: float | None = None,
-        drain_timeout: float | None = None,
+        psks: Mapping[str, str] | None = None,
+        validate_only: bool | None = None,
+        **kwargs: Unpack[RotationKwargs],
     ) -> Rotation[Any]:
         """Rotate many tunnels' PSKs: ``async with ... as rotation: async for outcome in
         rotation:``, one outcome per tunnel in completion order.
 
         ``tunnels``: ids or :class:`~magicwan.IPsecTunnel` objects (from ``list()``),
-        mixed; duplicates are rotated once. ``method="generate"`` (Cloudflare makes each
-        PSK, one request per tunnel) or ``"set"`` (the client makes them, journals them
-        *before* sending, and sets ``batch_size`` per request: nothing is ever unknown,
-        and the API budget stops being the bottleneck; needs ``journal``; with
-        ``validate_only`` too, a given journal gets the intent lines of the PSKs sent).
-        ``journal``: a JSON Lines file (0600, locked) where every PSK is fsynced before
-        its outcome is handed over; a rerun with it resumes. ``deliver``: an async
-        callable given a :class:`~magicwan.Delivery` once the PSK is durable, retried
-        ``deliver_retries`` times, each try bounded by ``deliver_timeout``.
-        ``halt_after``: after that many failed tunnels no new tunnel is started.
-        ``settle_window`` (default: the client's timeout): how long after an uncertain
-        answer a tunnel is read back. ``drain_timeout`` (default: the client's timeout):
-        how long leaving early waits for work in flight. Arguments are checked here,
-        before anything is sent. See :mod:`magicwan.rotation`.
+        mixed; duplicates are rotated once. How it runs is a
+        :class:`~magicwan.RotationOptions` (``options``) or the same names as keyword
+        arguments (these win): ``method="generate"`` (Cloudflare makes each PSK, one
+        request per tunnel) or ``"set"`` (the client makes them, journals them *before*
+        sending, ``batch_size`` per request; needs ``journal``); ``journal``, where every
+        PSK is fsynced before its outcome is handed over; ``resume=True`` to finish the
+        run a journal records; ``deliver``, an async callable given each durable PSK;
+        ``halt_after`` (5 with a deliverer); ``settle_window`` and ``drain_timeout``
+        (default: the client's timeout). ``psks``: with ``set``, the PSKs to send for
+        some tunnels. Arguments are checked here, before anything is sent. See
+        :mod:`magicwan.rotation`.
         """
         transport = self._transport
         return rotate(
@@ -276,16 +236,9 @@ class IPsecPSK:
             read_back=self._read_back,
             clock=transport.clock,
             sleep=transport.sleep,
-            method=method,
-            concurrency=concurrency,
-            batch_size=batch_size,
+            options=options,
+            psks=psks,
             validate_only=validate_only,
-            journal=journal,
-            unsafe_without_journal=unsafe_without_journal,
-            deliver=deliver,
-            deliver_retries=deliver_retries,
-            deliver_timeout=deliver_timeout,
-            halt_after=halt_after,
-            settle_window=transport.timeout if settle_window is None else settle_window,
-            drain_timeout=transport.timeout if drain_timeout is None else drain_timeout,
+            client_timeout=transport.timeout,
+            **kwargs,
         )

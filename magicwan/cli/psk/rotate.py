@@ -1,0 +1,399 @@
+"""``magicwan psk rotate``: many tunnels, journalled and resumable, through the engine."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import shlex
+
+from magicwan.cli.common import (
+    UsageError,
+    account_id,
+    check_journal,
+    fresh_journal,
+    ipsec_tunnels,
+    make_client,
+    read_ids,
+    resume_command,
+    tunnel_id,
+)
+from magicwan.cli.console import Console
+from magicwan.cli.parser import (
+    Parser,
+    add_account_argument,
+    add_api_options,
+    add_command,
+    add_output_options,
+)
+from magicwan.cli.runner import RunSettings, run_rotation
+from magicwan.cli.status import ExitStatus
+from magicwan.delivery import DEFAULT_SOCKET, Command, Deliverer, StrongSwan
+from magicwan.errors import InvalidInputError
+from magicwan.journal import JournalError, read_journal
+from magicwan.models.tunnels import IPsecTunnel
+from magicwan.ratelimit import CLOUDFLARE_BUDGET
+from magicwan.rotation import DEFAULT_DELIVER_TIMEOUT, DEFAULT_HALT_AFTER, RotationOptions
+
+__all__ = ["DEFAULT_HALT_AFTER", "register"]
+
+_BUDGET = f"{CLOUDFLARE_BUDGET[0]:,}-per-{CLOUDFLARE_BUDGET[1]:g}-seconds"
+
+EXAMPLES = """\
+examples:
+  magicwan psk rotate ACCOUNT --all --journal-dir /var/lib/magicwan --json
+  magicwan psk rotate ACCOUNT --name 'branch-*' --exclude 'branch-lab*' --journal run.jsonl
+  magicwan psk rotate ACCOUNT --all --journal run.jsonl --resume     # finish that run
+  magicwan psk rotate ACCOUNT --all --dry-run                         # one request: the list
+  magicwan psk rotate ACCOUNT --all --journal-dir DIR --deliver-exec 'push-psk --router'
+"""
+
+
+def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
+    parser = add_command(
+        actions,
+        "rotate",
+        _rotate,
+        help="rotate the PSKs of many tunnels, journalled and resumable",
+        usage=(
+            "%(prog)s [ACCOUNT] [TUNNEL ...] [--all | --name GLOB] [--exclude GLOB]\n"
+            "       (--journal FILE [--resume] | --journal-dir DIR) [options]"
+        ),
+        description=(
+            "Rotate the PSKs of many IPsec tunnels concurrently within the rate limit. "
+            "The tunnel list is read first (one request); every new PSK is fsynced to the "
+            "journal (0600) before it counts as done. A journal that already holds the "
+            "selected tunnels is refused unless --resume is given (then tunnels already "
+            "rotated are skipped); --journal-dir makes a fresh journal for every run, "
+            "which is what a scheduled job wants. With a deliverer, one tunnel goes first "
+            "and more follow as deliveries succeed (--rollout-max), so a broken router "
+            "costs at most --halt-after tunnels. Options may go anywhere after "
+            "'psk rotate'; the first positional argument is ACCOUNT."
+        ),
+        epilog=epilog,
+    )
+    add_account_argument(parser, then="; the first positional argument")
+    parser.add_argument("tunnels", metavar="TUNNEL", nargs="*", help="IPsec tunnel ids")
+    select = parser.add_argument_group("which tunnels")
+    select.add_argument("--all", action="store_true", help="every IPsec tunnel of the account")
+    select.add_argument(
+        "--name",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="tunnels whose name matches GLOB (case-sensitive; * ? [...]); may repeat",
+    )
+    select.add_argument(
+        "--exclude",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="leave out tunnels whose name or id matches GLOB; may repeat",
+    )
+    select.add_argument(
+        "--from-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="tunnel ids, one a line (# comments; - for stdin); may repeat",
+    )
+    journal = parser.add_argument_group(
+        "journal (one is required unless --validate-only or --dry-run)"
+    )
+    where = journal.add_mutually_exclusive_group()
+    where.add_argument("--journal", metavar="FILE", help="the journal file (created 0600)")
+    where.add_argument(
+        "--journal-dir",
+        metavar="DIR",
+        help="a fresh journal for this run: DIR/rotate-<UTC start time>.jsonl (DIR made 0700)",
+    )
+    journal.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run recorded in --journal FILE: skip the tunnels it rotated",
+    )
+    how = parser.add_argument_group("how")
+    check = parser.add_argument_group("checks")
+    check.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the tunnels that would be rotated; send nothing but the tunnel list",
+    )
+    check.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="ask Cloudflare to check every request; changes nothing, but costs one request "
+        f"per tunnel (or batch) of the {_BUDGET} budget",
+    )
+    deliver = parser.add_argument_group("delivery to the tunnel's other end")
+    target = deliver.add_mutually_exclusive_group()
+    target.add_argument(
+        "--deliver-exec",
+        metavar="'CMD ARGS'",
+        help="run CMD per tunnel (split like a shell, never run by one): the PSK on its "
+        "stdin, MAGICWAN_TUNNEL_ID, _NAME, _ACCOUNT_ID, _IPSEC_ID, _CUSTOMER_ENDPOINT, "
+        "_CLOUDFLARE_ENDPOINT in its environment; exit status 0 = delivered",
+    )
+    target.add_argument(
+        "--deliver-strongswan",
+        metavar="SOCKET",
+        nargs="?",
+        const=DEFAULT_SOCKET,
+        help=f"load each PSK into strongSwan's charon over VICI (default socket: {DEFAULT_SOCKET})",
+    )
+    deliver.add_argument(
+        "--reauth",
+        action="store_true",
+        help="with --deliver-strongswan: re-authenticate the tunnel's IKE SA to prove the PSK",
+    )
+    RotationOptions.register_arguments(parser, {"how": how, "deliver": deliver})
+    out = parser.add_argument_group("what is shown")
+    out.add_argument(
+        "--show-psk",
+        action="store_true",
+        help="print 'TUNNEL_ID PSK' lines on stdout as tunnels finish (the PSK in --json lines)",
+    )
+    add_output_options(parser, progress=True)
+    add_api_options(parser)
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    return hasattr(args, name)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not (args.tunnels or args.from_file or args.all or args.name):
+        hint = None
+        if args.account is not None:
+            hint = (
+                f"{args.account} was taken as ACCOUNT: the first positional argument is "
+                "always the account; give it before the tunnel ids"
+            )
+        raise UsageError(
+            "which tunnels? give TUNNEL ids, --all, --name GLOB or --from-file FILE",
+            hints=[hint],
+        )
+    if args.all and args.name:
+        raise UsageError("--all and --name both select tunnels: give one (--exclude narrows)")
+    checking = args.validate_only or args.dry_run
+    if args.validate_only and args.dry_run:
+        raise UsageError("--dry-run sends nothing; --validate-only sends every request: pick one")
+    if args.journal is None and args.journal_dir is None and not checking:
+        raise UsageError(
+            "a journal is required: --journal FILE or --journal-dir DIR. It is where every "
+            "new PSK is recorded (0600), and what lets a rerun resume"
+        )
+    if args.resume and args.journal is None:
+        raise UsageError(
+            "--resume continues the run recorded in one journal: give it as --journal FILE "
+            "(the summary of that run names it)"
+        )
+    if _given(args, "batch_size") and getattr(args, "method", "generate") != "set":
+        raise UsageError("--batch-size applies to --method set")
+    delivering = args.deliver_exec is not None or args.deliver_strongswan is not None
+    if args.reauth and args.deliver_strongswan is None:
+        raise UsageError("--reauth applies to --deliver-strongswan")
+    tuning = [f for f in ("deliver_retries", "deliver_timeout", "rollout_max") if _given(args, f)]
+    if not delivering and tuning:
+        raise UsageError(
+            "--deliver-retries, --deliver-timeout and --rollout-max need a --deliver-... option"
+        )
+    if delivering and args.validate_only:
+        raise UsageError("--validate-only changes nothing, so it delivers nothing")
+
+
+def _deliver_timeout(args: argparse.Namespace) -> float:
+    timeout: float = getattr(args, "deliver_timeout", DEFAULT_DELIVER_TIMEOUT)
+    return timeout
+
+
+def _deliverer(args: argparse.Namespace) -> Deliverer | None:
+    timeout = _deliver_timeout(args)
+    if args.deliver_exec is not None:
+        try:
+            argv = shlex.split(args.deliver_exec)
+        except ValueError as exc:
+            raise UsageError(f"--deliver-exec: {exc}") from None
+        if not argv:
+            raise UsageError("--deliver-exec needs a program")
+        return Command(argv, timeout=timeout)
+    if args.deliver_strongswan is not None:
+        try:
+            return StrongSwan(args.deliver_strongswan, reauth=args.reauth, timeout=timeout)
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
+    return None
+
+
+def _select(
+    args: argparse.Namespace, account: str, found: list[IPsecTunnel], explicit: list[str]
+) -> list[IPsecTunnel]:
+    """The tunnels the options select, in the order given (ids) or listed (the rest)."""
+    by_id = {tunnel.id.lower(): tunnel for tunnel in found}
+    unknown = [t for t in dict.fromkeys(explicit) if t.lower() not in by_id]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise UsageError(
+            f"not IPsec tunnels of account {account}: {shown}",
+            hints=["'magicwan tunnels list' shows the account's tunnels"],
+        )
+    chosen: dict[str, IPsecTunnel] = {t.lower(): by_id[t.lower()] for t in explicit}
+    for tunnel in found:
+        name = tunnel.name or ""
+        if args.all or any(fnmatch.fnmatchcase(name, glob) for glob in args.name):
+            chosen.setdefault(tunnel.id.lower(), tunnel)
+    if args.exclude:
+        chosen = {
+            key: tunnel
+            for key, tunnel in chosen.items()
+            if not any(
+                fnmatch.fnmatchcase(tunnel.name or "", glob) or fnmatch.fnmatchcase(tunnel.id, glob)
+                for glob in args.exclude
+            )
+        }
+    return list(chosen.values())
+
+
+def _already_rotated(journal: str, account: str, selected: list[IPsecTunnel]) -> list[IPsecTunnel]:
+    try:
+        records = read_journal(journal)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    key = account.lower()
+    done = []
+    for tunnel in selected:
+        record = records.get((key, tunnel.id.lower()))
+        if record is not None and record.rotated:
+            done.append(tunnel)
+    return done
+
+
+def _refuse_reuse(journal: str, done: int, selected: int) -> None:
+    if done == selected:
+        what = (
+            f"the journal {journal} already records a new PSK for every one of the {selected} "
+            "selected tunnels: this run would rotate nothing"
+        )
+    else:
+        what = (
+            f"the journal {journal} already records new PSKs for {done} of the {selected} "
+            "selected tunnels: they would be skipped, not rotated"
+        )
+    raise UsageError(
+        what,
+        hints=[
+            "to finish the run that journal records, add --resume",
+            "to rotate again, use a new journal; --journal-dir DIR makes a fresh one per run",
+        ],
+    )
+
+
+async def _rotate(args: argparse.Namespace, console: Console) -> int:
+    account = account_id(args)
+    _check_options(args)
+    explicit = [tunnel_id(t) for t in args.tunnels]
+    for source in args.from_file:
+        explicit += read_ids(source, args.stdin)
+    deliver = _deliverer(args)
+    client = make_client(args)
+    journal: str | None = args.journal
+    writing = not (args.validate_only or args.dry_run)
+    # --validate-only --method set sends real PSKs (made here): a server that applies them
+    # anyway makes them the tunnels', so a journal given gets their intent lines.
+    keeping = args.validate_only and getattr(args, "method", "generate") == "set"
+    if not keeping and args.validate_only:
+        journal = None
+    if writing or (keeping and (journal is not None or args.journal_dir is not None)):
+        if journal is None:
+            journal = fresh_journal(args.journal_dir)
+        await check_journal(journal)  # locked, not a journal: refused before anything is sent
+    async with client:
+        found = await ipsec_tunnels(client, account)
+        selected = _select(args, account, found, explicit)
+        if not selected:
+            if args.all and not found:
+                console.say(f"account {account} has no IPsec tunnels: nothing to rotate")
+                return ExitStatus.OK
+            raise UsageError(
+                f"no tunnel selected: the options match none of the account's {len(found)} "
+                "IPsec tunnels",
+                hints=["'magicwan tunnels list' shows names and ids"],
+            )
+        done: list[IPsecTunnel] = []
+        if journal is not None and not args.validate_only:
+            done = _already_rotated(journal, account, selected)
+            if done and not args.resume:
+                _refuse_reuse(journal, len(done), len(selected))
+            if args.resume and not done and writing:
+                console.say(
+                    f"nothing to resume: {journal} records none of the selected tunnels; "
+                    "rotating them all"
+                )
+        if args.dry_run:
+            return _dry_run(console, args, selected, done)
+        try:
+            options = RotationOptions.from_arguments(
+                args,
+                validate_only=args.validate_only,
+                journal=journal,
+                resume=args.resume,
+                deliver=deliver,
+                # The deliverer bounds each try itself (and says more when it does).
+                deliver_timeout=_deliver_timeout(args) + 1.0,
+            )
+            rotation = client.tunnels.ipsec.psk.rotate(account, selected, options)
+        except InvalidInputError as exc:
+            raise UsageError(str(exc)) from None
+        settings = RunSettings(
+            max_retry_after=args.max_retry_after,
+            validate_only=args.validate_only,
+            show_psk=args.show_psk,
+            json=args.json,
+            progress=args.progress,
+            journal=journal,
+            delivering=deliver is not None,
+            sent_psks=keeping,
+            resume=resume_command(args.argv, journal) if journal is not None else None,
+        )
+        names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
+        return await run_rotation(console, rotation, names=names, settings=settings)
+
+
+def _dry_run(
+    console: Console,
+    args: argparse.Namespace,
+    selected: list[IPsecTunnel],
+    done: list[IPsecTunnel],
+) -> int:
+    skipped = {tunnel.id.lower() for tunnel in done} if args.resume else set()
+    for tunnel in selected:
+        skip = tunnel.id.lower() in skipped
+        if args.json:
+            console.json(
+                {
+                    "event": "tunnel",
+                    "tunnel_id": tunnel.id,
+                    "name": tunnel.name,
+                    "state": "would_skip" if skip else "would_rotate",
+                }
+            )
+        else:
+            note = "  (skipped: already rotated in the journal)" if skip else ""
+            console.data(f"{tunnel.id}  {tunnel.name or '-'}{note}")
+    rotating = len(selected) - len(skipped)
+    where = f"; {len(skipped)} already in the journal would be skipped" if skipped else ""
+    if args.journal_dir is not None:
+        where += f"; a new journal would be made in {args.journal_dir}"
+    console.say(
+        f"dry run: {rotating} tunnel(s) would be rotated{where}. Only the tunnel list was "
+        "requested; nothing changed."
+    )
+    if args.json:
+        console.json(
+            {
+                "event": "summary",
+                "dry_run": True,
+                "would_rotate": rotating,
+                "would_skip": len(skipped),
+            }
+        )
+    return ExitStatus.OK

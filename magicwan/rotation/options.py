@@ -1,0 +1,337 @@
+"""Every option of a rotation, declared once: :class:`RotationOptions`.
+
+The library takes it (``rotate(..., options=RotationOptions(...))`` or the same names as
+keyword arguments); the command line registers its flags from the same declarations
+(:meth:`RotationOptions.register_arguments`) and builds it back
+(:meth:`RotationOptions.from_arguments`). A new option is one field here, with its flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Iterable, Mapping
+from os import PathLike
+from typing import Any, Literal, TypedDict
+
+import attrs
+
+from magicwan._validation import (
+    check_bool,
+    check_non_negative_int,
+    check_positive_int,
+    check_seconds,
+)
+from magicwan.delivery._model import Deliverer
+from magicwan.errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_DELIVER_RETRIES",
+    "DEFAULT_DELIVER_TIMEOUT",
+    "DEFAULT_HALT_AFTER",
+    "MAX_BATCH_SIZE",
+    "Method",
+    "RotationKwargs",
+    "RotationOptions",
+]
+
+Method = Literal["generate", "set"]
+DEFAULT_CONCURRENCY = 16
+DEFAULT_BATCH_SIZE = 100
+#: The largest batch ``method="set"`` sends (the emulator's documented maximum).
+MAX_BATCH_SIZE = 1000
+DEFAULT_DELIVER_RETRIES = 2
+DEFAULT_DELIVER_TIMEOUT = 30.0
+#: ``halt_after`` when a deliverer is given and none is said (the command line's always).
+DEFAULT_HALT_AFTER = 5
+
+
+# -- one check per rule, and the adapter that makes a command-line type of it ------------
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{name} must be a number of seconds")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InvalidInputError(f"{name} must be a finite number of seconds >= 0")
+    return seconds
+
+
+def _method(value: object, name: str) -> str:
+    if value not in ("generate", "set"):
+        raise InvalidInputError(f"{name} must be 'generate' or 'set', got {value!r}")
+    return str(value)
+
+
+def _batch_size(value: object, name: str) -> int:
+    size = check_positive_int(value, name)
+    if size > MAX_BATCH_SIZE:
+        raise InvalidInputError(f"{name} must be at most {MAX_BATCH_SIZE}")
+    return size
+
+
+def _journal(value: object, name: str) -> object:
+    if not isinstance(value, str | PathLike):
+        raise InvalidInputError(f"{name} must be a path")
+    return value
+
+
+def _deliverer(value: object, name: str) -> object:
+    if not callable(value):
+        raise InvalidInputError(f"{name} must be an async callable taking a Delivery")
+    return value
+
+
+def _whole_or_off(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    return int(text)
+
+
+def _flag_type(parse: Callable[[str], Any], check: Callable[[Any, str], Any]) -> Any:
+    """An argparse type: ``parse`` the text, then the option's own ``check``."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        try:
+            return value if value is None else check(value, "the value")
+        except InvalidInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
+
+    convert.__name__ = getattr(check, "__name__", "value").lstrip("_")
+    return convert
+
+
+def _option(
+    default: Any,
+    check: Callable[[Any, str], Any],
+    *,
+    flag: str | None = None,
+    help: str = "",
+    group: str = "how",
+    parse: Callable[[str], Any] = str,
+    metavar: str | None = None,
+    cli_default: Any = None,
+) -> Any:
+    """A field checked by ``check`` (None is always allowed where the default is None),
+    and, with ``flag``, the command-line flag that sets it."""
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check(value, attribute.name)
+
+    meta = {"check": check, "flag": flag, "help": help, "group": group, "parse": parse}
+    meta.update(metavar=metavar, cli_default=cli_default)
+    return attrs.field(default=default, validator=validate, metadata=meta)
+
+
+def _halt_default(options: RotationOptions) -> int | None:
+    return DEFAULT_HALT_AFTER if options.deliver is not None else None
+
+
+@attrs.frozen(kw_only=True)
+class RotationOptions:
+    """How a rotation runs. Every value is checked here, before anything is sent.
+
+    ``method``: ``"generate"`` (Cloudflare makes each PSK, one request per tunnel) or
+    ``"set"`` (PSKs are made here, journalled *before* sending, ``batch_size`` per
+    request; needs ``journal``). ``journal``: the JSON Lines file (0600, locked) where
+    every PSK is fsynced before its outcome is handed over. ``resume``: continue the run
+    a journal records (without it, a journal that already records a new PSK for a
+    selected tunnel is refused); ``again``: rotate such tunnels once more (what ``magicwan
+    psk generate`` and ``psk set`` do). ``deliver``: an async callable given each durable PSK.
+    ``halt_after``: no new tunnel after that many failed ones (default: 5 with a
+    deliverer, never without). ``rollout_max``: the most tunnels whose new PSK may be
+    live but undelivered at once (the rollout window starts at one and widens as
+    deliveries succeed; default: ``concurrency``, times ``batch_size`` for ``set``).
+    ``settle_window`` and ``drain_timeout``: None means the client's timeout.
+    """
+
+    method: Method = _option(
+        "generate",
+        _method,
+        flag="--method",
+        help="generate: Cloudflare makes each PSK, one request per tunnel (default); set: "
+        "PSKs are made here, journalled before sending, and sent in batches",
+        metavar="{generate,set}",
+    )
+    concurrency: int = _option(
+        DEFAULT_CONCURRENCY,
+        check_positive_int,
+        flag="--concurrency",
+        help=f"requests in flight at once (default: {DEFAULT_CONCURRENCY})",
+        parse=int,
+        metavar="N",
+    )
+    batch_size: int = _option(
+        DEFAULT_BATCH_SIZE,
+        _batch_size,
+        flag="--batch-size",
+        help=f"tunnels per request with --method set (default: {DEFAULT_BATCH_SIZE}, "
+        f"at most {MAX_BATCH_SIZE})",
+        parse=int,
+        metavar="N",
+    )
+    validate_only: bool = _option(False, check_bool)
+    journal: str | PathLike[str] | None = _option(None, _journal)
+    resume: bool = _option(False, check_bool)
+    again: bool = _option(False, check_bool)
+    unsafe_without_journal: bool = _option(False, check_bool)
+    deliver: Deliverer | None = _option(None, _deliverer)
+    deliver_retries: int = _option(
+        DEFAULT_DELIVER_RETRIES,
+        check_non_negative_int,
+        flag="--deliver-retries",
+        help=f"retries of a failed delivery (default: {DEFAULT_DELIVER_RETRIES}; a permanent "
+        "failure, such as a missing connection, is not retried)",
+        group="deliver",
+        parse=int,
+        metavar="N",
+    )
+    deliver_timeout: float = _option(
+        DEFAULT_DELIVER_TIMEOUT,
+        check_seconds,
+        flag="--deliver-timeout",
+        help=f"bound of one delivery try (default: {DEFAULT_DELIVER_TIMEOUT:g})",
+        group="deliver",
+        parse=float,
+        metavar="SECONDS",
+    )
+    halt_after: int | None = _option(
+        attrs.Factory(_halt_default, takes_self=True),
+        check_positive_int,
+        flag="--halt-after",
+        help=f"start no new tunnel after N failed ones (default: {DEFAULT_HALT_AFTER})",
+        parse=_whole_or_off,
+        metavar="N|off",
+        cli_default=DEFAULT_HALT_AFTER,
+    )
+    rollout_max: int | None = _option(
+        None,
+        check_positive_int,
+        flag="--rollout-max",
+        help="with delivery: the most tunnels whose new PSK may be live but not yet "
+        "delivered at once; the window starts at 1 and widens as deliveries succeed "
+        "(default: --concurrency, times --batch-size with --method set)",
+        group="deliver",
+        parse=int,
+        metavar="N",
+    )
+    settle_window: float | None = _option(
+        None,
+        _number,
+        flag="--settle-window",
+        help="after an uncertain answer, wait this long before reading the tunnel back "
+        "(default: --timeout)",
+        parse=float,
+        metavar="SECONDS",
+    )
+    drain_timeout: float | None = _option(
+        None,
+        check_seconds,
+        flag="--drain-timeout",
+        help="when stopping early, how long to wait for requests in flight (default: --timeout)",
+        parse=float,
+        metavar="SECONDS",
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            self.method == "set"
+            and self.journal is None
+            and not self.validate_only
+            and not self.unsafe_without_journal
+        ):
+            raise InvalidInputError(
+                "method='set' needs a journal: it is where each PSK is written before it is "
+                "sent (pass unsafe_without_journal=True to accept losing PSKs to a crash)"
+            )
+
+    @property
+    def unit(self) -> int:
+        """Tunnels per request: ``batch_size`` for ``set``, else one."""
+        return self.batch_size if self.method == "set" else 1
+
+    def with_client_defaults(self, timeout: float) -> RotationOptions:
+        """These options with "the client's timeout" filled in where None says so."""
+        return attrs.evolve(
+            self,
+            settle_window=timeout if self.settle_window is None else self.settle_window,
+            drain_timeout=timeout if self.drain_timeout is None else self.drain_timeout,
+        )
+
+    # -- the command line ----------------------------------------------------------------
+
+    @classmethod
+    def register_arguments(
+        cls,
+        parser: argparse.ArgumentParser,
+        groups: Mapping[str, Any] | None = None,
+        *,
+        only: Iterable[str] | None = None,
+    ) -> None:
+        """Add the flag of every option that has one (or of those named in ``only``), to
+        ``groups[its group]`` or else ``parser``. A flag not given stays absent from the
+        namespace, so the option keeps its default."""
+        wanted = None if only is None else set(only)
+        names: list[str] = []
+        for field in attrs.fields(cls):
+            meta = field.metadata
+            if meta.get("flag") is None or (wanted is not None and field.name not in wanted):
+                continue
+            names.append(field.name)
+            target = (groups or {}).get(meta["group"], parser)
+            target.add_argument(
+                meta["flag"],
+                dest=field.name,
+                type=_flag_type(meta["parse"], meta["check"]),
+                metavar=meta["metavar"],
+                help=meta["help"],
+                default=argparse.SUPPRESS,
+            )
+        parser.set_defaults(**{_REGISTERED: tuple(names)})
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace, **given: Any) -> RotationOptions:
+        """The options the parsed flags say, plus ``given`` (what no flag carries: the
+        deliverer, the journal's path, what the command fixes)."""
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            if field.name not in getattr(args, _REGISTERED, ()):
+                continue
+            if hasattr(args, field.name):
+                values[field.name] = getattr(args, field.name)
+            elif field.metadata["cli_default"] is not None:
+                values[field.name] = field.metadata["cli_default"]
+        values.update(given)
+        return cls(**values)
+
+
+#: Where a parser keeps the names of the options whose flags it registered.
+_REGISTERED = "_rotation_options"
+
+
+class RotationKwargs(TypedDict, total=False):
+    """:class:`RotationOptions`'s fields as keyword arguments (``validate_only`` apart:
+    it decides the outcome type)."""
+
+    method: Method
+    concurrency: int
+    batch_size: int
+    journal: str | PathLike[str] | None
+    resume: bool
+    again: bool
+    unsafe_without_journal: bool
+    deliver: Deliverer | None
+    deliver_retries: int
+    deliver_timeout: float
+    halt_after: int | None
+    rollout_max: int | None
+    settle_window: float | None
+    drain_timeout: float | None

@@ -63,4 +63,6 @@ def test_delivery_error_is_a_magicwan_error_with_reason_and_tunnel() -> None:
     error = DeliveryError("tunnel t1: it broke", reason="timeout", tunnel_id="t1")
     assert isinstance(error, MagicWANError)
     assert (error.reason, error.tunnel_id, str(error)) == ("timeout", "t1", "tunnel t1: it broke")
-    assert repr(error) == "DeliveryError('tunnel t1: it broke', reason='timeout')"
+    assert repr(error) == (
+        "DeliveryError('tunnel t1: it broke', reason='timeout', permanent=False)"
+    )

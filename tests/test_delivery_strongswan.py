@@ -306,11 +306,11 @@ async def test_a_thread_stuck_past_its_deadline_is_abandoned(
     released = threading.Event()
     aborted: list[bool] = []
 
-    def stuck(channel: Any, plan: Any, secret: Any, deadline: float) -> None:
+    def stuck(steps: Any, channel: Any, plan: Any, secret: Any, deadline: float) -> None:
         released.wait(10)
         aborted.append(channel._aborted)
 
-    monkeypatch.setattr(strongswan, "_deliver", stuck)
+    monkeypatch.setattr(strongswan, "_in_thread", stuck)
     monkeypatch.setattr(strongswan, "_BACKSTOP", 0.05)
     with pytest.raises(DeliveryError) as caught:
         await StrongSwan("/nonexistent.vici", timeout=0.1)(DELIVERY)

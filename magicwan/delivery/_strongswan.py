@@ -289,7 +289,7 @@ def _check(channel: Channel, plan: _Plan, secret: Secret, deadline: float) -> No
     assert plan.connection is not None
     events, _ = channel.streamed("list-conns", "list-conn", {"ike": plan.connection})
     if not any(plan.connection in decoded(event) for event in events):
-        raise ViciError("command", f"connection {plan.connection!r} not found")
+        raise ViciError("command", "list-conns: not found")
 
 
 def _deliver(channel: Channel, plan: _Plan, secret: Secret, deadline: float) -> None:
@@ -374,8 +374,8 @@ def _failure(error: ViciError, plan: _Plan, path: str, secret: Secret) -> Delive
                 reason = "misconfigured"
                 text = (
                     f"{where}: charon has no such connection ({detail}); "
-                    f"'{_LIST_CONNS}' lists the connections charon has loaded: the "
-                    "connection template must name this tunnel's"
+                    f"'{_LIST_CONNS}' lists the connections charon has loaded, and the "
+                    "connection template must give this tunnel's name there"
                 )
     return DeliveryError(
         f"tunnel {plan.tunnel_id}: {text}", reason=reason, tunnel_id=plan.tunnel_id

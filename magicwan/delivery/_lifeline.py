@@ -24,28 +24,60 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
+import select
 import signal
-import subprocess
 import sys
-import threading
 
 __all__ = ["main"]
 
 #: Signals the supervisor itself ignores once the program runs, so that it outlives
 #: the program (and reports its end) whatever the terminal or a service manager sends.
 _IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+#: Signals Python ignores at start-up that a program expects at their default.
+_DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _watch(fd: int) -> None:
-    """Block until the parent's end of the lifeline closes; then kill the process group."""
-    while True:
-        try:
-            if not os.read(fd, 64):
-                break
-        except OSError:
-            break
+def _spawn(argv: list[str]) -> int:
+    """Start ``argv`` (searched in PATH) with /dev/null for standard output; OSError if it
+    cannot be started. No ``subprocess``: its import would double this process's start."""
+    return os.posix_spawnp(
+        argv[0],
+        argv,
+        os.environ,
+        file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)],
+        setsigdef=_DEFAULTS,
+    )
+
+
+def _kill_group() -> None:
     os.killpg(0, signal.SIGKILL)
+
+
+def _wait_watching(pid: int, lifeline: int) -> int:
+    """The program's wait status; the group is killed first if the lifeline closes."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3 or later: a thread watches instead
+        import threading
+
+        def watch() -> None:
+            with contextlib.suppress(OSError):
+                while os.read(lifeline, 64):
+                    pass
+            _kill_group()
+
+        threading.Thread(target=watch, daemon=True).start()
+    else:
+        while True:
+            ready, _, _ = select.select([pidfd, lifeline], [], [])
+            if pidfd in ready:
+                break
+            with contextlib.suppress(OSError):
+                if os.read(lifeline, 64):
+                    continue  # nobody writes to it; but data is not an end
+            _kill_group()
+    _, status = os.waitpid(pid, 0)
+    return status
 
 
 def main(argv: list[str]) -> int:
@@ -53,7 +85,7 @@ def main(argv: list[str]) -> int:
     lifeline = int(argv[1])
     os.set_inheritable(lifeline, False)
     try:
-        program = subprocess.Popen(argv[3:], stdout=subprocess.DEVNULL)  # noqa: S603 - the caller's argv
+        pid = _spawn(argv[3:])
     except OSError as exc:
         report = f"{exc.errno or 0} {exc.strerror or type(exc).__name__}"
         os.write(1, report.encode("utf-8", "replace"))
@@ -61,20 +93,22 @@ def main(argv: list[str]) -> int:
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)  # end of file on the report pipe: the program started
     os.close(null)
-    for number in _IGNORED:
-        signal.signal(number, signal.SIG_IGN)
-    threading.Thread(target=_watch, args=(lifeline,), daemon=True).start()
-    status = program.wait()
-    if status >= 0:
-        return status
+    for ignored in _IGNORED:
+        signal.signal(ignored, signal.SIG_IGN)
+    status = _wait_watching(pid, lifeline)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    number = os.WTERMSIG(status)
     # Die of the program's signal, so the parent sees what killed it (without a core file).
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     with contextlib.suppress(OSError, ValueError):  # SIGKILL's action cannot be set
-        signal.signal(-status, signal.SIG_DFL)
-    os.kill(os.getpid(), -status)
-    return 128 - status
+        signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)
+    return 128 + number
 
 
 if __name__ == "__main__":
-    sys.stdout.flush()
     os._exit(main(sys.argv))

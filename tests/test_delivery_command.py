@@ -345,6 +345,25 @@ def test_the_program_and_its_children_die_when_magicwan_is_killed(
     poll(lambda: all(gone(pid) for pid in started), "the program and its child died")
 
 
+@pytest.mark.asyncio
+async def test_a_parent_with_many_open_files_still_delivers() -> None:
+    """The supervisor watches its pipe from magicwan by the pipe's number, which can be
+    past select()'s FD_SETSIZE (1024) in a busy process."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"needs 1200 open files (RLIMIT_NOFILE is {soft})")
+    held = [os.dup(0) for _ in range(1100)]
+    try:
+        await sh("cat >/dev/null")(DELIVERY)
+        with pytest.raises(DeliveryError, match="status 3"):
+            await sh("exit 3")(DELIVERY)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 # -- check -------------------------------------------------------------------------------------
 
 TARGET = DeliveryTarget(account_id=ACCOUNT, tunnel_id=TUNNEL.id, tunnel=TUNNEL)

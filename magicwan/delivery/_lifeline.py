@@ -68,8 +68,11 @@ def _wait_watching(pid: int, lifeline: int) -> int:
 
         threading.Thread(target=watch, daemon=True).start()
     else:
+        poller = select.poll()  # not select(): the lifeline's number may exceed FD_SETSIZE
+        poller.register(pidfd, select.POLLIN)
+        poller.register(lifeline, select.POLLIN)
         while True:
-            ready, _, _ = select.select([pidfd, lifeline], [], [])
+            ready = {fd for fd, _ in poller.poll()}
             if pidfd in ready:
                 break
             with contextlib.suppress(OSError):

@@ -300,6 +300,19 @@ async def test_a_failing_exit_status_may_be_retried_but_ex_config_may_not() -> N
     assert "no such router" in str(final.value)
 
 
+@pytest.mark.asyncio
+async def test_a_program_that_cannot_start_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    before = len(os.listdir("/dev/fd"))
+    for command in (
+        Command(["true"], cwd=tmp_path / "gone"),  # chdir fails before anything runs
+        Command([str(tmp_path / "no-such-program")]),
+    ):
+        with pytest.raises(DeliveryError) as caught:
+            await command(DELIVERY)
+        assert caught.value.reason == "not_started"
+    assert len(os.listdir("/dev/fd")) == before
+
+
 # -- the program dies with magicwan ----------------------------------------------------------
 
 PARENT = """

@@ -201,10 +201,10 @@ class Command:
                 os.close(stdin_write)
                 stdin_write = -1
                 process = await self._start(environ, stdin_read, stderr_write, lifeline_read)
-            except OSError as exc:
-                raise _not_started(tunnel_id, self.argv[0], exc.errno, exc.strerror) from None
-            except BaseException:
+            except BaseException as exc:
                 os.close(stderr_read)
+                if isinstance(exc, OSError):  # the supervisor (or the program) did not start
+                    raise _not_started(tunnel_id, self.argv[0], exc.errno, exc.strerror) from None
                 raise
             finally:
                 for fd in (stdin_read, stdin_write, stderr_write, lifeline_read):

@@ -14,6 +14,7 @@ from typing import Literal
 import attrs
 
 __all__ = [
+    "PERMANENT_FAILURES",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
@@ -105,24 +106,44 @@ DeliveryFailure = Literal[
 ]
 
 
+#: The reasons a delivery fails the same way however often it is tried again: the
+#: default of :attr:`DeliveryError.permanent`. ``"authentication_failed"`` is not one:
+#: the peer may not hold the new PSK yet.
+PERMANENT_FAILURES: frozenset[DeliveryFailure] = frozenset(
+    {"misconfigured", "rejected", "not_started"}
+)
+
+
 class DeliveryError(MagicWANError):
     """A PSK could not be delivered (or proven) at the tunnel's other end.
 
     ``reason`` says why (see :data:`DeliveryFailure`); ``tunnel_id`` names the tunnel.
+    ``permanent`` is true when trying again cannot help (a connection charon does not
+    have, a program that does not exist): a retry loop should stop at once. It defaults
+    to whether ``reason`` is in :data:`PERMANENT_FAILURES`; a deliverer may say otherwise.
     The message never holds the PSK: what a target or a program wrote is cut short,
     scrubbed of the PSK and of control characters before it is kept.
     """
 
     def __init__(
-        self, message: str, *, reason: DeliveryFailure, tunnel_id: str | None = None
+        self,
+        message: str,
+        *,
+        reason: DeliveryFailure,
+        tunnel_id: str | None = None,
+        permanent: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason: DeliveryFailure = reason
         self.tunnel_id = tunnel_id
+        self.permanent: bool = reason in PERMANENT_FAILURES if permanent is None else permanent
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+        return (
+            f"{type(self).__name__}({self.message!r}, reason={self.reason!r}, "
+            f"permanent={self.permanent!r})"
+        )
 
 
 class NotAppliedError(MagicWANError):

@@ -6,13 +6,26 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from magicwan import IPsecTunnel
-from magicwan.delivery import ENVIRONMENT, Command, Delivery, DeliveryError
+from magicwan.delivery import (
+    CHECK_VARIABLE,
+    ENVIRONMENT,
+    EX_CONFIG,
+    Checkable,
+    Command,
+    Delivery,
+    DeliveryError,
+    DeliveryTarget,
+)
 from tests.support.leaks import shown_in
 
 PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
@@ -255,3 +268,185 @@ async def test_a_psk_too_long_for_a_pipe_is_refused() -> None:
         await sh("cat >/dev/null")(huge)
     assert caught.value.reason == "misconfigured"
     assert "k" * 20 not in str(caught.value)
+
+
+def pids_in(path: Path) -> list[int]:
+    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+
+
+# -- permanent failures --------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_program_that_does_not_exist_fails_permanently(tmp_path: Path) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        await Command([str(tmp_path / "no-such-program")])(DELIVERY)
+    assert (caught.value.reason, caught.value.permanent) == ("not_started", True)
+    assert "cannot start" in str(caught.value)
+    with pytest.raises(DeliveryError) as unknown:
+        await Command(["no-such-program-anywhere"], env={"PATH": str(tmp_path)})(DELIVERY)
+    assert (unknown.value.reason, unknown.value.permanent) == ("not_started", True)
+
+
+@pytest.mark.asyncio
+async def test_a_failing_exit_status_may_be_retried_but_ex_config_may_not() -> None:
+    with pytest.raises(DeliveryError) as retried:
+        await sh("echo router busy >&2; exit 1")(DELIVERY)
+    assert (retried.value.reason, retried.value.permanent) == ("exit_status", False)
+    with pytest.raises(DeliveryError) as final:
+        await sh(f"echo no such router >&2; exit {EX_CONFIG}")(DELIVERY)
+    assert (final.value.reason, final.value.permanent) == ("exit_status", True)
+    assert "exited with status 78 (EX_CONFIG" in str(final.value)
+    assert "no such router" in str(final.value)
+
+
+@pytest.mark.asyncio
+async def test_a_program_that_cannot_start_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    before = len(os.listdir("/dev/fd"))
+    for command in (
+        Command(["true"], cwd=tmp_path / "gone"),  # chdir fails before anything runs
+        Command([str(tmp_path / "no-such-program")]),
+    ):
+        with pytest.raises(DeliveryError) as caught:
+            await command(DELIVERY)
+        assert caught.value.reason == "not_started"
+    assert len(os.listdir("/dev/fd")) == before
+
+
+# -- the program dies with magicwan ----------------------------------------------------------
+
+PARENT = """
+import asyncio, sys
+from magicwan.delivery import Command, Delivery
+
+script = 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; wait'
+delivery = Delivery(account_id="a", tunnel_id="t1", psk="O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy")
+asyncio.run(Command(["sh", "-c", script, "sh", sys.argv[1]], timeout=600)(delivery))
+"""
+
+
+def poll(condition: object, what: str) -> None:
+    """Wait for ``condition()`` (bounded by a count of polls, not a measured time)."""
+    import time
+
+    assert callable(condition)
+    for _ in range(1000):
+        if condition():
+            return
+        time.sleep(0.01)
+    pytest.fail(f"never happened: {what}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to see a process")
+def test_the_program_and_its_children_die_when_magicwan_is_killed(
+    tmp_path: Path, stray_pids: list[int]
+) -> None:
+    pids = tmp_path / "pids"
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PARENT), str(pids)])  # noqa: S603
+    try:
+        poll(lambda: len(pids_in(pids)) == 2 or parent.poll() is not None, "the program started")
+        started = pids_in(pids)
+        stray_pids.extend(started)
+        assert len(started) == 2, f"the parent exited with {parent.returncode}"
+        assert not any(gone(pid) for pid in started)
+        parent.kill()  # SIGKILL: no handler, no finally, no atexit runs in the parent
+        parent.wait()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    poll(lambda: all(gone(pid) for pid in started), "the program and its child died")
+
+
+@pytest.mark.asyncio
+async def test_a_parent_with_many_open_files_still_delivers() -> None:
+    """The supervisor watches its pipe from magicwan by the pipe's number, which can be
+    past select()'s FD_SETSIZE (1024) in a busy process."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"needs 1200 open files (RLIMIT_NOFILE is {soft})")
+    held = [os.dup(0) for _ in range(1100)]
+    try:
+        await sh("cat >/dev/null")(DELIVERY)
+        with pytest.raises(DeliveryError, match="status 3"):
+            await sh("exit 3")(DELIVERY)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+# -- check -------------------------------------------------------------------------------------
+
+TARGET = DeliveryTarget(account_id=ACCOUNT, tunnel_id=TUNNEL.id, tunnel=TUNNEL)
+
+
+def executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.mark.asyncio
+async def test_check_finds_the_program_without_running_it(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    program = executable(tmp_path / "push-psk", f"#!/bin/sh\ntouch {ran}\n")
+    for command in (
+        Command([str(program)]),
+        Command(["push-psk"], env={"PATH": f"/nonexistent:{tmp_path}"}),
+        Command(["./push-psk"], cwd=tmp_path),
+    ):
+        assert isinstance(command, Checkable)
+        await command.check(TARGET)
+        await command.check(DELIVERY)
+    assert not ran.exists()
+
+
+@pytest.mark.asyncio
+async def test_check_of_a_missing_or_unrunnable_program_is_permanent(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("#!/bin/sh\n")
+    cases = {
+        Command([str(tmp_path / "nope")]): "does not exist",
+        Command([str(plain)]): "is not an executable file",
+        Command([str(tmp_path)]): "is not an executable file",
+        Command(["push-psk"], env={"PATH": str(tmp_path)}): "not an executable file in PATH",
+    }
+    for command, problem in cases.items():
+        with pytest.raises(DeliveryError) as caught:
+            await command.check(TARGET)
+        assert (caught.value.reason, caught.value.permanent) == ("not_started", True)
+        assert problem in str(caught.value)
+        assert caught.value.tunnel_id == TUNNEL.id
+
+
+@pytest.mark.asyncio
+async def test_run_check_runs_the_program_with_magicwan_check_and_no_psk(tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    script = r"""printf '%s|%s|' "$MAGICWAN_CHECK" "$MAGICWAN_TUNNEL_NAME" > "$1"; cat >> "$1" """
+    command = Command(["sh", "-c", script, "sh", str(seen)], run_check=True)
+    await command.check(TARGET)
+    assert seen.read_text() == "1|branch-1|"  # and end of file at once on stdin
+
+
+@pytest.mark.asyncio
+async def test_run_check_fails_as_the_program_says(tmp_path: Path) -> None:
+    command = Command(["sh", "-c", "echo router unreachable >&2; exit 3"], run_check=True)
+    with pytest.raises(DeliveryError) as caught:
+        await command.check(TARGET)
+    assert (caught.value.reason, caught.value.permanent) == ("exit_status", False)
+    assert "router unreachable" in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_a_delivery_never_runs_as_a_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "seen"
+    monkeypatch.setenv(CHECK_VARIABLE, "1")
+    script = r"""printf '%s' "${MAGICWAN_CHECK-unset}" > "$1" """
+    await Command(["sh", "-c", script, "sh", str(seen)], run_check=True)(DELIVERY)
+    assert seen.read_text() == "unset"
+    await Command(["sh", "-c", script, "sh", str(seen)], env={CHECK_VARIABLE: "1"})(DELIVERY)
+    assert seen.read_text() == "unset"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import typing
+
 import attrs
 import pytest
 
 from magicwan import IPsecTunnel, MagicWANError
-from magicwan.delivery import Delivery, DeliveryError
+from magicwan.delivery import (
+    PERMANENT_FAILURES,
+    Delivery,
+    DeliveryError,
+    DeliveryFailure,
+    DeliveryTarget,
+)
 
 PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
 TUNNEL = IPsecTunnel(
@@ -54,7 +62,7 @@ def test_delivery_is_frozen_keyword_only_and_typed() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         delivery.psk = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        Delivery("a", "t1", PSK)  # type: ignore[call-arg]
+        Delivery("a", "t1", PSK)  # type: ignore[call-arg, arg-type]
     with pytest.raises(TypeError):
         Delivery(account_id="a", tunnel_id="t1", psk=PSK.encode())  # type: ignore[arg-type]
 
@@ -63,4 +71,34 @@ def test_delivery_error_is_a_magicwan_error_with_reason_and_tunnel() -> None:
     error = DeliveryError("tunnel t1: it broke", reason="timeout", tunnel_id="t1")
     assert isinstance(error, MagicWANError)
     assert (error.reason, error.tunnel_id, str(error)) == ("timeout", "t1", "tunnel t1: it broke")
-    assert repr(error) == "DeliveryError('tunnel t1: it broke', reason='timeout')"
+    assert repr(error) == (
+        "DeliveryError('tunnel t1: it broke', reason='timeout', permanent=False)"
+    )
+
+
+@pytest.mark.parametrize("reason", typing.get_args(DeliveryFailure))
+def test_permanent_defaults_to_whether_the_reason_is_one_retries_cannot_change(
+    reason: DeliveryFailure,
+) -> None:
+    error = DeliveryError("tunnel t1: no", reason=reason, tunnel_id="t1")
+    assert error.permanent is (reason in PERMANENT_FAILURES)
+    assert DeliveryError("x", reason=reason, permanent=True).permanent is True
+    assert DeliveryError("x", reason=reason, permanent=False).permanent is False
+
+
+def test_the_permanent_failures_are_configuration_and_refusal() -> None:
+    assert {"misconfigured", "rejected", "not_started"} == PERMANENT_FAILURES
+    assert set(typing.get_args(DeliveryFailure)) >= PERMANENT_FAILURES
+
+
+def test_a_delivery_is_a_target_with_a_psk() -> None:
+    target = DeliveryTarget(account_id="a", tunnel_id=TUNNEL.id, tunnel=TUNNEL)
+    delivery = Delivery(account_id="a", tunnel_id=TUNNEL.id, psk=PSK, tunnel=TUNNEL)
+    assert isinstance(delivery, DeliveryTarget)
+    assert not hasattr(target, "psk")
+    assert (target.name, target.customer_endpoint, target.ipsec_id) == (
+        "branch-1",
+        "203.0.113.7",
+        TUNNEL.ipsec_id,
+    )
+    assert repr(delivery).removeprefix("Delivery") == repr(target).removeprefix("DeliveryTarget")

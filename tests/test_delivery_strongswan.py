@@ -25,8 +25,15 @@ require_vici()
 
 from vici.protocol import FiniteStream, Message  # type: ignore[import-untyped]  # noqa: E402
 
-from magicwan import IPsecTunnel  # noqa: E402
-from magicwan.delivery import FIELDS, Delivery, DeliveryError, StrongSwan  # noqa: E402
+from magicwan import InvalidInputError, IPsecTunnel  # noqa: E402
+from magicwan.delivery import (  # noqa: E402
+    FIELDS,
+    Checkable,
+    Delivery,
+    DeliveryError,
+    DeliveryTarget,
+    StrongSwan,
+)
 from magicwan.delivery._vici import Secret  # noqa: E402
 
 PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
@@ -47,6 +54,15 @@ CLOSE = "close"
 UNKNOWN = "unknown"  # answer CMD_UNKNOWN, as for a command charon does not know
 
 Answer = Callable[[str, dict[str, Any]], Any]
+
+
+class Streamed:
+    """An answer that streams ``events`` (named ``event``) before the final ``answer``."""
+
+    def __init__(self, event: str, events: list[dict[str, Any]], answer: dict[str, Any]) -> None:
+        self.event = event
+        self.events = events
+        self.answer = answer
 
 
 def ok(name: str, message: dict[str, Any]) -> dict[str, str]:
@@ -100,6 +116,12 @@ class FakeCharon:
                     answer = {"success": "yes"}
                 if answer == CLOSE:
                     return
+                if isinstance(answer, Streamed):
+                    name_bytes = answer.event.encode()
+                    for event in answer.events:
+                        packet = bytes([7, len(name_bytes)]) + name_bytes + Message.serialize(event)
+                        writer.write(struct.pack("!I", len(packet)) + packet)
+                    answer = answer.answer
                 reply = bytes([2]) if answer == UNKNOWN else bytes([1]) + Message.serialize(answer)
             writer.write(struct.pack("!I", len(reply)) + reply)
             await writer.drain()
@@ -306,11 +328,11 @@ async def test_a_thread_stuck_past_its_deadline_is_abandoned(
     released = threading.Event()
     aborted: list[bool] = []
 
-    def stuck(channel: Any, plan: Any, secret: Any, deadline: float) -> None:
+    def stuck(steps: Any, channel: Any, plan: Any, secret: Any, deadline: float) -> None:
         released.wait(10)
         aborted.append(channel._aborted)
 
-    monkeypatch.setattr(strongswan, "_deliver", stuck)
+    monkeypatch.setattr(strongswan, "_in_thread", stuck)
     monkeypatch.setattr(strongswan, "_BACKSTOP", 0.05)
     with pytest.raises(DeliveryError) as caught:
         await StrongSwan("/nonexistent.vici", timeout=0.1)(DELIVERY)
@@ -395,3 +417,133 @@ async def test_at_most_max_concurrency_deliveries_talk_to_charon(tmp_path: Path)
         await asyncio.gather(*tasks)
     assert fake.peak == 2
     assert len(fake.requests) == 5
+
+
+# -- templates -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "shown"),
+    [
+        ("{psk}", "{psk}"),
+        ("cf-{nam}", "{nam}"),
+        ("{}", "{}"),
+        ("{0}", "{0}"),
+        ("{name.upper}", "{name.upper}"),
+        ("{name[0]}", "{name[0]}"),
+        ("{name:{psk}}", "{psk}"),
+    ],
+)
+def test_an_unknown_placeholder_is_refused_at_construction(template: str, shown: str) -> None:
+    for option in ("connection", "local_id", "remote_id", "shared_id"):
+        with pytest.raises(InvalidInputError) as caught:
+            StrongSwan(**{option: template})  # type: ignore[arg-type]
+        message = str(caught.value)
+        assert f"{option} template {template!r} uses the unknown placeholder {shown}" in message
+        assert "{customer_endpoint}" in message
+        assert "{tunnel_id}" in message
+        assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("template", ["{name", "name}", "{name!x}", "{tunnel_id:d}"])
+def test_a_malformed_template_is_refused_at_construction(template: str) -> None:
+    with pytest.raises(InvalidInputError, match="connection template"):
+        StrongSwan(connection=template)
+
+
+@pytest.mark.parametrize(
+    ("options", "owners", "connection"),
+    [
+        ({}, (IPSEC_ID, "162.159.0.1"), "branch-1"),
+        ({"connection": "{ipsec_id}"}, (IPSEC_ID, "162.159.0.1"), IPSEC_ID),
+        ({"connection": "cf-{tunnel_id}"}, (IPSEC_ID, "162.159.0.1"), f"cf-{TUNNEL.id}"),
+        ({"connection": "{{{name}}}"}, (IPSEC_ID, "162.159.0.1"), "{branch-1}"),
+        (
+            {"local_id": "{customer_endpoint}", "remote_id": "{ipsec_id}"},
+            ("203.0.113.7", IPSEC_ID),
+            "branch-1",
+        ),
+        ({"local_id": "router@{name}", "remote_id": None}, ("router@branch-1",), "branch-1"),
+    ],
+)
+def test_templates_fill_in_the_tunnels_facts(
+    options: dict[str, Any], owners: tuple[str, ...], connection: str
+) -> None:
+    plan = StrongSwan(reauth=True, **options).plan(DELIVERY)
+    assert (plan.owners, plan.connection) == (owners, connection)
+
+
+# -- check -----------------------------------------------------------------------------------
+
+TARGET = DeliveryTarget(account_id=ACCOUNT, tunnel_id=TUNNEL.id, tunnel=TUNNEL)
+
+
+def conns(*names: str) -> Answer:
+    def answer(name: str, message: dict[str, Any]) -> Any:
+        if name != "list-conns":
+            return {"success": "no", "errmsg": f"unexpected {name}"}
+        wanted = message["ike"].decode()
+        found = [{n: {"local_addrs": ["%any"]}} for n in names if n == wanted]
+        return Streamed("list-conn", found, {})
+
+    return answer
+
+
+@pytest.mark.asyncio
+async def test_check_asks_charon_for_the_connection_and_sends_no_key(tmp_path: Path) -> None:
+    async with fake_charon(tmp_path, conns("branch-1")) as fake:
+        deliverer = StrongSwan(str(fake.path))  # without reauth, too
+        assert isinstance(deliverer, Checkable)
+        await deliverer.check(TARGET)
+        await deliverer.check(DELIVERY)  # a Delivery is a target; its PSK is not sent
+    assert fake.requests == [("list-conns", {"ike": b"branch-1"})] * 2
+
+
+@pytest.mark.asyncio
+async def test_check_of_a_missing_connection_names_swanctl_list_conns(tmp_path: Path) -> None:
+    async with fake_charon(tmp_path, conns("branch-1")) as fake:
+        with pytest.raises(DeliveryError) as caught:
+            await StrongSwan(str(fake.path), connection="cf-{tunnel_id}").check(TARGET)
+    error = caught.value
+    assert (error.reason, error.permanent, error.tunnel_id) == ("misconfigured", True, TUNNEL.id)
+    assert f"connection 'cf-{TUNNEL.id}'" in str(error)
+    assert "'swanctl --list-conns' lists the connections charon has loaded" in str(error)
+    assert [name for name, _ in fake.requests] == ["list-conns"]
+
+
+@pytest.mark.asyncio
+async def test_check_of_an_unknown_fact_fails_before_anything_is_sent(charon: FakeCharon) -> None:
+    bare = DeliveryTarget(account_id=ACCOUNT, tunnel_id="t1", ipsec_id="t1.example")
+    with pytest.raises(DeliveryError) as caught:
+        await StrongSwan(str(charon.path), remote_id=None).check(bare)
+    assert (caught.value.reason, caught.value.permanent) == ("misconfigured", True)
+    assert "connection name (needs name) is unknown" in str(caught.value)
+    assert charon.requests == []
+
+
+@pytest.mark.asyncio
+async def test_check_of_a_charon_that_is_not_running_may_be_retried(short_tmp: Path) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        await StrongSwan(str(short_tmp / "none.vici")).check(TARGET)
+    assert (caught.value.reason, caught.value.permanent) == ("unreachable", False)
+    assert "is charon running?" in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_a_delivery_to_a_missing_connection_is_permanent_with_the_hint(
+    tmp_path: Path,
+) -> None:
+    def answer(name: str, message: dict[str, Any]) -> Any:
+        if name == "initiate":
+            return {"success": "no", "errmsg": "IKE_SA config 'branch-1' not found"}
+        if name == "list-sas":
+            return Streamed("list-sa", [], {})
+        return {"success": "yes"}
+
+    async with fake_charon(tmp_path, answer) as fake:
+        with pytest.raises(DeliveryError) as caught:
+            await StrongSwan(str(fake.path), reauth=True)(DELIVERY)
+    assert (caught.value.reason, caught.value.permanent) == ("misconfigured", True)
+    assert "IKE_SA config 'branch-1' not found" in str(caught.value)
+    assert "'swanctl --list-conns'" in str(caught.value)
+    assert shown_in(PSK, caught.value) == []

@@ -126,3 +126,36 @@ def test_py_typed_is_shipped() -> None:
     from pathlib import Path
 
     assert (Path(magicwan.__file__).parent / "py.typed").is_file()
+
+
+# magicwan.delivery's own surface (the deliverers, and what the CLI's delivery flags use).
+DELIVERY_PUBLIC = {
+    "CHECK_VARIABLE",
+    "DEFAULT_SOCKET",
+    "ENVIRONMENT",
+    "EX_CONFIG",
+    "FIELDS",
+    "GROUP_KEYS",
+    "PERMANENT_FAILURES",
+    "Checkable",
+    "Command",
+    "Deliverer",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryFailure",
+    "DeliveryTarget",
+    "LimitedDeliverer",
+    "StrongSwan",
+    "group_key",
+    "limit_deliveries",
+}
+
+
+def test_the_delivery_surface_is_pinned() -> None:
+    import magicwan.delivery
+
+    assert set(magicwan.delivery.__all__) == DELIVERY_PUBLIC
+    for name in DELIVERY_PUBLIC:
+        assert hasattr(magicwan.delivery, name)
+    assert magicwan.delivery.Delivery is magicwan.Delivery
+    assert magicwan.delivery.DeliveryError is magicwan.DeliveryError

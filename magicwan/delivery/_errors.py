@@ -3,6 +3,6 @@
 Defined with the other errors in :mod:`magicwan.errors`; named here for deliverers.
 """
 
-from magicwan.errors import DeliveryError, DeliveryFailure
+from magicwan.errors import PERMANENT_FAILURES, DeliveryError, DeliveryFailure
 
-__all__ = ["DeliveryError", "DeliveryFailure"]
+__all__ = ["PERMANENT_FAILURES", "DeliveryError", "DeliveryFailure"]

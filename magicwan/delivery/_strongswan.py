@@ -12,24 +12,29 @@ from typing import Any
 import attrs
 
 from magicwan.delivery._errors import DeliveryError, DeliveryFailure
-from magicwan.delivery._model import Delivery
+from magicwan.delivery._model import Delivery, DeliveryTarget
 from magicwan.delivery._text import scrub
-from magicwan.delivery._vici import Channel, Secret, ViciError, import_vici, iter_sas
+from magicwan.delivery._vici import Channel, Secret, ViciError, decoded, import_vici, iter_sas
+from magicwan.errors import InvalidInputError
 
 __all__ = ["DEFAULT_SOCKET", "FIELDS", "StrongSwan"]
 
 DEFAULT_SOCKET = "/var/run/charon.vici"
 
-#: The names a format string given to :class:`StrongSwan` may use, as ``{name}``.
-#: Each is the :class:`~magicwan.delivery.Delivery` attribute of that name; the PSK is
-#: not one of them.
+#: The names a template given to :class:`StrongSwan` may use, as ``{name}``.
+#: Each is the :class:`~magicwan.delivery.DeliveryTarget` attribute of that name; the
+#: PSK is not one of them.
 FIELDS = frozenset(
     {"tunnel_id", "account_id", "ipsec_id", "name", "cloudflare_endpoint", "customer_endpoint"}
 )
 
-#: A value :class:`StrongSwan` derives from each delivery: a format string over
-#: :data:`FIELDS`, or a callable given the delivery.
-Derived = str | Callable[[Delivery], "str | None"]
+#: A value :class:`StrongSwan` derives from each delivery: a template (a format string
+#: over :data:`FIELDS`, such as ``"{name}"``), or a callable given the delivery's
+#: :class:`~magicwan.delivery.DeliveryTarget`.
+Derived = str | Callable[[DeliveryTarget], "str | None"]
+
+#: What to run to see the connections charon has (named in the hint of an error).
+_LIST_CONNS = "swanctl --list-conns"
 
 #: How long charon may wait for the peer to confirm the old IKE SA's deletion before it
 #: drops the SA anyway (the new SA's INITIAL_CONTACT tells the peer to drop it, too).
@@ -47,7 +52,19 @@ _AUTH_FAILURES = (
 )
 
 
+def _placeholders(template: str) -> list[str]:
+    """The fields ``template`` uses, format specs included (``{name:{tunnel_id}}``)."""
+    fields: list[str] = []
+    for _, field, spec, _ in string.Formatter().parse(template):
+        if field is not None:
+            fields.append(field)
+        if spec and "{" in spec:
+            fields.extend(_placeholders(spec))
+    return fields
+
+
 def _check_format(what: str, value: Derived | None, *, optional: bool = False) -> None:
+    """Refuse a template that could not be filled in, before anything is sent."""
     if value is None:
         if not optional:
             raise TypeError(f"{what} may not be None")
@@ -55,24 +72,35 @@ def _check_format(what: str, value: Derived | None, *, optional: bool = False) -
     if callable(value):
         return
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a format string or a callable taking the Delivery")
-    for _, field, _, _ in string.Formatter().parse(value):
-        if field is not None and field not in FIELDS:
-            allowed = ", ".join(sorted(FIELDS))
-            raise ValueError(f"{what} {value!r} uses {{{field}}}; it may use: {allowed}")
+        raise TypeError(f"{what} must be a template string or a callable taking the delivery")
+    allowed = ", ".join(f"{{{name}}}" for name in sorted(FIELDS))
+    try:
+        fields = _placeholders(value)
+    except ValueError as exc:  # "Single '}' encountered in format string", ...
+        raise InvalidInputError(
+            f"{what} template {value!r} is malformed ({exc}); write a literal brace as "
+            f"{{{{ or }}}}, and a placeholder as one of {allowed}"
+        ) from None
+    for field in fields:
+        if field not in FIELDS:
+            shown = f"{{{field}}}" if field else "{}"
+            raise InvalidInputError(
+                f"{what} template {value!r} uses the unknown placeholder {shown}; "
+                f"it may use: {allowed}"
+            )
+    try:  # a format spec or conversion that no text accepts ("{name:d}")
+        value.format_map(dict.fromkeys(FIELDS, "x"))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"{what} template {value!r} cannot be filled in: {exc}") from None
 
 
-def _derive(what: str, value: Derived, delivery: Delivery) -> str:
-    """The value of a format string or callable for ``delivery``; DeliveryError if unknown."""
+def _derive(what: str, value: Derived, delivery: DeliveryTarget) -> str:
+    """The value of a template or callable for ``delivery``; DeliveryError if unknown."""
     if callable(value):
         result = value(delivery)
     else:
         fields = {name: getattr(delivery, name) for name in FIELDS}
-        missing = sorted(
-            field
-            for _, field, _, _ in string.Formatter().parse(value)
-            if field and fields[field] is None
-        )
+        missing = sorted({field for field in _placeholders(value) if fields[field] is None})
         result = None if missing else value.format_map(fields)
         if missing:
             what = f"{what} (needs {', '.join(missing)})"
@@ -105,9 +133,12 @@ class StrongSwan:
     up keys. Its owners are the router's own IKE identity ``local_id`` (default: the
     tunnel's ``ipsec_id``) and Cloudflare's ``remote_id`` (default: the tunnel's
     ``cloudflare_endpoint``; ``None`` leaves it out). Each of ``local_id``,
-    ``remote_id``, ``connection`` and ``shared_id`` is a format string over
-    :data:`FIELDS` (``"{ipsec_id}"``) or a callable given the
-    :class:`~magicwan.delivery.Delivery`.
+    ``remote_id``, ``connection`` and ``shared_id`` is a template over :data:`FIELDS`
+    (``"{ipsec_id}"``, ``"cf-{name}"``) or a callable given the
+    :class:`~magicwan.delivery.DeliveryTarget`. A template with an unknown placeholder
+    raises :class:`~magicwan.InvalidInputError` (a ``ValueError``) here, before
+    anything is sent; a placeholder whose fact a tunnel lacks fails that tunnel's
+    delivery with reason ``"misconfigured"``.
 
     With ``reauth=True`` the deliverer then proves the key: it closes the IKE SAs of the
     charon connection named ``connection`` (default: the tunnel's name) and initiates
@@ -124,6 +155,9 @@ class StrongSwan:
     A key loaded over VICI lives in charon's memory only: a restart of charon, or
     ``swanctl --load-creds`` (which unloads keys it did not load), drops it. Persist
     the PSK too (for instance with a :class:`~magicwan.delivery.Command`).
+
+    :meth:`check` (the :class:`~magicwan.delivery.Checkable` protocol) asks charon
+    whether it has the tunnel's connection, without a PSK.
     """
 
     def __init__(
@@ -160,17 +194,21 @@ class StrongSwan:
     def __repr__(self) -> str:
         return f"StrongSwan(socket={self.socket!r}, reauth={self.reauth!r})"
 
-    def plan(self, delivery: Delivery) -> _Plan:
-        """What delivering ``delivery`` will do; DeliveryError if a needed fact is unknown."""
+    def plan(self, delivery: DeliveryTarget, *, connection: bool | None = None) -> _Plan:
+        """What delivering to ``delivery`` will do; DeliveryError if a needed fact is unknown.
+
+        The plan names the charon connection when ``connection`` is true (by default,
+        with ``reauth``).
+        """
         owners = [_derive("local identity", self.local_id, delivery)]
         if self.remote_id is not None:
             owners.append(_derive("remote identity", self.remote_id, delivery))
-        connection = _derive("connection name", self.connection, delivery) if self.reauth else None
+        named = self.reauth if connection is None else connection
         return _Plan(
             tunnel_id=delivery.tunnel_id,
             shared_id=_derive("shared key id", self.shared_id, delivery),
             owners=tuple(owners),
-            connection=connection,
+            connection=_derive("connection name", self.connection, delivery) if named else None,
         )
 
     def _semaphore(self) -> asyncio.Semaphore:
@@ -181,12 +219,28 @@ class StrongSwan:
 
     async def __call__(self, delivery: Delivery) -> None:
         """Load ``delivery``'s PSK into charon (and prove it, with ``reauth``)."""
-        plan = self.plan(delivery)
-        secret = Secret(delivery.psk)
+        await self._run(_deliver, self.plan(delivery), Secret(delivery.psk))
+
+    async def check(self, target: DeliveryTarget) -> None:
+        """Check, without a PSK, that a delivery to ``target`` could be made.
+
+        Every fact the templates need is known, charon answers on its socket, and it
+        has the connection named by ``connection`` (``swanctl --list-conns`` shows it),
+        whether or not deliveries re-authenticate. Nothing is loaded or closed.
+        Raises :class:`~magicwan.delivery.DeliveryError` saying what is wrong.
+        """
+        await self._run(_check, self.plan(target, connection=True), Secret(""))
+
+    async def _run(
+        self,
+        steps: Callable[[Channel, _Plan, Secret, float], None],
+        plan: _Plan,
+        secret: Secret,
+    ) -> None:
         async with self._semaphore():
             deadline = time.monotonic() + self.timeout
             channel = Channel(self.socket)
-            work = asyncio.to_thread(_deliver, channel, plan, secret, deadline)
+            work = asyncio.to_thread(_in_thread, steps, channel, plan, secret, deadline)
             worker = asyncio.ensure_future(work)
             try:
                 # The worker keeps to the deadline itself; this is the backstop.
@@ -209,10 +263,18 @@ def _remaining(deadline: float) -> float:
     return deadline - time.monotonic()
 
 
-def _deliver(channel: Channel, plan: _Plan, secret: Secret, deadline: float) -> None:
-    """The whole delivery, in a worker thread: load the key, then reauthenticate."""
+def _in_thread(
+    steps: Callable[[Channel, _Plan, Secret, float], None],
+    channel: Channel,
+    plan: _Plan,
+    secret: Secret,
+    deadline: float,
+) -> None:
+    """A whole delivery or check, in a worker thread: connect, then ``steps``."""
     try:
-        _steps(channel, plan, secret, deadline)
+        channel.connect(max(_remaining(deadline), 0.001))
+        channel.set_timeout(max(_remaining(deadline), 0.001))
+        steps(channel, plan, secret, deadline)
     except ViciError as error:
         failure = _failure(error, plan, channel.path, secret)
     else:
@@ -222,9 +284,16 @@ def _deliver(channel: Channel, plan: _Plan, secret: Secret, deadline: float) -> 
     raise failure
 
 
-def _steps(channel: Channel, plan: _Plan, secret: Secret, deadline: float) -> None:
-    channel.connect(max(_remaining(deadline), 0.001))
-    channel.set_timeout(max(_remaining(deadline), 0.001))
+def _check(channel: Channel, plan: _Plan, secret: Secret, deadline: float) -> None:
+    """Ask charon for the planned connection (``swanctl --list-conns --ike NAME``)."""
+    assert plan.connection is not None
+    events, _ = channel.streamed("list-conns", "list-conn", {"ike": plan.connection})
+    if not any(plan.connection in decoded(event) for event in events):
+        raise ViciError("command", "list-conns: not found")
+
+
+def _deliver(channel: Channel, plan: _Plan, secret: Secret, deadline: float) -> None:
+    """Load the key, then (with a connection in the plan) reauthenticate."""
     channel.request(
         "load-shared",
         {"id": plan.shared_id, "type": "IKE", "data": secret, "owners": list(plan.owners)},
@@ -303,6 +372,11 @@ def _failure(error: ViciError, plan: _Plan, path: str, secret: Secret) -> Delive
         else:
             if "not found" in error.detail and plan.connection is not None:
                 reason = "misconfigured"
+                text = (
+                    f"{where}: charon has no such connection ({detail}); "
+                    f"'{_LIST_CONNS}' lists the connections charon has loaded, and the "
+                    "connection template must give this tunnel's name there"
+                )
     return DeliveryError(
         f"tunnel {plan.tunnel_id}: {text}", reason=reason, tunnel_id=plan.tunnel_id
     )

@@ -77,49 +77,60 @@ def is_access_error(exc: BaseException) -> bool:
     return bool(_codes(exc) & (_AUTH_CODES | {_NO_ROUTE, _UNKNOWN_ACCOUNT}))
 
 
+_AUTH_HINT = (
+    "Cloudflare did not accept the credentials: check CLOUDFLARE_API_TOKEN "
+    "(or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)"
+)
+#: Hints by Cloudflare error code, in order; then by error type, in order.
+_CODE_HINTS: tuple[tuple[frozenset[int], str], ...] = (
+    (_AUTH_CODES, _AUTH_HINT),
+    (
+        frozenset({_NO_ROUTE}),
+        "no such API route: check --base-url or CLOUDFLARE_BASE_URL "
+        "(Cloudflare's is https://api.cloudflare.com/client/v4)",
+    ),
+    (
+        frozenset({_UNKNOWN_ACCOUNT}),
+        "Cloudflare does not know this account for these credentials: check ACCOUNT "
+        "or CLOUDFLARE_ACCOUNT_ID (ACCOUNT is the first positional argument)",
+    ),
+)
+_TYPE_HINTS: tuple[tuple[type[BaseException], str], ...] = (
+    (
+        PermissionDeniedError,
+        "the credentials lack a permission: the token needs read and edit access to "
+        "Magic WAN on this account",
+    ),
+    (NotFoundError, "the tunnel is not in this account (deleted?): see 'magicwan tunnels list'"),
+    (
+        RateLimitError,
+        f"Cloudflare's rate limit ({_BUDGET} per user; another program may share it): "
+        "wait, then rerun with --resume, or raise --max-retry-after",
+    ),
+    (JournalError, "the journal could not be written (disk full? permissions?)"),
+    (
+        RequestAbandonedError,
+        "the run stopped while the request was in flight: rerun with --resume (the "
+        "journal makes it read the tunnel back before anything else)",
+    ),
+    (APIConnectionError, "Cloudflare could not be reached: check the network, a proxy, DNS"),
+    (NotAppliedError, "Cloudflare refused this tunnel's PSK (its reason is above)"),
+)
+
+
 def hint(exc: BaseException) -> str | None:
     """What to do about ``exc``, when there is something better than "rerun"."""
+    if isinstance(exc, AuthenticationError):
+        return _AUTH_HINT
     codes = _codes(exc)
-    if codes & _AUTH_CODES or isinstance(exc, AuthenticationError):
-        return (
-            "Cloudflare did not accept the credentials: check CLOUDFLARE_API_TOKEN "
-            "(or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)"
-        )
-    if _NO_ROUTE in codes:
-        return (
-            "no such API route: check --base-url or CLOUDFLARE_BASE_URL "
-            "(Cloudflare's is https://api.cloudflare.com/client/v4)"
-        )
-    if _UNKNOWN_ACCOUNT in codes:
-        return (
-            "Cloudflare does not know this account for these credentials: check ACCOUNT "
-            "or CLOUDFLARE_ACCOUNT_ID (ACCOUNT is the first positional argument)"
-        )
-    if isinstance(exc, PermissionDeniedError):
-        return (
-            "the credentials lack a permission: the token needs read and edit access to "
-            "Magic WAN on this account"
-        )
-    if isinstance(exc, NotFoundError):
-        return "the tunnel is not in this account (deleted?): see 'magicwan tunnels list'"
-    if isinstance(exc, RateLimitError):
-        return (
-            f"Cloudflare's rate limit ({_BUDGET} per user; another program may share it): "
-            "wait, then rerun with --resume, or raise --max-retry-after"
-        )
+    for wanted, text in _CODE_HINTS:
+        if codes & wanted:
+            return text
     if isinstance(exc, DeliveryError):
         return _DELIVERY_HINTS.get(exc.reason)
-    if isinstance(exc, JournalError):
-        return "the journal could not be written (disk full? permissions?)"
-    if isinstance(exc, RequestAbandonedError):
-        return (
-            "the run stopped while the request was in flight: rerun with --resume (the "
-            "journal makes it read the tunnel back before anything else)"
-        )
-    if isinstance(exc, APIConnectionError):
-        return "Cloudflare could not be reached: check the network, a proxy, DNS"
-    if isinstance(exc, NotAppliedError):
-        return "Cloudflare refused this tunnel's PSK (its reason is above)"
+    for cls, text in _TYPE_HINTS:
+        if isinstance(exc, cls):
+            return text
     return None
 
 

@@ -236,17 +236,7 @@ def _summary(run: _Run, status: ExitStatus) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         show(f"  {name:<{width}}  {value}")
-    if tally.groups:
-        show("failures:")
-        for group in tally.groups.values():
-            examples = ", ".join(group.tunnels) + (
-                ", ..." if group.count > len(group.tunnels) else ""
-            )
-            noun = "tunnel" if group.count == 1 else "tunnels"
-            show(f"  {group.count} {noun} ({group.state.value}): {group.text()}")
-            show(f"    {noun}: {examples}")
-            if group.hint:
-                show(f"    hint: {group.hint}")
+    _failure_groups(run, show)
     if run.journal_error is not None:
         console.error(f"the journal failed: {run.journal_error}")
     if tally.unrecorded:
@@ -277,6 +267,19 @@ def _summary(run: _Run, status: ExitStatus) -> None:
                 "exit_status": int(status),
             }
         )
+
+
+def _failure_groups(run: _Run, show: Callable[[str], None]) -> None:
+    if not run.tally.groups:
+        return
+    show("failures:")
+    for group in run.tally.groups.values():
+        examples = ", ".join(group.tunnels) + (", ..." if group.count > len(group.tunnels) else "")
+        noun = "tunnel" if group.count == 1 else "tunnels"
+        show(f"  {group.count} {noun} ({group.state.value}): {group.text()}")
+        show(f"    {noun}: {examples}")
+        if group.hint:
+            show(f"    hint: {group.hint}")
 
 
 def _kept(run: _Run) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -25,7 +26,8 @@ from magicwan._envelope import printable, redact
 from magicwan._psk import new_psk
 from magicwan._transport import Reply
 from magicwan._validation import is_printable_psk
-from magicwan.delivery._model import Delivery
+from magicwan.delivery._limit import group_key
+from magicwan.delivery._model import Delivery, DeliveryTarget
 from magicwan.errors import (
     APIError,
     DeliveryError,
@@ -127,7 +129,11 @@ class Rotation(Generic[O]):
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(options.concurrency)
-        self._deliveries = asyncio.Semaphore(options.concurrency)
+        self._deliveries = asyncio.Semaphore(options.deliver_concurrency or options.concurrency)
+        self._group_of = group_key(options.deliver_group_by) if options.deliver_group_by else None
+        self._groups: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
         self._started = self._finished = self._stopping = self._halted = False
         self._crash: BaseException | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -161,6 +167,17 @@ class Rotation(Generic[O]):
         """The rollout window now: how many tunnels may have a new PSK live at the edge
         and not yet delivered (with a deliverer; see :class:`RolloutWindow`)."""
         return self._window.size
+
+    @property
+    def waiting(self) -> dict[str, float]:
+        """The tunnels waiting for their read-back (a retry or an earlier run left doubt),
+        and in how many seconds of the rotation's clock each is read back."""
+        now = self._clock()
+        return {
+            run.tunnel_id: max(0.0, (run.read_back_due or now) - now)
+            for run in self._runs.values()
+            if run.stage is m.Stage.UNSETTLED
+        }
 
     @property
     def exposed(self) -> int:
@@ -370,7 +387,7 @@ class Rotation(Generic[O]):
                 self._emit(effect.outcome, counted=counted)
             elif isinstance(effect, m.Requeue):
                 logger.warning(
-                    "tunnel %s: the edge holds a newer PSK than the one received; regenerating",
+                    "tunnel %s: the edge holds a newer PSK than the one received; generating again",
                     self._runs[key].tunnel_id,
                 )
                 self._pending.appendleft(key)
@@ -576,9 +593,20 @@ class Rotation(Generic[O]):
             )
             return self._apply(key, await self._read_back_at(key, effect.due))
         if isinstance(effect, m.Deliver):
-            async with self._deliveries:
+            # A turn is taken before the deadline starts: waiting is not a timeout.
+            async with self._group(key), self._deliveries:
                 return self._apply(key, await self._deliver(key, effect))
         raise AssertionError(f"unexpected effect {effect!r}")
+
+    def _group(self, key: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        """One delivery at a time per group (``deliver_group_by``), else no bound."""
+        if self._group_of is None:
+            return contextlib.nullcontext()
+        run = self._runs[key]
+        target = DeliveryTarget(
+            account_id=self._account_id, tunnel_id=run.tunnel_id, tunnel=run.tunnel
+        )
+        return self._groups[self._group_of(target)]
 
     async def _sync(self, key: str) -> m.Synced | m.SyncFailed:
         journal = self._journal
@@ -705,7 +733,7 @@ class Rotation(Generic[O]):
                 last = exc  # the deliverer's own cancelled future: a failed delivery
             except Exception as exc:  # the deliverer is the caller's code: anything may come
                 last = exc
-                if getattr(exc, "permanent", False):
+                if isinstance(exc, DeliveryError) and exc.permanent:
                     break  # misconfigured, rejected: another try cannot help
             except BaseException as exc:  # SystemExit, KeyboardInterrupt from a deliverer
                 self._fatal(key, exc, psk, tries)
@@ -769,6 +797,7 @@ def _delivery_error(tunnel_id: str, exc: BaseException, psk: str, tries: int) ->
         f"delivery failed after {tries} tries: {_describe(exc, psk)}",
         reason=reason,
         tunnel_id=tunnel_id,
+        permanent=exc.permanent if isinstance(exc, DeliveryError) else None,
     )
 
 

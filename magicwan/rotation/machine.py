@@ -507,7 +507,7 @@ def _answered(rules: Rules, run: TunnelRun, event: Answered) -> Step:
         result = attrs.evolve(result, psk=run.sending)
     held = Held(result=result, source=Source.ANSWERED, where=Where.NOWHERE)
     due = event.now + rules.settle_window if event.uncertain else None
-    if run.doubt_until is not None and event.now < run.doubt_until:
+    if run.doubt_until is not None and event.now < run.doubt_until and not _resent(rules, run):
         due = max(due or event.now, run.doubt_until)
     if run.rounds and rules.method == "generate":
         due = due or event.now  # regenerated after a newer PSK was seen: prove it once
@@ -522,6 +522,18 @@ def _answered(rules: Rules, run: TunnelRun, event: Answered) -> Step:
         method=rules.method,
     )
     return attrs.evolve(run, stage=Stage.RECORDING), [Append(line)]
+
+
+def _resent(rules: Rules, run: TunnelRun) -> bool:
+    """This set sent again the PSK a run before left unanswered: should that request
+    still land, it stores the same PSK, so it leaves no doubt."""
+    held = run.before
+    return (
+        rules.method == "set"
+        and held is not None
+        and held.source is Source.SENT
+        and held.psk == run.sending
+    )
 
 
 def _validated(rules: Rules, run: TunnelRun, result: PSKGenerateResult) -> Step:
@@ -707,8 +719,13 @@ def _cut(rules: Rules, run: TunnelRun, event: Cut) -> Step:
         run = _kept(run, Where.DURABLE)
         if run.error is not None:
             return _done(run, _failure(run, run.error_state, run.error, run.may_hold))
+    return _cut_handed_over(rules, run)
+
+
+def _cut_handed_over(rules: Rules, run: TunnelRun) -> Step:
+    """Cut once its PSK is durable (unsettled, delivering): that PSK is the tunnel's."""
     reason = "not read back: the rotation stopped first"
-    if stage is Stage.UNSETTLED or (run.read_back_due is not None and not run.verified):
+    if run.stage is Stage.UNSETTLED or (run.read_back_due is not None and not run.verified):
         run = attrs.evolve(run, unverified=run.unverified or reason)
     if rules.delivering and not (run.delivered or run.delivered_before):
         error = DeliveryError(

@@ -22,6 +22,7 @@ from magicwan._validation import (
     check_positive_int,
     check_seconds,
 )
+from magicwan.delivery._limit import GROUP_KEYS
 from magicwan.delivery._model import Deliverer
 from magicwan.errors import InvalidInputError
 
@@ -83,6 +84,13 @@ def _deliverer(value: object, name: str) -> object:
     if not callable(value):
         raise InvalidInputError(f"{name} must be an async callable taking a Delivery")
     return value
+
+
+def _group(value: object, name: str) -> str:
+    if value not in GROUP_KEYS:
+        choices = ", ".join(sorted(GROUP_KEYS))
+        raise InvalidInputError(f"{name} must be one of: {choices}; got {value!r}")
+    return str(value)
 
 
 def _whole_or_off(text: str) -> int | None:
@@ -150,7 +158,11 @@ class RotationOptions:
     deliverer, never without). ``rollout_max``: the most tunnels whose new PSK may be
     live but undelivered at once (the rollout window starts at one and widens as
     deliveries succeed; default: ``concurrency``, times ``batch_size`` for ``set``).
-    ``settle_window`` and ``drain_timeout``: None means the client's timeout.
+    ``deliver_concurrency`` (default: ``concurrency``) bounds deliveries at once and
+    ``deliver_group_by="customer_endpoint"`` makes them one at a time per device; waiting
+    for a turn never counts against ``deliver_timeout``, and a permanent delivery failure
+    (:attr:`~magicwan.DeliveryError.permanent`) is not retried. ``settle_window`` and
+    ``drain_timeout``: None means the client's timeout.
     """
 
     method: Method = _option(
@@ -211,6 +223,24 @@ class RotationOptions:
         parse=_whole_or_off,
         metavar="N|off",
         cli_default=DEFAULT_HALT_AFTER,
+    )
+    deliver_concurrency: int | None = _option(
+        None,
+        check_positive_int,
+        flag="--deliver-concurrency",
+        help="deliveries at once (default: --concurrency)",
+        group="deliver",
+        parse=int,
+        metavar="N",
+    )
+    deliver_group_by: str | None = _option(
+        None,
+        _group,
+        flag="--deliver-group-by",
+        help="one delivery at a time per group: customer_endpoint (for routers that carry "
+        "several tunnels)",
+        group="deliver",
+        metavar="customer_endpoint",
     )
     rollout_max: int | None = _option(
         None,
@@ -331,6 +361,8 @@ class RotationKwargs(TypedDict, total=False):
     deliver: Deliverer | None
     deliver_retries: int
     deliver_timeout: float
+    deliver_concurrency: int | None
+    deliver_group_by: str | None
     halt_after: int | None
     rollout_max: int | None
     settle_window: float | None

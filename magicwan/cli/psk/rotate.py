@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import shlex
 
 from magicwan.cli.common import (
     UsageError,
@@ -25,14 +23,21 @@ from magicwan.cli.parser import (
     add_command,
     add_output_options,
 )
+from magicwan.cli.psk.delivering import (
+    DELIVERY_TUNING,
+    add_template_arguments,
+    deliver_check,
+    deliver_timeout,
+    deliverer,
+)
+from magicwan.cli.psk.selection import already_rotated, dry_run, refuse_reuse, select
 from magicwan.cli.runner import RunSettings, run_rotation
 from magicwan.cli.status import ExitStatus
-from magicwan.delivery import DEFAULT_SOCKET, Command, Deliverer, StrongSwan
+from magicwan.delivery import DEFAULT_SOCKET
 from magicwan.errors import InvalidInputError
-from magicwan.journal import JournalError, read_journal
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
-from magicwan.rotation import DEFAULT_DELIVER_TIMEOUT, DEFAULT_HALT_AFTER, RotationOptions
+from magicwan.rotation import DEFAULT_HALT_AFTER, RotationOptions
 
 __all__ = ["DEFAULT_HALT_AFTER", "register"]
 
@@ -119,6 +124,13 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         help="list the tunnels that would be rotated; send nothing but the tunnel list",
     )
     check.add_argument(
+        "--deliver-check",
+        action="store_true",
+        help="try the router side of every selected tunnel without a new PSK (strongSwan: "
+        "the connection exists; --deliver-exec: the program runs with MAGICWAN_CHECK=1 and "
+        "an empty stdin, and must change nothing); sends only the tunnel list",
+    )
+    check.add_argument(
         "--validate-only",
         action="store_true",
         help="ask Cloudflare to check every request; changes nothing, but costs one request "
@@ -131,7 +143,9 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         metavar="'CMD ARGS'",
         help="run CMD per tunnel (split like a shell, never run by one): the PSK on its "
         "stdin, MAGICWAN_TUNNEL_ID, _NAME, _ACCOUNT_ID, _IPSEC_ID, _CUSTOMER_ENDPOINT, "
-        "_CLOUDFLARE_ENDPOINT in its environment; exit status 0 = delivered",
+        "_CLOUDFLARE_ENDPOINT in its environment; exit status 0 = delivered, 78 = "
+        "misconfigured (not retried). It must be idempotent: a retry or a rerun may give it "
+        "the same PSK again. It dies with magicwan",
     )
     target.add_argument(
         "--deliver-strongswan",
@@ -145,6 +159,7 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         action="store_true",
         help="with --deliver-strongswan: re-authenticate the tunnel's IKE SA to prove the PSK",
     )
+    add_template_arguments(deliver)
     RotationOptions.register_arguments(parser, {"how": how, "deliver": deliver})
     out = parser.add_argument_group("what is shown")
     out.add_argument(
@@ -161,6 +176,12 @@ def _given(args: argparse.Namespace, name: str) -> bool:
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    _check_selection(args)
+    _check_journal(args)
+    _check_delivery(args)
+
+
+def _check_selection(args: argparse.Namespace) -> None:
     if not (args.tunnels or args.from_file or args.all or args.name):
         hint = None
         if args.account is not None:
@@ -174,9 +195,14 @@ def _check_options(args: argparse.Namespace) -> None:
         )
     if args.all and args.name:
         raise UsageError("--all and --name both select tunnels: give one (--exclude narrows)")
-    checking = args.validate_only or args.dry_run
     if args.validate_only and args.dry_run:
         raise UsageError("--dry-run sends nothing; --validate-only sends every request: pick one")
+    if _given(args, "batch_size") and getattr(args, "method", "generate") != "set":
+        raise UsageError("--batch-size applies to --method set")
+
+
+def _check_journal(args: argparse.Namespace) -> None:
+    checking = args.validate_only or args.dry_run or args.deliver_check
     if args.journal is None and args.journal_dir is None and not checking:
         raise UsageError(
             "a journal is required: --journal FILE or --journal-dir DIR. It is where every "
@@ -187,104 +213,23 @@ def _check_options(args: argparse.Namespace) -> None:
             "--resume continues the run recorded in one journal: give it as --journal FILE "
             "(the summary of that run names it)"
         )
-    if _given(args, "batch_size") and getattr(args, "method", "generate") != "set":
-        raise UsageError("--batch-size applies to --method set")
+
+
+def _check_delivery(args: argparse.Namespace) -> None:
     delivering = args.deliver_exec is not None or args.deliver_strongswan is not None
-    if args.reauth and args.deliver_strongswan is None:
-        raise UsageError("--reauth applies to --deliver-strongswan")
-    tuning = [f for f in ("deliver_retries", "deliver_timeout", "rollout_max") if _given(args, f)]
+    templates = [args.strongswan_connection, args.strongswan_local_id, args.strongswan_remote_id]
+    if (args.reauth or any(t is not None for t in templates)) and args.deliver_strongswan is None:
+        raise UsageError("--reauth and --strongswan-... apply to --deliver-strongswan")
+    if args.deliver_check and not delivering:
+        raise UsageError("--deliver-check needs a --deliver-... option: what would it check?")
+    if args.deliver_check and (args.validate_only or args.dry_run):
+        raise UsageError("--deliver-check is a check of its own: drop --validate-only/--dry-run")
+    tuning = [f for f in DELIVERY_TUNING if _given(args, f)]
     if not delivering and tuning:
-        raise UsageError(
-            "--deliver-retries, --deliver-timeout and --rollout-max need a --deliver-... option"
-        )
+        flags = ", ".join("--" + f.replace("_", "-") for f in tuning)
+        raise UsageError(f"{flags}: need a --deliver-... option")
     if delivering and args.validate_only:
         raise UsageError("--validate-only changes nothing, so it delivers nothing")
-
-
-def _deliver_timeout(args: argparse.Namespace) -> float:
-    timeout: float = getattr(args, "deliver_timeout", DEFAULT_DELIVER_TIMEOUT)
-    return timeout
-
-
-def _deliverer(args: argparse.Namespace) -> Deliverer | None:
-    timeout = _deliver_timeout(args)
-    if args.deliver_exec is not None:
-        try:
-            argv = shlex.split(args.deliver_exec)
-        except ValueError as exc:
-            raise UsageError(f"--deliver-exec: {exc}") from None
-        if not argv:
-            raise UsageError("--deliver-exec needs a program")
-        return Command(argv, timeout=timeout)
-    if args.deliver_strongswan is not None:
-        try:
-            return StrongSwan(args.deliver_strongswan, reauth=args.reauth, timeout=timeout)
-        except ImportError as exc:
-            raise UsageError(str(exc)) from None
-    return None
-
-
-def _select(
-    args: argparse.Namespace, account: str, found: list[IPsecTunnel], explicit: list[str]
-) -> list[IPsecTunnel]:
-    """The tunnels the options select, in the order given (ids) or listed (the rest)."""
-    by_id = {tunnel.id.lower(): tunnel for tunnel in found}
-    unknown = [t for t in dict.fromkeys(explicit) if t.lower() not in by_id]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-        raise UsageError(
-            f"not IPsec tunnels of account {account}: {shown}",
-            hints=["'magicwan tunnels list' shows the account's tunnels"],
-        )
-    chosen: dict[str, IPsecTunnel] = {t.lower(): by_id[t.lower()] for t in explicit}
-    for tunnel in found:
-        name = tunnel.name or ""
-        if args.all or any(fnmatch.fnmatchcase(name, glob) for glob in args.name):
-            chosen.setdefault(tunnel.id.lower(), tunnel)
-    if args.exclude:
-        chosen = {
-            key: tunnel
-            for key, tunnel in chosen.items()
-            if not any(
-                fnmatch.fnmatchcase(tunnel.name or "", glob) or fnmatch.fnmatchcase(tunnel.id, glob)
-                for glob in args.exclude
-            )
-        }
-    return list(chosen.values())
-
-
-def _already_rotated(journal: str, account: str, selected: list[IPsecTunnel]) -> list[IPsecTunnel]:
-    try:
-        records = read_journal(journal)
-    except JournalError as exc:
-        raise UsageError(str(exc)) from None
-    key = account.lower()
-    done = []
-    for tunnel in selected:
-        record = records.get((key, tunnel.id.lower()))
-        if record is not None and record.rotated:
-            done.append(tunnel)
-    return done
-
-
-def _refuse_reuse(journal: str, done: int, selected: int) -> None:
-    if done == selected:
-        what = (
-            f"the journal {journal} already records a new PSK for every one of the {selected} "
-            "selected tunnels: this run would rotate nothing"
-        )
-    else:
-        what = (
-            f"the journal {journal} already records new PSKs for {done} of the {selected} "
-            "selected tunnels: they would be skipped, not rotated"
-        )
-    raise UsageError(
-        what,
-        hints=[
-            "to finish the run that journal records, add --resume",
-            "to rotate again, use a new journal; --journal-dir DIR makes a fresh one per run",
-        ],
-    )
 
 
 async def _rotate(args: argparse.Namespace, console: Console) -> int:
@@ -293,22 +238,12 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
     explicit = [tunnel_id(t) for t in args.tunnels]
     for source in args.from_file:
         explicit += read_ids(source, args.stdin)
-    deliver = _deliverer(args)
+    deliver = deliverer(args)
     client = make_client(args)
-    journal: str | None = args.journal
-    writing = not (args.validate_only or args.dry_run)
-    # --validate-only --method set sends real PSKs (made here): a server that applies them
-    # anyway makes them the tunnels', so a journal given gets their intent lines.
-    keeping = args.validate_only and getattr(args, "method", "generate") == "set"
-    if not keeping and args.validate_only:
-        journal = None
-    if writing or (keeping and (journal is not None or args.journal_dir is not None)):
-        if journal is None:
-            journal = fresh_journal(args.journal_dir)
-        await check_journal(journal)  # locked, not a journal: refused before anything is sent
+    journal = await _journal(args)
     async with client:
         found = await ipsec_tunnels(client, account)
-        selected = _select(args, account, found, explicit)
+        selected = select(args, account, found, explicit)
         if not selected:
             if args.all and not found:
                 console.say(f"account {account} has no IPsec tunnels: nothing to rotate")
@@ -318,18 +253,12 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
                 "IPsec tunnels",
                 hints=["'magicwan tunnels list' shows names and ids"],
             )
-        done: list[IPsecTunnel] = []
-        if journal is not None and not args.validate_only:
-            done = _already_rotated(journal, account, selected)
-            if done and not args.resume:
-                _refuse_reuse(journal, len(done), len(selected))
-            if args.resume and not done and writing:
-                console.say(
-                    f"nothing to resume: {journal} records none of the selected tunnels; "
-                    "rotating them all"
-                )
+        done = _resumable(console, args, journal, account, selected)
         if args.dry_run:
-            return _dry_run(console, args, selected, done)
+            return dry_run(console, args, selected, done)
+        if args.deliver_check:
+            assert deliver is not None
+            return await deliver_check(console, args, account, deliver, selected)
         try:
             options = RotationOptions.from_arguments(
                 args,
@@ -338,7 +267,7 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
                 resume=args.resume,
                 deliver=deliver,
                 # The deliverer bounds each try itself (and says more when it does).
-                deliver_timeout=_deliver_timeout(args) + 1.0,
+                deliver_timeout=deliver_timeout(args) + 1.0,
             )
             rotation = client.tunnels.ipsec.psk.rotate(account, selected, options)
         except InvalidInputError as exc:
@@ -351,49 +280,49 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
             progress=args.progress,
             journal=journal,
             delivering=deliver is not None,
-            sent_psks=keeping,
+            sent_psks=_keeping(args),
             resume=resume_command(args.argv, journal) if journal is not None else None,
         )
         names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
         return await run_rotation(console, rotation, names=names, settings=settings)
 
 
-def _dry_run(
+def _keeping(args: argparse.Namespace) -> bool:
+    """``--validate-only --method set`` sends real PSKs (made here): a server that applies
+    them anyway makes them the tunnels', so a journal given gets their intent lines."""
+    return bool(args.validate_only) and getattr(args, "method", "generate") == "set"
+
+
+async def _journal(args: argparse.Namespace) -> str | None:
+    """The run's journal, checked (locked, a journal) before anything is sent."""
+    journal: str | None = args.journal
+    writing = not (args.validate_only or args.dry_run or args.deliver_check)
+    keeping = _keeping(args)
+    if args.validate_only and not keeping:
+        return None
+    if writing or (keeping and (journal is not None or args.journal_dir is not None)):
+        if journal is None:
+            journal = fresh_journal(args.journal_dir)
+        await check_journal(journal)
+    return journal
+
+
+def _resumable(
     console: Console,
     args: argparse.Namespace,
+    journal: str | None,
+    account: str,
     selected: list[IPsecTunnel],
-    done: list[IPsecTunnel],
-) -> int:
-    skipped = {tunnel.id.lower() for tunnel in done} if args.resume else set()
-    for tunnel in selected:
-        skip = tunnel.id.lower() in skipped
-        if args.json:
-            console.json(
-                {
-                    "event": "tunnel",
-                    "tunnel_id": tunnel.id,
-                    "name": tunnel.name,
-                    "state": "would_skip" if skip else "would_rotate",
-                }
-            )
-        else:
-            note = "  (skipped: already rotated in the journal)" if skip else ""
-            console.data(f"{tunnel.id}  {tunnel.name or '-'}{note}")
-    rotating = len(selected) - len(skipped)
-    where = f"; {len(skipped)} already in the journal would be skipped" if skipped else ""
-    if args.journal_dir is not None:
-        where += f"; a new journal would be made in {args.journal_dir}"
-    console.say(
-        f"dry run: {rotating} tunnel(s) would be rotated{where}. Only the tunnel list was "
-        "requested; nothing changed."
-    )
-    if args.json:
-        console.json(
-            {
-                "event": "summary",
-                "dry_run": True,
-                "would_rotate": rotating,
-                "would_skip": len(skipped),
-            }
+) -> list[IPsecTunnel]:
+    """The selected tunnels the journal already rotated; a reuse without --resume is
+    refused."""
+    if journal is None or args.validate_only:
+        return []
+    done = already_rotated(journal, account, selected)
+    if done and not args.resume:
+        refuse_reuse(journal, len(done), len(selected))
+    if args.resume and not done and not args.dry_run:
+        console.say(
+            f"nothing to resume: {journal} records none of the selected tunnels; rotating them all"
         )
-    return ExitStatus.OK
+    return done

@@ -9,9 +9,10 @@ and is named on stderr, never silently nowhere.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
 
 from magicwan.cli.common import UsageError, make_client
 from magicwan.cli.console import Console, OutputClosed
@@ -22,6 +23,7 @@ from magicwan.journal import JournalError
 from magicwan.rotation import (
     Outcome,
     OutcomeState,
+    Rotation,
     RotationFailure,
     RotationOptions,
     RotationSuccess,
@@ -55,8 +57,9 @@ async def run_single(
         try:
             async with rotation:
                 opened = True
-                async for outcome in rotation:
-                    outcomes.append(outcome)
+                async with _saying_waits(console, rotation, tunnel):
+                    async for outcome in rotation:
+                        outcomes.append(outcome)
         except JournalError as exc:
             if not opened:  # locked, not a journal: refused before anything was sent
                 raise UsageError(str(exc)) from None
@@ -69,6 +72,37 @@ async def run_single(
     if not outcomes:  # pragma: no cover - the engine gives every tunnel an outcome
         raise UsageError(f"tunnel {tunnel}: no outcome")
     return _report(console, args, outcomes[0], made)
+
+
+@contextlib.asynccontextmanager
+async def _saying_waits(
+    console: Console, rotation: Rotation[Any], tunnel: str
+) -> AsyncIterator[None]:
+    """Say at once when the run waits for a read-back: a settle window can be minutes."""
+
+    async def watch() -> None:
+        while True:
+            waiting = rotation.waiting
+            if waiting:
+                console.say(
+                    f"tunnel {tunnel}: a retry left doubt (an earlier request's answer was "
+                    "lost, and it may still store a PSK behind the one received): reading the "
+                    f"tunnel back in {max(waiting.values()):.3g}s (--settle-window)"
+                )
+                return
+            await asyncio.sleep(_WATCH_EVERY)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+#: How often (seconds) a one-tunnel run looks whether it waits for a read-back.
+_WATCH_EVERY = 0.05
 
 
 def _report(console: Console, args: argparse.Namespace, outcome: Outcome, made: Made) -> int:

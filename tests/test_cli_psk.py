@@ -421,7 +421,7 @@ async def test_journal_dir_makes_a_fresh_private_journal_per_run(
 
 
 @pytest.mark.asyncio
-async def test_journal_dir_tightens_a_directory_others_can_read(
+async def test_journal_dir_uses_a_directory_others_can_read_as_it_is(
     env: tuple[Emulator, Answers], tmp_path: Path
 ) -> None:
     emu, _ = env
@@ -435,7 +435,8 @@ async def test_journal_dir_tightens_a_directory_others_can_read(
     assert forgot_account.code == 2
     assert f"{emu.tunnel_ids[0]} was taken as ACCOUNT" in forgot_account.err
     assert result.code == 0, result.err
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755  # the operator's, not ours
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in directory.iterdir())
 
 
 @pytest.mark.asyncio

@@ -34,6 +34,7 @@ __all__ = [
     "escape",
     "format_duration",
     "logging_to",
+    "write_text",
 ]
 
 ProgressMode = Literal["bar", "lines", "off"]
@@ -55,6 +56,18 @@ def escape(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def write_text(stream: TextIO, text: str) -> None:
+    """Write ``text`` on ``stream``, escaping (``\\xfc``) what its encoding cannot hold: a
+    tunnel named ``filiale-zürich`` on an ASCII stdout (``PYTHONIOENCODING=ascii``, a C
+    locale) is shown, not a ``UnicodeEncodeError``."""
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        # A text stream encodes the whole string before writing any of it.
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def colour_wanted(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -112,7 +125,7 @@ class Console:
         if progress is not None:
             progress.clear()  # stdout and stderr may be the same terminal
         try:
-            self.out.write(text)
+            write_text(self.out, text)
             self.out.flush()
         except BrokenPipeError:
             self._closed()
@@ -153,7 +166,7 @@ class Console:
         if self.progress is not None:
             self.progress.note(line)
         else:
-            self.err.write(line + "\n")
+            write_text(self.err, line + "\n")
             self.err.flush()
 
     def paint(self, text: str, colour: str | None) -> str:
@@ -364,5 +377,5 @@ class Progress:
         self._on_screen = True
 
     def _write(self, text: str) -> None:
-        self.stream.write(text)
+        write_text(self.stream, text)
         self.stream.flush()

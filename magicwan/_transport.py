@@ -334,7 +334,13 @@ class Transport:
         if waited and logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s: rate limiter waited %.3fs", route, waited)
         try:
-            raw = await self.http.send(route.method, call.url, call.headers, call.body)
+            raw = await self.http.send(
+                route.method,
+                call.url,
+                call.headers,
+                call.body,
+                max_response_bytes=route.max_response_bytes,
+            )
         except MagicWANError as exc:
             logger.debug("%s -> %s (attempt %d)", route, type(exc).__name__, call.attempts)
             raise

@@ -115,10 +115,10 @@ async def _list(args: argparse.Namespace, console: Console) -> int:
     rows: list[dict[str, Any]] = []
     async with client:
         if args.type in ("all", "ipsec"):
-            ipsec = await ipsec_tunnels(client, account)
+            listed = await ipsec_tunnels(client, account)
             if args.older_than is not None:
-                ipsec = older_than(ipsec, args.older_than, datetime.now(UTC))
-            rows += [_ipsec_json(t) for t in ipsec]
+                listed = older_than(listed, args.older_than, datetime.now(UTC))
+            rows += [_ipsec_json(t) for t in listed]
         if args.type in ("all", "gre") and args.older_than is None:
             rows += [_gre_json(t) for t in await gre_tunnels(client, account)]
     if args.name:

@@ -49,6 +49,9 @@ class CompiledRoute:
     #: Keys of the per-tunnel locks the call must hold (sorted, so two calls that need
     #: several locks always take them in the same order).
     lock_keys: tuple[str, ...] = ()
+    #: The ids the path names (for log lines), or None.
+    account_id: str | None = None
+    tunnel_id: str | None = None
 
     @property
     def method(self) -> str:
@@ -119,7 +122,9 @@ class Route:
             account = safe.get("account_id", "").lower()
             tunnels = [safe["tunnel_id"]] if "tunnel_id" in safe else list(locks)
             lock_keys = tuple(sorted({f"{account}/{t.lower()}" for t in tunnels}))
-        return CompiledRoute(self, path, lock_keys)
+        return CompiledRoute(
+            self, path, lock_keys, account_id=ids.get("account_id"), tunnel_id=ids.get("tunnel_id")
+        )
 
 
 _IPSEC = "/accounts/{account_id}/magic/ipsec_tunnels"

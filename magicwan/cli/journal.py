@@ -212,7 +212,10 @@ async def _export(args: argparse.Namespace, console: Console) -> int:
     fmt = args.format
     if fmt == "json":
         for row in rows:
-            console.json({k: v for k, v in row.items() if k != "pending_psk" or v is not None})
+            console.json(
+                {k: v for k, v in row.items() if k != "pending_psk" or v is not None},
+                stamp=False,  # a data format of its own, read by other tools
+            )
     else:
         confirmed = [row for row in rows if row["psk"] is not None]
         if fmt == "csv":

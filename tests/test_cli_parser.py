@@ -45,6 +45,7 @@ def test_the_command_tree() -> None:
         ("psk", "generate"),
         ("psk", "set"),
         ("psk", "rotate"),
+        ("psk", "audit"),
         ("tunnels",),
         ("tunnels", "list"),
         ("journal",),

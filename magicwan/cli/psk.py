@@ -22,6 +22,7 @@ import attrs
 from magicwan._psk import new_psk
 from magicwan._transport import Reply
 from magicwan._validation import check_psk
+from magicwan.cli import audit
 from magicwan.cli.common import (
     UsageError,
     account_id,
@@ -122,6 +123,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     _register_generate(actions)
     _register_set(actions)
     _register_rotate(actions)
+    audit.register(actions)
 
 
 def _epilog(*parts: str) -> str:

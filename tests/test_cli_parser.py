@@ -51,6 +51,7 @@ def test_the_command_tree() -> None:
         ("journal",),
         ("journal", "show"),
         ("journal", "export"),
+        ("journal", "prune"),
         ("demo",),
     }
 

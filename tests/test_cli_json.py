@@ -107,3 +107,20 @@ async def test_log_format_json_request_lines_with_duration_and_ids(
     assert psk is not None
     assert psk not in result.err
     assert emu.api_token not in result.err
+
+
+@pytest.mark.asyncio
+async def test_a_command_line_argparse_refuses_is_one_json_object_under_json(
+    env: tuple[Emulator, Answers],
+) -> None:
+    result = await magicwan("tunnels", "list", "--json", "--older-than", "soon")
+    without = await magicwan("tunnels", "list", "--older-than", "soon")
+
+    assert result.code == 2
+    [line] = json_lines(result.out)
+    assert line["event"] == "error"
+    assert line["exit_status"] == 2
+    assert line["message"].startswith("argument --older-than: DURATION must be")
+    assert "usage: magicwan tunnels list" in result.err
+    assert without.code == 2
+    assert without.out == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import secrets
 import signal
 import sys
@@ -70,11 +71,19 @@ async def amain(
     err = stderr if stderr is not None else sys.stderr
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    usage = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(usage):
             args = parser.parse_args(args_list)  # --help and usage errors print to sys.std*
     except SystemExit as exc:  # --help, --version or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
+        status = exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
+        err.write(usage.getvalue())
+        err.flush()
+        if status == ExitStatus.USAGE and "--json" in args_list:
+            _usage_json(out, usage.getvalue())
+        return status
+    if usage.getvalue():  # pragma: no cover - argparse writes nothing on success
+        err.write(usage.getvalue())
     args.argv = args_list
     args.stdin = stdin if stdin is not None else sys.stdin
     console = Console(out, err, quiet=getattr(args, "quiet", False), colour=colour_wanted(err))
@@ -125,6 +134,23 @@ def _bind_run(console: Console, args: argparse.Namespace) -> None:
     if hasattr(args, "account"):
         with contextlib.suppress(CLIError):
             console.bind(account_id=account_id(args))
+
+
+def _usage_json(out: TextIO, text: str) -> None:
+    """The JSON line of a command line argparse refused (its message is on stderr)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    message = lines[-1].split(": error: ", 1)[-1] if lines else "usage error"
+    console = Console(out, io.StringIO())
+    console.bind(run_id=new_run_id())
+    with contextlib.suppress(OutputClosed):
+        console.json(
+            {
+                "event": "error",
+                "exit_status": int(ExitStatus.USAGE),
+                "message": message,
+                "hints": [],
+            }
+        )
 
 
 def error_line(exc: CLIError) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -68,3 +69,15 @@ def test_fresh_journal_refuses_a_file(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="not a directory"):
         fresh_journal(str(path))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_fresh_journal_refuses_a_directory_of_another_user(tmp_path: Path) -> None:
+    # Its owner may remove or replace what is in it, journals included.
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o755)
+    os.chown(directory, 4242, 4242)
+
+    with pytest.raises(UsageError, match=r"belongs to another user \(uid 4242\)"):
+        fresh_journal(str(directory))
+    assert list(directory.iterdir()) == []

@@ -166,7 +166,7 @@ async def check_journal(path: str) -> None:
 def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
     """A new, empty journal file (0600) named after the time, in ``directory``: created
     0700 if missing, used as it is if it exists (its mode is the operator's), refused if
-    other users can write to it."""
+    other users can write to it or it belongs to another user (but root)."""
     path = Path(directory)
     try:
         path.mkdir(mode=0o700, parents=True)
@@ -193,6 +193,14 @@ def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
                 "give a directory that does not exist yet (it is created 0700), or make "
                 "one: mkdir -m 700 DIR"
             ],
+        )
+    if info.st_uid not in (os.geteuid(), 0):
+        # Its owner can remove or rename what is in it, journals included.
+        raise UsageError(
+            f"journal directory {directory} belongs to another user (uid {info.st_uid}), "
+            "who could remove or replace journals there: journals hold PSKs, so they go in "
+            "a directory of your own",
+            hints=["give a directory that does not exist yet (it is created 0700)"],
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")  # sorts as the runs started
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)

@@ -164,3 +164,25 @@ async def test_prune_needs_a_directory_and_keep(tmp_path: Path) -> None:
     assert no_keep.code == 2
     assert "--keep" in no_keep.err
     assert negative.code == 2
+
+
+@pytest.mark.asyncio
+async def test_prune_keeps_a_journal_whose_request_was_left_open(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    # A run cut while tunnel 1's generate was in flight: that tunnel may hold a PSK nobody
+    # recorded, and only --resume with this journal reads it back.
+    emu, answers = env
+    directory = tmp_path / "journals"
+    a, b, c, d = await four_runs(emu, answers, directory)
+    cut = directory / "rotate-00000101T000000.000000Z.jsonl"  # sorts first by name
+    journal = Journal(cut)
+    journal.open()
+    journal.append(Intent(account_id=emu.account_id, tunnel_id=emu.tunnel_ids[1]))
+    await journal.aclose()
+
+    result = await magicwan("journal", "prune", str(directory), "--keep", "0")
+
+    assert result.code == 0, result.err
+    assert sorted(directory.iterdir()) == [cut, a, b]
+    assert "a request for 1 tunnel(s) was left open in it" in result.err

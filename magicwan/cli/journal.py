@@ -34,7 +34,7 @@ from magicwan.cli.parser import Parser, add_actions, add_command, add_output_opt
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
-__all__ = ["JournalFile", "journals_in", "newest_psks", "register"]
+__all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "register"]
 
 Key = tuple[str | None, str]
 
@@ -100,7 +100,8 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         description=(
             "Remove the journals (*.jsonl) of DIR but the N newest, except any that still "
             "holds a tunnel's newest PSK (what 'journal export DIR' would give for it: "
-            "removing it would lose that PSK) and any a rotation holds (locked). Old "
+            "removing it would lose that PSK), any whose request for a tunnel was left "
+            "open (a cut run: --resume needs it) and any a rotation holds (locked). Old "
             "journals hold plaintext PSKs: prune them on a schedule, after the PSKs are "
             "on the routers. Files that are not journals are left alone."
         ),
@@ -193,6 +194,23 @@ def newest_psks(
             sources[key].add(older_path)
         chosen[key] = record
     return chosen, sources
+
+
+def left_open(journals: Iterable[JournalFile]) -> dict[Path, int]:
+    """Journals whose tunnels' latest word is a request left open (a run cut in flight, an
+    unknown outcome): the tunnel may hold a PSK nobody recorded, and ``--resume`` with that
+    journal reads it back. Per journal, how many such tunnels."""
+    latest: dict[Key, tuple[tuple[datetime, datetime], JournalRecord, Path]] = {}
+    for journal in journals:
+        for key, record in journal.records.items():
+            when = _when(record, journal)
+            if key not in latest or when > latest[key][0]:
+                latest[key] = (when, record, journal.path)
+    counts: dict[Path, int] = {}
+    for _, record, path in latest.values():
+        if record.left_open:
+            counts[path] = counts.get(path, 0) + 1
+    return counts
 
 
 def _records(path: str) -> list[JournalRecord]:
@@ -406,6 +424,7 @@ def _remove(path: Path) -> str | None:
 async def _prune(args: argparse.Namespace, console: Console) -> int:
     journals, skipped = journals_in(args.directory)
     _, sources = newest_psks(journals)
+    unfinished = left_open(journals)
     holders: dict[Path, int] = {}
     for paths in sources.values():
         for path in paths:
@@ -417,6 +436,14 @@ async def _prune(args: argparse.Namespace, console: Console) -> int:
             action, why = "kept", f"one of the {args.keep} newest"
         elif path in holders:
             action, why = "kept", f"holds the newest PSK of {holders[path]} tunnel(s)"
+        elif path in unfinished:
+            action, why = (
+                "kept",
+                (
+                    f"a request for {unfinished[path]} tunnel(s) was left open in it: "
+                    "'psk rotate ... --resume' with it reads them back"
+                ),
+            )
         elif args.dry_run:
             action, why = "would remove", "older, and every PSK in it is in a newer journal"
         else:

@@ -174,7 +174,7 @@ async def test_prune_keeps_a_journal_whose_request_was_left_open(
     # recorded, and only --resume with this journal reads it back.
     emu, answers = env
     directory = tmp_path / "journals"
-    a, b, c, d = await four_runs(emu, answers, directory)
+    a, b, _, _ = await four_runs(emu, answers, directory)
     cut = directory / "rotate-00000101T000000.000000Z.jsonl"  # sorts first by name
     journal = Journal(cut)
     journal.open()

@@ -4,10 +4,13 @@ magicwan.emulator``): one definition each, and the same words for the same mista
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
+from magicwan._validation import check_duration
+from magicwan.errors import InvalidInputError
 from magicwan.ratelimit import parse_rate_limit
 
-__all__ = ["non_negative_int", "positive_int", "rate_limit", "whole"]
+__all__ = ["duration", "non_negative_int", "positive_int", "rate_limit", "whole"]
 
 
 def whole(text: str) -> int:
@@ -36,4 +39,12 @@ def rate_limit(text: str) -> tuple[int, float] | None:
     try:
         return parse_rate_limit(text)
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m`` or ``45s``, by :func:`magicwan._validation.check_duration`."""
+    try:
+        return check_duration(text, "DURATION")
+    except InvalidInputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

@@ -23,7 +23,9 @@ from magicwan.errors import APIConnectionError, APITimeoutError, UnexpectedRespo
 
 __all__ = ["MAX_RESPONSE_BYTES", "HTTPAdapter", "RawResponse", "user_agent"]
 
-#: Largest response body read before giving up (a hostile or broken server), decompressed.
+#: Largest response body read before giving up (a hostile or broken server), decompressed:
+#: the default of every route that answers about one tunnel or one batch. A route may
+#: declare its own (the tunnel lists: :data:`magicwan._routes.MAX_LIST_RESPONSE_BYTES`).
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 #: The encodings we accept, with zlib's window bits for each (gzip header, zlib header).
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -175,9 +177,16 @@ class HTTPAdapter:
         # else: the session's loop is gone with its sockets; nothing here can close them.
 
     async def send(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        max_response_bytes: int | None = None,
     ) -> RawResponse:
-        """Send one request; never follows a redirect.
+        """Send one request; never follows a redirect. ``max_response_bytes`` caps this
+        answer's body (default: the adapter's cap).
 
         Raises :class:`APIConnectionError` (``request_sent`` says whether the server may
         have seen the request), :class:`APITimeoutError`, or
@@ -206,7 +215,10 @@ class HTTPAdapter:
                     auto_decompress=False,
                 ) as resp,
             ):
-                return RawResponse(resp.status, resp.headers, await self._read(resp))
+                limit = (
+                    self._max_response_bytes if max_response_bytes is None else max_response_bytes
+                )
+                return RawResponse(resp.status, resp.headers, await self._read(resp, limit))
         except aiohttp.ConnectionTimeoutError as exc:
             error: APIConnectionError = APITimeoutError(
                 f"timed out connecting to {host}", request_sent=False
@@ -258,18 +270,17 @@ class HTTPAdapter:
         error.__cause__ = cause
         raise error
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        limit = self._max_response_bytes
+    async def _read(self, resp: aiohttp.ClientResponse, limit: int) -> bytes:
         encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
         length = resp.content_length
         if length is not None and length > limit:
-            raise self._too_large(resp)
+            raise self._too_large(resp, limit)
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_any():
             size += len(chunk)
             if size > limit:
-                raise self._too_large(resp)
+                raise self._too_large(resp, limit)
             chunks.append(chunk)
         raw = b"".join(chunks)
         if encoding in ("identity", ""):
@@ -286,12 +297,12 @@ class HTTPAdapter:
                 ray_id=ray_id_of(resp.headers),
             ) from None
         if len(body) > limit or inflater.unconsumed_tail:
-            raise self._too_large(resp)
+            raise self._too_large(resp, limit)
         return body
 
-    def _too_large(self, resp: aiohttp.ClientResponse) -> UnexpectedResponseError:
+    def _too_large(self, resp: aiohttp.ClientResponse, limit: int) -> UnexpectedResponseError:
         return UnexpectedResponseError(
-            f"response body larger than {self._max_response_bytes} bytes",
+            f"response body larger than {limit} bytes",
             status=resp.status,
             ray_id=ray_id_of(resp.headers),
         )

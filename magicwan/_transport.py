@@ -310,6 +310,7 @@ class Transport:
             retry_state.attempt_number,
             wait,
             unknown,
+            extra=_log_extra(call.route, "retry"),
         )
 
     async def _attempt(self, call: _Call[T]) -> T:
@@ -332,14 +333,40 @@ class Transport:
                 retry_after=exc.remaining,
             ) from None
         if waited and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s: rate limiter waited %.3fs", route, waited)
+            logger.debug(
+                "%s: rate limiter waited %.3fs", route, waited, extra=_log_extra(route, "wait")
+            )
+        started = self.clock()
         try:
-            raw = await self.http.send(route.method, call.url, call.headers, call.body)
+            raw = await self.http.send(
+                route.method,
+                call.url,
+                call.headers,
+                call.body,
+                max_response_bytes=route.max_response_bytes,
+            )
         except MagicWANError as exc:
-            logger.debug("%s -> %s (attempt %d)", route, type(exc).__name__, call.attempts)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s -> %s in %.3fs (attempt %d)",
+                    route,
+                    type(exc).__name__,
+                    self.clock() - started,
+                    call.attempts,
+                    extra=_log_extra(route, "request"),
+                )
             raise
         ray_id = call.ray_id = ray_id_of(raw.headers)
-        logger.debug("%s -> %d (attempt %d, cf-ray %s)", route, raw.status, call.attempts, ray_id)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s -> %d in %.3fs (attempt %d, cf-ray %s)",
+                route,
+                raw.status,
+                self.clock() - started,
+                call.attempts,
+                ray_id,
+                extra=_log_extra(route, "request"),
+            )
         self.limiter.answered()
         info = parse_ratelimit(raw.headers)
         if info is not None:
@@ -351,8 +378,18 @@ class Transport:
             pause = self.limiter.pause(
                 pause if pause is not None else self.policy.backoff(call.attempts)
             )
-            logger.info("%s: rate limited by the server; every call waits %.1fs", route, pause)
+            logger.info(
+                "%s: rate limited by the server; every call waits %.1fs",
+                route,
+                pause,
+                extra=_log_extra(route, "rate_limited"),
+            )
             raise
+
+
+def _log_extra(route: CompiledRoute, event: str) -> dict[str, Any]:
+    """What a structured log line says beside its message: the event and the route's ids."""
+    return {"event": event, "account_id": route.account_id, "tunnel_id": route.tunnel_id}
 
 
 def _query_value(value: QueryValue) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from magicwan.errors import InvalidInputError
@@ -14,6 +15,7 @@ __all__ = [
     "MIN_PSK_LENGTH",
     "check_bool",
     "check_credential",
+    "check_duration",
     "check_id",
     "check_non_negative_int",
     "check_positive_int",
@@ -99,6 +101,32 @@ def check_seconds(value: object, name: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidInputError(f"{name} must be a positive finite number of seconds")
     return seconds
+
+
+_DURATION = re.compile(r"([0-9]{1,9})([dhms])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+#: The longest duration taken: a century, far past any PSK policy, far from overflow.
+MAX_DURATION = timedelta(days=36500)
+
+
+def check_duration(value: object, name: str) -> timedelta:
+    """A positive duration written as a whole number and one unit: ``90d``, ``12h``,
+    ``30m``, ``45s`` (days, hours, minutes, seconds), at most ``36500d``."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string like 90d, got {type(value).__name__}")
+    match = _DURATION.fullmatch(value.strip())
+    if match is None:
+        raise InvalidInputError(
+            f"{name} must be a whole number and a unit, d, h, m or s (90d, 12h, 30m, 45s), "
+            f"got {value!r}"
+        )
+    seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
+    if seconds <= 0:
+        raise InvalidInputError(f"{name} must be longer than 0, got {value!r}")
+    duration = timedelta(seconds=seconds)
+    if duration > MAX_DURATION:
+        raise InvalidInputError(f"{name} must be at most 36500d, got {value!r}")
+    return duration
 
 
 def check_non_negative_int(value: object, name: str) -> int:

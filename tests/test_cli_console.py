@@ -4,8 +4,10 @@ streams, the progress display on a fake clock, and the log handler."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ from magicwan.cli.console import (
     logging_to,
 )
 from tests.support.clock import FakeClock
+
+NOW = datetime(2026, 12, 5, 21, 3, 36, 490773, tzinfo=UTC)
 
 
 class _Terminal(io.StringIO):
@@ -53,7 +57,7 @@ def test_every_line_for_people_is_escaped_and_results_go_to_stdout() -> None:
     console.tell("\rmessage")
     console.error("bad \x1b[31m")
     console.data("id  \x1b]8;;http://x\x07")
-    console.json({"name": "\x1b[31m"})
+    console.json({"name": "\x1b[31m"}, stamp=False)
 
     assert "\x1b" not in err.getvalue()
     assert "\r" not in err.getvalue()
@@ -192,3 +196,56 @@ def test_progress_lines_mode_writes_one_line_per_item() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_every_json_line_carries_ts_and_the_bound_run_and_account() -> None:
+    out = io.StringIO()
+    console = Console(out, io.StringIO(), utcnow=lambda: NOW)
+    console.json({"event": "tunnel", "tunnel_id": "t1"})
+    console.bind(run_id="rotate-20261205T210336.490773Z", account_id="a" * 32)
+    console.json({"event": "tunnel", "tunnel_id": "t2"})
+    console.json({"account_id": "b" * 32, "event": "tunnel"})  # a line's own field wins
+    console.bind(account_id=None)
+    console.json({"event": "summary"})
+    console.json({"psk": "exported as is"}, stamp=False)
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    ts = "2026-12-05T21:03:36.490773Z"
+    run = "rotate-20261205T210336.490773Z"
+    assert lines == [
+        {"ts": ts, "event": "tunnel", "tunnel_id": "t1"},
+        {"ts": ts, "run_id": run, "account_id": "a" * 32, "event": "tunnel", "tunnel_id": "t2"},
+        {"ts": ts, "run_id": run, "account_id": "b" * 32, "event": "tunnel"},
+        {"ts": ts, "run_id": run, "event": "summary"},
+        {"psk": "exported as is"},
+    ]
+    assert list(lines[1]) == ["ts", "run_id", "account_id", "event", "tunnel_id"]
+
+
+def test_ts_is_utc_whatever_the_clock_s_zone() -> None:
+    out = io.StringIO()
+    east = timezone(timedelta(hours=2))
+    Console(out, io.StringIO(), utcnow=lambda: NOW.astimezone(east)).json({})
+    assert json.loads(out.getvalue())["ts"] == "2026-12-05T21:03:36.490773Z"
+
+
+def test_json_log_lines_have_the_fields_and_the_context() -> None:
+    err = io.StringIO()
+    console = Console(io.StringIO(), err)
+    console.bind(run_id="r1", account_id="a" * 32)
+    logger = logging.getLogger("magicwan")
+    with logging_to(console, 2, "json"):
+        logger.debug("POST /x -> 200 in 0.012s", extra={"event": "request", "tunnel_id": "t" * 32})
+        logger.warning("plain \x1b[31m")
+
+    first, second = (json.loads(line) for line in err.getvalue().splitlines())
+    assert list(first) == ["ts", "level", "run_id", "account_id", "tunnel_id", "event", "message"]
+    assert first["ts"].endswith("Z")
+    assert first["level"] == "debug"
+    assert (first["run_id"], first["account_id"], first["tunnel_id"]) == ("r1", "a" * 32, "t" * 32)
+    assert (first["event"], first["message"]) == ("request", "POST /x -> 200 in 0.012s")
+    assert second["level"] == "warning"
+    assert second["event"] == "magicwan"
+    assert "tunnel_id" not in second
+    assert second["message"] == "plain \x1b[31m"
+    assert "\x1b" not in err.getvalue()

@@ -45,11 +45,13 @@ def test_the_command_tree() -> None:
         ("psk", "generate"),
         ("psk", "set"),
         ("psk", "rotate"),
+        ("psk", "audit"),
         ("tunnels",),
         ("tunnels", "list"),
         ("journal",),
         ("journal", "show"),
         ("journal", "export"),
+        ("journal", "prune"),
         ("demo",),
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -123,3 +124,37 @@ async def test_a_closed_stdout_ends_the_listing_quietly(env: tuple[Emulator, Ans
         code = await cli.amain(["tunnels", "list"], stdout=out, stderr=err)
     assert code == 0
     assert err.getvalue() == ""
+
+
+def _age(emu: Emulator, tunnel_id: str, days: float) -> None:
+    """Make ``tunnel_id``'s PSK ``days`` old, as the list reports it."""
+    tunnel = emu.state.tunnel(emu.account_id, tunnel_id)
+    tunnel.last_generated_on = datetime.now(UTC) - timedelta(days=days)
+    tunnel.changed()
+
+
+@pytest.mark.asyncio
+async def test_older_than_lists_old_and_never_rotated_ipsec_tunnels_only(
+    env: tuple[Emulator, Answers],
+) -> None:
+    emu, _ = env
+    old, fresh, never = emu.tunnel_ids
+    _age(emu, old, 91)
+    _age(emu, fresh, 1)
+
+    as_json = await magicwan("tunnels", "list", "--older-than", "90d", "--json")
+    table = await magicwan("tunnels", "list", "--older-than", "2160h")
+    gre = await magicwan("tunnels", "list", "--older-than", "90d", "--type", "gre")
+    bad = await magicwan("tunnels", "list", "--older-than", "3 months")
+
+    assert as_json.code == 0, as_json.err
+    assert [(line["type"], line["id"]) for line in json_lines(as_json.out)] == [
+        ("ipsec", old),
+        ("ipsec", never),
+    ]
+    assert [row.split()[1] for row in table.out.splitlines()[1:]] == [old, never]
+    assert "2 IPsec and 0 GRE tunnel(s)" in table.err
+    assert gre.code == 2
+    assert "GRE tunnels have no PSK" in gre.err
+    assert bad.code == 2
+    assert "argument --older-than: DURATION must be a whole number and a unit" in bad.err

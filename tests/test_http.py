@@ -57,6 +57,23 @@ async def test_oversized_body_is_refused(mock_api: aioresponses, declared: bool)
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("declared", [False, True], ids=["streamed", "content-length"])
+async def test_a_call_may_carry_its_own_cap(mock_api: aioresponses, declared: bool) -> None:
+    # A route's cap (the tunnel lists') replaces the adapter's, both ways.
+    body = b" " * 3001
+    headers = {"Content-Length": str(len(body))} if declared else {}
+    mock_api.get(PSK_URL, body=body, headers=headers, repeat=True)
+    http = adapter(max_response_bytes=2000)
+    try:
+        raw = await http.send("GET", PSK_URL, {}, None, max_response_bytes=4000)
+        with pytest.raises(UnexpectedResponseError, match="larger than 3000 bytes"):
+            await http.send("GET", PSK_URL, {}, None, max_response_bytes=3000)
+    finally:
+        await http.aclose()
+    assert raw.body == body
+
+
+@pytest.mark.asyncio
 async def test_a_closed_adapter_sends_nothing(mock_api: aioresponses) -> None:
     http = adapter()
     await http.aclose()

@@ -19,7 +19,11 @@ from magicwan.errors import InvalidInputError
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
 TUNNEL = "C4A7362D577A6C3019A474FD6F485823"
 
-ROUTES = [getattr(_routes, name) for name in _routes.__all__ if name.isupper()]
+ROUTES = [
+    getattr(_routes, name)
+    for name in _routes.__all__
+    if name.isupper() and isinstance(getattr(_routes, name), Route)
+]
 
 
 def test_every_route_is_listed_and_well_formed() -> None:
@@ -84,4 +88,15 @@ def test_reads_take_no_lock() -> None:
     assert GET_IPSEC_TUNNEL.compile(account_id=ACCOUNT, tunnel_id=TUNNEL).lock_keys == ()
     assert LIST_GRE_TUNNELS.compile(account_id=ACCOUNT).path == (
         f"/accounts/{ACCOUNT}/magic/gre_tunnels"
+    )
+
+
+def test_only_the_tunnel_lists_may_answer_more_than_the_default_cap() -> None:
+    # Cloudflare's list routes are not paginated: a 10,000-tunnel account answers ~8 MB in
+    # one body. Every other route answers about one tunnel or one batch.
+    large = {route for route in ROUTES if route.max_response_bytes is not None}
+    assert large == {_routes.LIST_IPSEC_TUNNELS, LIST_GRE_TUNNELS}
+    assert all(r.max_response_bytes == _routes.MAX_LIST_RESPONSE_BYTES for r in large)
+    assert LIST_GRE_TUNNELS.compile(account_id=ACCOUNT).max_response_bytes == (
+        _routes.MAX_LIST_RESPONSE_BYTES
     )

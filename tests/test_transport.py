@@ -931,9 +931,18 @@ async def test_logging_has_the_facts_and_no_secret(
     assert all(r.levelno == logging.DEBUG for r in records if r not in retries)
     text = "\n".join(r.getMessage() for r in records)
     path = f"/accounts/{ACCOUNT}/magic/ipsec_tunnels/{TUNNEL}/psk_generate"
-    assert f"POST {path} -> 500 (attempt 1, cf-ray ray500-SJC)" in text
-    assert f"POST {path} -> APIConnectionError (attempt 2)" in text
-    assert f"POST {path} -> 200 (attempt 3, cf-ray {RAY})" in text
+    # -vv: each request's line says how long its answer took (here on the fake clock).
+    took = r"in \d+\.\d{3}s"
+    assert re.search(rf"POST {path} -> 500 {took} \(attempt 1, cf-ray ray500-SJC\)", text)
+    assert re.search(rf"POST {path} -> APIConnectionError {took} \(attempt 2\)", text)
+    assert re.search(rf"POST {path} -> 200 {took} \(attempt 3, cf-ray {RAY}\)", text)
+    # Structured fields for --log-format json: the event and the ids the route names.
+    requests = [r for r in records if getattr(r, "event", None) == "request"]
+    assert len(requests) == 3
+    assert {(getattr(r, "account_id", None), getattr(r, "tunnel_id", None)) for r in records} == {
+        (ACCOUNT, TUNNEL)
+    }
+    assert {getattr(r, "event", None) for r in retries} == {"retry"}
     assert "retrying after InternalServerError (attempt 1, wait 0.375s" in text
     assert "wait 0.750s" in text
     for secret in (TOKEN, KEY, PSK):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+from datetime import timedelta
 
 import pytest
 from aioresponses import aioresponses
 
 from magicwan import InvalidInputError, MagicWAN, MagicWANError
+from magicwan._argtypes import duration
 from magicwan._validation import (
     check_bool,
     check_credential,
+    check_duration,
     check_id,
     check_non_negative_int,
     check_positive_int,
@@ -204,3 +208,38 @@ def test_base_url_refused(value: str, fragment: str) -> None:
 def test_base_url_must_be_a_string() -> None:
     with pytest.raises(InvalidInputError):
         normalize_base_url(b"https://api.cloudflare.com")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45s", 45), (" 1d ", 86400)],
+)
+def test_check_duration_reads_a_number_and_one_unit(text: str, seconds: int) -> None:
+    assert check_duration(text, "AGE") == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "a whole number and a unit"),
+        ("90", "a whole number and a unit"),
+        ("1y", "a whole number and a unit"),
+        ("1.5d", "a whole number and a unit"),
+        ("-5d", "a whole number and a unit"),
+        ("1d12h", "a whole number and a unit"),
+        ("90D", "a whole number and a unit"),
+        ("0s", "longer than 0"),
+        ("36501d", "at most 36500d"),
+        ("9999999999d", "a whole number and a unit"),
+        (90, "must be a string"),
+    ],
+)
+def test_check_duration_refuses(value: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        check_duration(value, "AGE")
+
+
+def test_the_argparse_duration_names_the_metavar() -> None:
+    assert duration("45s") == timedelta(seconds=45)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^DURATION must be .*'1y'"):
+        duration("1y")

@@ -7,16 +7,20 @@ A new command is one module with a ``register(commands)`` function, listed in
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import io
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TextIO
 
 from magicwan._version import __version__
 from magicwan.cli import demo, journal, psk, tunnels
-from magicwan.cli.common import CLIError
+from magicwan.cli.common import CLIError, account_id
 from magicwan.cli.console import Console, OutputClosed, colour_wanted, logging_to
 from magicwan.cli.parser import Handler, Parser, top_level_epilog, wrap
 from magicwan.cli.report import describe
@@ -67,16 +71,26 @@ async def amain(
     err = stderr if stderr is not None else sys.stderr
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    usage = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(usage):
             args = parser.parse_args(args_list)  # --help and usage errors print to sys.std*
     except SystemExit as exc:  # --help, --version or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
+        status = exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
+        err.write(usage.getvalue())
+        err.flush()
+        if status == ExitStatus.USAGE and "--json" in args_list:
+            _usage_json(out, usage.getvalue())
+        return status
+    if usage.getvalue():  # pragma: no cover - argparse writes nothing on success
+        err.write(usage.getvalue())
     args.argv = args_list
     args.stdin = stdin if stdin is not None else sys.stdin
     console = Console(out, err, quiet=getattr(args, "quiet", False), colour=colour_wanted(err))
+    _bind_run(console, args)
     handler: Handler = args.handler
-    with logging_to(console, getattr(args, "verbose", 0)):
+    log_format = getattr(args, "log_format", "text")
+    with logging_to(console, getattr(args, "verbose", 0), log_format):
         try:
             return await handler(args, console)
         except OutputClosed:  # the reader of stdout left (| head): nothing more to say
@@ -85,6 +99,10 @@ async def amain(
             console.error(exc.message)
             for hint in exc.hints:
                 console.tell(f"hint: {hint}")
+            if getattr(args, "json", False) and not console.out_closed:
+                # A script reading --json sees why there is nothing else (exit 2 or 3).
+                with contextlib.suppress(OutputClosed):
+                    console.json(error_line(exc))
             return exc.status
         except asyncio.CancelledError:
             if not exit_on_cancel:
@@ -99,6 +117,50 @@ async def amain(
         except Exception as exc:  # a bug, or an error nobody expected: one line, no traceback
             console.error(f"unexpected {describe(exc)}")
             raise
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A run's id until the command names a better one (a rotation: its journal's name):
+    the start time, sortable, and random digits (two runs in one microsecond)."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _bind_run(console: Console, args: argparse.Namespace) -> None:
+    """``run_id`` and (when the command line or the environment names a valid one)
+    ``account_id`` on every JSON line from the start; a bad ACCOUNT is the command's to
+    report."""
+    console.bind(run_id=new_run_id())
+    if hasattr(args, "account"):
+        with contextlib.suppress(CLIError):
+            console.bind(account_id=account_id(args))
+
+
+def _usage_json(out: TextIO, text: str) -> None:
+    """The JSON line of a command line argparse refused (its message is on stderr)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    message = lines[-1].split(": error: ", 1)[-1] if lines else "usage error"
+    console = Console(out, io.StringIO())
+    console.bind(run_id=new_run_id())
+    with contextlib.suppress(OutputClosed):
+        console.json(
+            {
+                "event": "error",
+                "exit_status": int(ExitStatus.USAGE),
+                "message": message,
+                "hints": [],
+            }
+        )
+
+
+def error_line(exc: CLIError) -> dict[str, object]:
+    """The JSON line of a command that ended before its run (exit 2 or 3)."""
+    return {
+        "event": "error",
+        "exit_status": int(exc.status),
+        "message": exc.message,
+        "hints": list(exc.hints),
+    }
 
 
 async def _main(argv: Sequence[str] | None) -> int:

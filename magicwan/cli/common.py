@@ -164,26 +164,44 @@ async def check_journal(path: str) -> None:
 
 
 def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
-    """A new, empty journal file (0600) named after the time, in ``directory`` (created
-    0700 if missing; tightened to 0700 if it is ours and others could read it)."""
+    """A new, empty journal file (0600) named after the time, in ``directory``: created
+    0700 if missing, used as it is if it exists (its mode is the operator's), refused if
+    other users can write to it or it belongs to another user (but root)."""
     path = Path(directory)
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass  # an existing directory keeps its mode: checked below, never changed
+    except OSError as exc:
+        raise UsageError(f"cannot use journal directory {directory}: {exc.strerror}") from None
+    try:
         info = path.stat()
     except OSError as exc:
         raise UsageError(f"cannot use journal directory {directory}: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise UsageError(f"journal directory {directory} is not a directory")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        if info.st_uid != os.getuid():
-            raise UsageError(
-                f"journal directory {directory} is open to other users and not ours to "
-                "tighten: journals hold PSKs; choose a directory of your own"
-            )
-        try:
-            path.chmod(0o700)
-        except OSError as exc:
-            raise UsageError(f"cannot tighten {directory} to 0700: {exc.strerror}") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        # Even with the sticky bit (/tmp), others can plant names there (a symlink, a file
+        # named like the next journal) and list the journals; chmod'ing a shared directory
+        # would lock its other users out (a 1777 /tmp losing its sticky bit).
+        raise UsageError(
+            f"journal directory {directory} is one other users can write to (mode "
+            f"{mode:04o}): journals hold PSKs, so they go in a directory of your own; "
+            "it was left as it is",
+            hints=[
+                "give a directory that does not exist yet (it is created 0700), or make "
+                "one: mkdir -m 700 DIR"
+            ],
+        )
+    if info.st_uid not in (os.geteuid(), 0):
+        # Its owner can remove or rename what is in it, journals included.
+        raise UsageError(
+            f"journal directory {directory} belongs to another user (uid {info.st_uid}), "
+            "who could remove or replace journals there: journals hold PSKs, so they go in "
+            "a directory of your own",
+            hints=["give a directory that does not exist yet (it is created 0700)"],
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")  # sorts as the runs started
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     for number in itertools.count(1):

@@ -11,7 +11,11 @@
   one line per item elsewhere (CI logs), nothing with ``--progress off``. It only counts
   and formats; its clock is injected, so rate and ETA are testable without waiting. It
   never sees a PSK: callers hand it finished text.
-- :func:`logging_to` routes the ``magicwan`` logger's records through the console.
+- :func:`logging_to` routes the ``magicwan`` logger's records through the console, as
+  text or (``--log-format json``) one JSON object a line (:class:`JSONLogFormatter`).
+
+Every JSON line on stdout carries ``ts`` (RFC 3339, UTC) and what the command bound with
+:meth:`Console.bind` (``run_id``, ``account_id``) once known; log lines carry them too.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+from magicwan._converter import format_datetime
+
 __all__ = [
+    "LOG_FIELDS",
     "Console",
+    "JSONLogFormatter",
     "OutputClosed",
     "Progress",
     "ProgressMode",
@@ -34,6 +43,8 @@ __all__ = [
     "escape",
     "format_duration",
     "logging_to",
+    "now_text",
+    "write_text",
 ]
 
 ProgressMode = Literal["bar", "lines", "off"]
@@ -57,6 +68,24 @@ def escape(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def now_text(utcnow: Callable[[], datetime] | None = None) -> str:
+    """The time now as RFC 3339 UTC with microseconds: ``2026-12-05T21:01:28.123456Z``."""
+    now = utcnow() if utcnow is not None else datetime.now(UTC)
+    return format_datetime(now.astimezone(UTC))
+
+
+def write_text(stream: TextIO, text: str) -> None:
+    """Write ``text`` on ``stream``, escaping (``\\xfc``) what its encoding cannot hold: a
+    tunnel named ``filiale-zürich`` on an ASCII stdout (``PYTHONIOENCODING=ascii``, a C
+    locale) is shown, not a ``UnicodeEncodeError``."""
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        # A text stream encodes the whole string before writing any of it.
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
 def colour_wanted(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
     """Colours on ``stream``: a terminal, ``NO_COLOR`` unset (https://no-color.org), and a
     ``TERM`` that is not ``dumb``."""
@@ -76,7 +105,13 @@ class Console:
     """The two output streams of one run, and the progress bar while one is drawn."""
 
     def __init__(
-        self, out: TextIO, err: TextIO, *, quiet: bool = False, colour: bool = False
+        self,
+        out: TextIO,
+        err: TextIO,
+        *,
+        quiet: bool = False,
+        colour: bool = False,
+        utcnow: Callable[[], datetime] | None = None,
     ) -> None:
         self.out = out
         self.err = err
@@ -87,6 +122,22 @@ class Console:
         self.out_closed = False
         #: The exit status a cancelled command settled on before re-raising the cancellation.
         self.final_status: int | None = None
+        #: What every JSON line (and JSON log line) says about the run: see :meth:`bind`.
+        self.context: dict[str, Any] = {}
+        self.utcnow = utcnow
+
+    def bind(self, **fields: Any) -> None:
+        """Add ``fields`` (``run_id=...``, ``account_id=...``) to every JSON line from now
+        on; a field given None is dropped. A line's own field of the same name wins."""
+        for name, value in fields.items():
+            if value is None:
+                self.context.pop(name, None)
+            else:
+                self.context[name] = value
+
+    def stamped(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """``obj`` with ``ts`` and the bound context in front of its own fields."""
+        return {"ts": now_text(self.utcnow), **self.context, **obj}
 
     # -- stdout: results ------------------------------------------------------------------
 
@@ -100,9 +151,12 @@ class Console:
         for row in rows:
             self.data("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
-    def json(self, obj: Mapping[str, Any]) -> None:
-        """One JSON line on stdout (JSON escapes every control character itself)."""
-        self.raw(json.dumps(obj, separators=(",", ":")) + "\n")
+    def json(self, obj: Mapping[str, Any], *, stamp: bool = True) -> None:
+        """One JSON line on stdout (JSON escapes every control character itself), with
+        ``ts``, ``run_id`` and ``account_id`` (when bound) unless ``stamp=False`` (a data
+        format of its own: ``journal export``)."""
+        line = self.stamped(obj) if stamp else obj
+        self.raw(json.dumps(line, separators=(",", ":")) + "\n")
 
     def raw(self, text: str) -> None:
         """Exact text on stdout (``journal export`` formats, already quoted)."""
@@ -112,7 +166,7 @@ class Console:
         if progress is not None:
             progress.clear()  # stdout and stderr may be the same terminal
         try:
-            self.out.write(text)
+            write_text(self.out, text)
             self.out.flush()
         except BrokenPipeError:
             self._closed()
@@ -153,7 +207,7 @@ class Console:
         if self.progress is not None:
             self.progress.note(line)
         else:
-            self.err.write(line + "\n")
+            write_text(self.err, line + "\n")
             self.err.flush()
 
     def paint(self, text: str, colour: str | None) -> str:
@@ -175,29 +229,68 @@ class Console:
 # -- logging ------------------------------------------------------------------------------
 
 
+#: The fields of a JSON log line, in order (those without a value are left out).
+LOG_FIELDS = ("ts", "level", "run_id", "account_id", "tunnel_id", "event", "message")
+
+
+class JSONLogFormatter(logging.Formatter):
+    """A log record as one JSON object: ``ts`` (RFC 3339 UTC), ``level``, ``run_id`` and
+    ``account_id`` (from the console's context), ``tunnel_id`` and ``event`` (from the
+    record's ``extra``, when it has them), ``message``. Nothing else of the record is
+    read: the SDK logs no secret, and this adds none (no arguments, no exception text)."""
+
+    def __init__(self, context: Callable[[], Mapping[str, Any]] = dict) -> None:
+        super().__init__()
+        self._context = context
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        context = self._context()
+        values = {
+            "ts": format_datetime(stamp),
+            "level": record.levelname.lower(),
+            "run_id": context.get("run_id"),
+            "account_id": getattr(record, "account_id", None) or context.get("account_id"),
+            "tunnel_id": getattr(record, "tunnel_id", None),
+            "event": getattr(record, "event", None) or record.name,
+            "message": record.getMessage(),
+        }
+        line = {name: values[name] for name in LOG_FIELDS if values[name] is not None}
+        return json.dumps(line, separators=(",", ":"))
+
+
 class _LogHandler(logging.Handler):
     """The SDK's log records on stderr, escaped, without garbling the progress bar."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, log_format: str = "text") -> None:
         super().__init__()
         self.console = console
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.json = log_format == "json"
+        if self.json:
+            self.setFormatter(JSONLogFormatter(lambda: console.context))
+        else:
+            self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.console.tell(self.format(record))
+            text = self.format(record)
+            if self.json:  # already escaped by JSON, and never painted
+                self.console.human(text)
+            else:
+                self.console.tell(text)
         except Exception:  # pragma: no cover - logging must never break the run
             self.handleError(record)
 
 
 @contextlib.contextmanager
-def logging_to(console: Console, verbosity: int) -> Iterator[None]:
+def logging_to(console: Console, verbosity: int, log_format: str = "text") -> Iterator[None]:
     """The ``magicwan`` logger's records on the console: warnings by default, INFO (retries,
-    429 pauses) with ``-v``, DEBUG (every request) with ``-vv``. Never a secret: the SDK
+    429 pauses) with ``-v``, DEBUG (every request, with its duration) with ``-vv``; as
+    text, or one JSON object a line with ``log_format="json"``. Never a secret: the SDK
     logs none."""
     level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
     logger = logging.getLogger("magicwan")
-    handler = _LogHandler(console)
+    handler = _LogHandler(console, log_format)
     handler.setLevel(level)
     previous = logger.level
     logger.addHandler(handler)
@@ -364,5 +457,5 @@ class Progress:
         self._on_screen = True
 
     def _write(self, text: str) -> None:
-        self.stream.write(text)
+        write_text(self.stream, text)
         self.stream.flush()

@@ -1,29 +1,42 @@
-"""``magicwan journal show | export``: read a rotation journal without ``jq``.
+"""``magicwan journal show | export | prune``: read rotation journals without ``jq``.
 
 ``show`` tells, per tunnel, where its rotation stands (never a PSK). ``export`` hands the
-PSKs to another tool: on stdout only, and never to a terminal unless ``--force``. Both
-read without locking (a running rotation may hold the journal) and refuse a file that is
-not a journal, untouched.
+PSKs to another tool: on stdout only, and never to a terminal unless ``--force``; given a
+directory (``--journal-dir``), each tunnel's newest PSK across its journals. Both read
+without locking (a running rotation may hold the journal) and refuse a file that is not a
+journal, untouched. ``prune`` removes a directory's older journals, but never one that
+still holds a tunnel's newest PSK, nor one a rotation holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import io
+import json
 import os
 import shlex
 import stat
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from magicwan._converter import format_datetime
+import attrs
+
+from magicwan._argtypes import non_negative_int
+from magicwan._converter import format_datetime, parse_datetime
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, escape
 from magicwan.cli.parser import Parser, add_actions, add_command, add_output_options
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
-__all__ = ["register"]
+__all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "register"]
+
+Key = tuple[str | None, str]
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -56,17 +69,21 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         actions,
         "export",
         _export,
-        help="the journal's newest PSKs as JSON Lines, CSV or env lines, on stdout",
-        usage="%(prog)s FILE [--format json|csv|env] [--force]",
+        help="the newest PSKs of a journal (or a --journal-dir) as JSON Lines, CSV or env",
+        usage="%(prog)s FILE|DIR [--format json|csv|env] [--force]",
         description=(
             "Write each tunnel's newest PSK known to be live at Cloudflare to stdout, for "
             "another tool: json (one object a line, with a set's unconfirmed PSK as "
             "pending_psk), csv (with a header row) or env (MAGICWAN_PSK_<tunnel id>=... "
-            "lines to source). Refuses a terminal unless --force: PSKs are secrets."
+            "lines to source). Given a directory (what --journal-dir fills), each "
+            "tunnel's newest PSK across all its journals. Refuses a terminal unless "
+            "--force: PSKs are secrets."
         ),
         epilog=exit_status_help(),
     )
-    export.add_argument("file", metavar="FILE", help="the journal")
+    export.add_argument(
+        "file", metavar="FILE|DIR", help="a journal, or a directory of journals (*.jsonl)"
+    )
     export.add_argument(
         "--format", choices=("json", "csv", "env"), default="json", help="(default: json)"
     )
@@ -74,6 +91,126 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         "--force", action="store_true", help="write PSKs even when stdout is a terminal"
     )
     add_output_options(export, json=False)
+    prune = add_command(
+        actions,
+        "prune",
+        _prune,
+        help="remove older journals of a directory, never one holding a tunnel's newest PSK",
+        usage="%(prog)s DIR --keep N [--dry-run] [--json]",
+        description=(
+            "Remove the journals (*.jsonl) of DIR but the N newest, except any that still "
+            "holds a tunnel's newest PSK (what 'journal export DIR' would give for it: "
+            "removing it would lose that PSK), any whose request for a tunnel was left "
+            "open (a cut run: --resume needs it) and any a rotation holds (locked). Old "
+            "journals hold plaintext PSKs: prune them on a schedule, after the PSKs are "
+            "on the routers. Files that are not journals are left alone."
+        ),
+        epilog=exit_status_help(),
+    )
+    prune.add_argument("directory", metavar="DIR", help="the journal directory")
+    prune.add_argument(
+        "--keep",
+        type=non_negative_int,
+        metavar="N",
+        required=True,
+        help="how many of the newest journals to keep whatever they hold",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="say what would be removed; remove nothing"
+    )
+    add_output_options(prune)
+
+
+@attrs.frozen
+class JournalFile:
+    """One journal of a directory: its path, when it was created, what it holds."""
+
+    path: Path
+    created: datetime
+    records: dict[Key, JournalRecord] = attrs.field(repr=False)
+
+
+def _created(path: Path) -> datetime:
+    """The header's ``created`` time, else the file's modification time."""
+    try:
+        with path.open("rb") as file:
+            header = json.loads(file.readline())
+        return parse_datetime(header["created"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def journals_in(directory: str) -> tuple[list[JournalFile], list[tuple[Path, str]]]:
+    """The journals (``*.jsonl``) of ``directory``, newest first, and the ``*.jsonl``
+    files that are not journals (with why). Other files are not looked at."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise UsageError(f"no such journal directory: {directory}")
+    journals: list[JournalFile] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in sorted(root.glob("*.jsonl")):
+        if path.is_symlink() or not path.is_file():
+            skipped.append((path, "not a regular file"))
+            continue
+        try:
+            records = read_journal(path)
+            created = _created(path)
+        except (JournalError, OSError) as exc:
+            skipped.append((path, str(exc)))
+            continue
+        journals.append(JournalFile(path=path, created=created, records=records))
+    journals.sort(key=lambda j: (j.created, j.path.name), reverse=True)
+    return journals, skipped
+
+
+def _when(record: JournalRecord, journal: JournalFile) -> tuple[datetime, datetime]:
+    return (record.last_time or journal.created, journal.created)
+
+
+def newest_psks(
+    journals: Iterable[JournalFile],
+) -> tuple[dict[Key, JournalRecord], dict[Key, set[Path]]]:
+    """Each tunnel's newest PSK across ``journals``: the record of its latest journal
+    line that holds a PSK (``psk`` or a set's unconfirmed ``pending_psk``) and, when that
+    record has only a pending PSK, the newest confirmed ``psk`` of an older journal beside
+    it. Also, per tunnel, the journals those PSKs come from (which ``prune`` keeps)."""
+    newest: dict[Key, tuple[tuple[datetime, datetime], JournalRecord, Path]] = {}
+    confirmed: dict[Key, tuple[tuple[datetime, datetime], JournalRecord, Path]] = {}
+    for journal in journals:
+        for key, record in journal.records.items():
+            when = _when(record, journal)
+            holds = record.psk is not None or record.pending_psk is not None
+            if holds and (key not in newest or when > newest[key][0]):
+                newest[key] = (when, record, journal.path)
+            if record.psk is not None and (key not in confirmed or when > confirmed[key][0]):
+                confirmed[key] = (when, record, journal.path)
+    chosen: dict[Key, JournalRecord] = {}
+    sources: dict[Key, set[Path]] = {}
+    for key, (_, record, path) in newest.items():
+        sources[key] = {path}
+        if record.psk is None and key in confirmed:
+            _, older, older_path = confirmed[key]
+            record = attrs.evolve(record, psk=older.psk)
+            sources[key].add(older_path)
+        chosen[key] = record
+    return chosen, sources
+
+
+def left_open(journals: Iterable[JournalFile]) -> dict[Path, int]:
+    """Journals whose tunnels' latest word is a request left open (a run cut in flight, an
+    unknown outcome): the tunnel may hold a PSK nobody recorded, and ``--resume`` with that
+    journal reads it back. Per journal, how many such tunnels."""
+    latest: dict[Key, tuple[tuple[datetime, datetime], JournalRecord, Path]] = {}
+    for journal in journals:
+        for key, record in journal.records.items():
+            when = _when(record, journal)
+            if key not in latest or when > latest[key][0]:
+                latest[key] = (when, record, journal.path)
+    counts: dict[Path, int] = {}
+    for _, record, path in latest.values():
+        if record.left_open:
+            counts[path] = counts.get(path, 0) + 1
+    return counts
 
 
 def _records(path: str) -> list[JournalRecord]:
@@ -200,8 +337,22 @@ def _protect_output(console: Console, force: bool) -> None:
     console.warn(f"stdout is a file other users may read (mode {mode:04o}); it now holds PSKs")
 
 
+def _export_records(source: str, console: Console) -> tuple[list[JournalRecord], str]:
+    """A journal's records, or each tunnel's newest across a directory's journals."""
+    if not os.path.isdir(source):
+        return _records(source), source
+    journals, skipped = journals_in(source)
+    for path, why in skipped:
+        console.warn(f"{path} skipped: {why}")
+    if not journals:
+        raise UsageError(f"no journals (*.jsonl) in directory {source}")
+    chosen, _ = newest_psks(journals)
+    records = sorted(chosen.values(), key=lambda r: (r.first_time is None, r.first_time or 0))
+    return records, f"{len(journals)} journal(s) in {source}"
+
+
 async def _export(args: argparse.Namespace, console: Console) -> int:
-    records = _records(args.file)
+    records, source = _export_records(args.file, console)
     if console.out_is_terminal() and not args.force:
         raise UsageError(
             "refusing to write PSKs to a terminal (anyone behind you, your scrollback, a "
@@ -212,7 +363,10 @@ async def _export(args: argparse.Namespace, console: Console) -> int:
     fmt = args.format
     if fmt == "json":
         for row in rows:
-            console.json({k: v for k, v in row.items() if k != "pending_psk" or v is not None})
+            console.json(
+                {k: v for k, v in row.items() if k != "pending_psk" or v is not None},
+                stamp=False,  # a data format of its own, read by other tools
+            )
     else:
         confirmed = [row for row in rows if row["psk"] is not None]
         if fmt == "csv":
@@ -242,5 +396,87 @@ async def _export(args: argparse.Namespace, console: Console) -> int:
             f"{doubtful} tunnel(s) may hold a newer PSK than the one exported (a request's "
             "outcome is unknown): finish them with 'psk rotate ... --resume'"
         )
-    console.say(f"exported {len(rows)} tunnel(s) from {args.file}")
+    console.say(f"exported {len(rows)} tunnel(s) from {source}")
+    return ExitStatus.OK
+
+
+def _remove(path: Path) -> str | None:
+    """Unlink ``path`` holding its lock (so no rotation opens it meanwhile); a reason it
+    was kept, or None once it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"cannot open it: {exc.strerror}"
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "a rotation holds it (locked)"
+        try:
+            path.unlink()
+        except OSError as exc:
+            return f"cannot remove it: {exc.strerror}"
+    finally:
+        os.close(fd)
+    return None
+
+
+async def _prune(args: argparse.Namespace, console: Console) -> int:
+    journals, skipped = journals_in(args.directory)
+    _, sources = newest_psks(journals)
+    unfinished = left_open(journals)
+    holders: dict[Path, int] = {}
+    for paths in sources.values():
+        for path in paths:
+            holders[path] = holders.get(path, 0) + 1
+    removed = kept = 0
+    for number, journal in enumerate(journals):
+        path = journal.path
+        if number < args.keep:
+            action, why = "kept", f"one of the {args.keep} newest"
+        elif path in holders:
+            action, why = "kept", f"holds the newest PSK of {holders[path]} tunnel(s)"
+        elif path in unfinished:
+            action, why = (
+                "kept",
+                (
+                    f"a request for {unfinished[path]} tunnel(s) was left open in it: "
+                    "'psk rotate ... --resume' with it reads them back"
+                ),
+            )
+        elif args.dry_run:
+            action, why = "would remove", "older, and every PSK in it is in a newer journal"
+        else:
+            reason = _remove(path)
+            if reason is None:
+                action, why = "removed", "older, and every PSK in it is in a newer journal"
+            else:
+                action, why = "kept", reason
+        if action == "kept":
+            kept += 1
+        else:
+            removed += 1
+        if args.json:
+            console.json(
+                {
+                    "event": "journal",
+                    "path": str(path),
+                    "created": format_datetime(journal.created),
+                    "action": action.replace(" ", "_"),
+                    "reason": why,
+                }
+            )
+        else:
+            console.say(f"{action}: {path} ({why})")
+    if removed and not args.dry_run:
+        with contextlib.suppress(OSError):  # the removals survive a power cut
+            fd = os.open(args.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for path, why in skipped:
+        console.say(f"left alone: {path} (not a journal: {why})")
+    verb = "would remove" if args.dry_run else "removed"
+    console.say(f"{verb} {removed} journal(s), kept {kept} in {args.directory}")
     return ExitStatus.OK

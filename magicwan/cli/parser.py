@@ -308,6 +308,15 @@ def add_output_options(parser: Parser, *, json: bool = True, progress: bool = Fa
             default="auto",
             help="progress on stderr: a bar on a terminal, one line per tunnel otherwise (auto)",
         )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help=(
+            "log lines on stderr as text, or one JSON object a line (ts, level, run_id, "
+            "account_id, tunnel_id, event, message; never a secret) (default: text)"
+        ),
+    )
     loudness = group.add_mutually_exclusive_group()
     loudness.add_argument(
         "-v",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+from datetime import UTC, datetime
 from typing import Any
 
-from magicwan.cli.common import account_id, gre_tunnels, ipsec_tunnels, make_client
+from magicwan._argtypes import duration
+from magicwan.cli.common import UsageError, account_id, gre_tunnels, ipsec_tunnels, make_client
 from magicwan.cli.console import Console, escape
 from magicwan.cli.parser import (
     ENVIRONMENT_HELP,
@@ -18,6 +20,7 @@ from magicwan.cli.parser import (
     add_output_options,
 )
 from magicwan.cli.report import stamp_text
+from magicwan.cli.selection import older_than
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.models.gre import GRETunnel
 from magicwan.models.tunnels import IPsecTunnel
@@ -42,7 +45,10 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         "list",
         _list,
         help="list IPsec and GRE tunnels: ids, names, endpoints",
-        usage="%(prog)s [ACCOUNT] [--type all|ipsec|gre] [--json] [options]",
+        usage=(
+            "%(prog)s [ACCOUNT] [--type all|ipsec|gre] [--name GLOB] [--older-than DURATION] "
+            "[--json] [options]"
+        ),
         description=(
             "List the account's IPsec tunnels (with when their PSK was last generated) and "
             "GRE tunnels: a table on stdout, or one JSON object a line with --json. Names "
@@ -59,6 +65,15 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     )
     parser.add_argument(
         "--name", metavar="GLOB", action="append", default=[], help="only names matching GLOB"
+    )
+    parser.add_argument(
+        "--older-than",
+        type=duration,
+        metavar="DURATION",
+        help=(
+            "only IPsec tunnels whose PSK is older than DURATION (90d, 12h, 30m, 45s), from "
+            "the list's psk_metadata.last_generated_on; a tunnel never rotated counts as old"
+        ),
     )
     add_output_options(parser)
     add_api_options(parser)
@@ -93,13 +108,18 @@ def _gre_json(tunnel: GRETunnel) -> dict[str, Any]:
 
 
 async def _list(args: argparse.Namespace, console: Console) -> int:
+    if args.older_than is not None and args.type == "gre":
+        raise UsageError("--older-than selects by PSK age, and GRE tunnels have no PSK")
     account = account_id(args)
     client = make_client(args)
     rows: list[dict[str, Any]] = []
     async with client:
         if args.type in ("all", "ipsec"):
-            rows += [_ipsec_json(t) for t in await ipsec_tunnels(client, account)]
-        if args.type in ("all", "gre"):
+            listed = await ipsec_tunnels(client, account)
+            if args.older_than is not None:
+                listed = older_than(listed, args.older_than, datetime.now(UTC))
+            rows += [_ipsec_json(t) for t in listed]
+        if args.type in ("all", "gre") and args.older_than is None:
             rows += [_gre_json(t) for t in await gre_tunnels(client, account)]
     if args.name:
         rows = [

@@ -13,7 +13,13 @@ from typing import Any
 
 import aiohttp
 
+import magicwan
+
 __all__ = ["journal_lines", "live_locks", "magicwan_tasks", "ray_recorder", "session_spy"]
+
+#: The package's real folder, and its emulator's (whose tasks are not the client's).
+_PACKAGE = Path(magicwan.__file__).resolve().parent
+_EMULATOR = _PACKAGE / "emulator"
 
 
 def ray_recorder() -> tuple[aiohttp.TraceConfig, list[str | None]]:
@@ -52,9 +58,12 @@ def magicwan_tasks() -> list[asyncio.Task[Any]]:
         if task is asyncio.current_task() or task.done():
             continue
         code = getattr(task.get_coro(), "cr_code", None)
-        parts = Path(code.co_filename).parts if code is not None else ()
-        # The package's own folders, not the checkout's (which may be named anything).
-        if "magicwan" in parts and "emulator" not in parts[parts.index("magicwan") :]:
+        if code is None:
+            continue
+        # The package's real path, not a folder name: a clone named "magicwan" holds its
+        # .venv (aiohttp's tasks) and tests/ too.
+        where = Path(code.co_filename).resolve()
+        if where.is_relative_to(_PACKAGE) and not where.is_relative_to(_EMULATOR):
             found.append(task)
     return found
 

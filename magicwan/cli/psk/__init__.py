@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from magicwan.cli import audit
 from magicwan.cli.parser import ENVIRONMENT_HELP, Parser, add_actions, add_command
 from magicwan.cli.psk import generate, rotate, set_psk
 from magicwan.cli.status import exit_status_help
@@ -34,6 +35,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     generate.register(actions, _epilog())
     set_psk.register(actions, _epilog())
     rotate.register(actions, _epilog(rotate.EXAMPLES))
+    audit.register(actions)
 
 
 def _epilog(*parts: str) -> str:

@@ -1,0 +1,188 @@
+"""``journal export DIR`` and ``journal prune DIR --keep N``: a --journal-dir's journals,
+read together; pruning never loses a tunnel's newest PSK."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from magicwan import cli
+from magicwan.emulator import Emulator
+from magicwan.journal import Intent, Journal
+from tests.support.cli import Answers, Result, cli_emulator, json_lines, magicwan
+
+SET_PSK = "pendingSETpsk0123456789abcdefghi"
+
+
+@pytest_asyncio.fixture
+async def env(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Emulator, Answers]]:
+    async with cli_emulator(monkeypatch, tunnels=4) as pair:
+        yield pair
+
+
+async def export(*argv: str) -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    code = await cli.amain(["journal", "export", *argv], stdout=out, stderr=err)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def live(emu: Emulator) -> dict[str, str | None]:
+    return {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids}
+
+
+async def four_runs(emu: Emulator, answers: Answers, directory: Path) -> list[Path]:
+    """Oldest first: A rotates all four tunnels, B tunnels 0-1, C fails tunnel 0 (no PSK
+    in it), D is a journal that holds nothing but its header."""
+    rotate = ("psk", "rotate", emu.account_id)
+    a = await magicwan(*rotate, "--all", "--journal-dir", str(directory))
+    b = await magicwan(*rotate, *emu.tunnel_ids[:2], "--journal-dir", str(directory))
+    answers.add("psk_generate", status=404, code=1002, message="gone", tunnel=emu.tunnel_ids[0])
+    c = await magicwan(*rotate, emu.tunnel_ids[0], "--journal-dir", str(directory))
+    answers.clear()
+    assert (a.code, b.code, c.code) == (0, 0, 1), a.err + b.err + c.err
+    journals = sorted(directory.iterdir())
+    assert len(journals) == 3
+    empty = directory / "rotate-99990101T000000.000000Z.jsonl"  # sorts last by name too
+    journal = Journal(empty)
+    journal.open()
+    await journal.aclose()
+    return [*journals, empty]
+
+
+@pytest.mark.asyncio
+async def test_export_dir_gives_each_tunnels_newest_psk_across_the_journals(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, answers = env
+    directory = tmp_path / "journals"
+    await four_runs(emu, answers, directory)
+    (directory / "notes.jsonl").write_text("my notes\n")  # not a journal: skipped, untouched
+
+    result = await export(str(directory))
+
+    assert result.code == 0, result.err
+    rows = json_lines(result.out)
+    assert {row["tunnel_id"]: row["psk"] for row in rows} == live(emu)
+    assert len(rows) == 4
+    assert "notes.jsonl skipped" in result.err
+    assert "exported 4 tunnel(s) from 4 journal(s)" in result.err
+    assert (directory / "notes.jsonl").read_text() == "my notes\n"
+    env_lines = await export(str(directory), "--format", "env")
+    assert sorted(env_lines.out.splitlines()) == sorted(
+        f"MAGICWAN_PSK_{t}={psk}" for t, psk in live(emu).items()
+    )
+
+
+@pytest.mark.asyncio
+async def test_export_dir_shows_a_newer_pending_set_psk_beside_the_confirmed_one(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, answers = env
+    directory = tmp_path / "journals"
+    await four_runs(emu, answers, directory)
+    newer = directory / "rotate-99991231T000000.000000Z.jsonl"
+    journal = Journal(newer)
+    journal.open()
+    journal.append(
+        Intent(account_id=emu.account_id, tunnel_id=emu.tunnel_ids[3], method="set", psk=SET_PSK)
+    )
+    await journal.aclose()
+
+    result = await export(str(directory))
+
+    [row] = [row for row in json_lines(result.out) if row["tunnel_id"] == emu.tunnel_ids[3]]
+    assert row["pending_psk"] == SET_PSK
+    assert row["psk"] == live(emu)[emu.tunnel_ids[3]]  # from journal A, still the live one
+
+
+@pytest.mark.asyncio
+async def test_prune_keeps_the_newest_and_every_journal_holding_a_newest_psk(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, answers = env
+    directory = tmp_path / "journals"
+    a, b, c, d = await four_runs(emu, answers, directory)
+    before = live(emu)
+
+    dry = await magicwan("journal", "prune", str(directory), "--keep", "1", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert sorted(directory.iterdir()) == [a, b, c, d]
+    assert f"would remove: {c}" in dry.err
+
+    result = await magicwan("journal", "prune", str(directory), "--keep", "1", "--json")
+
+    assert result.code == 0, result.err
+    # D is the newest (kept by --keep 1, though empty); C holds no PSK; B holds tunnels
+    # 0-1's newest PSKs; A holds tunnels 2-3's.
+    assert sorted(directory.iterdir()) == [a, b, d]
+    actions = {Path(line["path"]).name: line["action"] for line in json_lines(result.out)}
+    assert actions == {a.name: "kept", b.name: "kept", c.name: "removed", d.name: "kept"}
+    exported = json_lines((await export(str(directory))).out)
+    assert {row["tunnel_id"]: row["psk"] for row in exported} == before
+
+    again = await magicwan("journal", "prune", str(directory), "--keep", "0")
+    assert again.code == 0, again.err
+    assert sorted(directory.iterdir()) == [a, b]  # the empty one goes; A and B never
+    assert {
+        row["tunnel_id"]: row["psk"] for row in json_lines((await export(str(directory))).out)
+    } == before
+
+
+@pytest.mark.asyncio
+async def test_prune_never_removes_a_journal_a_rotation_holds(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, answers = env
+    directory = tmp_path / "journals"
+    a, b, c, _ = await four_runs(emu, answers, directory)
+    fd = os.open(c, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = await magicwan("journal", "prune", str(directory), "--keep", "0")
+    finally:
+        os.close(fd)
+
+    assert result.code == 0, result.err
+    assert sorted(directory.iterdir()) == [a, b, c]
+    assert f"kept: {c} (a rotation holds it (locked))" in result.err
+
+
+@pytest.mark.asyncio
+async def test_prune_needs_a_directory_and_keep(tmp_path: Path) -> None:
+    missing = await magicwan("journal", "prune", str(tmp_path / "nope"), "--keep", "3")
+    no_keep = await magicwan("journal", "prune", str(tmp_path))
+    negative = await magicwan("journal", "prune", str(tmp_path), "--keep", "-1")
+
+    assert missing.code == 2
+    assert "no such journal directory" in missing.err
+    assert no_keep.code == 2
+    assert "--keep" in no_keep.err
+    assert negative.code == 2
+
+
+@pytest.mark.asyncio
+async def test_prune_keeps_a_journal_whose_request_was_left_open(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    # A run cut while tunnel 1's generate was in flight: that tunnel may hold a PSK nobody
+    # recorded, and only --resume with this journal reads it back.
+    emu, answers = env
+    directory = tmp_path / "journals"
+    a, b, _, _ = await four_runs(emu, answers, directory)
+    cut = directory / "rotate-00000101T000000.000000Z.jsonl"  # sorts first by name
+    journal = Journal(cut)
+    journal.open()
+    journal.append(Intent(account_id=emu.account_id, tunnel_id=emu.tunnel_ids[1]))
+    await journal.aclose()
+
+    result = await magicwan("journal", "prune", str(directory), "--keep", "0")
+
+    assert result.code == 0, result.err
+    assert sorted(directory.iterdir()) == [cut, a, b]
+    assert "a request for 1 tunnel(s) was left open in it" in result.err

@@ -30,6 +30,12 @@ changes before ``Apply`` runs.
   (create), ``{"modified": true, "modified_ipsec_tunnel": {...}}`` (update; the fields given
   replace the tunnel's, the others stay), ``{"deleted": true, "deleted_ipsec_tunnel": {...}}``
   (delete). A ``psk`` given to an IPsec create or update is set like a bulk set's.
+  ``?validate_only=true`` checks and answers without changing anything (``modified`` /
+  ``deleted`` false, a create's tunnel not kept).
+* ``PUT .../ipsec_tunnels`` (``bulk_update_ipsec_tunnels``) and ``PUT .../gre_tunnels``: body a
+  list of tunnels, each with its ``id`` and the fields of an update (or ``{"ipsec_tunnels":
+  [...]}``); all are checked before any changes (an unknown id: 404, code 1002); result
+  ``{"modified": true, "modified_ipsec_tunnels": [...]}``.
 
 Every tunnel answer gives ``health_check.target`` as a string (the target in effect), or as
 ``{"effective": ..., "saved": ...}`` when the request carries ``x-magic-new-hc-target: true``.
@@ -42,6 +48,7 @@ type are still 400, code 1001.
 from __future__ import annotations
 
 import collections
+import copy
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -220,12 +227,13 @@ async def get_gre_tunnel(request: web.Request, state: EmulatorState, account: Ac
 # -- create, update, delete ------------------------------------------------------------------
 
 
-async def _checked(
-    request: web.Request, state: EmulatorState, account: Account, kind: TunnelKind
+def _check(
+    body: dict[str, Any],
+    request: web.Request,
+    state: EmulatorState,
+    account: Account,
+    kind: TunnelKind,
 ) -> dict[str, Any]:
-    body = await _json_object(request)
-    if body is None:
-        raise APIError.of("bad_body")
     new = _new_hc_target(request)
     try:
         if kind == "ipsec":
@@ -241,6 +249,15 @@ async def _checked(
         raise APIError.of("missing_field", field=exc.field) from None
     except TunnelProblem as exc:
         raise APIError.of("invalid_field", field=exc.field, reason=exc.reason) from None
+
+
+async def _checked(
+    request: web.Request, state: EmulatorState, account: Account, kind: TunnelKind
+) -> dict[str, Any]:
+    body = await _json_object(request)
+    if body is None:
+        raise APIError.of("bad_body")
+    return _check(body, request, state, account, kind)
 
 
 def _name_problem(
@@ -270,6 +287,7 @@ def _gone(kind: TunnelKind) -> web.Response:
 
 def _create(kind: TunnelKind) -> Endpoint:
     async def create(request: web.Request, state: EmulatorState, account: Account) -> Apply:
+        validate_only = _validate_only(request)
         fields = await _checked(request, state, account, kind)
         problem = _name_problem(state, account, fields, kind)
         if problem is not None:
@@ -280,10 +298,11 @@ def _create(kind: TunnelKind) -> Endpoint:
             late = _name_problem(state, account, fields, kind)  # another create came first
             if late is not None:
                 return late.response()
+            store = not validate_only
             if kind == "ipsec":
-                tunnel: Tunnel | GreTunnel = state.create_tunnel(account, fields)
+                tunnel: Tunnel | GreTunnel = state.create_tunnel(account, fields, store=store)
             else:
-                tunnel = state.create_gre_tunnel(account, fields)
+                tunnel = state.create_gre_tunnel(account, fields, store=store)
             return success(tunnel.api_json(new_hc_target=new))
 
         return apply
@@ -294,6 +313,7 @@ def _create(kind: TunnelKind) -> Endpoint:
 def _update(kind: TunnelKind) -> Endpoint:
     async def update(request: web.Request, state: EmulatorState, account: Account) -> Apply:
         tunnel_id = _lookup(request, account, kind).id
+        validate_only = _validate_only(request)
         fields = await _checked(request, state, account, kind)
         problem = _name_problem(state, account, fields, kind, tunnel_id)
         if problem is not None:
@@ -307,9 +327,13 @@ def _update(kind: TunnelKind) -> Endpoint:
             late = _name_problem(state, account, fields, kind, tunnel_id)
             if late is not None:
                 return late.response()
-            state.update_tunnel(tunnel, fields)
+            if validate_only:
+                tunnel = copy.deepcopy(tunnel)
+                state.update_tunnel(tunnel, {k: v for k, v in fields.items() if k != "psk"})
+            else:
+                state.update_tunnel(tunnel, fields)
             return success(
-                f'{{"modified":true,"modified_{kind}_tunnel":'
+                f'{{"modified":{_flag(not validate_only)},"modified_{kind}_tunnel":'
                 + tunnel.api_json(new_hc_target=new)
                 + "}"
             )
@@ -322,15 +346,17 @@ def _update(kind: TunnelKind) -> Endpoint:
 def _delete(kind: TunnelKind) -> Endpoint:
     async def delete(request: web.Request, state: EmulatorState, account: Account) -> Apply:
         tunnel_id = _lookup(request, account, kind).id
+        validate_only = _validate_only(request)
         new = _new_hc_target(request)
 
         def apply() -> web.Response:
             tunnel = _tunnel_of(account, kind, tunnel_id)
             if tunnel is None:  # deleted in the meantime
                 return _gone(kind)
-            state.delete_tunnel(account, tunnel)
+            if not validate_only:
+                state.delete_tunnel(account, tunnel)
             return success(
-                f'{{"deleted":true,"deleted_{kind}_tunnel":'
+                f'{{"deleted":{_flag(not validate_only)},"deleted_{kind}_tunnel":'
                 + tunnel.api_json(new_hc_target=new)
                 + "}"
             )
@@ -338,6 +364,77 @@ def _delete(kind: TunnelKind) -> Endpoint:
         return apply
 
     return delete
+
+
+def _bulk_entries(body: Any, kind: TunnelKind) -> list[Any]:
+    entries = body.get(f"{kind}_tunnels") if isinstance(body, dict) else body
+    if not isinstance(entries, list) or not entries:
+        raise APIError.of(
+            "invalid_field",
+            field="body",
+            reason=f'must be a non-empty list of tunnels (or {{"{kind}_tunnels": [...]}})',
+        )
+    return entries
+
+
+def _bulk_update(kind: TunnelKind) -> Endpoint:
+    async def bulk_update(request: web.Request, state: EmulatorState, account: Account) -> Apply:
+        validate_only = _validate_only(request)
+        if request.content_type != _JSON:
+            raise APIError.of("bad_content_type")
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError):
+            raise APIError.of("bad_body") from None
+        plan: list[tuple[str, dict[str, Any]]] = []
+        names: dict[str, str] = {}
+        for index, entry in enumerate(_bulk_entries(body, kind)):
+            tunnel_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(tunnel_id, str):
+                raise APIError.of("missing_field", field=f"[{index}].id")
+            if _tunnel_of(account, kind, tunnel_id) is None:
+                raise _lookup_error(kind)
+            if any(tunnel_id == done for done, _ in plan):
+                raise APIError.of("invalid_field", field=f"[{index}].id", reason="is given twice")
+            fields = _check(entry, request, state, account, kind)
+            name = fields["name"]
+            problem = _name_problem(state, account, fields, kind, tunnel_id)
+            if problem is None and names.get(name, tunnel_id) != tunnel_id:
+                problem = APIError.of("duplicate_name", tunnel_name=name)
+            if problem is not None:
+                raise problem
+            names[name] = tunnel_id
+            plan.append((tunnel_id, fields))
+        new = _new_hc_target(request)
+
+        def apply() -> web.Response:
+            items = []
+            for tunnel_id, fields in plan:
+                tunnel = _tunnel_of(account, kind, tunnel_id)
+                if tunnel is None:  # deleted in the meantime
+                    return _gone(kind)
+                if validate_only:
+                    tunnel = copy.deepcopy(tunnel)
+                    fields = {k: v for k, v in fields.items() if k != "psk"}
+                state.update_tunnel(tunnel, fields)
+                items.append(tunnel.api_json(new_hc_target=new))
+            return success(
+                f'{{"modified":{_flag(not validate_only)},"modified_{kind}_tunnels":['
+                + ",".join(items)
+                + "]}"
+            )
+
+        return apply
+
+    return bulk_update
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _lookup_error(kind: TunnelKind) -> APIError:
+    return APIError.of("unknown_tunnel" if kind == "ipsec" else "unknown_gre_tunnel")
 
 
 _ACCOUNT: Final = "/accounts/{account_id}/magic"
@@ -351,9 +448,11 @@ ROUTES: Final[tuple[tuple[str, str, str], ...]] = (
     ("GET", _ACCOUNT + "/gre_tunnels", "list_gre_tunnels"),
     ("GET", _ACCOUNT + "/gre_tunnels/{tunnel_id}", "get_gre_tunnel"),
     ("POST", _ACCOUNT + "/ipsec_tunnels", "create_ipsec_tunnel"),
+    ("PUT", _ACCOUNT + "/ipsec_tunnels", "bulk_update_ipsec_tunnels"),
     ("PUT", _ACCOUNT + "/ipsec_tunnels/{tunnel_id}", "update_ipsec_tunnel"),
     ("DELETE", _ACCOUNT + "/ipsec_tunnels/{tunnel_id}", "delete_ipsec_tunnel"),
     ("POST", _ACCOUNT + "/gre_tunnels", "create_gre_tunnel"),
+    ("PUT", _ACCOUNT + "/gre_tunnels", "bulk_update_gre_tunnels"),
     ("PUT", _ACCOUNT + "/gre_tunnels/{tunnel_id}", "update_gre_tunnel"),
     ("DELETE", _ACCOUNT + "/gre_tunnels/{tunnel_id}", "delete_gre_tunnel"),
 )
@@ -369,7 +468,9 @@ ENDPOINTS: Final[dict[str, Endpoint]] = {
     "create_ipsec_tunnel": _create("ipsec"),
     "update_ipsec_tunnel": _update("ipsec"),
     "delete_ipsec_tunnel": _delete("ipsec"),
+    "bulk_update_ipsec_tunnels": _bulk_update("ipsec"),
     "create_gre_tunnel": _create("gre"),
     "update_gre_tunnel": _update("gre"),
     "delete_gre_tunnel": _delete("gre"),
+    "bulk_update_gre_tunnels": _bulk_update("gre"),
 }

@@ -455,9 +455,12 @@ class EmulatorState:
             t.name == name and t.id != except_id for family in families for t in family.values()
         )
 
-    def create_tunnel(self, account: Account, fields: Mapping[str, Any]) -> Tunnel:
+    def create_tunnel(
+        self, account: Account, fields: Mapping[str, Any], *, store: bool = True
+    ) -> Tunnel:
         """A new IPsec tunnel from checked ``fields`` (see
-        :func:`~magicwan.emulator.rules.check_ipsec`); a ``psk`` among them is its first PSK."""
+        :func:`~magicwan.emulator.rules.check_ipsec`); a ``psk`` among them is its first PSK.
+        Without ``store``, the tunnel as it would be (not added, no PSK set)."""
         now = self.utcnow()
         tunnel = Tunnel(
             id=self._free_id(None, self._tunnel_ids, account.tunnels),
@@ -468,13 +471,19 @@ class EmulatorState:
             created_on=now,
             modified_on=now,
         )
+        if not store:
+            self.update_tunnel(tunnel, {k: v for k, v in fields.items() if k != "psk"}, False)
+            return tunnel
         self._tunnel_count += 1
         self.update_tunnel(tunnel, fields, modified=False)
         account.tunnels[tunnel.id] = tunnel
         return tunnel
 
-    def create_gre_tunnel(self, account: Account, fields: Mapping[str, Any]) -> GreTunnel:
-        """A new GRE tunnel from checked ``fields`` (:func:`~magicwan.emulator.rules.check_gre`)."""
+    def create_gre_tunnel(
+        self, account: Account, fields: Mapping[str, Any], *, store: bool = True
+    ) -> GreTunnel:
+        """A new GRE tunnel from checked ``fields`` (:func:`~magicwan.emulator.rules.check_gre`);
+        without ``store``, the tunnel as it would be (not added)."""
         now = self.utcnow()
         tunnel = GreTunnel(
             id=self._free_id(None, self._gre_ids, account.gre_tunnels),
@@ -486,13 +495,14 @@ class EmulatorState:
             created_on=now,
             modified_on=now,
         )
-        self._gre_count += 1
         self.update_tunnel(tunnel, fields, modified=False)
-        account.gre_tunnels[tunnel.id] = tunnel
+        if store:
+            self._gre_count += 1
+            account.gre_tunnels[tunnel.id] = tunnel
         return tunnel
 
     def update_tunnel(
-        self, tunnel: Tunnel | GreTunnel, fields: Mapping[str, Any], *, modified: bool = True
+        self, tunnel: Tunnel | GreTunnel, fields: Mapping[str, Any], modified: bool = True
     ) -> None:
         """Apply checked ``fields`` to a tunnel: the fields given replace the tunnel's, the
         others stay; ``health_check`` and ``bgp`` are merged field by field. A ``psk`` is

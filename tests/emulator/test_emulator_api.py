@@ -368,7 +368,7 @@ async def test_unknown_account_tunnel_route_and_method(
     for method, url in (
         ("GET", psk_url(emu)),
         ("DELETE", psk_url(emu)),
-        ("PUT", tunnels_url(emu)),
+        ("PATCH", tunnels_url(emu)),
         ("HEAD", tunnels_url(emu)),
     ):
         async with session.request(method, url, headers=auth) as resp:

@@ -331,3 +331,73 @@ async def test_the_new_health_check_target_header(
     for other in ({}, {"x-magic-new-hc-target": "false"}, {"x-magic-new-hc-target": "1"}):
         status, body = await _send(session, emu, "GET", tunnels_url(emu), headers=other)
         assert isinstance(body["result"]["ipsec_tunnels"][0]["health_check"]["target"], str)
+
+
+async def test_validate_only_changes_nothing(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    params = {"validate_only": "true"}
+    headers = token_headers(emu)
+    psk = a_psk()
+    status, _, body = await call(
+        session,
+        "POST",
+        tunnels_url(emu),
+        json={**IPSEC, "psk": psk},
+        params=params,
+        headers=headers,
+    )
+    assert status == 200
+    assert body["result"]["name"] == "IPsec_1"
+    assert body["result"]["id"] not in emu.tunnel_ids
+    assert len(emu.tunnel_ids) == 3
+    first = emu.tunnel_ids[0]
+    url = f"{tunnels_url(emu)}/{first}"
+    status, _, body = await call(
+        session, "PUT", url, json={**IPSEC, "psk": psk}, params=params, headers=headers
+    )
+    assert body["result"]["modified"] is False
+    assert body["result"]["modified_ipsec_tunnel"]["name"] == "IPsec_1"
+    assert emu.state.tunnel(emu.account_id, first).name == "emu_tunnel_00001"
+    assert emu.state.current_psk(emu.account_id, first) is None
+    status, _, body = await call(session, "DELETE", url, params=params, headers=headers)
+    assert body["result"]["deleted"] is False
+    assert first in emu.tunnel_ids
+    status, _, body = await call(
+        session, "DELETE", url, params={"validate_only": "maybe"}, headers=headers
+    )
+    assert_failure(body, 1003)
+    assert emu.state.total_generations() == 0
+
+
+async def test_bulk_update(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    first, second = emu.tunnel_ids[:2]
+    entries = [
+        {**IPSEC, "id": first, "description": "one"},
+        {**IPSEC, "id": second, "name": "IPsec_2", "psk": a_psk()},
+    ]
+    for body in (entries, {"ipsec_tunnels": entries}):
+        status, answer = await _send(session, emu, "PUT", tunnels_url(emu), body)
+        assert status == 200, answer
+        assert answer["result"]["modified"] is True
+        modified = answer["result"]["modified_ipsec_tunnels"]
+        assert [t["id"] for t in modified] == [first, second]
+        assert modified[0]["description"] == "one"
+    assert emu.state.tunnel(emu.account_id, second).generation == 2
+    # All are checked before anything changes.
+    for bad, code in (
+        ([{**IPSEC, "id": first, "description": "two"}, {**IPSEC, "id": "0" * 32}], 1002),
+        ([{**IPSEC, "id": first}, {**IPSEC, "id": second}], 1008),  # the same name twice
+        ([{**IPSEC, "id": first}, {**IPSEC, "id": first}], 1007),
+        ([{**IPSEC}], 1006),
+        ([{**IPSEC, "id": first, "interface_address": "x"}], 1007),
+        ([], 1007),
+        ({"tunnels": []}, 1007),
+    ):
+        status, answer = await _send(session, emu, "PUT", tunnels_url(emu), bad)
+        assert status in (400, 404)
+        assert_failure(answer, code)
+    assert emu.state.tunnel(emu.account_id, first).description == "one"
+    status, answer = await _send(
+        session, emu, "PUT", gre_url(emu), [{**GRE, "id": emu.gre_tunnel_ids[0]}]
+    )
+    assert status == 200
+    assert answer["result"]["modified_gre_tunnels"][0]["name"] == "GRE_1"

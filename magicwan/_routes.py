@@ -136,7 +136,8 @@ IPSEC_PSK_SET_VALIDATE = Route(
 )
 LIST_GRE_TUNNELS = Route("GET", _GRE, idempotent=True)
 GET_GRE_TUNNEL = Route("GET", _GRE + "/{tunnel_id}", idempotent=True)
-#: A create sent twice makes two tunnels (or a refused duplicate name): never retried blindly.
+#: Not idempotent: a create sent twice is refused the second time (names are unique), so
+#: an unknown outcome is retried only under the client's retry_unknown_outcome.
 CREATE_IPSEC_TUNNEL = Route("POST", _IPSEC, idempotent=False)
 #: Exclusive: an update may carry a PSK, and a delete ends the tunnel; neither races a
 #: PSK call of the same client on that tunnel.

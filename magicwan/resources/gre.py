@@ -104,8 +104,7 @@ class GRETunnels:
         return (await self.with_reply.get(account_id, tunnel_id)).value
 
     async def create(self, account_id: str, params: GRETunnelParams) -> GRETunnel:
-        """Create a GRE tunnel and return it (not retried after an unknown outcome: list
-        the tunnels before trying again)."""
+        """Create a GRE tunnel and return it (an unknown outcome: as for IPsec ``create``)."""
         return (await self.with_reply.create(account_id, params)).value
 
     async def update(self, account_id: str, tunnel_id: str, params: GRETunnelParams) -> GRETunnel:

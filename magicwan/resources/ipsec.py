@@ -112,9 +112,10 @@ class IPsecTunnels:
     async def create(self, account_id: str, params: IPsecTunnelParams) -> IPsecTunnel:
         """Create an IPsec tunnel and return it. A ``params.psk`` becomes its PSK (record it
         first: Cloudflare never shows it again); without one, give it a PSK later with
-        ``psk.generate`` or ``psk.set``. Not retried after an unknown outcome (a retry
-        could create a second tunnel): on an error with ``outcome_unknown``, list the
-        tunnels before trying again."""
+        ``psk.generate`` or ``psk.set``. An unknown outcome is retried as the client's
+        ``retry_unknown_outcome`` says; names are unique per account, so a retry cannot
+        make a second tunnel, but may be refused as a duplicate name with
+        ``outcome_unknown`` set: the lost attempt created it (list the tunnels)."""
         return (await self.with_reply.create(account_id, params)).value
 
     async def update(

@@ -349,8 +349,8 @@ class RequestCounters:
 
     ``by_route`` keys: the route names of :data:`magicwan.emulator.endpoints.ROUTES`
     (``psk_generate``, ``psk_set``, ``list_ipsec_tunnels``, ``get_ipsec_tunnel``,
-    ``create_ipsec_tunnel``, ``update_ipsec_tunnel``, ``delete_ipsec_tunnel``, and the same
-    for ``gre``), and ``unmatched``.
+    ``create_ipsec_tunnel``, ``update_ipsec_tunnel``, ``delete_ipsec_tunnel``,
+    ``bulk_update_ipsec_tunnels``, and the same for ``gre``), and ``unmatched``.
     ``by_status`` counts answered requests by HTTP status; ``dropped`` counts requests whose
     client got no answer (a reset fault dropped the connection, or the client left before a
     ``late_store`` answer); ``faults`` counts injected faults by name.

@@ -17,6 +17,10 @@ import attrs
 from magicwan._validation import check_id
 
 __all__ = [
+    "CREATE_GRE_TUNNEL",
+    "CREATE_IPSEC_TUNNEL",
+    "DELETE_GRE_TUNNEL",
+    "DELETE_IPSEC_TUNNEL",
     "GET_GRE_TUNNEL",
     "GET_IPSEC_TUNNEL",
     "IPSEC_PSK_GENERATE",
@@ -26,6 +30,8 @@ __all__ = [
     "LIST_GRE_TUNNELS",
     "LIST_IPSEC_TUNNELS",
     "MAX_LIST_RESPONSE_BYTES",
+    "UPDATE_GRE_TUNNEL",
+    "UPDATE_IPSEC_TUNNEL",
     "CompiledRoute",
     "Route",
 ]
@@ -151,3 +157,13 @@ IPSEC_PSK_SET_VALIDATE = Route(
 )
 LIST_GRE_TUNNELS = Route("GET", _GRE, idempotent=True, max_response_bytes=MAX_LIST_RESPONSE_BYTES)
 GET_GRE_TUNNEL = Route("GET", _GRE + "/{tunnel_id}", idempotent=True)
+#: Not idempotent: a create sent twice is refused the second time (names are unique), so
+#: an unknown outcome is retried only under the client's retry_unknown_outcome.
+CREATE_IPSEC_TUNNEL = Route("POST", _IPSEC, idempotent=False)
+#: Exclusive: an update may carry a PSK, and a delete ends the tunnel; neither races a
+#: PSK call of the same client on that tunnel.
+UPDATE_IPSEC_TUNNEL = Route("PUT", _IPSEC + "/{tunnel_id}", idempotent=True, exclusive=True)
+DELETE_IPSEC_TUNNEL = Route("DELETE", _IPSEC + "/{tunnel_id}", idempotent=True, exclusive=True)
+CREATE_GRE_TUNNEL = Route("POST", _GRE, idempotent=False)
+UPDATE_GRE_TUNNEL = Route("PUT", _GRE + "/{tunnel_id}", idempotent=True)
+DELETE_GRE_TUNNEL = Route("DELETE", _GRE + "/{tunnel_id}", idempotent=True)

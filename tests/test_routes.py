@@ -30,12 +30,13 @@ def test_every_route_is_listed_and_well_formed() -> None:
     assert len(ROUTES) >= 8
     for route in ROUTES:
         assert isinstance(route, Route)
-        assert route.method in ("GET", "POST")
+        assert route.method in ("GET", "POST", "PUT", "DELETE")
         assert route.template.startswith("/accounts/{account_id}/magic/")
         assert route.params[0] == "account_id"
-        # Only POSTs that change a PSK are exclusive, and only they may be non-idempotent.
+        # Non-idempotent: a POST that changes a PSK (exclusive), or a create (no tunnel yet).
         if not route.idempotent:
-            assert route.exclusive
+            assert route.method == "POST"
+            assert route.exclusive or route.params == ("account_id",)
         if route.method == "GET":
             assert route.idempotent
             assert not route.exclusive

@@ -12,7 +12,8 @@ or as a process: ``python -m magicwan.emulator --port 8787 --tunnels 100``, whic
 ``export`` lines to source in a shell. In pytest, request the ``magicwan_emulator`` fixture
 (registered by the installed plugin).
 
-Modules: ``models`` (plain data), ``seeding`` (how seeded tunnels look), ``bucket`` (the
+Modules: ``models`` (plain data), ``seeding`` (how seeded tunnels look), ``rules`` (how
+tunnels clients create or update are checked), ``bucket`` (the
 per-user token bucket), ``faults``, ``state`` (:class:`EmulatorState`), ``endpoints``
 (Cloudflare's routes), ``app`` (the request pipeline), ``admin`` (the ``/__emulator__`` routes).
 """
@@ -23,6 +24,7 @@ from magicwan.emulator.app import create_app
 from magicwan.emulator.bucket import TokenBucket
 from magicwan.emulator.faults import FaultKind, Faults
 from magicwan.emulator.models import GreTunnel, PSKRecord, Tunnel
+from magicwan.emulator.rules import TunnelRules
 from magicwan.emulator.state import (
     DEFAULT_API_EMAIL,
     DEFAULT_API_KEY,
@@ -45,6 +47,7 @@ __all__ = [
     "PSKRecord",
     "TokenBucket",
     "Tunnel",
+    "TunnelRules",
     "create_app",
     "run",
 ]

@@ -52,6 +52,12 @@ def _probability(text: str) -> float:
     return value
 
 
+def _identifier(text: str) -> str:
+    if not is_identifier(text):
+        raise argparse.ArgumentTypeError(f"expected 32 lowercase hex characters, got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     budget = f"{CLOUDFLARE_BUDGET[0]}/{CLOUDFLARE_BUDGET[1]:g}"
@@ -75,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         default=DEFAULT_GRE_TUNNELS,
         help=f"GRE tunnels to create ({DEFAULT_GRE_TUNNELS})",
+    )
+    parser.add_argument(
+        "--tunnel-id",
+        dest="ipsec_ids",
+        type=_identifier,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="add an IPsec tunnel with this id (32 lowercase hex); repeat for more",
+    )
+    parser.add_argument(
+        "--gre-tunnel-id",
+        dest="gre_ids",
+        type=_identifier,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="add a GRE tunnel with this id (32 lowercase hex); repeat for more",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and faults (0)")
     parser.add_argument("--account-id", default=None, help="account id (derived from the seed)")
@@ -176,6 +200,8 @@ async def _serve(args: argparse.Namespace, faults: Faults) -> None:
     async with run(
         tunnels=args.tunnels,
         gre_tunnels=args.gre_tunnels,
+        ipsec_ids=args.ipsec_ids,
+        gre_ids=args.gre_ids,
         rate_limit=args.rate_limit,
         seed=args.seed,
         faults=faults,
@@ -202,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.account_id is not None and not is_identifier(args.account_id):
         parser.error("--account-id must be 32 lowercase hex characters")
+    for flag, ids in (("--tunnel-id", args.ipsec_ids), ("--gre-tunnel-id", args.gre_ids)):
+        if len(set(ids)) != len(ids):
+            parser.error(f"{flag} given twice with the same id")
     if args.psk_max_length < args.psk_min_length:
         parser.error("--psk-max-length must be >= --psk-min-length")
     try:

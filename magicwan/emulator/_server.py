@@ -34,7 +34,8 @@ class Emulator:
         self.root_url = root_url
         #: The API base URL, ending in ``/client/v4``.
         self.base_url = root_url + API_PREFIX
-        #: The admin base URL (``.../__emulator__``): state, reset, tunnels, faults, rate_limit.
+        #: The admin base URL (``.../__emulator__``): state, reset, tunnels, checkpoint,
+        #: restore, faults, rate_limit.
         self.admin_url = root_url + ADMIN_PREFIX
         self.account_id = state.account_id
         self.api_token = state.user.api_tokens[0]
@@ -96,7 +97,8 @@ async def run(
     ``options``, its keyword arguments (``tunnels`` (10 here), ``gre_tunnels`` (3 here),
     ``seed``, ``account_id``, ``api_token``, ``api_email``, ``api_key``, ``rate_limit``
     (Cloudflare's 1200/300 by default, or None), ``faults``, ``clock``, ``utcnow``,
-    ``max_psk_batch``, ``psk_min_length``, ``psk_max_length``). Giving both is a TypeError.
+    ``max_psk_batch``, ``psk_min_length``, ``psk_max_length``, ``ipsec_ids``, ``gre_ids``,
+    ``tunnel_rules``). Giving both is a TypeError.
 
     ``ssl_context`` serves HTTPS. ``middlewares`` run outside the emulator's pipeline and see
     every request (e.g. a request tracker); ``routes`` (``aiohttp.web.get(...)`` and the like)

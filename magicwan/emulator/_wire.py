@@ -46,6 +46,9 @@ ERROR_CODES: Final[dict[str, tuple[int, int, str]]] = {
     "bad_validate_only": (400, 1003, "validate_only must be true or false"),
     "bad_psk_set": (400, 1004, "{reason}"),
     "too_many_psks": (400, 1005, "too many psks in one request (max {max})"),
+    "missing_field": (400, 1006, "{field} is required"),
+    "invalid_field": (400, 1007, "{field} {reason}"),
+    "duplicate_name": (400, 1008, "a tunnel named {tunnel_name!r} already exists in this account"),
     "rate_limited": (429, 971, "Please wait and consider throttling your request speed"),
     "server_error": (500, 10001, "Internal server error"),
 }

@@ -2,8 +2,12 @@
 
 * ``GET  /__emulator__/state``: :meth:`EmulatorState.snapshot` (PSKs and credentials included);
 * ``POST /__emulator__/reset``: :meth:`EmulatorState.reset`;
-* ``POST /__emulator__/tunnels``: add IPsec tunnels, ``{"count": n}`` or ``{"ids": [...]}``
-  (optionally ``"account_id"``); answers 201 with the new ids;
+* ``POST /__emulator__/tunnels``: add tunnels, ``{"count": n}`` or ``{"ids": [...]}``
+  (optionally ``"account_id"``, and ``"kind": "gre"`` for GRE tunnels; IPsec by default);
+  answers 201 with ``account_id``, ``kind`` and the new ``tunnel_ids``;
+* ``POST /__emulator__/checkpoint``: remember every account's tunnels as they are;
+* ``POST /__emulator__/restore``: the tunnels as at the last checkpoint (or at start): those
+  created since are gone, deleted ones are back, PSKs as they were (counters untouched);
 * ``GET|POST /__emulator__/faults``: read or replace the faults (``Faults`` fields, and
   ``"seed"`` to restart the fault sequence);
 * ``GET|POST /__emulator__/rate_limit``: read or set ``{"limit": n, "window": seconds}``
@@ -72,20 +76,36 @@ async def _add_tunnels(request: web.Request) -> web.Response:
     account_id = body.get("account_id", state.account_id)
     count = body.get("count", 1)
     ids = body.get("ids")
+    kind = body.get("kind", "ipsec")
     if account_id not in state.accounts:
         raise web.HTTPNotFound(reason="unknown account")
+    add_one = state.add_tunnel if kind == "ipsec" else state.add_gre_tunnel
+    add_many = state.add_tunnels if kind == "ipsec" else state.add_gre_tunnels
     try:
+        if kind not in ("ipsec", "gre"):
+            raise ValueError('kind must be "ipsec" or "gre"')
         if ids is not None:
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 raise ValueError("ids must be a list of strings")
-            tunnels = [state.add_tunnel(account_id, i) for i in ids]
+            tunnels: list[Any] = [add_one(account_id, i) for i in ids]
         else:
             if not isinstance(count, int) or isinstance(count, bool):
                 raise ValueError("count must be an integer")
-            tunnels = state.add_tunnels(account_id, count)
+            tunnels = list(add_many(account_id, count))
     except ValueError as exc:
         raise web.HTTPBadRequest(reason=str(exc)) from None
-    return _answer({"account_id": account_id, "tunnel_ids": [t.id for t in tunnels]}, 201)
+    answer = {"account_id": account_id, "kind": kind, "tunnel_ids": [t.id for t in tunnels]}
+    return _answer(answer, 201)
+
+
+async def _checkpoint(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].checkpoint()
+    return _answer({"ok": True})
+
+
+async def _restore(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].restore()
+    return _answer({"ok": True})
 
 
 async def _faults(request: web.Request) -> web.Response:
@@ -126,5 +146,7 @@ def add_admin_routes(router: web.UrlDispatcher) -> None:
     router.add_get(ADMIN_PREFIX + "/state", _state)
     router.add_post(ADMIN_PREFIX + "/reset", _reset)
     router.add_post(ADMIN_PREFIX + "/tunnels", _add_tunnels)
+    router.add_post(ADMIN_PREFIX + "/checkpoint", _checkpoint)
+    router.add_post(ADMIN_PREFIX + "/restore", _restore)
     router.add_route("*", ADMIN_PREFIX + "/faults", _faults)
     router.add_route("*", ADMIN_PREFIX + "/rate_limit", _rate_limit)

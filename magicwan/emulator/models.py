@@ -25,6 +25,7 @@ __all__ = [
     "Bgp",
     "BgpStatus",
     "GreTunnel",
+    "HealthCheck",
     "PSKRecord",
     "PSKSource",
     "RequestCounters",
@@ -58,14 +59,29 @@ def ipsec_id(tunnel_id: str, account_id: str) -> str:
     return f"{tunnel_id}.{account_id}.ipsec.cloudflare.com"
 
 
-def _health_check(target: str) -> dict[str, Any]:
-    return {
-        "enabled": True,
-        "target": target,
-        "type": "reply",
-        "rate": "mid",
-        "direction": "unidirectional",
-    }
+@attrs.define(kw_only=True)
+class HealthCheck:
+    """A tunnel's health check settings. ``target`` is the saved target ("" means the
+    calculated default: the customer endpoint)."""
+
+    enabled: bool = True
+    target: str = ""
+    type: str = "reply"
+    rate: str = "mid"
+    direction: str = "unidirectional"
+
+    def to_api(self, default_target: str | None, *, new_target: bool) -> dict[str, Any]:
+        """Cloudflare's form: ``target`` a string (the target in effect), or with
+        ``new_target`` (the ``x-magic-new-hc-target: true`` header) ``{effective, saved}``."""
+        effective = self.target or default_target or ""
+        target: Any = {"effective": effective, "saved": self.target} if new_target else effective
+        return {
+            "enabled": self.enabled,
+            "target": target,
+            "type": self.type,
+            "rate": self.rate,
+            "direction": self.direction,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -90,19 +106,23 @@ class PSKRecord:
 
 @attrs.frozen(kw_only=True)
 class Bgp:
-    """A tunnel's BGP settings (``bgp``). The emulator never sets an MD5 key."""
+    """A tunnel's BGP settings (``bgp``). Seeded tunnels have no MD5 key."""
 
     customer_asn: int
     extra_prefixes: tuple[str, ...] = ()
     md5_key: str | None = attrs.field(default=None, repr=False)
+    export_filter_id: str | None = None
+    import_filter_id: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "customer_asn": self.customer_asn,
             "extra_prefixes": list(self.extra_prefixes),
         }
-        if self.md5_key is not None:
-            data["md5_key"] = self.md5_key
+        for name in ("md5_key", "export_filter_id", "import_filter_id"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
         return data
 
 
@@ -138,21 +158,42 @@ class BgpStatus:
         return data
 
 
+class _Cached:
+    """The JSON form of a tunnel, cached per health-check target form until it changes."""
+
+    _api_json: dict[bool, str]
+
+    def to_api(self, *, new_hc_target: bool = False) -> dict[str, Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def api_json(self, *, new_hc_target: bool = False) -> str:
+        """``to_api()`` serialized, cached until the tunnel changes."""
+        text = self._api_json.get(new_hc_target)
+        if text is None:
+            text = json.dumps(self.to_api(new_hc_target=new_hc_target), separators=(",", ":"))
+            self._api_json[new_hc_target] = text
+        return text
+
+    def changed(self) -> None:
+        """Drop the cached JSON (call after changing a field)."""
+        self._api_json.clear()
+
+
 @attrs.define(kw_only=True, eq=False)
-class Tunnel:
+class Tunnel(_Cached):
     """An IPsec tunnel. ``psk`` is the current PSK (None until one is generated or set)."""
 
     id: str
     account_id: str
     name: str
-    description: str
+    description: str = ""
     cloudflare_endpoint: str
-    customer_endpoint: str
+    customer_endpoint: str | None = None
     interface_address: str
     interface_address6: str | None = None
     created_on: datetime
     modified_on: datetime
-    health_check_target: str
+    health_check: HealthCheck = attrs.field(factory=HealthCheck)
     allow_null_cipher: bool = False
     replay_protection: bool = False
     automatic_return_routing: bool = False
@@ -163,7 +204,7 @@ class Tunnel:
     last_generated_on: datetime | None = None
     generation: int = 0
     history: list[PSKRecord] = attrs.field(factory=list, repr=False)
-    _api_json: str | None = attrs.field(default=None, init=False, repr=False)
+    _api_json: dict[bool, str] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def ipsec_id(self) -> str:
@@ -176,23 +217,31 @@ class Tunnel:
             return None
         return {"last_generated_on": format_timestamp(self.last_generated_on)}
 
-    def to_api(self) -> dict[str, Any]:
-        """The tunnel as Cloudflare returns it. Never includes the PSK."""
+    def to_api(self, *, new_hc_target: bool = False) -> dict[str, Any]:
+        """The tunnel as Cloudflare returns it. Never includes the PSK. ``new_hc_target``:
+        ``health_check.target`` in its object form."""
         data: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "description": self.description,
             "cloudflare_endpoint": self.cloudflare_endpoint,
-            "customer_endpoint": self.customer_endpoint,
-            "interface_address": self.interface_address,
-            "created_on": format_timestamp(self.created_on),
-            "modified_on": format_timestamp(self.modified_on),
-            "allow_null_cipher": self.allow_null_cipher,
-            "replay_protection": self.replay_protection,
-            "automatic_return_routing": self.automatic_return_routing,
-            "health_check": _health_check(self.health_check_target),
-            "ipsec_id": self.ipsec_id,
         }
+        if self.customer_endpoint is not None:
+            data["customer_endpoint"] = self.customer_endpoint
+        data.update(
+            {
+                "interface_address": self.interface_address,
+                "created_on": format_timestamp(self.created_on),
+                "modified_on": format_timestamp(self.modified_on),
+                "allow_null_cipher": self.allow_null_cipher,
+                "replay_protection": self.replay_protection,
+                "automatic_return_routing": self.automatic_return_routing,
+                "health_check": self.health_check.to_api(
+                    self.customer_endpoint, new_target=new_hc_target
+                ),
+                "ipsec_id": self.ipsec_id,
+            }
+        )
         if self.interface_address6 is not None:
             data["interface_address6"] = self.interface_address6
         if self.custom_fqdn_id is not None:
@@ -205,16 +254,6 @@ class Tunnel:
         if metadata is not None:
             data["psk_metadata"] = metadata
         return data
-
-    def api_json(self) -> str:
-        """``to_api()`` serialized, cached until the tunnel changes."""
-        if self._api_json is None:
-            self._api_json = json.dumps(self.to_api(), separators=(",", ":"))
-        return self._api_json
-
-    def changed(self) -> None:
-        """Drop the cached JSON (call after changing a field)."""
-        self._api_json = None
 
     def store(self, record: PSKRecord) -> None:
         """Make ``record`` the current PSK and append it to the history."""
@@ -234,13 +273,13 @@ class Tunnel:
 
 
 @attrs.define(kw_only=True, eq=False)
-class GreTunnel:
-    """A GRE tunnel (read-only in the emulator: listed and read, never changed)."""
+class GreTunnel(_Cached):
+    """A GRE tunnel."""
 
     id: str
     account_id: str
     name: str
-    description: str
+    description: str = ""
     cloudflare_gre_endpoint: str
     customer_gre_endpoint: str
     interface_address: str
@@ -249,14 +288,14 @@ class GreTunnel:
     modified_on: datetime
     mtu: int = 1476
     ttl: int = 64
-    health_check_target: str
+    health_check: HealthCheck = attrs.field(factory=HealthCheck)
     automatic_return_routing: bool = False
     bgp: Bgp | None = None
     bgp_status: BgpStatus | None = None
-    _api_json: str | None = attrs.field(default=None, init=False, repr=False)
+    _api_json: dict[bool, str] = attrs.field(factory=dict, init=False, repr=False)
 
-    def to_api(self) -> dict[str, Any]:
-        """The tunnel as Cloudflare returns it."""
+    def to_api(self, *, new_hc_target: bool = False) -> dict[str, Any]:
+        """The tunnel as Cloudflare returns it (``new_hc_target``: as for IPsec)."""
         data: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
@@ -269,7 +308,9 @@ class GreTunnel:
             "mtu": self.mtu,
             "ttl": self.ttl,
             "automatic_return_routing": self.automatic_return_routing,
-            "health_check": _health_check(self.health_check_target),
+            "health_check": self.health_check.to_api(
+                self.customer_gre_endpoint, new_target=new_hc_target
+            ),
         }
         if self.interface_address6 is not None:
             data["interface_address6"] = self.interface_address6
@@ -278,12 +319,6 @@ class GreTunnel:
         if self.bgp_status is not None:
             data["bgp_status"] = self.bgp_status.to_api()
         return data
-
-    def api_json(self) -> str:
-        """``to_api()`` serialized, cached until the tunnel changes."""
-        if self._api_json is None:
-            self._api_json = json.dumps(self.to_api(), separators=(",", ":"))
-        return self._api_json
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -312,8 +347,10 @@ class Account:
 class RequestCounters:
     """Requests the API routes saw (admin routes are not counted).
 
-    ``by_route`` keys: ``psk_generate``, ``psk_set``, ``list_ipsec_tunnels``,
-    ``get_ipsec_tunnel``, ``list_gre_tunnels``, ``get_gre_tunnel``, ``unmatched``.
+    ``by_route`` keys: the route names of :data:`magicwan.emulator.endpoints.ROUTES`
+    (``psk_generate``, ``psk_set``, ``list_ipsec_tunnels``, ``get_ipsec_tunnel``,
+    ``create_ipsec_tunnel``, ``update_ipsec_tunnel``, ``delete_ipsec_tunnel``,
+    ``bulk_update_ipsec_tunnels``, and the same for ``gre``), and ``unmatched``.
     ``by_status`` counts answered requests by HTTP status; ``dropped`` counts requests whose
     client got no answer (a reset fault dropped the connection, or the client left before a
     ``late_store`` answer); ``faults`` counts injected faults by name.

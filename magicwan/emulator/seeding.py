@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime
 
-from magicwan.emulator.models import Bgp, BgpStatus, GreTunnel, Tunnel
+from magicwan.emulator.models import Bgp, BgpStatus, GreTunnel, HealthCheck, Tunnel
 
 __all__ = ["gre_tunnel", "ipsec_tunnel"]
 
@@ -81,7 +81,7 @@ def ipsec_tunnel(
         interface_address6=f"{interface6}/127",
         created_on=now,
         modified_on=now,
-        health_check_target=customer,
+        health_check=HealthCheck(target=customer),
         custom_fqdn_id=fqdn_id,
         bgp=bgp,
         bgp_status=bgp_status,
@@ -113,7 +113,7 @@ def gre_tunnel(
         interface_address6=f"{interface6}/127",
         created_on=now,
         modified_on=now,
-        health_check_target=customer,
+        health_check=HealthCheck(target=customer),
         bgp=bgp,
         bgp_status=bgp_status,
     )

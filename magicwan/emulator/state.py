@@ -17,18 +17,22 @@ The made-up values of the tunnels (ids, addresses, BGP) are documented in
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
+
+import attrs
 
 from magicwan.emulator import seeding
 from magicwan.emulator.bucket import TokenBucket
 from magicwan.emulator.faults import FaultInjector, Faults
 from magicwan.emulator.models import (
     Account,
+    Bgp,
     GreTunnel,
     PSKRecord,
     PSKSource,
@@ -38,6 +42,7 @@ from magicwan.emulator.models import (
     is_identifier,
     new_psk,
 )
+from magicwan.emulator.rules import TunnelRules
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "EmulatorState",
     "PSKListener",
     "StateOptions",
+    "TunnelKind",
 ]
 
 DEFAULT_API_TOKEN = "emulator-token"  # noqa: S105 - a fake, documented credential
@@ -61,10 +67,14 @@ DEFAULT_PSK_MAX_LENGTH = 128
 #: Assumed maximum of entries in one bulk PSK set request (more: 400, code 1005).
 DEFAULT_MAX_PSK_BATCH = 1000
 
+#: The two tunnel families.
+TunnelKind = Literal["ipsec", "gre"]
+
 #: Called with the tunnel and its new record every time a tunnel's current PSK changes.
 PSKListener = Callable[[Tunnel, PSKRecord], None]
 
 _log = logging.getLogger("magicwan.emulator")
+
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -85,6 +95,9 @@ class StateOptions(TypedDict, total=False):
     max_psk_batch: int
     psk_min_length: int
     psk_max_length: int
+    ipsec_ids: Sequence[str]
+    gre_ids: Sequence[str]
+    tunnel_rules: TunnelRules
 
 
 def _utcnow() -> datetime:
@@ -107,7 +120,10 @@ class EmulatorState:
     ``clock`` drives the token bucket (default ``time.monotonic``); ``utcnow`` gives timestamps
     (default: now, UTC). A PSK a client sets must be ``psk_min_length`` to ``psk_max_length``
     printable ASCII characters without spaces; a bulk set takes at most ``max_psk_batch``
-    entries.
+    entries. ``ipsec_ids`` and ``gre_ids`` add tunnels with those chosen ids after the counted
+    ones. ``tunnel_rules`` are the emulator's choices for tunnels clients create or update
+    (:class:`~magicwan.emulator.rules.TunnelRules`). The tunnels as constructed are the first
+    checkpoint (see :meth:`restore`).
     """
 
     def __init__(
@@ -127,6 +143,9 @@ class EmulatorState:
         max_psk_batch: int = DEFAULT_MAX_PSK_BATCH,
         psk_min_length: int = DEFAULT_PSK_MIN_LENGTH,
         psk_max_length: int = DEFAULT_PSK_MAX_LENGTH,
+        ipsec_ids: Sequence[str] = (),
+        gre_ids: Sequence[str] = (),
+        tunnel_rules: TunnelRules | None = None,
     ) -> None:
         self.seed = seed
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
@@ -134,6 +153,7 @@ class EmulatorState:
         self.max_psk_batch = _check_count("max_psk_batch", max_psk_batch, 1)
         self.psk_min_length = _check_count("psk_min_length", psk_min_length, 1)
         self.psk_max_length = _check_count("psk_max_length", psk_max_length, psk_min_length)
+        self.tunnel_rules = tunnel_rules if tunnel_rules is not None else TunnelRules()
         # Separate streams so tunnel ids do not depend on whether an account id was given.
         self._account_ids = random.Random(f"magicwan-emulator/{seed}/accounts")  # noqa: S311 - ids
         self._tunnel_ids = random.Random(f"magicwan-emulator/{seed}/tunnels")  # noqa: S311 - ids
@@ -155,6 +175,12 @@ class EmulatorState:
         self.account_id = self.add_account(account_id, members=[self.user.id]).id
         self.add_tunnels(self.account_id, tunnels)
         self.add_gre_tunnels(self.account_id, gre_tunnels)
+        for tunnel_id in ipsec_ids:
+            self.add_tunnel(self.account_id, tunnel_id)
+        for tunnel_id in gre_ids:
+            self.add_gre_tunnel(self.account_id, tunnel_id)
+        self._checkpoint: dict[str, tuple[dict[str, Tunnel], dict[str, GreTunnel]]] = {}
+        self.checkpoint()
 
     # -- seeding -----------------------------------------------------------------------------
 
@@ -414,6 +440,110 @@ class EmulatorState:
             except Exception:
                 _log.exception("emulator: a PSK listener failed for tunnel %s", tunnel.id)
         return record
+
+    def name_taken(
+        self, account: Account, name: str, kind: TunnelKind, except_id: str | None = None
+    ) -> bool:
+        """Whether another tunnel of the account already has ``name`` (among tunnels of
+        ``kind`` only, or all of them: ``tunnel_rules.name_scope``)."""
+        families: list[Mapping[str, Tunnel | GreTunnel]] = []
+        if kind == "ipsec" or self.tunnel_rules.name_scope == "account":
+            families.append(account.tunnels)
+        if kind == "gre" or self.tunnel_rules.name_scope == "account":
+            families.append(account.gre_tunnels)
+        return any(
+            t.name == name and t.id != except_id for family in families for t in family.values()
+        )
+
+    def create_tunnel(
+        self, account: Account, fields: Mapping[str, Any], *, store: bool = True
+    ) -> Tunnel:
+        """A new IPsec tunnel from checked ``fields`` (see
+        :func:`~magicwan.emulator.rules.check_ipsec`); a ``psk`` among them is its first PSK.
+        Without ``store``, the tunnel as it would be (not added, no PSK set)."""
+        now = self.utcnow()
+        tunnel = Tunnel(
+            id=self._free_id(None, self._tunnel_ids, account.tunnels),
+            account_id=account.id,
+            name=fields["name"],
+            cloudflare_endpoint=fields["cloudflare_endpoint"],
+            interface_address=fields["interface_address"],
+            created_on=now,
+            modified_on=now,
+        )
+        if not store:
+            self.update_tunnel(tunnel, {k: v for k, v in fields.items() if k != "psk"}, False)
+            return tunnel
+        self._tunnel_count += 1
+        self.update_tunnel(tunnel, fields, modified=False)
+        account.tunnels[tunnel.id] = tunnel
+        return tunnel
+
+    def create_gre_tunnel(
+        self, account: Account, fields: Mapping[str, Any], *, store: bool = True
+    ) -> GreTunnel:
+        """A new GRE tunnel from checked ``fields`` (:func:`~magicwan.emulator.rules.check_gre`);
+        without ``store``, the tunnel as it would be (not added)."""
+        now = self.utcnow()
+        tunnel = GreTunnel(
+            id=self._free_id(None, self._gre_ids, account.gre_tunnels),
+            account_id=account.id,
+            name=fields["name"],
+            cloudflare_gre_endpoint=fields["cloudflare_gre_endpoint"],
+            customer_gre_endpoint=fields["customer_gre_endpoint"],
+            interface_address=fields["interface_address"],
+            created_on=now,
+            modified_on=now,
+        )
+        self.update_tunnel(tunnel, fields, modified=False)
+        if store:
+            self._gre_count += 1
+            account.gre_tunnels[tunnel.id] = tunnel
+        return tunnel
+
+    def update_tunnel(
+        self, tunnel: Tunnel | GreTunnel, fields: Mapping[str, Any], modified: bool = True
+    ) -> None:
+        """Apply checked ``fields`` to a tunnel: the fields given replace the tunnel's, the
+        others stay; ``health_check`` and ``bgp`` are merged field by field. A ``psk`` is
+        set (a PSK change, as by a bulk set)."""
+        for name, value in fields.items():
+            if name == "psk":
+                continue
+            if name == "health_check":
+                tunnel.health_check = attrs.evolve(tunnel.health_check, **value)
+            elif name == "bgp":
+                tunnel.bgp = Bgp(**value)
+            else:
+                setattr(tunnel, name, value)
+        if modified:
+            tunnel.modified_on = max(self.utcnow(), tunnel.modified_on)
+        tunnel.changed()
+        if fields.get("psk") is not None and isinstance(tunnel, Tunnel):
+            self.set_psk(tunnel, fields["psk"])
+
+    def delete_tunnel(self, account: Account, tunnel: Tunnel | GreTunnel) -> None:
+        """Remove a tunnel from its account (its PSK history goes with it)."""
+        family: dict[str, Any] = (
+            account.tunnels if isinstance(tunnel, Tunnel) else account.gre_tunnels
+        )
+        del family[tunnel.id]
+
+    def checkpoint(self) -> None:
+        """Remember every account's tunnels as they are now, for :meth:`restore`."""
+        self._checkpoint = {
+            a.id: (copy.deepcopy(a.tunnels), copy.deepcopy(a.gre_tunnels))
+            for a in self.accounts.values()
+        }
+
+    def restore(self) -> None:
+        """Every account's tunnels (IPsec and GRE, PSKs and histories included) as they were
+        at the last :meth:`checkpoint` (or construction): tunnels created since are gone,
+        deleted ones are back. Request counters, buckets and faults are left alone."""
+        for account_id, (tunnels, gre_tunnels) in self._checkpoint.items():
+            account = self.accounts[account_id]
+            account.tunnels = copy.deepcopy(tunnels)
+            account.gre_tunnels = copy.deepcopy(gre_tunnels)
 
     def record_request(self, route: str, status: int | None, fault: str | None = None) -> None:
         """Count one API request; ``status`` None means its client got no answer."""

@@ -1,6 +1,6 @@
 """Frozen attrs models of Magic WAN resources. They hold data, never parsing code."""
 
-from magicwan.models.gre import GRETunnel
+from magicwan.models.gre import GRETunnel, GRETunnelParams
 from magicwan.models.psk import AppliedPSK, PSKGenerateResult, PSKMetadata, PSKSetResult
 from magicwan.models.tunnels import (
     BGP,
@@ -9,6 +9,7 @@ from magicwan.models.tunnels import (
     HealthCheck,
     HealthCheckTarget,
     IPsecTunnel,
+    IPsecTunnelParams,
 )
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "BGPStatus",
     "CustomRemoteIdentities",
     "GRETunnel",
+    "GRETunnelParams",
     "HealthCheck",
     "HealthCheckTarget",
     "IPsecTunnel",
+    "IPsecTunnelParams",
     "PSKGenerateResult",
     "PSKMetadata",
     "PSKSetResult",

@@ -15,6 +15,7 @@ __all__ = [
     "HealthCheck",
     "HealthCheckTarget",
     "IPsecTunnel",
+    "IPsecTunnelParams",
 ]
 
 
@@ -98,3 +99,29 @@ class IPsecTunnel:
     #: The IKE identity the customer's device presents (an FQDN such as
     #: ``<tunnel_id>.<account_id>.ipsec.cloudflare.com``).
     ipsec_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class IPsecTunnelParams:
+    """The fields of an IPsec tunnel to create, or to update (what is given replaces the
+    tunnel's; what is None is not sent).
+
+    ``name``, ``cloudflare_endpoint`` and ``interface_address`` (an IPv4 ``/31``) are
+    required by Cloudflare. ``interface_address6`` is an IPv6 ``/127``. ``psk`` is the
+    caller's pre-shared key for the tunnel (16 to 128 printable ASCII characters, no space):
+    never in ``repr``, never logged, scrubbed from errors. ``health_check.target`` is sent as
+    its ``saved`` address (the plain string form).
+    """
+
+    name: str
+    cloudflare_endpoint: str
+    interface_address: str
+    customer_endpoint: str | None = None
+    description: str | None = None
+    interface_address6: str | None = None
+    health_check: HealthCheck | None = None
+    bgp: BGP | None = None
+    custom_remote_identities: CustomRemoteIdentities | None = None
+    replay_protection: bool | None = None
+    automatic_return_routing: bool | None = None
+    psk: str | None = attrs.field(default=None, repr=False)

@@ -6,7 +6,15 @@ import aiohttp
 import pytest
 
 from magicwan.emulator import Emulator, Faults
-from tests.support.emulator import PSK_RE, RAY_RE, call, generate, token_headers, tunnels_url
+from tests.support.emulator import (
+    PSK_RE,
+    RAY_RE,
+    call,
+    generate,
+    gre_url,
+    token_headers,
+    tunnels_url,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -70,6 +78,55 @@ async def test_add_tunnels(emu: Emulator, session: aiohttp.ClientSession) -> Non
         assert "error" in body
     status, _, body = await call(session, "POST", f"{emu.admin_url}/tunnels", data=b"[1]")
     assert status == 400
+
+
+async def test_add_gre_tunnels_by_id_and_count(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    wanted = "023e105f4ecef8ad9ca31a8372d0c353"
+    url = f"{emu.admin_url}/tunnels"
+    status, _, body = await call(session, "POST", url, json={"kind": "gre", "ids": [wanted]})
+    assert status == 201
+    assert body == {"account_id": emu.account_id, "kind": "gre", "tunnel_ids": [wanted]}
+    status, _, body = await call(session, "POST", url, json={"kind": "gre", "count": 2})
+    assert status == 201
+    assert emu.gre_tunnel_ids[-3:] == [wanted, *body["tunnel_ids"]]
+    assert len(emu.tunnel_ids) == 3  # no IPsec tunnel added
+    status, _, one = await call(session, "GET", gre_url(emu, wanted), headers=token_headers(emu))
+    assert status == 200
+    assert one["result"]["gre_tunnel"]["id"] == wanted
+    for payload in (
+        {"kind": "gre", "ids": [wanted]},
+        {"kind": "vxlan"},
+        {"kind": "gre", "ids": ["x"]},
+    ):
+        status, _, body = await call(session, "POST", url, json=payload)
+        assert status == 400
+        assert "error" in body
+
+
+async def test_checkpoint_and_restore(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    first = emu.tunnel_ids[0]
+    await generate(session, emu, first)
+    psk = emu.state.current_psk(emu.account_id, first)
+    status, _, _ = await call(session, "POST", f"{emu.admin_url}/checkpoint")
+    assert status == 200
+    await call(session, "DELETE", f"{tunnels_url(emu)}/{first}", headers=token_headers(emu))
+    await call(session, "DELETE", gre_url(emu, emu.gre_tunnel_ids[0]), headers=token_headers(emu))
+    await generate(session, emu, emu.tunnel_ids[0])
+    await call(session, "POST", f"{emu.admin_url}/tunnels", json={"count": 1})
+    assert first not in emu.tunnel_ids
+    status, _, _ = await call(session, "POST", f"{emu.admin_url}/restore")
+    assert status == 200
+    assert len(emu.tunnel_ids) == 3
+    assert emu.tunnel_ids[0] == first
+    assert len(emu.gre_tunnel_ids) == 3
+    assert emu.state.current_psk(emu.account_id, first) == psk
+    assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[1]).generation == 0
+    # A restore copies the checkpoint: changing what it gave back never changes it.
+    emu.state.tunnel(emu.account_id, first).name = "changed"
+    emu.state.restore()
+    assert emu.state.tunnel(emu.account_id, first).name == "emu_tunnel_00001"
 
 
 async def test_faults_and_rate_limit_over_http(

@@ -175,7 +175,9 @@ async def test_validate_only_must_be_true_or_false(
     [
         ({"data": b"{}"}, "Content-Type must be application/json"),
         ({"data": b"{}", "headers": {"Content-Type": "text/plain"}}, None),
-        ({"data": b"", "headers": {"Content-Type": "application/json"}}, None),
+        ({"data": b" ", "headers": {"Content-Type": "application/json"}}, None),
+        ({"data": b"", "headers": {"Content-Type": "text/plain"}}, None),
+        ({"data": b""}, "Content-Type must be application/json"),
         ({"data": b"{oops", "headers": {"Content-Type": "application/json"}}, None),
         ({"json": []}, "Request body must be a JSON object"),
         ({"json": "psk"}, None),
@@ -191,6 +193,27 @@ async def test_body_must_be_a_json_object(
         assert resp.status == 400
     assert_failure(body, 1001, message)
     assert emu.state.total_generations() == 0
+
+
+@pytest.mark.parametrize("validate_only", [False, True])
+async def test_a_zero_byte_json_body_reads_as_an_empty_object(
+    emu: Emulator, session: aiohttp.ClientSession, validate_only: bool
+) -> None:
+    """What the official SDK (>= 5.7.0) sends: ``Content-Type: application/json``, no body."""
+    headers = {**token_headers(emu), "Content-Type": "application/json"}
+    params = {"validate_only": "true"} if validate_only else {}
+    status, _, body = await call(
+        session, "POST", psk_url(emu), data=b"", headers=headers, params=params
+    )
+    assert status == 200
+    SUCCESS.validate(body)
+    tunnel_id = emu.tunnel_ids[0]
+    assert body["result"]["ipsec_tunnel_id"] == tunnel_id
+    if validate_only:
+        assert "psk" not in body["result"]
+        assert emu.state.total_generations() == 0
+    else:
+        assert body["result"]["psk"] == emu.state.current_psk(emu.account_id, tunnel_id)
 
 
 async def test_json_with_charset_is_accepted(emu: Emulator, session: aiohttp.ClientSession) -> None:
@@ -345,7 +368,7 @@ async def test_unknown_account_tunnel_route_and_method(
     for method, url in (
         ("GET", psk_url(emu)),
         ("DELETE", psk_url(emu)),
-        ("PUT", tunnels_url(emu)),
+        ("PATCH", tunnels_url(emu)),
         ("HEAD", tunnels_url(emu)),
     ):
         async with session.request(method, url, headers=auth) as resp:

@@ -173,6 +173,12 @@ async def test_cli_flags_reach_the_emulator() -> None:
         "1",
         "--gre-tunnels",
         "2",
+        "--tunnel-id",
+        "0" * 31 + "1",
+        "--gre-tunnel-id",
+        "023e105f4ecef8ad9ca31a8372d0c353",
+        "--gre-tunnel-id",
+        "0" * 31 + "2",
         "--seed",
         "9",
         "--account-id",
@@ -211,8 +217,12 @@ async def test_cli_flags_reach_the_emulator() -> None:
             assert state["max_psk_batch"] == 7
             assert state["psk_bounds"] == [20, 40]
             account = state["accounts"][printed["CLOUDFLARE_ACCOUNT_ID"]]
-            assert len(account["tunnels"]) == 1
-            assert len(account["gre_tunnels"]) == 2
+            assert len(account["tunnels"]) == 2
+            assert list(account["tunnels"])[1] == "0" * 31 + "1"
+            assert list(account["gre_tunnels"])[2:] == [
+                "023e105f4ecef8ad9ca31a8372d0c353",
+                "0" * 31 + "2",
+            ]
     finally:
         returncode, _, stderr = await _stop(started.proc, signal.SIGTERM)
     assert returncode == 0, stderr

@@ -64,7 +64,7 @@ async def test_unknown_tunnel_is_404_code_1002_and_unknown_account_7003(
     status, _, body = await call(session, "GET", gre_url(emu))
     assert status == 400
     assert_failure(body, 9106)
-    status, _, body = await call(session, "POST", gre_url(emu), headers=auth)
+    status, _, body = await call(session, "PATCH", gre_url(emu), headers=auth)
     assert status == 405
     assert_failure(body, 7001)
     assert emu.state.requests.by_route == {

@@ -214,3 +214,54 @@ async def test_the_official_sdk_runs_unchanged_against_the_emulator() -> None:
             "get_ipsec_tunnel": 1,
             "list_gre_tunnels": 1,
         }
+
+
+async def test_the_official_sdks_lifecycle_calls_run_unchanged() -> None:
+    """psk_generate (a zero-byte JSON body since 5.7.0), create, update, delete, and the
+    object form of the health-check target, through the installed official SDK."""
+    async with run(tunnels=1, gre_tunnels=0, rate_limit=None) as emu:
+        async with cloudflare.AsyncCloudflare(
+            api_token=emu.api_token, base_url=emu.base_url, max_retries=0
+        ) as cf:
+            tunnels = cf.magic_transit.ipsec_tunnels
+            account = emu.account_id
+            generated = await tunnels.psk_generate(emu.tunnel_ids[0], account_id=account)
+            created = await tunnels.create(
+                account_id=account,
+                name="site_1",
+                cloudflare_endpoint="203.0.113.1",
+                interface_address="10.9.0.0/31",
+                health_check={"target": {"saved": "198.51.100.1"}},
+                x_magic_new_hc_target=True,
+            )
+            updated = await tunnels.update(
+                created.id,
+                account_id=account,
+                name="site_1",
+                cloudflare_endpoint="203.0.113.1",
+                interface_address="10.9.0.0/31",
+                description="renamed ISP",
+            )
+            one = await tunnels.get(created.id, account_id=account, x_magic_new_hc_target=True)
+            deleted = await tunnels.delete(created.id, account_id=account)
+            gre = await cf.magic_transit.gre_tunnels.create(
+                account_id=account,
+                name="gre_1",
+                cloudflare_gre_endpoint="203.0.113.2",
+                customer_gre_endpoint="198.51.100.2",
+                interface_address="10.9.0.2/31",
+            )
+        assert generated.psk == emu.state.current_psk(account, emu.tunnel_ids[0])
+        assert created.health_check is not None
+        target = created.health_check.target
+        assert not isinstance(target, str)
+        assert target is not None
+        assert (target.effective, target.saved) == ("198.51.100.1", "198.51.100.1")
+        assert updated.modified_ipsec_tunnel is not None
+        assert updated.modified_ipsec_tunnel.description == "renamed ISP"
+        assert one.ipsec_tunnel is not None
+        assert one.ipsec_tunnel.health_check is not None
+        assert not isinstance(one.ipsec_tunnel.health_check.target, str)
+        assert deleted.deleted is True
+        assert emu.tunnel_ids == emu.tunnel_ids[:1]
+        assert gre.id in emu.gre_tunnel_ids

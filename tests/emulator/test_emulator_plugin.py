@@ -48,6 +48,7 @@ def test_public_surface() -> None:
         "PSKRecord",
         "TokenBucket",
         "Tunnel",
+        "TunnelRules",
         "create_app",
         "run",
     ]

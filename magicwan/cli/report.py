@@ -271,6 +271,8 @@ class Tally:
     groups: dict[tuple[str, str, str], FailureGroup] = attrs.field(factory=dict)
     unrecorded: list[str] = attrs.field(factory=list)
     access_failures: int = 0
+    #: Outcomes that carried a PSK the tunnel may hold.
+    carried: int = 0
 
     @property
     def seen(self) -> int:
@@ -300,9 +302,11 @@ class Tally:
         """Count ``outcome``; for a failure, its group and whether it is the group's first
         (``group.count == 1``)."""
         self.states[outcome.state] += 1
-        if getattr(outcome, "verified", False):
+        if outcome.psk is not None and outcome.state is not OutcomeState.VALIDATED:
+            self.carried += 1
+        if outcome.verified:
             self.verified += 1
-        delivered = getattr(outcome, "delivered", None)
+        delivered = outcome.delivered
         if delivered is True:
             self.delivered += 1
         elif delivered is False:

@@ -9,6 +9,7 @@ meanwhile are reported like the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,10 @@ from typing import Any
 
 import attrs
 
+from magicwan._converter import format_datetime
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, OutputClosed, Progress, escape
+from magicwan.cli.metrics import ROTATION_OUTCOMES, MetricsError, write_rotation_metrics
 from magicwan.cli.report import FailureGroup, Tally, describe, outcome_json, stamp_text
 from magicwan.cli.status import ExitStatus, most_urgent
 from magicwan.errors import RateLimitError
@@ -44,6 +47,8 @@ class RunSettings:
     sent_psks: bool = False
     #: The command line that resumes this run (for the hint), when there is a journal.
     resume: str | None = None
+    #: Where to write the run's Prometheus metrics at the end, if anywhere.
+    metrics_file: str | None = None
 
 
 _WORDS = {
@@ -82,10 +87,15 @@ class _Run:
         self.rate_limited: RateLimitError | None = None
         self.output_closed = False
         self.journal_error: JournalError | None = None
+        self.crash: BaseException | None = None
+        self.started_at = datetime.now(UTC)
+        self.rate_limited_tunnels = 0
 
     def take(self, outcome: Any) -> None:
         """Count, print and show one outcome. OutputClosed when stdout's reader left."""
         group = self.tally.add(outcome)
+        if isinstance(outcome.error, RateLimitError):
+            self.rate_limited_tunnels += 1
         name = self.names.get(outcome.tunnel_id.lower())
         console = self.console
         psk = outcome.result.psk if outcome.result is not None else None
@@ -174,43 +184,80 @@ async def run_rotation(
     console.progress = run.progress
     run.progress.start()
     try:
-        try:
-            async for outcome in rotation:
-                run.take(outcome)
-                if run.output_closed:
-                    break
-                stop = run.long_429(outcome)
-                if stop is not None:
-                    run.rate_limited = stop
-                    run.say_rate_limited(stop)
-                    break
-        except asyncio.CancelledError:
-            run.interrupted = True
-        except JournalError as exc:  # after every outcome was handed over
-            run.journal_error = exc
-        finally:
-            try:
-                await rotation.aclose()
-            except asyncio.CancelledError:  # a second signal: stop waiting for the drain
-                run.interrupted = run.forced = True
-        for outcome in rotation.unclaimed:
-            run.take(outcome)
+        await _consume(run)
     finally:
         run.progress.finish()
         console.progress = None
     status = _status(run)
-    _summary(run, status)
+    with contextlib.suppress(OutputClosed):  # the status stands, whoever reads stdout
+        _summary(run, status)
+    _write_metrics(run, status)
     console.final_status = status
     if run.interrupted:
         raise asyncio.CancelledError
     return status
 
 
+async def _consume(run: _Run) -> None:
+    """Take every outcome, then what a stop left unclaimed; note why it ended."""
+    rotation = run.rotation
+    try:
+        async for outcome in rotation:
+            run.take(outcome)
+            if run.output_closed:
+                break
+            stop = run.long_429(outcome)
+            if stop is not None:
+                run.rate_limited = stop
+                run.say_rate_limited(stop)
+                break
+    except asyncio.CancelledError:
+        run.interrupted = True
+    except JournalError as exc:  # after every outcome was handed over
+        run.journal_error = exc
+    except Exception as exc:  # a crash: every PSK in hand is still reported below
+        run.crash = exc
+    finally:
+        try:
+            await rotation.aclose()
+        except asyncio.CancelledError:  # a second signal: stop waiting for the drain
+            run.interrupted = run.forced = True
+    for outcome in rotation.unclaimed:
+        run.take(outcome)
+
+
+def _write_metrics(run: _Run, status: ExitStatus) -> None:
+    path = run.s.metrics_file
+    if path is None:
+        return
+    tally = run.tally
+    counts: dict[str, int] = {
+        state.value: tally.count(state)
+        for state in OutcomeState
+        if state.value in ROTATION_OUTCOMES
+    }
+    counts["not_attempted"] = tally.not_attempted
+    counts["delivered"], counts["undelivered"] = tally.delivered, tally.undelivered
+    try:
+        write_rotation_metrics(
+            path,
+            counts=counts,
+            started_at=run.started_at,
+            finished_at=datetime.now(UTC),
+            succeeded=status is ExitStatus.OK,
+            rate_limited=run.rate_limited_tunnels + (run.rate_limited is not None),
+        )
+    except MetricsError as exc:
+        run.console.error(f"the metrics could not be written: {exc}")
+
+
 def _status(run: _Run) -> ExitStatus:
     tally = run.tally
     found: list[ExitStatus] = []
-    if tally.unrecorded:
+    if tally.unrecorded or (run.crash is not None and tally.carried):
         found.append(ExitStatus.UNRECORDED)
+    if run.crash is not None:
+        found.append(ExitStatus.FAILED)
     if run.interrupted:
         found.append(ExitStatus.INTERRUPTED)
     if tally.count(OutcomeState.UNDELIVERED):
@@ -239,6 +286,11 @@ def _summary(run: _Run, status: ExitStatus) -> None:
     _failure_groups(run, show)
     if run.journal_error is not None:
         console.error(f"the journal failed: {run.journal_error}")
+    if run.crash is not None:
+        console.error(
+            f"the run stopped on an unexpected error ({describe(run.crash)}); every PSK it "
+            "made is in the outcomes above and in the journal if its line got there"
+        )
     if tally.unrecorded:
         _unrecorded(run)
     if run.interrupted:
@@ -263,6 +315,8 @@ def _summary(run: _Run, status: ExitStatus) -> None:
                 "halted": run.rotation.halted,
                 "rate_limited": run.rate_limited is not None,
                 "journal": s.journal,
+                "started_at": format_datetime(run.started_at),
+                "finished_at": format_datetime(datetime.now(UTC)),
                 "elapsed_seconds": round(elapsed, 3),
                 "exit_status": int(status),
             }

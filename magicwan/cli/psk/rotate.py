@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
+from pathlib import Path
 
+from magicwan._argtypes import duration
 from magicwan.cli.common import (
     UsageError,
     account_id,
@@ -16,6 +19,8 @@ from magicwan.cli.common import (
     tunnel_id,
 )
 from magicwan.cli.console import Console
+from magicwan.cli.journal import journals_in
+from magicwan.cli.metrics import MetricsError, add_metrics_option, check_metrics_path
 from magicwan.cli.parser import (
     Parser,
     add_account_argument,
@@ -32,6 +37,7 @@ from magicwan.cli.psk.delivering import (
 )
 from magicwan.cli.psk.selection import already_rotated, dry_run, refuse_reuse, select
 from magicwan.cli.runner import RunSettings, run_rotation
+from magicwan.cli.selection import older_than
 from magicwan.cli.status import ExitStatus
 from magicwan.delivery import DEFAULT_SOCKET
 from magicwan.errors import InvalidInputError
@@ -95,6 +101,13 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         help="leave out tunnels whose name or id matches GLOB; may repeat",
     )
     select.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=duration,
+        help="only tunnels whose PSK is older than DURATION (90d, 12h, 30m, 45s; a tunnel "
+        "never rotated counts as old); alone, it selects among all tunnels",
+    )
+    select.add_argument(
         "--from-file",
         metavar="FILE",
         action="append",
@@ -114,7 +127,9 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
     journal.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run recorded in --journal FILE: skip the tunnels it rotated",
+        help="continue the run recorded in --journal FILE (skip the tunnels it rotated); "
+        "with --journal-dir DIR, the newest journal in DIR that a cut left unfinished, else "
+        "a fresh one: the same command line every time",
     )
     how = parser.add_argument_group("how")
     check = parser.add_argument_group("checks")
@@ -168,6 +183,7 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         help="print 'TUNNEL_ID PSK' lines on stdout as tunnels finish (the PSK in --json lines)",
     )
     add_output_options(parser, progress=True)
+    add_metrics_option(out)
     add_api_options(parser)
 
 
@@ -182,7 +198,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _check_selection(args: argparse.Namespace) -> None:
-    if not (args.tunnels or args.from_file or args.all or args.name):
+    if not (args.tunnels or args.from_file or args.all or args.name or args.older_than):
         hint = None
         if args.account is not None:
             hint = (
@@ -208,11 +224,16 @@ def _check_journal(args: argparse.Namespace) -> None:
             "a journal is required: --journal FILE or --journal-dir DIR. It is where every "
             "new PSK is recorded (0600), and what lets a rerun resume"
         )
-    if args.resume and args.journal is None:
+    if args.resume and args.journal is None and args.journal_dir is None:
         raise UsageError(
-            "--resume continues the run recorded in one journal: give it as --journal FILE "
-            "(the summary of that run names it)"
+            "--resume continues the run recorded in a journal: give it as --journal FILE "
+            "(the summary of that run names it), or --journal-dir DIR"
         )
+    if args.metrics_file is not None:
+        try:
+            check_metrics_path(args.metrics_file)
+        except MetricsError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _check_delivery(args: argparse.Namespace) -> None:
@@ -241,18 +262,13 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
     deliver = deliverer(args)
     client = make_client(args)
     journal = await _journal(args)
+    if journal is not None:
+        console.bind(run_id=Path(journal).stem)
     async with client:
         found = await ipsec_tunnels(client, account)
-        selected = select(args, account, found, explicit)
+        selected = _selected(console, args, account, found, explicit)
         if not selected:
-            if args.all and not found:
-                console.say(f"account {account} has no IPsec tunnels: nothing to rotate")
-                return ExitStatus.OK
-            raise UsageError(
-                f"no tunnel selected: the options match none of the account's {len(found)} "
-                "IPsec tunnels",
-                hints=["'magicwan tunnels list' shows names and ids"],
-            )
+            return ExitStatus.OK
         done = _resumable(console, args, journal, account, selected)
         if args.dry_run:
             return dry_run(console, args, selected, done)
@@ -282,9 +298,39 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
             delivering=deliver is not None,
             sent_psks=_keeping(args),
             resume=resume_command(args.argv, journal) if journal is not None else None,
+            metrics_file=args.metrics_file,
         )
         names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
         return await run_rotation(console, rotation, names=names, settings=settings)
+
+
+def _selected(
+    console: Console,
+    args: argparse.Namespace,
+    account: str,
+    found: list[IPsecTunnel],
+    explicit: list[str],
+) -> list[IPsecTunnel]:
+    """The tunnels to rotate; none (said why) when there is nothing to do."""
+    if args.older_than is not None and not (args.tunnels or args.from_file or args.name):
+        args.all = True  # --older-than alone selects among every tunnel
+    selected = select(args, account, found, explicit)
+    if not selected:
+        if args.all and not found:
+            console.say(f"account {account} has no IPsec tunnels: nothing to rotate")
+            return []
+        raise UsageError(
+            f"no tunnel selected: the options match none of the account's {len(found)} "
+            "IPsec tunnels",
+            hints=["'magicwan tunnels list' shows names and ids"],
+        )
+    if args.older_than is not None:
+        selected = older_than(selected, args.older_than, datetime.now(UTC))
+        if not selected:
+            console.say(
+                f"no selected tunnel has a PSK older than {args.older_than}: nothing to rotate"
+            )
+    return selected
 
 
 def _keeping(args: argparse.Namespace) -> bool:
@@ -301,10 +347,26 @@ async def _journal(args: argparse.Namespace) -> str | None:
     if args.validate_only and not keeping:
         return None
     if writing or (keeping and (journal is not None or args.journal_dir is not None)):
+        if journal is None and args.resume and writing:
+            journal = unfinished_journal(args.journal_dir)
+            args.resume = journal is not None
         if journal is None:
             journal = fresh_journal(args.journal_dir)
         await check_journal(journal)
     return journal
+
+
+def unfinished_journal(directory: str) -> str | None:
+    """The newest journal in ``directory`` that a cut left unfinished (a request it holds
+    was never answered), or None."""
+    if not Path(directory).is_dir():
+        return None
+    journals, _ = journals_in(directory)
+    for journal in journals:  # newest first
+        if any(record.in_flight for record in journal.records.values()):
+            return str(journal.path)
+        return None
+    return None
 
 
 def _resumable(

@@ -70,6 +70,22 @@ async def amain(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     args_list = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(args_list, out, err)
+    if not isinstance(args, argparse.Namespace):
+        return args
+    args.argv = args_list
+    args.stdin = stdin if stdin is not None else sys.stdin
+    console = Console(out, err, quiet=getattr(args, "quiet", False), colour=colour_wanted(err))
+    _bind_run(console, args)
+    handler: Handler = args.handler
+    log_format = getattr(args, "log_format", "text")
+    with logging_to(console, getattr(args, "verbose", 0), log_format):
+        return await _handle(handler, args, console, exit_on_cancel=exit_on_cancel)
+
+
+def _parse(args_list: list[str], out: TextIO, err: TextIO) -> argparse.Namespace | int:
+    """The parsed command line, or the exit status of one argparse ended (--help,
+    --version, a usage error), its text already written."""
     parser = build_parser()
     usage = io.StringIO()
     try:
@@ -84,39 +100,51 @@ async def amain(
         return status
     if usage.getvalue():  # pragma: no cover - argparse writes nothing on success
         err.write(usage.getvalue())
-    args.argv = args_list
-    args.stdin = stdin if stdin is not None else sys.stdin
-    console = Console(out, err, quiet=getattr(args, "quiet", False), colour=colour_wanted(err))
-    _bind_run(console, args)
-    handler: Handler = args.handler
-    log_format = getattr(args, "log_format", "text")
-    with logging_to(console, getattr(args, "verbose", 0), log_format):
-        try:
-            return await handler(args, console)
-        except OutputClosed:  # the reader of stdout left (| head): nothing more to say
-            return ExitStatus.OK
-        except CLIError as exc:
-            console.error(exc.message)
-            for hint in exc.hints:
-                console.tell(f"hint: {hint}")
-            if getattr(args, "json", False) and not console.out_closed:
-                # A script reading --json sees why there is nothing else (exit 2 or 3).
-                with contextlib.suppress(OutputClosed):
-                    console.json(error_line(exc))
-            return exc.status
-        except asyncio.CancelledError:
-            if not exit_on_cancel:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            if console.final_status is None:
-                console.tell("magicwan: interrupted")
-                return ExitStatus.INTERRUPTED
-            return console.final_status
-        except Exception as exc:  # a bug, or an error nobody expected: one line, no traceback
-            console.error(f"unexpected {describe(exc)}")
+    return args
+
+
+async def _handle(
+    handler: Handler, args: argparse.Namespace, console: Console, *, exit_on_cancel: bool
+) -> int:
+    """Run the command's handler; turn how it ended into an exit status (see :func:`amain`)."""
+    try:
+        return await handler(args, console)
+    except OutputClosed:  # the reader of stdout left (| head): nothing more to say
+        return ExitStatus.OK
+    except CLIError as exc:
+        return _refused(args, console, exc)
+    except asyncio.CancelledError:
+        if not exit_on_cancel:
             raise
+        return _interrupted(console)
+    except Exception as exc:  # a bug, or an error nobody expected: one line, no traceback
+        console.error(f"unexpected {describe(exc)}")
+        raise
+
+
+def _refused(args: argparse.Namespace, console: Console, exc: CLIError) -> int:
+    """Say why a command ended before its run (with its hints, and its JSON line under
+    --json); its exit status."""
+    console.error(exc.message)
+    for hint in exc.hints:
+        console.tell(f"hint: {hint}")
+    if getattr(args, "json", False) and not console.out_closed:
+        # A script reading --json sees why there is nothing else (exit 2 or 3).
+        with contextlib.suppress(OutputClosed):
+            console.json(error_line(exc))
+    return exc.status
+
+
+def _interrupted(console: Console) -> int:
+    """The exit status of a run cancelled in the current task, whose cancellation is then
+    taken back (130, or the summary's status when one was printed)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    if console.final_status is None:
+        console.tell("magicwan: interrupted")
+        return ExitStatus.INTERRUPTED
+    return console.final_status
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -225,40 +225,17 @@ async def _ike_report(
 async def _demo(args: argparse.Namespace, console: Console) -> int:
     from magicwan import emulator
 
-    if args.latency < 0:
-        raise UsageError("--latency must be >= 0 seconds")
-    if args.ike:
-        from magicwan.emulator.ike import ike_missing
-
-        missing = ike_missing()
-        if missing is not None:
-            raise UsageError(f"--ike cannot run here: {missing}")
+    _check_usage(args)
     tunnels = args.tunnels if args.tunnels is not None else (_IKE_TUNNELS if args.ike else 300)
     journal = args.journal
     if journal is None:
         journal = str(Path(tempfile.mkdtemp(prefix="magicwan-demo-")) / "journal.jsonl")
     await check_journal(journal)
     limit = args.rate_limit
-    ike_ok = True
     async with emulator.run(
         tunnels=tunnels, gre_tunnels=0, rate_limit=limit, seed=0, faults=_faults(args)
     ) as emu:
-        shown = "on (seeded: 5xx, resets before/after the PSK is stored, cut bodies)"
-        for line in (
-            f"magicwan {__version__} demo: rotate every IPsec PSK of an account, against a "
-            "local emulator of the Cloudflare API (nothing leaves this machine)",
-            "",
-            f"  emulator     {emu.base_url}",
-            f"  account      {emu.account_id}",
-            f"  tunnels      {tunnels}",
-            f"  IKE lab      {'on: two strongSwan charons' if args.ike else 'off'}",
-            f"  rate limit   {f'{limit[0]} requests / {limit[1]:g}s' if limit else 'off'}",
-            f"  faults       {shown if args.faults else 'off'}",
-            f"  latency      {args.latency * 1000:g} ms per request",
-            f"  journal      {journal}",
-            "",
-        ):
-            console.say(line)
+        _say_settings(console, args, emu, tunnels, journal)
         client = MagicWAN(
             api_token=emu.api_token,
             base_url=emu.base_url,
@@ -272,54 +249,121 @@ async def _demo(args: argparse.Namespace, console: Console) -> int:
             console.say(
                 f"discovered {len(found)} tunnels; rotating with concurrency {args.concurrency}"
             )
-            async with _ike(args, console, client, emu, found) as (router, lab):
-                rotation = client.tunnels.ipsec.psk.rotate(
-                    emu.account_id,
-                    found,
-                    concurrency=args.concurrency,
-                    journal=journal,
-                    deliver=router,
-                    deliver_retries=0,
-                    settle_window=_SETTLE_WINDOW,
-                )
-                settings = RunSettings(
-                    max_retry_after=client_default("max_retry_after"),
-                    progress=args.progress,
-                    journal=journal,
-                    delivering=router is not None,
-                )
-                names = {tunnel.id.lower(): tunnel.name for tunnel in found}
-                status = await run_rotation(console, rotation, names=names, settings=settings)
-                if router is not None:
-                    ike_ok = await _ike_report(console, lab, router, found)
-        requests = emu.state.requests
-        injected = sum(requests.faults.values())
-        answered = f"the emulator answered {requests.total} requests"
-        if injected:
-            kinds = ", ".join(f"{name} {count}" for name, count in sorted(requests.faults.items()))
-            answered += f", {injected} of them with an injected fault ({kinds})"
-        console.say("")
-        console.say(answered)
-        records = read_journal(journal)
-        current = {t.id: emu.state.current_psk(emu.account_id, t.id) for t in found}
-        matching = sum(
-            1
-            for (account, tunnel_id), record in records.items()
-            if account == emu.account_id.lower()
-            and record.psk is not None
-            and current.get(tunnel_id) == record.psk
+            status, ike_ok = await _rotate(args, console, client, emu, found, journal)
+        _say_requests(console, emu)
+        matching = _verify(console, emu, found, journal)
+    return _demo_status(args, status, ike_ok=ike_ok, all_match=matching == len(found))
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    """Refuse what the demo cannot do: a negative latency, --ike where it cannot run."""
+    if args.latency < 0:
+        raise UsageError("--latency must be >= 0 seconds")
+    if args.ike:
+        from magicwan.emulator.ike import ike_missing
+
+        missing = ike_missing()
+        if missing is not None:
+            raise UsageError(f"--ike cannot run here: {missing}")
+
+
+def _say_settings(
+    console: Console, args: argparse.Namespace, emu: Any, tunnels: int, journal: str
+) -> None:
+    """The demo's banner: what runs against what."""
+    limit = args.rate_limit
+    shown = "on (seeded: 5xx, resets before/after the PSK is stored, cut bodies)"
+    for line in (
+        f"magicwan {__version__} demo: rotate every IPsec PSK of an account, against a "
+        "local emulator of the Cloudflare API (nothing leaves this machine)",
+        "",
+        f"  emulator     {emu.base_url}",
+        f"  account      {emu.account_id}",
+        f"  tunnels      {tunnels}",
+        f"  IKE lab      {'on: two strongSwan charons' if args.ike else 'off'}",
+        f"  rate limit   {f'{limit[0]} requests / {limit[1]:g}s' if limit else 'off'}",
+        f"  faults       {shown if args.faults else 'off'}",
+        f"  latency      {args.latency * 1000:g} ms per request",
+        f"  journal      {journal}",
+        "",
+    ):
+        console.say(line)
+
+
+async def _rotate(
+    args: argparse.Namespace,
+    console: Console,
+    client: MagicWAN,
+    emu: Any,
+    found: list[IPsecTunnel],
+    journal: str,
+) -> tuple[int, bool]:
+    """Rotate every tunnel through the ``psk rotate`` runner (with --ike, delivering to the
+    lab's router and reporting what IKE made of it): the run's exit status, and whether IKE
+    said what the demo expects (True without --ike)."""
+    ike_ok = True
+    async with _ike(args, console, client, emu, found) as (router, lab):
+        rotation = client.tunnels.ipsec.psk.rotate(
+            emu.account_id,
+            found,
+            concurrency=args.concurrency,
+            journal=journal,
+            deliver=router,
+            deliver_retries=0,
+            settle_window=_SETTLE_WINDOW,
         )
-        line = f"verified: {matching}/{len(found)} journalled PSKs match the emulator"
-        if matching == len(found):
-            console.say(line)
-        else:
-            console.tell(line)
+        settings = RunSettings(
+            max_retry_after=client_default("max_retry_after"),
+            progress=args.progress,
+            journal=journal,
+            delivering=router is not None,
+        )
+        names = {tunnel.id.lower(): tunnel.name for tunnel in found}
+        status = await run_rotation(console, rotation, names=names, settings=settings)
+        if router is not None:
+            ike_ok = await _ike_report(console, lab, router, found)
+    return status, ike_ok
+
+
+def _say_requests(console: Console, emu: Any) -> None:
+    """How many requests the emulator answered, and how many with an injected fault."""
+    requests = emu.state.requests
+    injected = sum(requests.faults.values())
+    answered = f"the emulator answered {requests.total} requests"
+    if injected:
+        kinds = ", ".join(f"{name} {count}" for name, count in sorted(requests.faults.items()))
+        answered += f", {injected} of them with an injected fault ({kinds})"
+    console.say("")
+    console.say(answered)
+
+
+def _verify(console: Console, emu: Any, found: list[IPsecTunnel], journal: str) -> int:
+    """Check every journalled PSK against the emulator; say and return how many match."""
+    records = read_journal(journal)
+    current = {t.id: emu.state.current_psk(emu.account_id, t.id) for t in found}
+    matching = sum(
+        1
+        for (account, tunnel_id), record in records.items()
+        if account == emu.account_id.lower()
+        and record.psk is not None
+        and current.get(tunnel_id) == record.psk
+    )
+    line = f"verified: {matching}/{len(found)} journalled PSKs match the emulator"
+    if matching == len(found):
+        console.say(line)
+    else:
+        console.tell(line)
+    return matching
+
+
+def _demo_status(args: argparse.Namespace, status: int, *, ike_ok: bool, all_match: bool) -> int:
+    """The demo's exit status from the run's, IKE's verdict and the emulator check."""
     if args.ike:
         # Undelivered is what --ike-lose asked for: the demo succeeds when IKE says exactly so.
         lost_only = status in (ExitStatus.OK, ExitStatus.UNDELIVERED)
-        if lost_only and ike_ok and matching == len(found):
+        if lost_only and ike_ok and all_match:
             return ExitStatus.OK
         return status if status != ExitStatus.OK else ExitStatus.FAILED
-    if status == ExitStatus.OK and matching != len(found):
+    if status == ExitStatus.OK and not all_match:
         return ExitStatus.FAILED
     return status

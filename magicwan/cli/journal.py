@@ -425,58 +425,82 @@ async def _prune(args: argparse.Namespace, console: Console) -> int:
     journals, skipped = journals_in(args.directory)
     _, sources = newest_psks(journals)
     unfinished = left_open(journals)
-    holders: dict[Path, int] = {}
-    for paths in sources.values():
-        for path in paths:
-            holders[path] = holders.get(path, 0) + 1
+    holders = _holders(sources)
     removed = kept = 0
     for number, journal in enumerate(journals):
-        path = journal.path
-        if number < args.keep:
-            action, why = "kept", f"one of the {args.keep} newest"
-        elif path in holders:
-            action, why = "kept", f"holds the newest PSK of {holders[path]} tunnel(s)"
-        elif path in unfinished:
-            action, why = (
-                "kept",
-                (
-                    f"a request for {unfinished[path]} tunnel(s) was left open in it: "
-                    "'psk rotate ... --resume' with it reads them back"
-                ),
-            )
-        elif args.dry_run:
-            action, why = "would remove", "older, and every PSK in it is in a newer journal"
-        else:
-            reason = _remove(path)
-            if reason is None:
-                action, why = "removed", "older, and every PSK in it is in a newer journal"
-            else:
-                action, why = "kept", reason
+        action, why = _prune_one(args, number, journal.path, holders, unfinished)
         if action == "kept":
             kept += 1
         else:
             removed += 1
-        if args.json:
-            console.json(
-                {
-                    "event": "journal",
-                    "path": str(path),
-                    "created": format_datetime(journal.created),
-                    "action": action.replace(" ", "_"),
-                    "reason": why,
-                }
-            )
-        else:
-            console.say(f"{action}: {path} ({why})")
+        _say_pruned(args, console, journal, action, why)
     if removed and not args.dry_run:
-        with contextlib.suppress(OSError):  # the removals survive a power cut
-            fd = os.open(args.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _sync_directory(args.directory)
     for path, why in skipped:
         console.say(f"left alone: {path} (not a journal: {why})")
     verb = "would remove" if args.dry_run else "removed"
     console.say(f"{verb} {removed} journal(s), kept {kept} in {args.directory}")
     return ExitStatus.OK
+
+
+def _holders(sources: dict[Key, set[Path]]) -> dict[Path, int]:
+    """Per journal, how many tunnels' newest PSK it holds."""
+    holders: dict[Path, int] = {}
+    for paths in sources.values():
+        for path in paths:
+            holders[path] = holders.get(path, 0) + 1
+    return holders
+
+
+def _prune_one(
+    args: argparse.Namespace,
+    number: int,
+    path: Path,
+    holders: dict[Path, int],
+    unfinished: dict[Path, int],
+) -> tuple[str, str]:
+    """Keep or remove (unless --dry-run) the ``number``-th newest journal: what was done
+    (``kept``, ``removed``, ``would remove``) and why."""
+    if number < args.keep:
+        return "kept", f"one of the {args.keep} newest"
+    if path in holders:
+        return "kept", f"holds the newest PSK of {holders[path]} tunnel(s)"
+    if path in unfinished:
+        return "kept", (
+            f"a request for {unfinished[path]} tunnel(s) was left open in it: "
+            "'psk rotate ... --resume' with it reads them back"
+        )
+    if args.dry_run:
+        return "would remove", "older, and every PSK in it is in a newer journal"
+    reason = _remove(path)
+    if reason is None:
+        return "removed", "older, and every PSK in it is in a newer journal"
+    return "kept", reason
+
+
+def _say_pruned(
+    args: argparse.Namespace, console: Console, journal: JournalFile, action: str, why: str
+) -> None:
+    """One journal's line: what ``prune`` did with it and why."""
+    if args.json:
+        console.json(
+            {
+                "event": "journal",
+                "path": str(journal.path),
+                "created": format_datetime(journal.created),
+                "action": action.replace(" ", "_"),
+                "reason": why,
+            }
+        )
+    else:
+        console.say(f"{action}: {journal.path} ({why})")
+
+
+def _sync_directory(directory: str) -> None:
+    """fsync ``directory``, so that the removals in it survive a power cut (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -443,13 +443,13 @@ async def test_resume_needs_the_journal_file_and_not_a_journal_is_refused_untouc
     env: tuple[Emulator, Answers], tmp_path: Path
 ) -> None:
     emu, _ = env
-    with_dir = await magicwan("psk", "rotate", "--all", "--journal-dir", str(tmp_path), "--resume")
+    with_dir = await magicwan("psk", "rotate", "--all", "--resume", "--validate-only")
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
     not_journal = await magicwan("psk", "rotate", "--all", "--journal", str(notes))
 
     assert with_dir.code == 2
-    assert "--resume continues the run recorded in one journal" in with_dir.err
+    assert "--resume continues the run recorded in a journal" in with_dir.err
     assert not_journal.code == 2
     assert "is not a magicwan journal" in not_journal.err
     assert notes.read_text() == "my notes\n"

@@ -19,12 +19,18 @@ from __future__ import annotations
 import argparse
 import difflib
 import inspect
-import math
 import textwrap
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from magicwan._argtypes import non_negative_int, positive_int, rate_limit, whole
+from magicwan._argtypes import (
+    halt_after,
+    non_negative_int,
+    non_negative_seconds,
+    positive_int,
+    rate_limit,
+    seconds,
+)
 from magicwan._env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan.cli.status import exit_status_help
 from magicwan.client import MagicWAN
@@ -184,42 +190,6 @@ def add_command(
 
 
 # -- value types -------------------------------------------------------------------------
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
-    return value
-
-
-def seconds(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
-    return value
-
-
-def non_negative_seconds(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text}")
-    return value
-
-
-def halt_after(text: str) -> int | None:
-    """A whole number >= 1, or ``off`` (None): never halt."""
-    if text.strip().lower() == "off":
-        return None
-    value = whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number >= 1 or off (never halt), got {value}"
-        )
-    return value
 
 
 def _max_retry_after(text: str) -> float:

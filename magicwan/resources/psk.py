@@ -20,15 +20,19 @@ from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.rotation import (
     Rotation,
-    RotationKwargs,
     RotationOptions,
     RotationOutcome,
     Validated,
     ValidationOutcome,
     rotate,
 )
+from magicwan.rotation.options import OptionKwargs
 
 __all__ = ["IPsecPSK", "IPsecPSKWithReply"]
+
+#: ``validate_only`` not given: the options' (False unless they say otherwise).
+_NOT_GIVEN: Any = object()
+
 
 ReadBack = Callable[[str, str], Awaitable[Reply[IPsecTunnel]]]
 
@@ -173,8 +177,8 @@ class IPsecPSK:
         options: RotationOptions | None = ...,
         *,
         psks: Mapping[str, str] | None = ...,
-        validate_only: Literal[False] | None = ...,
-        **kwargs: Unpack[RotationKwargs],
+        validate_only: Literal[False] = ...,
+        **kwargs: Unpack[OptionKwargs],
     ) -> Rotation[RotationOutcome]: ...
 
     @overload
@@ -186,7 +190,7 @@ class IPsecPSK:
         *,
         psks: Mapping[str, str] | None = ...,
         validate_only: Literal[True],
-        **kwargs: Unpack[RotationKwargs],
+        **kwargs: Unpack[OptionKwargs],
     ) -> Rotation[ValidationOutcome]: ...
 
     @overload
@@ -197,8 +201,8 @@ class IPsecPSK:
         options: RotationOptions | None = ...,
         *,
         psks: Mapping[str, str] | None = ...,
-        validate_only: bool | None = ...,
-        **kwargs: Unpack[RotationKwargs],
+        validate_only: bool = ...,
+        **kwargs: Unpack[OptionKwargs],
     ) -> Rotation[RotationOutcome | Validated]: ...
 
     def rotate(
@@ -208,8 +212,8 @@ class IPsecPSK:
         options: RotationOptions | None = None,
         *,
         psks: Mapping[str, str] | None = None,
-        validate_only: bool | None = None,
-        **kwargs: Unpack[RotationKwargs],
+        validate_only: Any = _NOT_GIVEN,
+        **kwargs: Unpack[OptionKwargs],
     ) -> Rotation[Any]:
         """Rotate many tunnels' PSKs: ``async with ... as rotation: async for outcome in
         rotation:``, one outcome per tunnel in completion order.
@@ -238,7 +242,7 @@ class IPsecPSK:
             sleep=transport.sleep,
             options=options,
             psks=psks,
-            validate_only=validate_only,
             client_timeout=transport.timeout,
             **kwargs,
+            **({} if validate_only is _NOT_GIVEN else {"validate_only": validate_only}),
         )

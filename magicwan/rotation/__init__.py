@@ -152,7 +152,6 @@ def rotate(
     sleep: Sleep = asyncio.sleep,
     options: RotationOptions | None = None,
     psks: Mapping[str, str] | None = None,
-    validate_only: bool | None = None,
     client_timeout: float = 60.0,
     **kwargs: Unpack[RotationKwargs],
 ) -> Rotation[Any]:
@@ -165,12 +164,7 @@ def rotate(
     """
     check_id(account_id, "account_id")
     given: dict[str, Any] = dict(kwargs)
-    if validate_only is not None:
-        given["validate_only"] = validate_only
-    try:
-        chosen = attrs.evolve(options, **given) if options else RotationOptions(**given)
-    except TypeError as exc:
-        raise InvalidInputError(str(exc)) from None
+    chosen = attrs.evolve(options, **given) if options else RotationOptions(**given)
     chosen = chosen.with_client_defaults(client_timeout)
     targets = _targets(tunnels)
     return Rotation(

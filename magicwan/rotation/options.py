@@ -16,6 +16,13 @@ from typing import Any, Literal, TypedDict
 
 import attrs
 
+from magicwan._argtypes import (
+    halt_after,
+    non_negative_int,
+    non_negative_seconds,
+    positive_int,
+    seconds,
+)
 from magicwan._validation import (
     check_bool,
     check_non_negative_int,
@@ -34,6 +41,7 @@ __all__ = [
     "DEFAULT_HALT_AFTER",
     "MAX_BATCH_SIZE",
     "Method",
+    "OptionKwargs",
     "RotationKwargs",
     "RotationOptions",
 ]
@@ -93,26 +101,18 @@ def _group(value: object, name: str) -> str:
     return str(value)
 
 
-def _whole_or_off(text: str) -> int | None:
-    if text.strip().lower() == "off":
-        return None
-    return int(text)
-
-
 def _flag_type(parse: Callable[[str], Any], check: Callable[[Any, str], Any]) -> Any:
-    """An argparse type: ``parse`` the text, then the option's own ``check``."""
+    """An argparse type: ``parse`` the text (an argparse type of :mod:`magicwan._argtypes`
+    says what it expected), then the option's own ``check``."""
 
     def convert(text: str) -> Any:
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        value = parse(text)
         try:
             return value if value is None else check(value, "the value")
         except InvalidInputError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
 
-    convert.__name__ = getattr(check, "__name__", "value").lstrip("_")
+    convert.__name__ = getattr(parse, "__name__", "value")
     return convert
 
 
@@ -126,16 +126,21 @@ def _option(
     parse: Callable[[str], Any] = str,
     metavar: str | None = None,
     cli_default: Any = None,
+    choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A field checked by ``check`` (None is always allowed where the default is None),
     and, with ``flag``, the command-line flag that sets it."""
 
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None:
-            check(value, attribute.name)
+    nullable = default is None or isinstance(default, type(attrs.Factory(list)))
 
-    meta = {"check": check, "flag": flag, "help": help, "group": group, "parse": parse}
-    meta.update(metavar=metavar, cli_default=cli_default)
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and nullable:
+            return
+        check(value, attribute.name)
+
+    meta: dict[str, Any] = {"check": check, "flag": flag, "help": help, "group": group}
+    meta.update(parse=parse)
+    meta.update(metavar=metavar, cli_default=cli_default, choices=choices)
     return attrs.field(default=default, validator=validate, metadata=meta)
 
 
@@ -171,14 +176,14 @@ class RotationOptions:
         flag="--method",
         help="generate: Cloudflare makes each PSK, one request per tunnel (default); set: "
         "PSKs are made here, journalled before sending, and sent in batches",
-        metavar="{generate,set}",
+        choices=("generate", "set"),
     )
     concurrency: int = _option(
         DEFAULT_CONCURRENCY,
         check_positive_int,
         flag="--concurrency",
         help=f"requests in flight at once (default: {DEFAULT_CONCURRENCY})",
-        parse=int,
+        parse=positive_int,
         metavar="N",
     )
     batch_size: int = _option(
@@ -187,7 +192,7 @@ class RotationOptions:
         flag="--batch-size",
         help=f"tunnels per request with --method set (default: {DEFAULT_BATCH_SIZE}, "
         f"at most {MAX_BATCH_SIZE})",
-        parse=int,
+        parse=positive_int,
         metavar="N",
     )
     validate_only: bool = _option(False, check_bool)
@@ -203,7 +208,7 @@ class RotationOptions:
         help=f"retries of a failed delivery (default: {DEFAULT_DELIVER_RETRIES}; a permanent "
         "failure, such as a missing connection, is not retried)",
         group="deliver",
-        parse=int,
+        parse=non_negative_int,
         metavar="N",
     )
     deliver_timeout: float = _option(
@@ -212,7 +217,7 @@ class RotationOptions:
         flag="--deliver-timeout",
         help=f"bound of one delivery try (default: {DEFAULT_DELIVER_TIMEOUT:g})",
         group="deliver",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
     halt_after: int | None = _option(
@@ -220,7 +225,7 @@ class RotationOptions:
         check_positive_int,
         flag="--halt-after",
         help=f"start no new tunnel after N failed ones (default: {DEFAULT_HALT_AFTER})",
-        parse=_whole_or_off,
+        parse=halt_after,
         metavar="N|off",
         cli_default=DEFAULT_HALT_AFTER,
     )
@@ -230,7 +235,7 @@ class RotationOptions:
         flag="--deliver-concurrency",
         help="deliveries at once (default: --concurrency)",
         group="deliver",
-        parse=int,
+        parse=positive_int,
         metavar="N",
     )
     deliver_group_by: str | None = _option(
@@ -240,7 +245,7 @@ class RotationOptions:
         help="one delivery at a time per group: customer_endpoint (for routers that carry "
         "several tunnels)",
         group="deliver",
-        metavar="customer_endpoint",
+        choices=tuple(sorted(GROUP_KEYS)),
     )
     rollout_max: int | None = _option(
         None,
@@ -250,7 +255,7 @@ class RotationOptions:
         "delivered at once; the window starts at 1 and widens as deliveries succeed "
         "(default: --concurrency, times --batch-size with --method set)",
         group="deliver",
-        parse=int,
+        parse=positive_int,
         metavar="N",
     )
     settle_window: float | None = _option(
@@ -259,7 +264,7 @@ class RotationOptions:
         flag="--settle-window",
         help="after an uncertain answer, wait this long before reading the tunnel back "
         "(default: --timeout)",
-        parse=float,
+        parse=non_negative_seconds,
         metavar="SECONDS",
     )
     drain_timeout: float | None = _option(
@@ -267,7 +272,7 @@ class RotationOptions:
         check_seconds,
         flag="--drain-timeout",
         help="when stopping early, how long to wait for requests in flight (default: --timeout)",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
 
@@ -320,7 +325,9 @@ class RotationOptions:
             target.add_argument(
                 meta["flag"],
                 dest=field.name,
-                type=_flag_type(meta["parse"], meta["check"]),
+                # A choice is checked by argparse itself (its words: "invalid choice").
+                type=None if meta["choices"] else _flag_type(meta["parse"], meta["check"]),
+                choices=meta["choices"],
                 metavar=meta["metavar"],
                 help=meta["help"],
                 default=argparse.SUPPRESS,
@@ -347,9 +354,9 @@ class RotationOptions:
 _REGISTERED = "_rotation_options"
 
 
-class RotationKwargs(TypedDict, total=False):
-    """:class:`RotationOptions`'s fields as keyword arguments (``validate_only`` apart:
-    it decides the outcome type)."""
+class OptionKwargs(TypedDict, total=False):
+    """:class:`RotationOptions`'s fields as keyword arguments, but ``validate_only`` (which
+    types a rotation's outcomes, so ``rotate()`` names it apart)."""
 
     method: Method
     concurrency: int
@@ -367,3 +374,10 @@ class RotationKwargs(TypedDict, total=False):
     rollout_max: int | None
     settle_window: float | None
     drain_timeout: float | None
+
+
+class RotationKwargs(OptionKwargs, total=False):
+    """:class:`RotationOptions`'s fields as keyword arguments (a test keeps the two in
+    step)."""
+
+    validate_only: bool

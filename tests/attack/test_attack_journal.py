@@ -53,7 +53,12 @@ async def test_a_resume_after_the_clock_was_ahead_does_not_wait_for_the_clock(
         path = tmp_path / "j.jsonl"
         _uncertain_journal(path, emu, tunnel, datetime.now(UTC) + timedelta(days=1))
         rotation = client.tunnels.ipsec.psk.rotate(
-            emu.account_id, [tunnel], journal=path, settle_window=0.2, drain_timeout=0.5
+            emu.account_id,
+            [tunnel],
+            journal=path,
+            settle_window=0.2,
+            resume=True,
+            drain_timeout=0.5,
         )
 
         async def consume() -> list[object]:
@@ -81,7 +86,7 @@ async def test_a_journal_line_stamped_at_the_end_of_time_is_not_a_raw_crash(
         # A last word from the future counts as now: the resume waits one settle window
         # (kept short here), never the distance to year 9999, and never crashes on it.
         rotation = client.tunnels.ipsec.psk.rotate(
-            emu.account_id, [tunnel], journal=path, settle_window=0.2
+            emu.account_id, [tunnel], journal=path, settle_window=0.2, resume=True
         )
 
         async def consume() -> list[object]:

@@ -62,6 +62,7 @@ async def main(journal: str, ids_file: str) -> int:
                 ids,
                 concurrency=8,
                 journal=journal,
+                resume=True,
                 method=method,
                 batch_size=batch,
             )

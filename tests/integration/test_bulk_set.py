@@ -32,7 +32,7 @@ async def test_set_rotates_every_tunnel_in_a_few_requests(emu: Emulator, tmp_pat
     async with make_client(emu) as client:
         tunnels = await client.tunnels.ipsec.list(emu.account_id)
         rotation = client.tunnels.ipsec.psk.rotate(
-            emu.account_id, tunnels, method="set", batch_size=4, journal=journal
+            emu.account_id, tunnels, method="set", batch_size=4, journal=journal, resume=True
         )
         async with rotation:
             outcomes = [o async for o in rotation]

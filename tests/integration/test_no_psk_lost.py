@@ -60,7 +60,12 @@ async def test_a_late_store_never_leaves_a_tunnel_on_a_psk_nobody_holds(tmp_path
     journal = tmp_path / "j.jsonl"
     async with serve(state) as emu, make_client(emu, timeout=0.1, max_retries=8) as client:
         rotation = client.tunnels.ipsec.psk.rotate(
-            emu.account_id, emu.tunnel_ids, concurrency=5, journal=journal, settle_window=1.5
+            emu.account_id,
+            emu.tunnel_ids,
+            concurrency=5,
+            journal=journal,
+            resume=True,
+            settle_window=1.5,
         )
         async with rotation:
             outcomes = [o async for o in rotation]
@@ -119,8 +124,9 @@ async def test_a_disk_that_fills_under_the_journal_loses_no_psk(
         child = _start_child(
             emu,
             tmp_path,
-            # set journals a whole batch of PSKs (fsynced) before sending it: more room.
-            MAGICWAN_TEST_FSIZE="6000" if method == "generate" else "16000",
+            # set journals whole batches of PSKs (fsynced) before sending them, and sends no
+            # request once a write failed: room for the first batches' intents.
+            MAGICWAN_TEST_FSIZE="6000" if method == "generate" else "40000",
             MAGICWAN_TEST_METHOD=method,
             MAGICWAN_TEST_BATCH="10",
         )
@@ -246,8 +252,10 @@ STAMP_MS = "2026-11-27T10:00:00.123Z"
         (None, _tunnel(STAMP_US), False),  # the generate answer had no psk_metadata
         (STAMP_US, _tunnel(None), False),  # the read-back's stamp is null
         (STAMP_US, _tunnel(_NO_META), False),  # the read-back has no psk_metadata
-        (STAMP_US, _tunnel(STAMP_MS), True),  # ms against us: equal at the coarser precision
-        (STAMP_MS, _tunnel(STAMP_US), True),
+        # ms against us: equal only at the coarser precision, which cannot tell a late
+        # store in the same millisecond from the PSK held
+        (STAMP_US, _tunnel(STAMP_MS), False),
+        (STAMP_MS, _tunnel(STAMP_US), False),
         (STAMP_US, _tunnel(STAMP_US, status=500), False),  # the read-back fails
         (STAMP_US, _tunnel(STAMP_US, tunnel_id="f" * 32), False),  # answers for another tunnel
     ],
@@ -266,7 +274,7 @@ async def test_an_undecidable_read_back_burns_no_psk_and_withholds_none(
         client = MagicWAN(api_token="t", base_url=base_url, rate_limit=None, max_retries=2)
         async with client:
             rotation = client.tunnels.ipsec.psk.rotate(
-                ACCOUNT, [TUNNEL], journal=journal, settle_window=0.05
+                ACCOUNT, [TUNNEL], journal=journal, resume=True, settle_window=0.05
             )
             async with rotation:
                 (outcome,) = [o async for o in rotation]

@@ -43,7 +43,7 @@ async def test_a_thousand_tunnels_through_faults_lose_no_psk(tmp_path: Path) -> 
         outcomes = [
             o
             async for o in client.tunnels.ipsec.psk.rotate(
-                emu.account_id, emu.tunnel_ids, concurrency=32, journal=journal
+                emu.account_id, emu.tunnel_ids, concurrency=32, journal=journal, resume=True
             )
         ]
     counted = emu.state.requests
@@ -69,7 +69,7 @@ async def test_outcomes_one_per_tunnel_and_failures_stay_local(
         outcomes = [
             o
             async for o in client.tunnels.ipsec.psk.rotate(
-                emu.account_id, ids, concurrency=3, journal=journal
+                emu.account_id, ids, concurrency=3, journal=journal, resume=True
             )
         ]
     assert sorted(o.tunnel_id for o in outcomes) == sorted({*emu.tunnel_ids, UNKNOWN})
@@ -108,7 +108,7 @@ async def test_journal_is_0600_from_creation(emu: Emulator, tmp_path: Path, umas
         async with make_client(emu) as client:
             modes = []
             async for _ in client.tunnels.ipsec.psk.rotate(
-                emu.account_id, emu.tunnel_ids, concurrency=2, journal=journal
+                emu.account_id, emu.tunnel_ids, concurrency=2, journal=journal, resume=True
             ):
                 modes.append(stat.S_IMODE(journal.stat().st_mode))
     finally:
@@ -124,7 +124,7 @@ async def test_an_existing_loose_journal_is_tightened(emu: Emulator, tmp_path: P
     journal.chmod(0o644)
     async with make_client(emu) as client:
         async for _ in client.tunnels.ipsec.psk.rotate(
-            emu.account_id, emu.tunnel_ids[:1], journal=journal
+            emu.account_id, emu.tunnel_ids[:1], journal=journal, resume=True
         ):
             pass
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
@@ -134,10 +134,14 @@ async def test_a_rerun_skips_every_rotated_tunnel(emu: Emulator, tmp_path: Path)
     journal = tmp_path / "j.jsonl"
     async with make_client(emu) as client:
         rotate = client.tunnels.ipsec.psk.rotate
-        first = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+        first = [
+            o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal, resume=True)
+        ]
         generations = emu.state.total_generations()
         requests = emu.state.requests.total
-        again = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+        again = [
+            o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal, resume=True)
+        ]
     assert all(o.ok and not o.skipped for o in first)
     assert all(o.ok and o.skipped for o in again)
     assert emu.state.total_generations() == generations == len(emu.tunnel_ids)
@@ -153,7 +157,7 @@ async def test_a_rerun_redoes_an_intent_without_rotated(emu: Emulator, tmp_path:
     redo = emu.tunnel_ids[4]
     async with make_client(emu) as client:
         rotate = client.tunnels.ipsec.psk.rotate
-        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal):
+        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal, resume=True):
             pass
         # As if a crash hit after a new request for `redo` was sent: its PSK may have changed.
         with journal.open("a") as fh:
@@ -162,7 +166,9 @@ async def test_a_rerun_redoes_an_intent_without_rotated(emu: Emulator, tmp_path:
                 + "\n"
             )
         emu.state.generate_psk(emu.state.tunnel(emu.account_id, redo))  # the unseen PSK
-        again = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+        again = [
+            o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal, resume=True)
+        ]
     by_id = {o.tunnel_id: o for o in again}
     assert not by_id[redo].skipped
     assert by_id[redo].ok
@@ -188,19 +194,21 @@ async def test_a_rerun_verifies_an_uncertain_record_without_regenerating(
     doubt = emu.tunnel_ids[2]
     async with make_client(emu) as client:
         rotate = client.tunnels.ipsec.psk.rotate
-        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal):
+        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal, resume=True):
             pass
         _mark_uncertain(journal, doubt)
         # settle_window: the doubt was just written; this test does not wait it out.
         again = [
             o
             async for o in rotate(
-                emu.account_id, emu.tunnel_ids, journal=journal, settle_window=0.1
+                emu.account_id, emu.tunnel_ids, journal=journal, resume=True, settle_window=0.1
             )
         ]
         # Verified once: the journal now says so, and a third run reads nothing back.
         reads = emu.state.requests.by_route["get_ipsec_tunnel"]
-        third = [o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal)]
+        third = [
+            o async for o in rotate(emu.account_id, emu.tunnel_ids, journal=journal, resume=True)
+        ]
     by_id = {o.tunnel_id: o for o in again}
     outcome = by_id[doubt]
     assert outcome.ok
@@ -220,14 +228,14 @@ async def test_a_rerun_regenerates_an_uncertain_record_the_edge_superseded(
     doubt = emu.tunnel_ids[3]
     async with make_client(emu) as client:
         rotate = client.tunnels.ipsec.psk.rotate
-        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal):
+        async for _ in rotate(emu.account_id, emu.tunnel_ids, journal=journal, resume=True):
             pass
         _mark_uncertain(journal, doubt)
         emu.state.generate_psk(emu.state.tunnel(emu.account_id, doubt))  # the unseen PSK
         again = [
             o
             async for o in rotate(
-                emu.account_id, emu.tunnel_ids, journal=journal, settle_window=0.1
+                emu.account_id, emu.tunnel_ids, journal=journal, resume=True, settle_window=0.1
             )
         ]
     by_id = {o.tunnel_id: o for o in again}
@@ -262,7 +270,7 @@ async def test_leaving_the_block_starts_nothing_new_and_keeps_what_finished(
         claimed: list[RotationOutcome] = []
         rotate = client.tunnels.ipsec.psk.rotate
         async with rotate(
-            emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal
+            emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal, resume=True
         ) as rotation:
             async for outcome in rotation:
                 assert outcome.ok
@@ -295,7 +303,7 @@ async def test_a_plain_loop_left_by_break_stops_within_concurrency_tunnels(
     state = EmulatorState(tunnels=300, seed=15, rate_limit=None, faults=SLOW)
     async with serve(state) as emu, make_client(emu) as client:
         rotation = client.tunnels.ipsec.psk.rotate(
-            emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal
+            emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal, resume=True
         )
         got = 0
         async for _ in rotation:
@@ -321,7 +329,7 @@ async def test_cancelling_the_consumer_task_stops_the_work(tmp_path: Path) -> No
     async with serve(state) as emu, make_client(emu) as client:
         seen: list[str] = []
         rotation = client.tunnels.ipsec.psk.rotate(
-            emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal
+            emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal, resume=True
         )
 
         async def consume() -> None:
@@ -381,7 +389,7 @@ async def test_an_uncertain_outcome_is_verified_by_read_back(tmp_path: Path) -> 
         outcomes = [
             o
             async for o in client.tunnels.ipsec.psk.rotate(
-                emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal
+                emu.account_id, emu.tunnel_ids, concurrency=8, journal=journal, resume=True
             )
         ]
     assert all(o.ok for o in outcomes)
@@ -409,7 +417,9 @@ async def test_every_psk_is_on_disk_before_its_outcome_is_handed_over(
     handed = 0
     async with make_client(emu) as client:
         rotate = client.tunnels.ipsec.psk.rotate
-        async for outcome in rotate(emu.account_id, emu.tunnel_ids, concurrency=4, journal=journal):
+        async for outcome in rotate(
+            emu.account_id, emu.tunnel_ids, concurrency=4, journal=journal, resume=True
+        ):
             assert outcome.ok
             assert outcome.result is not None
             assert outcome.result.psk is not None

@@ -207,7 +207,9 @@ async def test_rotating_a_deleted_tunnel_fails_with_not_found_and_a_resume_does_
     first = await ipsec.delete(account, gone.id)
     assert first.id == gone.id
     for run_number in (1, 2):
-        async with ipsec.psk.rotate(account, [kept.id, gone.id], journal=journal) as rotation:
+        async with ipsec.psk.rotate(
+            account, [kept.id, gone.id], journal=journal, resume=True
+        ) as rotation:
             outcomes = {o.tunnel_id: o async for o in rotation}
         failure = outcomes[gone.id]
         assert not failure.ok
@@ -221,7 +223,7 @@ async def test_rotating_a_deleted_tunnel_fails_with_not_found_and_a_resume_does_
 
     # Rotated, then deleted: the journal cannot know, and a rerun skips it (no request).
     await ipsec.delete(account, kept.id)
-    async with ipsec.psk.rotate(account, [kept.id], journal=journal) as rotation:
+    async with ipsec.psk.rotate(account, [kept.id], journal=journal, resume=True) as rotation:
         (outcome,) = [o async for o in rotation]
     assert outcome.state is OutcomeState.SKIPPED
     assert emu.state.requests.by_route["psk_generate"] == 3

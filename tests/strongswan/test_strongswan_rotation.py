@@ -75,6 +75,7 @@ async def rotate_all(
         world.tunnels,
         method=method,
         journal=journal,
+        resume=True,
         deliver=router,
         deliver_retries=0,
         halt_after=None,
@@ -239,6 +240,7 @@ async def test_a_halted_rotation_sends_nothing_for_the_tunnels_it_never_started(
             world.account_id,
             tunnels,
             journal=journal,
+            resume=True,
             deliver=router,
             deliver_retries=0,
             concurrency=1,  # tunnels start one after another, in order
@@ -315,6 +317,7 @@ async def test_a_delivered_line_is_on_disk_when_its_outcome_is_handed_over(
             world.account_id,
             world.tunnels,
             journal=journal,
+            resume=True,
             deliver=Router(world),
             concurrency=1,
         )

@@ -239,8 +239,10 @@ def _check_journal(args: argparse.Namespace) -> None:
 def _check_delivery(args: argparse.Namespace) -> None:
     delivering = args.deliver_exec is not None or args.deliver_strongswan is not None
     templates = [args.strongswan_connection, args.strongswan_local_id, args.strongswan_remote_id]
-    if (args.reauth or any(t is not None for t in templates)) and args.deliver_strongswan is None:
-        raise UsageError("--reauth and --strongswan-... apply to --deliver-strongswan")
+    if args.reauth and args.deliver_strongswan is None:
+        raise UsageError("--reauth applies to --deliver-strongswan")
+    if any(t is not None for t in templates) and args.deliver_strongswan is None:
+        raise UsageError("--strongswan-... templates apply to --deliver-strongswan")
     if args.deliver_check and not delivering:
         raise UsageError("--deliver-check needs a --deliver-... option: what would it check?")
     if args.deliver_check and (args.validate_only or args.dry_run):

@@ -19,7 +19,7 @@ from magicwan.cli.console import Console, OutputClosed
 from magicwan.cli.report import describe, hint, is_access_error, outcome_json, stamp_text
 from magicwan.cli.status import ExitStatus
 from magicwan.errors import InvalidInputError
-from magicwan.journal import JournalError
+from magicwan.journal import JournalError, read_journal
 from magicwan.rotation import (
     Outcome,
     OutcomeState,
@@ -300,7 +300,7 @@ def _unrecorded(
     )
     if args.show_psk:
         console.tell("The PSK is on stdout: store it now.")
-    elif made == "set" and args.journal is not None:
+    elif made == "set" and _in_intent_line(args.journal, outcome):
         console.tell(
             "The PSK is in the journal's intent line (fsynced before sending): "
             "'magicwan journal export' shows it as pending_psk."
@@ -311,6 +311,21 @@ def _unrecorded(
             "writable; until then the tunnel is down."
         )
     return ExitStatus.UNRECORDED
+
+
+def _in_intent_line(journal: str | None, outcome: Outcome) -> bool:
+    """The outcome's PSK is the one the journal's intent line holds (the PSK sent, which
+    Cloudflare applied), not another one Cloudflare said it applied."""
+    if journal is None or outcome.psk is None:
+        return False
+    try:
+        records = read_journal(journal)
+    except JournalError:
+        return False
+    return any(
+        record.tunnel_id.lower() == outcome.tunnel_id.lower() and record.pending_psk == outcome.psk
+        for record in records.values()
+    )
 
 
 def _validate_only_generated(

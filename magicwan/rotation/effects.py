@@ -1,0 +1,197 @@
+"""The I/O of a few effects, as plain functions: a bulk set's batch (split when too
+large) and a delivery with its retries. Each returns the machine's events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+
+from magicwan._envelope import printable, redact
+from magicwan._transport import Reply
+from magicwan._validation import is_printable_psk
+from magicwan.delivery._model import Deliverer, Delivery
+from magicwan.errors import (
+    APIError,
+    DeliveryError,
+    MagicWANError,
+    NotAppliedError,
+    UnexpectedResponseError,
+)
+from magicwan.models.psk import PSKGenerateResult, PSKSetResult
+from magicwan.models.tunnels import IPsecTunnel
+from magicwan.ratelimit import Sleep
+from magicwan.rotation import machine as m
+
+__all__ = [
+    "BATCH_TOO_LARGE_CODES",
+    "GenerateCall",
+    "ReadBackCall",
+    "SetCall",
+    "deliver_with_retries",
+    "send_set",
+]
+
+logger = logging.getLogger("magicwan")
+
+#: ``(account_id, tunnel_id, validate_only) -> Reply[PSKGenerateResult]``.
+GenerateCall = Callable[[str, str, bool], Awaitable[Reply[PSKGenerateResult]]]
+#: ``(account_id, {tunnel_id: psk}, validate_only) -> Reply[PSKSetResult]``.
+SetCall = Callable[[str, Mapping[str, str], bool], Awaitable[Reply[PSKSetResult]]]
+#: ``(account_id, tunnel_id) -> Reply[IPsecTunnel]``.
+ReadBackCall = Callable[[str, str], Awaitable[Reply[IPsecTunnel]]]
+
+#: Cloudflare error codes (besides HTTP 413) that mean "this batch is too large": the
+#: batch is split in two and both halves are sent. 1005 is the emulator's; see README.
+BATCH_TOO_LARGE_CODES = frozenset({1005})
+_DELIVER_BACKOFF = (1.0, 10.0)  # first wait, cap (seconds), doubled per retry, jittered
+
+
+async def send_set(
+    call: SetCall,
+    account_id: str,
+    runs: list[m.TunnelRun],
+    *,
+    validate_only: bool,
+    clock: Callable[[], float],
+) -> dict[str, m.Event]:
+    """Send one batch (split in two, each half sent, when refused as too large); what the
+    answer says of each tunnel, by tunnel id."""
+    mapping = {run.tunnel_id: run.sending or "" for run in runs}
+    try:
+        reply = await call(account_id, mapping, validate_only)
+    except MagicWANError as exc:
+        if _batch_too_large(exc) and len(runs) > 1:
+            half = len(runs) // 2
+            logger.info("batch of %d refused as too large; splitting it", len(runs))
+            first = await send_set(
+                call, account_id, runs[:half], validate_only=validate_only, clock=clock
+            )
+            rest = await send_set(
+                call, account_id, runs[half:], validate_only=validate_only, clock=clock
+            )
+            return first | rest
+        return {run.tunnel_id: m.Failed(exc, unknown=exc.outcome_unknown) for run in runs}
+    now = clock()
+    return {run.tunnel_id: set_event(run, reply, now) for run in runs}
+
+
+def set_event(run: m.TunnelRun, reply: Reply[PSKSetResult], now: float) -> m.Event:
+    """What a bulk set's answer says of one tunnel of its batch."""
+    result = reply.value
+    applied = result.applied.get(run.tunnel_id)
+    if applied is None and run.tunnel_id in result.unapplied:
+        # Refused now; after an attempt whose outcome was unknown it may be live all the same.
+        refused = NotAppliedError(result.unapplied[run.tunnel_id])
+        return m.Failed(refused, unknown=reply.uncertain, attempts=reply.attempts)
+    if applied is None:
+        missing = UnexpectedResponseError(
+            "tunnel absent from Cloudflare's answer: it may hold the PSK sent (in this "
+            "outcome, and in the journal's intent line)"
+        )
+        return m.Failed(missing, unknown=True, attempts=reply.attempts)
+    model = PSKGenerateResult(
+        ipsec_tunnel_id=run.tunnel_id,
+        psk=applied.psk,
+        psk_metadata=applied.psk_metadata,
+        ipsec_id=applied.ipsec_id,
+    )
+    if applied.psk != run.sending:
+        return m.OtherPsk(model, reply.attempts)
+    return m.Answered(model, reply.attempts, False, now)
+
+
+def _batch_too_large(exc: MagicWANError) -> bool:
+    if not isinstance(exc, APIError):
+        return False
+    return exc.status == 413 or bool(BATCH_TOO_LARGE_CODES & set(exc.codes))
+
+
+async def deliver_with_retries(
+    deliver: Deliverer,
+    delivery: Delivery,
+    *,
+    retries: int,
+    per_try: float,
+    sleep: Sleep,
+) -> m.Delivered | m.Undelivered:
+    """Deliver, retrying with backoff, each try bounded by ``per_try`` seconds; a permanent
+    failure is not retried. A deliverer raising SystemExit or the like: that exception
+    is raised as :class:`Fatal`, carrying the tunnel's :class:`~machine.Undelivered`."""
+    psk = delivery.psk
+    if not is_printable_psk(psk):
+        # A PSK a device cannot take whole (a newline would cut it in two on a program's
+        # stdin): never delivered, so never "delivered" half of it.
+        error = DeliveryError(
+            "delivery failed after 1 tries: the PSK holds characters a device cannot take "
+            "(only printable ASCII without spaces): not delivered",
+            reason="error",
+            tunnel_id=delivery.tunnel_id,
+        )
+        return m.Undelivered(error, 1)
+    last: BaseException | None = None
+    tries = 0
+    for tries in range(1, retries + 2):
+        try:
+            async with asyncio.timeout(per_try):
+                await deliver(delivery)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the rotation itself is being cancelled
+            last = exc  # the deliverer's own cancelled future: a failed delivery
+        except Exception as exc:  # the deliverer is the caller's code: anything may come
+            last = exc
+            if isinstance(exc, DeliveryError) and exc.permanent:
+                break  # misconfigured, rejected: another try cannot help
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt from a deliverer
+            error = delivery_error(delivery.tunnel_id, exc, psk, tries)
+            raise Fatal(m.Undelivered(error, tries, exc), exc) from exc
+        else:
+            return m.Delivered(tries)
+        if tries <= retries:
+            await sleep(_deliver_backoff(tries))
+    assert last is not None
+    return m.Undelivered(delivery_error(delivery.tunnel_id, last, psk, tries), tries, last)
+
+
+class Fatal(Exception):
+    """A deliverer raised a BaseException: the tunnel's event, then the rotation stops
+    with ``cause``."""
+
+    def __init__(self, event: m.Undelivered, cause: BaseException) -> None:
+        super().__init__("the deliverer stopped the rotation")
+        self.event = event
+        self.cause = cause
+
+
+def _deliver_backoff(retry: int) -> float:
+    first, cap = _DELIVER_BACKOFF
+    delay = min(cap, first * 2.0 ** min(retry - 1, 16))
+    return delay / 2 + delay / 2 * random.random()  # noqa: S311 - jitter, not a secret
+
+
+def delivery_error(tunnel_id: str, exc: BaseException, psk: str, tries: int) -> DeliveryError:
+    """The SDK's error for a delivery that failed with ``exc`` (the PSK scrubbed)."""
+    reason = exc.reason if isinstance(exc, DeliveryError) else "error"
+    if isinstance(exc, TimeoutError):
+        reason = "timeout"
+    return DeliveryError(
+        f"delivery failed after {tries} tries: {_describe(exc, psk)}",
+        reason=reason,
+        tunnel_id=tunnel_id,
+        permanent=exc.permanent if isinstance(exc, DeliveryError) else None,
+    )
+
+
+def _describe(exc: BaseException, psk: str) -> str:
+    """A deliverer's error as text with the PSK scrubbed and control characters escaped."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    # A DeliveryError already says what failed, in words made for this message.
+    try:
+        text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+    except Exception:  # the caller's exception class: its __str__ may fail too
+        text = f"{type(exc).__name__} (its message cannot be printed)"
+    return printable(redact(text, (psk,)))[:300]

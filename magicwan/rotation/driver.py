@@ -265,21 +265,34 @@ class Driver:
             elif ready:
                 for key in ready:
                     ledger.apply(key, m.Sent())
-                runs = [ledger.runs[key] for key in ready]
-                events = await send_set(
-                    self._set,
-                    self._account_id,
-                    runs,
-                    validate_only=ledger.rules.validate_only,
-                    clock=self.clock,
-                )
-                for key, run in zip(ready, runs, strict=True):
-                    follow[key] = ledger.apply(key, events[run.tunnel_id])
+                await self._send_set(ready, follow)
         finally:
             self._slots.release()
         for key, todo in follow.items():
             if todo:
                 self._spawn(self._drive, key, todo)
+
+    async def _send_set(self, keys: list[str], follow: dict[str, list[m.Effect]]) -> None:
+        """One request for ``keys``; its answer goes to their runs at once (never held
+        while a later request waits), and a batch refused as too large goes in halves."""
+        ledger = self.ledger
+        runs = [ledger.runs[key] for key in keys]
+        events = await send_set(
+            self._set,
+            self._account_id,
+            runs,
+            validate_only=ledger.rules.validate_only,
+            clock=self.clock,
+        )
+        if events is None:
+            half = len(keys) // 2
+            await self._send_set(keys[:half], follow)
+            await self._send_set(keys[half:], follow)
+            return
+        for key, run in zip(keys, runs, strict=True):
+            follow[key] = ledger.apply(key, events[run.tunnel_id])
+            if follow[key]:  # their fsyncs and deliveries go on while the rest is sent
+                self._spawn(self._drive, key, follow.pop(key))
 
     async def _read_back_at(self, key: str, due: float) -> m.ReadBack | m.ReadBackFailed:
         ledger = self.ledger

@@ -55,23 +55,16 @@ async def send_set(
     *,
     validate_only: bool,
     clock: Callable[[], float],
-) -> dict[str, m.Event]:
-    """Send one batch (split in two, each half sent, when refused as too large); what the
-    answer says of each tunnel, by tunnel id."""
+) -> dict[str, m.Event] | None:
+    """Send one batch; what the answer says of each tunnel, by tunnel id, or None when
+    Cloudflare refused the batch as too large (the caller splits it)."""
     mapping = {run.tunnel_id: run.sending or "" for run in runs}
     try:
         reply = await call(account_id, mapping, validate_only)
     except MagicWANError as exc:
         if _batch_too_large(exc) and len(runs) > 1:
-            half = len(runs) // 2
             logger.info("batch of %d refused as too large; splitting it", len(runs))
-            first = await send_set(
-                call, account_id, runs[:half], validate_only=validate_only, clock=clock
-            )
-            rest = await send_set(
-                call, account_id, runs[half:], validate_only=validate_only, clock=clock
-            )
-            return first | rest
+            return None
         return {run.tunnel_id: m.Failed(exc, unknown=exc.outcome_unknown) for run in runs}
     now = clock()
     return {run.tunnel_id: set_event(run, reply, now) for run in runs}

@@ -295,12 +295,13 @@ class Driver:
                 self._spawn(self._drive, key, follow.pop(key))
 
     async def _read_back_at(self, key: str, due: float) -> m.ReadBack | m.ReadBackFailed:
+        # A broken journal stops new requests, not read-backs: a doubtful PSK that could
+        # not be recorded is still checked against a late store before it is handed over.
         ledger = self.ledger
-        while not ledger.stopping and ledger.journal_error is None and self.clock() < due:
+        while not ledger.stopping and self.clock() < due:
             await self.wait_for_change(due - self.clock())
-        if ledger.stopping or ledger.journal_error is not None:
-            why = "the rotation stopped" if ledger.stopping else "the journal failed"
-            return m.ReadBackFailed(f"not read back: {why}")
+        if ledger.stopping:
+            return m.ReadBackFailed("not read back: the rotation stopped")
         async with self._slots:
             try:
                 edge = (await self._read_back(self._account_id, ledger.runs[key].tunnel_id)).value

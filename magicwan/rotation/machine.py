@@ -604,6 +604,15 @@ def _recorded_synced(rules: Rules, run: TunnelRun, event: Synced) -> Step:
 
 
 def _unrecorded(rules: Rules, run: TunnelRun, event: WriteFailed | SyncFailed) -> Step:
+    due = run.read_back_due
+    if due is not None and run.error is None:
+        # Doubtful and unrecorded: a late store may still supersede the PSK in hand, so it
+        # is read back after the settle window all the same (its outcome carries it
+        # whatever the read-back says; a cut hands it over at once).
+        run = attrs.evolve(
+            run, stage=Stage.UNSETTLED, error=event.error, error_state=OutcomeState.UNRECORDED
+        )
+        return run, [ReadBackAt(due)]
     return _done(run, _failure(run, OutcomeState.UNRECORDED, event.error, run.may_hold))
 
 
@@ -630,6 +639,11 @@ def _read_back(rules: Rules, run: TunnelRun, event: ReadBack) -> Step:
     held = run.may_hold
     assert held is not None
     verdict = read_back_verdict(held.result, event.edge)
+    if run.error is not None:  # unrecorded: nothing more is sent, whatever it says
+        why = None if verdict == 0 else undecided_reason(held.result, event.edge)
+        if verdict is not None and verdict > 0:
+            why = "the edge holds a newer PSK than this one (a late store), which nobody has"
+        return _unrecorded_read_back(run, verified=verdict == 0, why=why)
     if verdict == 0:
         stamp = held.result.psk_metadata.last_generated_on if held.result.psk_metadata else None
         note = Verified(
@@ -653,7 +667,18 @@ def _read_back(rules: Rules, run: TunnelRun, event: ReadBack) -> Step:
 
 
 def _read_back_failed(rules: Rules, run: TunnelRun, event: ReadBackFailed) -> Step:
+    if run.error is not None:
+        return _unrecorded_read_back(run, verified=False, why=event.reason)
     return _unverified(rules, run, event.reason)
+
+
+def _unrecorded_read_back(run: TunnelRun, *, verified: bool, why: str | None) -> Step:
+    """An unrecorded, doubtful PSK after its read-back: handed over, with the doubt."""
+    error = run.error
+    assert error is not None
+    run = attrs.evolve(run, verified=verified, unverified=why)
+    outcome = _failure(run, run.error_state, error, run.may_hold, unknown=not verified)
+    return _done(run, outcome)
 
 
 def _unverified(rules: Rules, run: TunnelRun, reason: str) -> Step:
@@ -723,10 +748,12 @@ def _cut(rules: Rules, run: TunnelRun, event: Cut) -> Step:
 
 
 def _cut_handed_over(rules: Rules, run: TunnelRun) -> Step:
-    """Cut once its PSK is durable (unsettled, delivering): that PSK is the tunnel's."""
+    """Cut once its PSK is as kept as it will be (unsettled, delivering)."""
     reason = "not read back: the rotation stopped first"
     if run.stage is Stage.UNSETTLED or (run.read_back_due is not None and not run.verified):
         run = attrs.evolve(run, unverified=run.unverified or reason)
+    if run.error is not None:  # unrecorded, waiting for its read-back
+        return _unrecorded_read_back(run, verified=False, why=run.unverified)
     if rules.delivering and not (run.delivered or run.delivered_before):
         error = DeliveryError(
             "not delivered: the rotation stopped first", reason="stopped", tunnel_id=run.tunnel_id

@@ -725,9 +725,13 @@ def _cut(rules: Rules, run: TunnelRun, event: Cut) -> Step:
         stage = Stage.UNSETTLED if run.read_back_due is not None else Stage.DELIVERING
         run = attrs.evolve(run, resumed=False, stage=stage)
     if stage in (Stage.PENDING, Stage.INTENT, Stage.READY):
-        if event.caller_left and run.may_hold is None:
+        doubt = run.doubt_from_before or run.rounds > 0  # a PSK nobody has may be live
+        if event.caller_left and run.may_hold is None and not doubt:
             return attrs.evolve(run, stage=Stage.DONE), []
-        return _done(run, _failure(run, OutcomeState.NOT_ATTEMPTED, event.reason, run.may_hold))
+        outcome = _failure(
+            run, OutcomeState.NOT_ATTEMPTED, event.reason, run.may_hold, unknown=doubt
+        )
+        return _done(run, outcome)
     if stage is Stage.REQUESTING:
         stopped = RequestAbandonedError(
             "the rotation stopped while this tunnel's request was in flight",

@@ -12,6 +12,9 @@ from aiohttp import web
 from magicwan import MagicWAN
 from magicwan.emulator import run
 from magicwan.journal import read_journal
+from tests.attack.attack_support import envelope, tiny_server
+from tests.support.cli import magicwan
+from tests.support.constants import ACCOUNT, TUNNEL
 
 pytestmark = pytest.mark.asyncio
 
@@ -70,3 +73,32 @@ async def test_a_set_answer_echoing_another_psk_never_loses_the_psk_sent(tmp_pat
     )
     kept = {o.psk for o in run_one + run_two} | {record.psk, record.pending_psk}
     assert edge in kept, "the PSK the edge holds is in no outcome and nowhere a rerun reads"
+
+
+async def test_a_set_answer_keyed_by_the_psk_never_prints_the_psk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `magicwan psk set ACCOUNT TUNNEL --journal J` (no --show-psk) against a server whose
+    # bulk-set answer keys its refusal by the offending value instead of the tunnel id:
+    # `"unapplied_psks": {"<the PSK sent>": "invalid psk"}` (an API that quotes its input
+    # the way the README says a reason may; the SDK redacts the PSKs sent from the
+    # *reasons*, not from the keys). _set_converter raises UnexpectedResponseError(
+    # f"answer refuses tunnel {key!r}, not sent"): the PSK, in clear, in the error
+    # message, which the command prints on stderr (and a rotation puts in its `failed`
+    # journal line, its JSON line and the log). Expected: no PSK sent appears in any
+    # error message; the answer is refused without quoting it.
+    async def keyed_by_psk(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        refused = {item["psk"]: "invalid psk" for item in body["psks"]}
+        result = {"successfully_applied_psks": {}, "unapplied_psks": refused}
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    path = tmp_path / "j.jsonl"
+    async with tiny_server(keyed_by_psk) as base:
+        monkeypatch.setenv("CLOUDFLARE_BASE_URL", base)
+        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "tok-attack-0123456789")
+        result = await magicwan("psk", "set", ACCOUNT, TUNNEL, "--journal", str(path))
+    sent = {record.pending_psk for record in read_journal(path).values()} - {None}
+    assert sent  # the intent line holds the PSK sent
+    printed = [psk for psk in sent if psk is not None and psk in result.out + result.err]
+    assert not printed, f"exit {result.code}: the PSK sent is printed: {result.err!r}"

@@ -1,0 +1,137 @@
+"""Outside review: finishing a cut or failed run with the command it prints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.support.cli import cli_emulator, journalled, magicwan
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_the_finish_command_of_an_older_than_run_reads_back_a_tunnel_left_in_doubt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A policy job: `magicwan psk rotate --older-than 30d --journal J`. For one tunnel the
+    # edge stores every generated PSK but every answer is lost (a 503 after the store, as
+    # a reset after the store would be): the run ends with that tunnel `failed`,
+    # outcome unknown, and prints "to finish: magicwan psk rotate --older-than 30d
+    # --journal J --resume". The operator runs it. But --older-than selects by the
+    # edge's `last_generated_on`, which the lost stores just made fresh: the doubtful
+    # tunnel is no longer selected, so the resume never reads it back nor rotates it,
+    # and exits 0. The tunnel now runs on a PSK that is in no journal line and was in
+    # no outcome: it is down until someone rotates it by hand. Expected: the finish
+    # command (a --resume with that journal) also takes the tunnels the journal left
+    # open, so the edge's PSK ends up in the journal.
+    path = tmp_path / "policy.jsonl"
+    async with cli_emulator(monkeypatch, tunnels=3) as (emu, answers):
+        doubtful = emu.tunnel_ids[0]
+
+        async def store_then_lose(request: web.Request) -> None:
+            if request.path.endswith(f"/{doubtful}/psk_generate"):
+                emu.state.generate_psk(emu.state.tunnel(emu.account_id, doubtful))
+
+        answers.hooks.append(store_then_lose)
+        answers.add("psk_generate", status=503, code=10001, message="oops", tunnel=doubtful)
+        argv = ["psk", "rotate", "--older-than", "30d", "--journal", str(path), "-q"]
+        first = await magicwan(*argv)
+        assert first.code == 1, first.err
+        assert "--resume" in first.err  # "to finish: ..."
+        answers.hooks.clear()
+        answers.clear()
+
+        second = await magicwan(*argv, "--resume")
+        edge = emu.state.current_psk(emu.account_id, doubtful)
+        held = journalled(path, emu.account_id)
+    assert edge is not None
+    assert held.get(doubtful) == edge, (
+        f"the finish command exited {second.code} and the edge's PSK of {doubtful} is in no "
+        f"journal line: {second.err!r}"
+    )
+
+
+async def test_the_finish_command_of_an_older_than_run_delivers_what_it_left_undelivered(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `magicwan psk rotate --older-than 30d --journal J --deliver-exec PROGRAM`: the
+    # program fails for one router, so that tunnel is `undelivered` (exit 5: its new PSK
+    # is live at Cloudflare, not on the router) and the run prints its finish command,
+    # `... --older-than 30d ... --resume`. The router is fixed and the command run: it
+    # selects by the edge's stamp, which the rotation just made fresh, so the
+    # undelivered tunnel is not selected, nothing is delivered, and it exits 0 ("all
+    # done") while the router still has the old PSK. Expected: the resume delivers the
+    # journalled PSK (and does not exit 0 before it did).
+    path = tmp_path / "policy.jsonl"
+    broken = tmp_path / "broken"
+    delivered = tmp_path / "delivered"
+    delivered.mkdir()
+    script = tmp_path / "push.py"
+    script.write_text(
+        "import os, pathlib, sys\n"
+        "psk = sys.stdin.readline().strip()\n"
+        "tunnel = os.environ['MAGICWAN_TUNNEL_ID']\n"
+        f"if pathlib.Path({str(broken)!r}).read_text() == tunnel:\n"
+        "    sys.exit(1)\n"
+        f"(pathlib.Path({str(delivered)!r}) / tunnel).write_text(psk)\n"
+    )
+    async with cli_emulator(monkeypatch, tunnels=3) as (emu, _):
+        unlucky = emu.tunnel_ids[1]
+        broken.write_text(unlucky)
+        argv = [
+            "psk",
+            "rotate",
+            "--older-than",
+            "30d",
+            "--journal",
+            str(path),
+            "--deliver-exec",
+            f"{sys.executable} {script}",
+            "--deliver-retries",
+            "0",
+            "-q",
+        ]
+        first = await magicwan(*argv)
+        assert first.code == 5, first.err
+        broken.write_text("")  # the router is fixed
+
+        second = await magicwan(*argv, "--resume")
+        edge = emu.state.current_psk(emu.account_id, unlucky)
+    on_router = (delivered / unlucky).read_text() if (delivered / unlucky).exists() else None
+    assert on_router == edge, (
+        f"the finish command exited {second.code}; the router of {unlucky} never got the "
+        f"PSK Cloudflare holds: {second.err!r}"
+    )
+
+
+async def test_journal_dir_resume_every_time_keeps_rotating_despite_one_failing_tunnel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `magicwan psk rotate --all --journal-dir DIR --resume` is offered as "the same
+    # command line every time": it resumes "the newest journal in DIR that a cut left
+    # unfinished, else a fresh one". One tunnel fails for good (here: 403 on its
+    # psk_generate, a token scoped too narrowly; or any permanent 4xx). Its `failed` line
+    # leaves `in_flight` set, and unfinished_journal() takes in_flight for "a cut left it
+    # unfinished": no run was cut, yet every later scheduled run resumes that same old
+    # journal and skips every other tunnel as "already rotated". The PSKs are never
+    # rotated again, week after week, while each run only reports the one failure.
+    # Expected: a journal that no cut left unfinished is not resumed: the next run
+    # rotates the other tunnels again.
+    journals = tmp_path / "journals"
+    weekly = ["psk", "rotate", "--all", "--journal-dir", str(journals), "--resume", "-q"]
+    async with cli_emulator(monkeypatch, tunnels=3) as (emu, answers):
+        stuck = emu.tunnel_ids[0]
+        answers.add("psk_generate", status=403, code=10000, message="denied", tunnel=stuck)
+        first = await magicwan(*weekly)
+        assert first.code == 1, first.err
+        before = {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids[1:]}
+        second = await magicwan(*weekly)  # a week later
+        after = {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids[1:]}
+    unrotated = sorted(t for t in before if after[t] == before[t])
+    assert not unrotated, (
+        f"the next scheduled run (exit {second.code}) resumed the finished journal and "
+        f"rotated none of {unrotated}: {second.err!r}"
+    )

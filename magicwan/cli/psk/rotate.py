@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from magicwan._argtypes import duration
 from magicwan.cli.common import (
+    CLIError,
     UsageError,
     account_id,
     check_journal,
@@ -39,7 +44,8 @@ from magicwan.cli.psk.selection import already_rotated, dry_run, refuse_reuse, s
 from magicwan.cli.runner import RunSettings, run_rotation
 from magicwan.cli.selection import older_than
 from magicwan.cli.status import ExitStatus
-from magicwan.delivery import DEFAULT_SOCKET
+from magicwan.client import MagicWAN
+from magicwan.delivery import DEFAULT_SOCKET, Deliverer
 from magicwan.errors import InvalidInputError
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
@@ -263,47 +269,62 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
         explicit += read_ids(source, args.stdin)
     deliver = deliverer(args)
     client = make_client(args)
-    journal = await _journal(args)
-    if journal is not None:
-        console.bind(run_id=Path(journal).stem)
+    await _try_journal(args)  # a journal that cannot be used fails before any request
     async with client:
         found = await ipsec_tunnels(client, account)
         selected = _selected(console, args, account, found, explicit)
         if not selected:
             return ExitStatus.OK
-        done = _resumable(console, args, journal, account, selected)
-        if args.dry_run:
-            return dry_run(console, args, selected, done)
-        if args.deliver_check:
-            assert deliver is not None
-            return await deliver_check(console, args, account, deliver, selected)
-        try:
-            options = RotationOptions.from_arguments(
-                args,
-                validate_only=args.validate_only,
-                journal=journal,
-                resume=args.resume,
-                deliver=deliver,
-                # The deliverer bounds each try itself (and says more when it does).
-                deliver_timeout=deliver_timeout(args) + 1.0,
-            )
-            rotation = client.tunnels.ipsec.psk.rotate(account, selected, options)
-        except InvalidInputError as exc:
-            raise UsageError(str(exc)) from None
-        settings = RunSettings(
-            max_retry_after=args.max_retry_after,
+        journal, made = await _journal(args)
+        if journal is not None:
+            console.bind(run_id=Path(journal).stem)
+        with _discarded_if_unused(journal if made else None):
+            return await _run(console, args, account, client, deliver, journal, selected)
+
+
+async def _run(
+    console: Console,
+    args: argparse.Namespace,
+    account: str,
+    client: MagicWAN,
+    deliver: Deliverer | None,
+    journal: str | None,
+    selected: list[IPsecTunnel],
+) -> int:
+    """The dry run, the delivery check or the rotation of ``selected``."""
+    done = _resumable(console, args, journal, account, selected)
+    if args.dry_run:
+        return dry_run(console, args, selected, done)
+    if args.deliver_check:
+        assert deliver is not None
+        return await deliver_check(console, args, account, deliver, selected)
+    try:
+        options = RotationOptions.from_arguments(
+            args,
             validate_only=args.validate_only,
-            show_psk=args.show_psk,
-            json=args.json,
-            progress=args.progress,
             journal=journal,
-            delivering=deliver is not None,
-            sent_psks=_keeping(args),
-            resume=resume_command(args.argv, journal) if journal is not None else None,
-            metrics_file=args.metrics_file,
+            resume=args.resume,
+            deliver=deliver,
+            # The deliverer bounds each try itself (and says more when it does).
+            deliver_timeout=deliver_timeout(args) + 1.0,
         )
-        names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
-        return await run_rotation(console, rotation, names=names, settings=settings)
+        rotation = client.tunnels.ipsec.psk.rotate(account, selected, options)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
+    settings = RunSettings(
+        max_retry_after=args.max_retry_after,
+        validate_only=args.validate_only,
+        show_psk=args.show_psk,
+        json=args.json,
+        progress=args.progress,
+        journal=journal,
+        delivering=deliver is not None,
+        sent_psks=_keeping(args),
+        resume=resume_command(args.argv, journal) if journal is not None else None,
+        metrics_file=args.metrics_file,
+    )
+    names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
+    return await run_rotation(console, rotation, names=names, settings=settings)
 
 
 def _selected(
@@ -341,21 +362,81 @@ def _keeping(args: argparse.Namespace) -> bool:
     return bool(args.validate_only) and getattr(args, "method", "generate") == "set"
 
 
-async def _journal(args: argparse.Namespace) -> str | None:
-    """The run's journal, checked (locked, a journal) before anything is sent."""
-    journal: str | None = args.journal
+def _journal_wanted(args: argparse.Namespace) -> bool:
     writing = not (args.validate_only or args.dry_run or args.deliver_check)
-    keeping = _keeping(args)
-    if args.validate_only and not keeping:
-        return None
-    if writing or (keeping and (journal is not None or args.journal_dir is not None)):
-        if journal is None and args.resume and writing:
-            journal = unfinished_journal(args.journal_dir)
-            args.resume = journal is not None
-        if journal is None:
-            journal = fresh_journal(args.journal_dir)
-        await check_journal(journal)
-    return journal
+    keeping = _keeping(args) and (args.journal is not None or args.journal_dir is not None)
+    return writing or keeping
+
+
+async def _try_journal(args: argparse.Namespace) -> None:
+    """Before any request: the journal the run would use can be created, opened and
+    locked (and is a journal); one made only to find that out is removed again, so a run
+    refused later (nothing selected) leaves none behind."""
+    if not _journal_wanted(args):
+        return
+    if args.journal is not None and _exists(args.journal):
+        await check_journal(args.journal)
+        return
+    if args.journal is None and args.resume and unfinished_journal(args.journal_dir):
+        return  # an existing journal: _journal checks it
+    journal, made = await _journal(args)
+    if made and journal is not None:
+        _discard(journal)
+
+
+async def _journal(args: argparse.Namespace) -> tuple[str | None, bool]:
+    """The run's journal, checked (locked, a journal), and whether it was made now."""
+    journal: str | None = args.journal
+    if args.validate_only and not _keeping(args):
+        return None, False
+    if not _journal_wanted(args):
+        return journal, False  # a dry run reads the one given (--resume), if any
+    writing = not (args.validate_only or args.dry_run or args.deliver_check)
+    if journal is None and args.resume and writing:
+        journal = unfinished_journal(args.journal_dir)
+        args.resume = journal is not None
+    if journal is None:
+        journal = fresh_journal(args.journal_dir)
+        made = True
+    else:
+        made = not _exists(journal)
+    await check_journal(journal)
+    return journal, made
+
+
+@contextlib.contextmanager
+def _discarded_if_unused(journal: str | None) -> Iterator[None]:
+    """Remove ``journal`` (made by this run) if the run is refused with nothing in it but
+    its header."""
+    try:
+        yield
+    except CLIError:
+        if journal is not None and _header_only(journal):
+            _discard(journal)
+        raise
+
+
+def _exists(path: str) -> bool:
+    return os.path.lexists(path)  # a dangling symbolic link too: the journal refuses it
+
+
+def _header_only(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            lines = file.read(1 << 16).splitlines()
+    except OSError:
+        return False
+    if len(lines) > 1:
+        return False
+    try:
+        return not lines or json.loads(lines[0]).get("event") == "journal"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _discard(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def unfinished_journal(directory: str) -> str | None:

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from magicwan.cli.psk.selection import estimate
 from magicwan.emulator import Emulator
-from tests.support.cli import Answers, cli_emulator, magicwan
+from magicwan.ratelimit import RateLimiter
+from magicwan.rotation import DEFAULT_BATCH_SIZE
+from tests.support.cli import Answers, cli_emulator, json_lines, magicwan
 
 TUNNELS = 6
 
@@ -97,3 +100,51 @@ async def test_a_run_that_goes_ahead_still_makes_its_journal(
     (journal,) = directory.iterdir()
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     assert sum(line.get("event") == "rotated" for line in lines) == TUNNELS
+
+
+# -- the dry run's estimate -----------------------------------------------------------------
+
+
+def test_the_estimate_at_cloudflares_budget_matches_the_limiters_pace() -> None:
+    cost = estimate(3000, RateLimiter(), DEFAULT_BATCH_SIZE)
+
+    # 1,196 requests go at once (the burst less the headroom), the rest every 0.25 s.
+    assert cost.text().startswith(
+        "3,000 tunnels: generate ~451 s and 3,000 requests; set 30 requests, no wait for "
+        "the rate limit (batches of 100); of the 1,200-per-300-s API budget"
+    )
+    assert cost.to_json()["generate"] == {"requests": 3000, "seconds": 451.2}
+    assert cost.to_json()["set"] == {"requests": 30, "seconds": 0.0, "batch_size": 100}
+    off = estimate(3000, RateLimiter(None), 1000)
+    assert off.to_json()["generate"] == {"requests": 3000, "seconds": None}
+    assert off.to_json()["set"] == {"requests": 3, "seconds": None, "batch_size": 1000}
+    assert "no client-side rate limit" in off.text()
+
+
+@pytest.mark.asyncio
+async def test_the_dry_run_says_what_either_method_would_take_and_spend(
+    env: tuple[Emulator, Answers],
+) -> None:
+    emu, _ = env
+    argv = ["psk", "rotate", "--all", "--dry-run", "--rate-limit", "4/10"]
+
+    text = await magicwan(*argv)
+    batched = await magicwan(*argv, "--method", "set", "--batch-size", "4", "--json")
+
+    assert (text.code, batched.code) == (0, 0), text.err + batched.err
+    # The list, then one request every 2.5 s once the burst (4 less 1 of headroom) is spent.
+    assert (
+        "estimate: 6 tunnels: generate ~10 s and 6 requests; set 1 request, no wait for the "
+        "rate limit (batches of 100)"
+    ) in text.err
+    assert "paced at 4 per 10 s" in text.err
+    final = json_lines(batched.out)[-1]
+    assert final["estimate"] == {
+        "tunnels": TUNNELS,
+        "budget": {"requests": 1200, "seconds": 300.0},
+        "rate_limit": {"requests": 4, "seconds": 10.0},
+        "generate": {"requests": TUNNELS, "seconds": 10.0},
+        "set": {"requests": 2, "seconds": 0.0, "batch_size": 4},
+    }
+    assert emu.state.requests.by_route["list_ipsec_tunnels"] == 2  # and nothing else
+    assert emu.state.requests.total == 2

@@ -142,7 +142,8 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
     check.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the tunnels that would be rotated; send nothing but the tunnel list",
+        help="list the tunnels that would be rotated and estimate what either method "
+        f"would take and spend of the {_BUDGET} budget; send nothing but the tunnel list",
     )
     check.add_argument(
         "--deliver-check",
@@ -294,7 +295,7 @@ async def _run(
     """The dry run, the delivery check or the rotation of ``selected``."""
     done = _resumable(console, args, journal, account, selected)
     if args.dry_run:
-        return dry_run(console, args, selected, done)
+        return dry_run(console, args, selected, done, client.rate_limiter)
     if args.deliver_check:
         assert deliver is not None
         return await deliver_check(console, args, account, deliver, selected)

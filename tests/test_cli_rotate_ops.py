@@ -3,18 +3,28 @@ the dry run's cost estimate, the progress outlook and what Ctrl-C waits for."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import shlex
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 import pytest_asyncio
 
+from magicwan import cli
+from magicwan.cli.console import Progress
 from magicwan.cli.psk.selection import estimate
-from magicwan.emulator import Emulator
+from magicwan.cli.runner import outlook
+from magicwan.emulator import Emulator, Faults
 from magicwan.ratelimit import RateLimiter
 from magicwan.rotation import DEFAULT_BATCH_SIZE
 from tests.support.cli import Answers, cli_emulator, json_lines, magicwan
+from tests.support.clock import FakeClock
 
 TUNNELS = 6
 
@@ -148,3 +158,185 @@ async def test_the_dry_run_says_what_either_method_would_take_and_spend(
     }
     assert emu.state.requests.by_route["list_ipsec_tunnels"] == 2  # and nothing else
     assert emu.state.requests.total == 2
+
+
+# -- the progress ETA and its waits -----------------------------------------------------------
+
+
+@attrs.define
+class Watched:
+    """What the progress reads of a rotation."""
+
+    total: int
+    exposed: int = 0
+    waiting: dict[str, float] = attrs.Factory(dict)
+
+
+def bar(watched: Watched, clock: FakeClock, limiter: RateLimiter | None, unit: int = 1) -> Progress:
+    progress = Progress(watched.total, stream=io.StringIO(), mode="off", clock=clock, width=200)
+    progress.outlook = lambda: outlook(
+        watched, done=progress.done, unit=unit, limiter=limiter, now=clock()
+    )
+    return progress
+
+
+def test_the_eta_follows_the_limiters_pace_not_the_bursts_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    watched = Watched(total=3000)
+    progress = bar(watched, clock, limiter)
+    progress.start()
+    for _ in range(1 + 1195):  # the list, then the burst: every request at once
+        assert limiter.reserve() == 0
+    for _ in range(1195):
+        progress.add(True)
+    clock.advance(10.0)
+
+    # 1,195 done in 10 s would say "ETA 15s"; 1,805 requests to go at 4/s take ~7.5 min,
+    # less what the 10 s gave back (40 requests).
+    assert progress.rate == pytest.approx(119.5)
+    assert progress.eta == pytest.approx((1805 - 40) * 0.25)
+    assert "ETA 7m21s" in progress.render()
+    batched = bar(Watched(total=3000), clock, limiter, unit=100)  # set: 30 requests to go
+    assert batched.eta is None  # within what the limiter allows now: no wait to add
+
+
+def test_a_settle_window_is_shown_as_a_wait_and_counts_down() -> None:
+    clock = FakeClock()
+    watched = Watched(total=6, exposed=3, waiting={"a": 60.0, "b": 60.0, "c": 45.0})
+    progress = bar(watched, clock, RateLimiter(clock=clock))
+    progress.start()
+    for _ in range(3):
+        progress.add(True)
+    clock.advance(1.0)
+
+    assert progress.render().endswith("3.0/s  ETA 1m00s  waiting 1m00s for 3 read-backs")
+    clock.advance(30.0)
+    watched.waiting = {"a": 30.0, "b": 30.0}
+    watched.exposed = 2
+    # the rate (3 in 31 s) says 31 s for the last 3: the longer of the two
+    assert progress.render().endswith("ETA 31s  waiting 30s for 2 read-backs")
+    watched.waiting, watched.exposed = {}, 0
+    for _ in range(3):
+        progress.add(True)
+    assert "waiting" not in progress.render()
+
+
+def test_a_429_cooldown_is_shown_as_a_wait() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    limiter.pause(90.0)
+    progress = bar(Watched(total=10), clock, limiter)
+    progress.start()
+    # the cooldown, then the 10 requests at the limiter's pace (it resumes without a burst)
+    assert progress.eta == pytest.approx(90.0 + 9 * 0.25)
+    assert progress.render().endswith("ETA 1m32s  waiting 1m30s (rate limited)")
+
+
+def test_without_a_limit_or_a_wait_the_eta_is_the_rate() -> None:
+    clock = FakeClock()
+    progress = bar(Watched(total=10), clock, None)
+    progress.start()
+    assert progress.eta is None  # nothing known yet: "ETA -"
+    progress.add(True)
+    clock.advance(2.0)
+    assert progress.eta == pytest.approx(18.0)
+
+
+def test_the_bar_ticks_while_nothing_else_draws_it() -> None:
+    clock = FakeClock()
+    stream = io.StringIO()
+    watched = Watched(total=2, exposed=2, waiting={"a": 5.0, "b": 5.0})
+    progress = Progress(2, stream=stream, mode="bar", clock=clock, width=200)
+    progress.outlook = lambda: outlook(watched, done=0, unit=1, limiter=None, now=clock())
+    progress.start()
+    clock.advance(1.0)
+    watched.waiting = {"a": 4.0, "b": 4.0}
+    progress.tick()
+    progress.tick()  # not due again: not drawn
+    frames = stream.getvalue().split("\r\x1b[K")[1:]
+    assert [frame.rsplit("  ", 1)[-1] for frame in frames] == [
+        "waiting 5s for 2 read-backs",
+        "waiting 4s for 2 read-backs",
+    ]
+
+
+# -- Ctrl-C says what it waits for ------------------------------------------------------------
+
+
+async def interrupt_when(
+    argv: list[str], ready: Any, says: str
+) -> tuple[asyncio.Task[int], io.StringIO]:
+    """Start ``magicwan ARGV``, cancel it (a first Ctrl-C) once ``ready()``, and return
+    once stderr ``says`` so: the run is then still waiting."""
+    err = io.StringIO()
+    task = asyncio.create_task(cli.amain(argv, stdout=io.StringIO(), stderr=err))
+    while not ready():
+        assert not task.done(), err.getvalue()
+        await asyncio.sleep(0.01)
+    task.cancel()
+    while says not in err.getvalue():
+        assert not task.done(), err.getvalue()
+        await asyncio.sleep(0.01)
+    return task, err
+
+
+@pytest.mark.asyncio
+async def test_a_first_ctrl_c_says_what_it_waits_for_and_a_second_stops_waiting(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, _ = env
+    emu.set_faults(Faults(latency=5.0, latency_probability=1.0))
+    journal = tmp_path / "j.jsonl"
+    argv = ["psk", "rotate", "--all", "--journal", str(journal), "--drain-timeout", "120"]
+
+    def sent() -> bool:
+        return journal.exists() and journal.read_text().count('"intent"') == TUNNELS
+
+    task, err = await interrupt_when(argv, sent, "interrupted: no new tunnel is started")
+
+    assert not task.done()  # said at once, while it waits
+    assert (
+        "interrupted: no new tunnel is started; waiting at most 2m00s (--drain-timeout) for "
+        f"{TUNNELS} tunnel(s): {TUNNELS} with a request in flight, so that what they hold is "
+        "journalled. A second Ctrl-C stops waiting"
+    ) in err.getvalue()
+    task.cancel()  # the second Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "interrupted: no new tunnel was started; stopped waiting" in err.getvalue()
+    emu.set_faults(Faults())
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_counts_the_deliveries_it_waits_for(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    _, _ = env
+    journal = tmp_path / "j.jsonl"
+    started = tmp_path / "started"
+    started.mkdir()
+    program = (
+        "import os, pathlib, sys, time; sys.stdin.read(); "
+        f"pathlib.Path({str(started)!r}, os.environ['MAGICWAN_TUNNEL_ID']).touch(); "
+        "time.sleep(60)"
+    )
+    deliver = f"{sys.executable} -c {shlex.quote(program)}"
+    argv = [
+        "psk", "rotate", "--all", "--journal", str(journal), "--deliver-exec", deliver,
+        "--deliver-timeout", "120", "--drain-timeout", "90",
+    ]  # fmt: skip
+
+    task, err = await interrupt_when(
+        argv, lambda: any(started.iterdir()), "interrupted: no new tunnel is started"
+    )
+
+    # The rollout window lets one tunnel go first: its delivery is what the stop waits for.
+    assert (
+        "waiting at most 1m30s (--drain-timeout) for 1 tunnel(s): 1 being delivered"
+        in err.getvalue()
+    )
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "stopped waiting" in err.getvalue()

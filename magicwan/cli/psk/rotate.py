@@ -41,7 +41,7 @@ from magicwan.cli.psk.delivering import (
     deliverer,
 )
 from magicwan.cli.psk.selection import already_rotated, dry_run, refuse_reuse, select
-from magicwan.cli.runner import RunSettings, run_rotation
+from magicwan.cli.runner import RunSettings, TrackedDeliverer, run_rotation
 from magicwan.cli.selection import older_than
 from magicwan.cli.status import ExitStatus
 from magicwan.client import MagicWAN
@@ -299,13 +299,14 @@ async def _run(
     if args.deliver_check:
         assert deliver is not None
         return await deliver_check(console, args, account, deliver, selected)
+    tracked = TrackedDeliverer(deliver) if deliver is not None else None
     try:
         options = RotationOptions.from_arguments(
             args,
             validate_only=args.validate_only,
             journal=journal,
             resume=args.resume,
-            deliver=deliver,
+            deliver=tracked,
             # The deliverer bounds each try itself (and says more when it does).
             deliver_timeout=deliver_timeout(args) + 1.0,
         )
@@ -323,9 +324,18 @@ async def _run(
         sent_psks=_keeping(args),
         resume=resume_command(args.argv, journal) if journal is not None else None,
         metrics_file=args.metrics_file,
+        unit=options.unit,
+        drain_timeout=options.with_client_defaults(args.timeout).drain_timeout,
     )
     names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
-    return await run_rotation(console, rotation, names=names, settings=settings)
+    return await run_rotation(
+        console,
+        rotation,
+        names=names,
+        settings=settings,
+        limiter=client.rate_limiter,
+        deliveries=tracked,
+    )
 
 
 def _selected(

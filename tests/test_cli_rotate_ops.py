@@ -21,6 +21,7 @@ from magicwan.cli.console import Progress
 from magicwan.cli.psk.selection import estimate
 from magicwan.cli.runner import outlook
 from magicwan.emulator import Emulator, Faults
+from magicwan.journal import read_journal
 from magicwan.ratelimit import RateLimiter
 from magicwan.rotation import DEFAULT_BATCH_SIZE
 from tests.support.cli import Answers, cli_emulator, json_lines, magicwan
@@ -340,3 +341,43 @@ async def test_ctrl_c_counts_the_deliveries_it_waits_for(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert "stopped waiting" in err.getvalue()
+
+
+# -- a scheduled run with a PSK-age policy ----------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_run_with_nothing_old_enough_still_writes_its_metrics(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    metrics = tmp_path / "magicwan.prom"
+    argv = ["psk", "rotate", "--older-than", "90d", "--journal-dir", str(tmp_path / "j")]
+    assert (await magicwan(*argv)).code == 0  # every tunnel never rotated: all of them
+
+    quiet_day = await magicwan(*argv, "--metrics-file", str(metrics))
+
+    assert quiet_day.code == 0, quiet_day.err
+    assert "nothing to rotate" in quiet_day.err
+    text = metrics.read_text()
+    # A daily job that finds nothing to do succeeded: "no success in 91 days" stays quiet.
+    assert "magicwan_rotation_last_success_timestamp_seconds " in text
+    assert 'magicwan_rotation_tunnels{outcome="rotated"} 0.0' in text
+
+
+@pytest.mark.asyncio
+async def test_resume_with_older_than_finishes_the_tunnels_the_journal_left_open(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.jsonl"
+    argv = ["psk", "rotate", "--older-than", "90d", "--journal", str(journal)]
+    broken = await magicwan(*argv, "--deliver-exec", "false", "--halt-after", "1")
+    assert broken.code == 5, broken.err  # the first tunnel rotated, not delivered: halted
+
+    resumed = await magicwan(*argv, "--resume", "--deliver-exec", "true")
+
+    # Its PSK is new (not older than 90d), but the journal's run left it undelivered.
+    assert resumed.code == 0, resumed.err
+    assert "delivered" in resumed.err
+    records = read_journal(journal)
+    assert all(record.delivered for record in records.values()), records
+    assert len(records) == TUNNELS

@@ -25,7 +25,12 @@ from magicwan.cli.common import (
 )
 from magicwan.cli.console import Console
 from magicwan.cli.journal import journals_in
-from magicwan.cli.metrics import MetricsError, add_metrics_option, check_metrics_path
+from magicwan.cli.metrics import (
+    MetricsError,
+    add_metrics_option,
+    check_metrics_path,
+    write_rotation_metrics,
+)
 from magicwan.cli.parser import (
     Parser,
     add_account_argument,
@@ -47,6 +52,7 @@ from magicwan.cli.status import ExitStatus
 from magicwan.client import MagicWAN
 from magicwan.delivery import DEFAULT_SOCKET, Deliverer
 from magicwan.errors import InvalidInputError
+from magicwan.journal import JournalError, read_journal
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
 from magicwan.rotation import DEFAULT_HALT_AFTER, RotationOptions
@@ -263,6 +269,7 @@ def _check_delivery(args: argparse.Namespace) -> None:
 
 
 async def _rotate(args: argparse.Namespace, console: Console) -> int:
+    started_at = datetime.now(UTC)
     account = account_id(args)
     _check_options(args)
     explicit = [tunnel_id(t) for t in args.tunnels]
@@ -275,6 +282,7 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
         found = await ipsec_tunnels(client, account)
         selected = _selected(console, args, account, found, explicit)
         if not selected:
+            _nothing_done(console, args, started_at)
             return ExitStatus.OK
         journal, made = await _journal(args)
         if journal is not None:
@@ -359,12 +367,56 @@ def _selected(
             hints=["'magicwan tunnels list' shows names and ids"],
         )
     if args.older_than is not None:
-        selected = older_than(selected, args.older_than, datetime.now(UTC))
+        left_open = _left_open(args, account)
+        old = {t.id.lower() for t in older_than(selected, args.older_than, datetime.now(UTC))}
+        selected = [t for t in selected if t.id.lower() in old | left_open]
         if not selected:
             console.say(
                 f"no selected tunnel has a PSK older than {args.older_than}: nothing to rotate"
             )
     return selected
+
+
+def _left_open(args: argparse.Namespace, account: str) -> set[str]:
+    """With ``--resume``: the tunnels the journal's run left unfinished (a request left
+    open, or a PSK not yet delivered when this run delivers). ``--older-than`` keeps them:
+    their PSK may be new, but the run that made it has not finished with them."""
+    if not args.resume or args.validate_only:
+        return set()
+    journal = args.journal
+    if journal is None and args.journal_dir is not None:
+        journal = unfinished_journal(args.journal_dir)
+    if journal is None or not Path(journal).is_file():
+        return set()
+    try:
+        records = read_journal(journal)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    delivering = args.deliver_exec is not None or args.deliver_strongswan is not None
+    return {
+        tunnel
+        for (acc, tunnel), record in records.items()
+        if acc == account.lower()
+        and (record.left_open or (delivering and record.rotated and not record.delivered))
+    }
+
+
+def _nothing_done(console: Console, args: argparse.Namespace, started_at: datetime) -> None:
+    """A run with nothing to rotate succeeded: its metrics say so (a daily job with a PSK
+    age policy finds nothing to do most days, and "no success in 91 days" must not fire)."""
+    if args.metrics_file is None or args.dry_run or args.validate_only or args.deliver_check:
+        return
+    try:
+        write_rotation_metrics(
+            args.metrics_file,
+            counts={},
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            succeeded=True,
+            rate_limited=0,
+        )
+    except MetricsError as exc:
+        console.error(f"the metrics could not be written: {exc}")
 
 
 def _keeping(args: argparse.Namespace) -> bool:

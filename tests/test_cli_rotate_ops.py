@@ -381,3 +381,21 @@ async def test_resume_with_older_than_finishes_the_tunnels_the_journal_left_open
     records = read_journal(journal)
     assert all(record.delivered for record in records.values()), records
     assert len(records) == TUNNELS
+
+
+@pytest.mark.asyncio
+async def test_the_same_scheduled_command_delivers_what_the_last_run_left_undelivered(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    directory = tmp_path / "journals"
+    argv = ["psk", "rotate", "--older-than", "90d", "--journal-dir", str(directory), "--resume"]
+    broken = await magicwan(*argv, "--deliver-exec", "false", "--halt-after", "1")
+    assert broken.code == 5, broken.err
+
+    fixed = await magicwan(*argv, "--deliver-exec", "true")  # the router is back
+
+    assert fixed.code == 0, fixed.err
+    (journal,) = directory.iterdir()  # the same journal, finished
+    records = read_journal(journal)
+    assert len(records) == TUNNELS
+    assert all(record.delivered for record in records.values())

@@ -140,8 +140,9 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         "--resume",
         action="store_true",
         help="continue the run recorded in --journal FILE (skip the tunnels it rotated); "
-        "with --journal-dir DIR, the newest journal in DIR that a cut left unfinished, else "
-        "a fresh one: the same command line every time",
+        "with --journal-dir DIR, the newest journal in DIR if its run did not finish (a cut "
+        "left a request open; with a deliverer, a PSK is not yet delivered), else a fresh "
+        "one: the same command line every time",
     )
     how = parser.add_argument_group("how")
     check = parser.add_argument_group("checks")
@@ -385,14 +386,14 @@ def _left_open(args: argparse.Namespace, account: str) -> set[str]:
         return set()
     journal = args.journal
     if journal is None and args.journal_dir is not None:
-        journal = unfinished_journal(args.journal_dir)
+        journal = _unfinished(args)
     if journal is None or not Path(journal).is_file():
         return set()
     try:
         records = read_journal(journal)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    delivering = args.deliver_exec is not None or args.deliver_strongswan is not None
+    delivering = _delivering(args)
     return {
         tunnel
         for (acc, tunnel), record in records.items()
@@ -440,7 +441,7 @@ async def _try_journal(args: argparse.Namespace) -> None:
     if args.journal is not None and _exists(args.journal):
         await check_journal(args.journal)
         return
-    if args.journal is None and args.resume and unfinished_journal(args.journal_dir):
+    if args.journal is None and args.resume and _unfinished(args):
         return  # an existing journal: _journal checks it
     journal, made = await _journal(args)
     if made and journal is not None:
@@ -456,7 +457,7 @@ async def _journal(args: argparse.Namespace) -> tuple[str | None, bool]:
         return journal, False  # a dry run reads the one given (--resume), if any
     writing = not (args.validate_only or args.dry_run or args.deliver_check)
     if journal is None and args.resume and writing:
-        journal = unfinished_journal(args.journal_dir)
+        journal = _unfinished(args)
         args.resume = journal is not None
     if journal is None:
         journal = fresh_journal(args.journal_dir)
@@ -502,17 +503,26 @@ def _discard(path: str) -> None:
         os.unlink(path)
 
 
-def unfinished_journal(directory: str) -> str | None:
-    """The newest journal in ``directory`` that a cut left unfinished (a request it holds
-    was never answered), or None."""
+def unfinished_journal(directory: str, *, delivering: bool = False) -> str | None:
+    """The newest journal in ``directory`` if its run did not finish (a request it holds
+    was never answered; with ``delivering``, a PSK it holds was not delivered), or None."""
     if not Path(directory).is_dir():
         return None
     journals, _ = journals_in(directory)
     for journal in journals:  # newest first
-        if any(record.in_flight for record in journal.records.values()):
-            return str(journal.path)
+        for record in journal.records.values():
+            if record.in_flight or (delivering and record.rotated and not record.delivered):
+                return str(journal.path)
         return None
     return None
+
+
+def _unfinished(args: argparse.Namespace) -> str | None:
+    return unfinished_journal(args.journal_dir, delivering=_delivering(args))
+
+
+def _delivering(args: argparse.Namespace) -> bool:
+    return args.deliver_exec is not None or args.deliver_strongswan is not None
 
 
 def _resumable(

@@ -24,7 +24,7 @@ from magicwan.emulator import Emulator, Faults
 from magicwan.journal import read_journal
 from magicwan.ratelimit import RateLimiter
 from magicwan.rotation import DEFAULT_BATCH_SIZE
-from tests.support.cli import Answers, cli_emulator, json_lines, magicwan
+from tests.support.cli import REPO, Answers, cli_emulator, journalled, json_lines, magicwan
 from tests.support.clock import FakeClock
 
 TUNNELS = 6
@@ -399,3 +399,62 @@ async def test_the_same_scheduled_command_delivers_what_the_last_run_left_undeli
     records = read_journal(journal)
     assert len(records) == TUNNELS
     assert all(record.delivered for record in records.values())
+
+
+# -- the README's recipes ---------------------------------------------------------------------
+
+
+def recipe_command_lines() -> list[list[str]]:
+    """Every ``magicwan psk rotate --older-than ...`` command line of the README's
+    scheduled-rotation recipes (cron, systemd, Kubernetes), as argv after ``magicwan``."""
+    text = (REPO / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    found = []
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        at = line.find("magicwan psk rotate --older-than")
+        if not fenced or at < 0 or line[at - 1 : at] in ("'", '"'):
+            continue  # prose, or a command quoted in a hint
+        command = line[at:].split(" >> ")[0].rstrip("\\ ")
+        found.append(shlex.split(command)[1:])
+    return found
+
+
+def test_the_readme_recipes_use_set_resume_and_metrics_and_parse() -> None:
+    lines = recipe_command_lines()
+    assert len(lines) >= 4  # the command, cron, systemd, Kubernetes
+    parser = cli.build_parser()
+    for argv in lines:
+        args = parser.parse_args(argv)
+        assert args.method == "set"
+        assert args.resume
+        assert args.journal_dir
+        assert args.metrics_file
+        assert args.older_than is not None
+
+
+@pytest.mark.asyncio
+async def test_the_readme_command_line_runs_daily(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    emu, _ = env
+    argv = recipe_command_lines()[0]
+    swap = {
+        "/var/lib/magicwan/journals": str(tmp_path / "journals"),
+        "/var/lib/node_exporter/textfile_collector/magicwan.prom": str(tmp_path / "m.prom"),
+    }
+    argv = [swap.get(arg, arg) for arg in argv]
+
+    first = await magicwan(*argv)
+    second = await magicwan(*argv)
+
+    assert (first.code, second.code) == (0, 0), first.err + second.err
+    assert (first.err, second.err) == ("", "")  # -q: nothing unless something went wrong
+    assert len(json_lines(first.out)) == TUNNELS + 1
+    assert len(list((tmp_path / "journals").iterdir())) == 1  # the quiet day made none
+    assert "magicwan_rotation_last_success_timestamp_seconds " in (tmp_path / "m.prom").read_text()
+    (journal,) = (tmp_path / "journals").iterdir()
+    assert journalled(journal, emu.account_id) == {
+        t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids
+    }

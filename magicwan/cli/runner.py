@@ -269,8 +269,8 @@ class _Run:
         self.console.tell(
             f"interrupted: no new tunnel is started; waiting{bound} for {count} "
             f"tunnel(s): {', '.join(parts)}, so that what they hold is journalled. A second "
-            "Ctrl-C stops waiting (those tunnels are then recorded as uncertain: rerun with "
-            "--resume to settle them)"
+            "Ctrl-C stops waiting (what it cuts short is journalled as left open: --resume "
+            "settles it)"
         )
 
     def long_429(self, outcome: Any) -> RateLimitError | None:

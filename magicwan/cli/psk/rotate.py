@@ -441,8 +441,10 @@ async def _try_journal(args: argparse.Namespace) -> None:
     if args.journal is not None and _exists(args.journal):
         await check_journal(args.journal)
         return
-    if args.journal is None and args.resume and _unfinished(args):
-        return  # an existing journal: _journal checks it
+    unfinished = _unfinished(args) if args.journal is None and args.resume else None
+    if unfinished is not None:
+        await check_journal(unfinished)
+        return
     journal, made = await _journal(args)
     if made and journal is not None:
         _discard(journal)

@@ -169,7 +169,6 @@ class Watched:
     """What the progress reads of a rotation."""
 
     total: int
-    exposed: int = 0
     waiting: dict[str, float] = attrs.Factory(dict)
 
 
@@ -204,7 +203,7 @@ def test_the_eta_follows_the_limiters_pace_not_the_bursts_rate() -> None:
 
 def test_a_settle_window_is_shown_as_a_wait_and_counts_down() -> None:
     clock = FakeClock()
-    watched = Watched(total=6, exposed=3, waiting={"a": 60.0, "b": 60.0, "c": 45.0})
+    watched = Watched(total=6, waiting={"a": 60.0, "b": 60.0, "c": 45.0})
     progress = bar(watched, clock, RateLimiter(clock=clock))
     progress.start()
     for _ in range(3):
@@ -214,10 +213,9 @@ def test_a_settle_window_is_shown_as_a_wait_and_counts_down() -> None:
     assert progress.render().endswith("3.0/s  ETA 1m00s  waiting 1m00s for 3 read-backs")
     clock.advance(30.0)
     watched.waiting = {"a": 30.0, "b": 30.0}
-    watched.exposed = 2
     # the rate (3 in 31 s) says 31 s for the last 3: the longer of the two
     assert progress.render().endswith("ETA 31s  waiting 30s for 2 read-backs")
-    watched.waiting, watched.exposed = {}, 0
+    watched.waiting = {}
     for _ in range(3):
         progress.add(True)
     assert "waiting" not in progress.render()
@@ -247,7 +245,7 @@ def test_without_a_limit_or_a_wait_the_eta_is_the_rate() -> None:
 def test_the_bar_ticks_while_nothing_else_draws_it() -> None:
     clock = FakeClock()
     stream = io.StringIO()
-    watched = Watched(total=2, exposed=2, waiting={"a": 5.0, "b": 5.0})
+    watched = Watched(total=2, waiting={"a": 5.0, "b": 5.0})
     progress = Progress(2, stream=stream, mode="bar", clock=clock, width=200)
     progress.outlook = lambda: outlook(watched, done=0, unit=1, limiter=None, now=clock())
     progress.start()

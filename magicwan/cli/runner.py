@@ -94,8 +94,6 @@ class _Watched(Protocol):
     @property
     def total(self) -> int: ...
     @property
-    def exposed(self) -> int: ...
-    @property
     def waiting(self) -> dict[str, float]: ...
 
 
@@ -115,11 +113,14 @@ def outlook(
     rotation: _Watched, *, done: int, unit: int, limiter: RateLimiter | None, now: float
 ) -> Outlook:
     """What the rest of ``rotation`` waits for, ``done`` of its tunnels finished: the
-    requests of the tunnels not started (``unit`` a request) and the read-backs, at the
-    limiter's pace; the read-backs' settle windows; a 429 cooldown."""
+    requests of the tunnels not finished (``unit`` a request) and the read-backs, at the
+    limiter's pace; the read-backs' settle windows; a 429 cooldown.
+
+    The requests already sent and not answered are counted too (which ones passed the
+    limiter is not known here): the estimate is at most ``concurrency`` requests long."""
     waiting = rotation.waiting
-    unstarted = max(0, rotation.total - done - rotation.exposed)
-    requests = math.ceil(unstarted / max(1, unit)) + len(waiting)
+    unfinished = max(0, rotation.total - done - len(waiting))
+    requests = math.ceil(unfinished / max(1, unit)) + len(waiting)
     if limiter is None:
         paced = cooldown = 0.0
     else:

@@ -729,6 +729,7 @@ async def test_dry_run_sends_nothing_but_the_tunnel_list(
     assert states.pop(emu.tunnel_ids[0]) == "would_skip"
     assert set(states.values()) == {"would_rotate"}
     summary_line = {k: v for k, v in lines[-1].items() if k not in ("ts", "run_id", "account_id")}
+    assert summary_line.pop("estimate")["tunnels"] == 5
     assert summary_line == {"event": "summary", "dry_run": True, "would_rotate": 5, "would_skip": 1}
     assert len(events(journal)) == 2  # untouched
 

@@ -9,8 +9,10 @@
   progress bar.
 - :class:`Progress` counts finished items and shows them: a redrawn bar on a terminal,
   one line per item elsewhere (CI logs), nothing with ``--progress off``. It only counts
-  and formats; its clock is injected, so rate and ETA are testable without waiting. It
-  never sees a PSK: callers hand it finished text.
+  and formats; its clock is injected, so rate and ETA are testable without waiting; what
+  the rest of the run waits for (the rate limiter's pace, read-backs, a 429 cooldown)
+  comes from its caller as an :class:`Outlook`. It never sees a PSK: callers hand it
+  finished text.
 - :func:`logging_to` routes the ``magicwan`` logger's records through the console, as
   text or (``--log-format json``) one JSON object a line (:class:`JSONLogFormatter`).
 
@@ -30,12 +32,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+import attrs
+
 from magicwan._converter import format_datetime
 
 __all__ = [
     "LOG_FIELDS",
     "Console",
     "JSONLogFormatter",
+    "Outlook",
     "OutputClosed",
     "Progress",
     "ProgressMode",
@@ -318,13 +323,33 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+@attrs.frozen(kw_only=True)
+class Outlook:
+    """What the rest of a run must wait for, in seconds from now: ``requests`` until its
+    remaining requests may go at the rate limiter's pace, ``cooldown`` of a 429 pause,
+    and ``reading`` items waiting for their read-back (a settle window), the last of
+    them in ``read_in``."""
+
+    requests: float = 0.0
+    cooldown: float = 0.0
+    reading: int = 0
+    read_in: float = 0.0
+
+    @property
+    def wait(self) -> float:
+        """The longest of the waits: the run cannot end sooner."""
+        return max(self.requests, self.cooldown, self.read_in if self.reading else 0.0)
+
+
 class Progress:
     """Counts finished items out of ``total`` and shows it.
 
     ``mode="bar"`` redraws one line in place (``\\r``), at most every 0.1 s of ``clock``;
     ``mode="lines"`` writes each item's line as it is added (for CI logs);
     ``mode="off"`` writes nothing. ``start()`` begins the clock, ``add()`` records one
-    item, ``finish()`` draws the final state and ends the bar's line.
+    item, ``tick()`` redraws the bar (a wait shows time passing), ``finish()`` draws the
+    final state and ends the bar's line. ``outlook``, when given, says what the rest
+    waits for: the ETA is never shorter than that, and a wait is shown as one.
     """
 
     def __init__(
@@ -336,8 +361,10 @@ class Progress:
         label: str = "rotating",
         clock: Callable[[], float] = time.monotonic,
         width: int | None = None,
+        outlook: Callable[[], Outlook] | None = None,
     ) -> None:
         self.total = total
+        self.outlook = outlook
         self.stream = stream
         self.mode = mode
         self.label = label
@@ -373,11 +400,20 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the current rate, or None while the rate is unknown."""
+        """Seconds left: at the current rate, but never less than the outlook's longest
+        wait (the rate limiter's pace, read-backs); None while neither says anything."""
+        return self._eta(self._outlook())
+
+    def _eta(self, outlook: Outlook | None) -> float | None:
         rate = self.rate
-        if rate is None:
-            return None
-        return max(0, self.total - self.done) / rate
+        at_rate = None if rate is None else max(0, self.total - self.done) / rate
+        wait = outlook.wait if outlook is not None and self.done < self.total else 0.0
+        if at_rate is None:
+            return wait if wait > 0 else None
+        return max(at_rate, wait)
+
+    def _outlook(self) -> Outlook | None:
+        return self.outlook() if self.outlook is not None and self._stopped is None else None
 
     def start(self) -> None:
         """Start the clock (and draw the empty bar)."""
@@ -395,6 +431,10 @@ class Progress:
                 self._write(line + "\n")
         else:
             self._draw(force=self.done >= self.total)
+
+    def tick(self) -> None:
+        """Redraw the bar if it is due (while the run waits and nothing else draws it)."""
+        self._draw(force=False)
 
     def note(self, text: str) -> None:
         """Write a message (a log line) on its own line, keeping the bar below it."""
@@ -430,13 +470,15 @@ class Progress:
         bar = "#" * filled + "." * (_BAR_WIDTH - filled)
         digits = len(str(total))
         rate = self.rate
-        eta = self.eta
+        outlook = self._outlook()
+        eta = self._eta(outlook)
         rate_text = f"{rate:.1f}/s" if rate is not None else "-/s"
         if self._stopped is not None:
             elapsed = self.elapsed
             eta_text = f"in {elapsed:.1f}s" if elapsed < 60 else f"in {format_duration(elapsed)}"
         else:
             eta_text = f"ETA {format_duration(eta)}" if eta is not None else "ETA -"
+            eta_text += _waiting_text(outlook)
         return (
             f"{self.label}  {self.done:>{digits}}/{total}  [{bar}]  {int(fraction * 100):3d}%  "
             f"ok {self.ok}  failed {self.failed}  {rate_text}  {eta_text}"
@@ -459,3 +501,15 @@ class Progress:
     def _write(self, text: str) -> None:
         write_text(self.stream, text)
         self.stream.flush()
+
+
+def _waiting_text(outlook: Outlook | None) -> str:
+    """What the bar says the run is waiting for, if anything: a 429 cooldown, read-backs."""
+    if outlook is None:
+        return ""
+    if outlook.cooldown >= 1:
+        return f"  waiting {format_duration(outlook.cooldown)} (rate limited)"
+    if outlook.reading:
+        noun = "read-back" if outlook.reading == 1 else "read-backs"
+        return f"  waiting {format_duration(outlook.read_in)} for {outlook.reading} {noun}"
+    return ""

@@ -10,25 +10,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 from magicwan._converter import format_datetime
 from magicwan.cli.common import UsageError
-from magicwan.cli.console import Console, OutputClosed, Progress, escape
+from magicwan.cli.console import (
+    Console,
+    Outlook,
+    OutputClosed,
+    Progress,
+    escape,
+    format_duration,
+)
 from magicwan.cli.metrics import ROTATION_OUTCOMES, MetricsError, write_rotation_metrics
 from magicwan.cli.report import FailureGroup, Tally, describe, outcome_json, stamp_text
 from magicwan.cli.status import ExitStatus, most_urgent
+from magicwan.delivery import Deliverer, Delivery
 from magicwan.errors import RateLimitError
 from magicwan.journal import JournalError
-from magicwan.ratelimit import MAX_COOLDOWN
+from magicwan.ratelimit import MAX_COOLDOWN, RateLimiter, Sleep
 from magicwan.rotation import OutcomeState, Rotation
 
-__all__ = ["RunSettings", "run_rotation"]
+__all__ = [
+    "RunSettings",
+    "TrackedDeliverer",
+    "limiter_wait",
+    "outlook",
+    "run_rotation",
+]
+
+#: Seconds between two redraws of the bar while nothing else draws it (a wait).
+_TICK = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +67,71 @@ class RunSettings:
     resume: str | None = None
     #: Where to write the run's Prometheus metrics at the end, if anywhere.
     metrics_file: str | None = None
+    #: Tunnels per request (``--batch-size`` with ``--method set``, else 1): the ETA's
+    #: count of requests to go.
+    unit: int = 1
+    #: How long a stop waits for what is in flight (``--drain-timeout``, resolved).
+    drain_timeout: float | None = None
+
+
+class TrackedDeliverer:
+    """A deliverer that remembers which tunnels it was handed, so an interrupt can say
+    how many deliveries it waits for."""
+
+    def __init__(self, deliver: Deliverer) -> None:
+        self._deliver = deliver
+        #: Lower-case ids of the tunnels handed over (retries included).
+        self.tunnels: set[str] = set()
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.tunnels.add(delivery.tunnel_id.lower())
+        await self._deliver(delivery)
+
+
+class _Watched(Protocol):
+    """What :func:`outlook` reads of a rotation (see :class:`~magicwan.rotation.Rotation`)."""
+
+    @property
+    def total(self) -> int: ...
+    @property
+    def waiting(self) -> dict[str, float]: ...
+
+
+def limiter_wait(limiter: RateLimiter, requests: int, now: float) -> float:
+    """Seconds until ``limiter`` lets ``requests`` more requests go: its 429 cooldown,
+    then its pace (``now`` on the limiter's clock)."""
+    cooldown = max(0.0, limiter.paused_until - now)
+    if not limiter.limit or requests <= 0:
+        return cooldown
+    interval = limiter.period / limiter.limit
+    if cooldown > 0:  # after a pause it resumes at its pace, one request per interval
+        return cooldown + (requests - 1) * interval
+    return max(0.0, (requests - limiter.available()) * interval)
+
+
+def outlook(
+    rotation: _Watched, *, done: int, unit: int, limiter: RateLimiter | None, now: float
+) -> Outlook:
+    """What the rest of ``rotation`` waits for, ``done`` of its tunnels finished: the
+    requests of the tunnels not finished (``unit`` a request) and the read-backs, at the
+    limiter's pace; the read-backs' settle windows; a 429 cooldown.
+
+    The requests already sent and not answered are counted too (which ones passed the
+    limiter is not known here): the estimate is at most ``concurrency`` requests long."""
+    waiting = rotation.waiting
+    unfinished = max(0, rotation.total - done - len(waiting))
+    requests = math.ceil(unfinished / max(1, unit)) + len(waiting)
+    if limiter is None:
+        paced = cooldown = 0.0
+    else:
+        paced = limiter_wait(limiter, requests, now)
+        cooldown = max(0.0, limiter.paused_until - now)
+    return Outlook(
+        requests=paced,
+        cooldown=cooldown,
+        reading=len(waiting),
+        read_in=max(waiting.values(), default=0.0),
+    )
 
 
 _WORDS = {
@@ -71,17 +154,29 @@ class _Run:
         names: Mapping[str, str | None],
         settings: RunSettings,
         clock: Callable[[], float],
+        limiter: RateLimiter | None = None,
+        deliveries: TrackedDeliverer | None = None,
     ) -> None:
         self.console = console
         self.rotation = rotation
         self.names = names
         self.s = settings
+        self.clock = clock
+        self.limiter = limiter
+        self.deliveries = deliveries
         self.tally = Tally(requested=rotation.total, delivering=settings.delivering)
         label = "validating" if settings.validate_only else "rotating"
         mode = console.progress_mode(settings.progress)
         self.progress = Progress(
-            rotation.total, stream=console.err, mode=mode, label=label, clock=clock
+            rotation.total,
+            stream=console.err,
+            mode=mode,
+            label=label,
+            clock=clock,
+            outlook=self.outlook,
         )
+        #: Lower-case ids of the tunnels whose outcome was taken.
+        self.taken: set[str] = set()
         self.interrupted = False
         self.forced = False
         self.rate_limited: RateLimitError | None = None
@@ -94,6 +189,7 @@ class _Run:
     def take(self, outcome: Any) -> None:
         """Count, print and show one outcome. OutputClosed when stdout's reader left."""
         group = self.tally.add(outcome)
+        self.taken.add(outcome.tunnel_id.lower())
         if isinstance(outcome.error, RateLimitError):
             self.rate_limited_tunnels += 1
         name = self.names.get(outcome.tunnel_id.lower())
@@ -138,6 +234,46 @@ class _Run:
         padded = word.ljust(_WORD_WIDTH)
         return console.paint(padded, colour) + escape(text)
 
+    def outlook(self) -> Outlook:
+        return outlook(
+            self.rotation,
+            done=self.progress.done,
+            unit=self.s.unit,
+            limiter=self.limiter,
+            now=self.clock(),
+        )
+
+    def say_waiting(self) -> None:
+        """At the first interrupt: what the stop waits for, how long at most, and that a
+        second one stops waiting."""
+        rotation = self.rotation
+        reading = rotation.waiting
+        delivering = 0
+        if self.deliveries is not None:
+            finished = self.taken | {o.tunnel_id.lower() for o in rotation.unclaimed}
+            delivering = len(self.deliveries.tunnels - finished - reading.keys())
+        requests = max(0, rotation.exposed - len(reading) - delivering)
+        parts = []
+        if requests:
+            parts.append(f"{requests} with a request in flight")
+        if reading:
+            due = format_duration(max(reading.values()))
+            parts.append(f"{len(reading)} waiting for a read-back (due within {due})")
+        if delivering:
+            parts.append(f"{delivering} being delivered")
+        if not parts:
+            self.console.tell("interrupted: no new tunnel is started; nothing is in flight")
+            return
+        count = requests + len(reading) + delivering
+        drain = self.s.drain_timeout
+        bound = f" at most {format_duration(drain)} (--drain-timeout)" if drain else ""
+        self.console.tell(
+            f"interrupted: no new tunnel is started; waiting{bound} for {count} "
+            f"tunnel(s): {', '.join(parts)}, so that what they hold is journalled. A second "
+            "Ctrl-C stops waiting (what it cuts short is journalled as left open: --resume "
+            "settles it)"
+        )
+
     def long_429(self, outcome: Any) -> RateLimitError | None:
         error = outcome.error
         if outcome.state is not OutcomeState.FAILED or not isinstance(error, RateLimitError):
@@ -169,23 +305,34 @@ async def run_rotation(
     names: Mapping[str, str | None],
     settings: RunSettings,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    limiter: RateLimiter | None = None,
+    deliveries: TrackedDeliverer | None = None,
 ) -> ExitStatus:
     """Run ``rotation`` to the end (or until interrupted), report it, return the status.
 
-    Cancelled (Ctrl-C, SIGTERM), it stops starting tunnels, lets what was sent finish,
-    prints the summary and the resume hint, sets ``console.final_status`` and re-raises
-    the cancellation.
+    The progress ETA follows ``limiter``'s pace (the client's, on ``clock``) and the
+    read-backs' settle windows. Cancelled (Ctrl-C, SIGTERM), it says at once what it
+    waits for (``deliveries`` counts the deliveries), stops starting tunnels, lets what
+    was sent finish, prints the summary and the resume hint, sets
+    ``console.final_status`` and re-raises the cancellation; cancelled again, it stops
+    waiting.
     """
-    run = _Run(console, rotation, names, settings, clock)
+    run = _Run(console, rotation, names, settings, clock, limiter, deliveries)
     try:
         await rotation.__aenter__()  # opens and locks the journal: nothing is sent before
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     console.progress = run.progress
     run.progress.start()
+    ticker = asyncio.create_task(_tick(run.progress, sleep)) if run.progress.mode == "bar" else None
     try:
         await _consume(run)
     finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
         run.progress.finish()
         console.progress = None
     status = _status(run)
@@ -196,6 +343,14 @@ async def run_rotation(
     if run.interrupted:
         raise asyncio.CancelledError
     return status
+
+
+async def _tick(progress: Progress, sleep: Sleep) -> None:
+    """Redraw the bar while the run waits (a settle window, the rate limit), so its ETA
+    and its wait count down."""
+    while True:
+        await sleep(_TICK)
+        progress.tick()
 
 
 async def _consume(run: _Run) -> None:
@@ -213,6 +368,7 @@ async def _consume(run: _Run) -> None:
                 break
     except asyncio.CancelledError:
         run.interrupted = True
+        run.say_waiting()
     except JournalError as exc:  # after every outcome was handed over
         run.journal_error = exc
     except Exception as exc:  # a crash: every PSK in hand is still reported below

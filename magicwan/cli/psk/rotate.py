@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from magicwan._argtypes import duration
 from magicwan.cli.common import (
+    CLIError,
     UsageError,
     account_id,
     check_journal,
@@ -20,7 +25,12 @@ from magicwan.cli.common import (
 )
 from magicwan.cli.console import Console
 from magicwan.cli.journal import journals_in
-from magicwan.cli.metrics import MetricsError, add_metrics_option, check_metrics_path
+from magicwan.cli.metrics import (
+    MetricsError,
+    add_metrics_option,
+    check_metrics_path,
+    write_rotation_metrics,
+)
 from magicwan.cli.parser import (
     Parser,
     add_account_argument,
@@ -36,11 +46,13 @@ from magicwan.cli.psk.delivering import (
     deliverer,
 )
 from magicwan.cli.psk.selection import already_rotated, dry_run, refuse_reuse, select
-from magicwan.cli.runner import RunSettings, run_rotation
+from magicwan.cli.runner import RunSettings, TrackedDeliverer, run_rotation
 from magicwan.cli.selection import older_than
 from magicwan.cli.status import ExitStatus
-from magicwan.delivery import DEFAULT_SOCKET
+from magicwan.client import MagicWAN
+from magicwan.delivery import DEFAULT_SOCKET, Deliverer
 from magicwan.errors import InvalidInputError
+from magicwan.journal import JournalError, read_journal
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET
 from magicwan.rotation import DEFAULT_HALT_AFTER, RotationOptions
@@ -128,15 +140,17 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         "--resume",
         action="store_true",
         help="continue the run recorded in --journal FILE (skip the tunnels it rotated); "
-        "with --journal-dir DIR, the newest journal in DIR that a cut left unfinished, else "
-        "a fresh one: the same command line every time",
+        "with --journal-dir DIR, the newest journal in DIR if its run did not finish (a cut "
+        "left a request open; with a deliverer, a PSK is not yet delivered), else a fresh "
+        "one: the same command line every time",
     )
     how = parser.add_argument_group("how")
     check = parser.add_argument_group("checks")
     check.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the tunnels that would be rotated; send nothing but the tunnel list",
+        help="list the tunnels that would be rotated and estimate what either method "
+        f"would take and spend of the {_BUDGET} budget; send nothing but the tunnel list",
     )
     check.add_argument(
         "--deliver-check",
@@ -256,6 +270,7 @@ def _check_delivery(args: argparse.Namespace) -> None:
 
 
 async def _rotate(args: argparse.Namespace, console: Console) -> int:
+    started_at = datetime.now(UTC)
     account = account_id(args)
     _check_options(args)
     explicit = [tunnel_id(t) for t in args.tunnels]
@@ -263,47 +278,73 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
         explicit += read_ids(source, args.stdin)
     deliver = deliverer(args)
     client = make_client(args)
-    journal = await _journal(args)
-    if journal is not None:
-        console.bind(run_id=Path(journal).stem)
+    await _try_journal(args)  # a journal that cannot be used fails before any request
     async with client:
         found = await ipsec_tunnels(client, account)
         selected = _selected(console, args, account, found, explicit)
         if not selected:
+            _nothing_done(console, args, started_at)
             return ExitStatus.OK
-        done = _resumable(console, args, journal, account, selected)
-        if args.dry_run:
-            return dry_run(console, args, selected, done)
-        if args.deliver_check:
-            assert deliver is not None
-            return await deliver_check(console, args, account, deliver, selected)
-        try:
-            options = RotationOptions.from_arguments(
-                args,
-                validate_only=args.validate_only,
-                journal=journal,
-                resume=args.resume,
-                deliver=deliver,
-                # The deliverer bounds each try itself (and says more when it does).
-                deliver_timeout=deliver_timeout(args) + 1.0,
-            )
-            rotation = client.tunnels.ipsec.psk.rotate(account, selected, options)
-        except InvalidInputError as exc:
-            raise UsageError(str(exc)) from None
-        settings = RunSettings(
-            max_retry_after=args.max_retry_after,
+        journal, made = await _journal(args)
+        if journal is not None:
+            console.bind(run_id=Path(journal).stem)
+        with _discarded_if_unused(journal if made else None):
+            return await _run(console, args, account, client, deliver, journal, selected)
+
+
+async def _run(
+    console: Console,
+    args: argparse.Namespace,
+    account: str,
+    client: MagicWAN,
+    deliver: Deliverer | None,
+    journal: str | None,
+    selected: list[IPsecTunnel],
+) -> int:
+    """The dry run, the delivery check or the rotation of ``selected``."""
+    done = _resumable(console, args, journal, account, selected)
+    if args.dry_run:
+        return dry_run(console, args, selected, done, client.rate_limiter)
+    if args.deliver_check:
+        assert deliver is not None
+        return await deliver_check(console, args, account, deliver, selected)
+    tracked = TrackedDeliverer(deliver) if deliver is not None else None
+    try:
+        options = RotationOptions.from_arguments(
+            args,
             validate_only=args.validate_only,
-            show_psk=args.show_psk,
-            json=args.json,
-            progress=args.progress,
             journal=journal,
-            delivering=deliver is not None,
-            sent_psks=_keeping(args),
-            resume=resume_command(args.argv, journal) if journal is not None else None,
-            metrics_file=args.metrics_file,
+            resume=args.resume,
+            deliver=tracked,
+            # The deliverer bounds each try itself (and says more when it does).
+            deliver_timeout=deliver_timeout(args) + 1.0,
         )
-        names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
-        return await run_rotation(console, rotation, names=names, settings=settings)
+        rotation = client.tunnels.ipsec.psk.rotate(account, selected, options)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
+    settings = RunSettings(
+        max_retry_after=args.max_retry_after,
+        validate_only=args.validate_only,
+        show_psk=args.show_psk,
+        json=args.json,
+        progress=args.progress,
+        journal=journal,
+        delivering=deliver is not None,
+        sent_psks=_keeping(args),
+        resume=resume_command(args.argv, journal) if journal is not None else None,
+        metrics_file=args.metrics_file,
+        unit=options.unit,
+        drain_timeout=options.with_client_defaults(args.timeout).drain_timeout,
+    )
+    names = {tunnel.id.lower(): tunnel.name for tunnel in selected}
+    return await run_rotation(
+        console,
+        rotation,
+        names=names,
+        settings=settings,
+        limiter=client.rate_limiter,
+        deliveries=tracked,
+    )
 
 
 def _selected(
@@ -327,12 +368,56 @@ def _selected(
             hints=["'magicwan tunnels list' shows names and ids"],
         )
     if args.older_than is not None:
-        selected = older_than(selected, args.older_than, datetime.now(UTC))
+        left_open = _left_open(args, account)
+        old = {t.id.lower() for t in older_than(selected, args.older_than, datetime.now(UTC))}
+        selected = [t for t in selected if t.id.lower() in old | left_open]
         if not selected:
             console.say(
                 f"no selected tunnel has a PSK older than {args.older_than}: nothing to rotate"
             )
     return selected
+
+
+def _left_open(args: argparse.Namespace, account: str) -> set[str]:
+    """With ``--resume``: the tunnels the journal's run left unfinished (a request left
+    open, or a PSK not yet delivered when this run delivers). ``--older-than`` keeps them:
+    their PSK may be new, but the run that made it has not finished with them."""
+    if not args.resume or args.validate_only:
+        return set()
+    journal = args.journal
+    if journal is None and args.journal_dir is not None:
+        journal = _unfinished(args)
+    if journal is None or not Path(journal).is_file():
+        return set()
+    try:
+        records = read_journal(journal)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    delivering = _delivering(args)
+    return {
+        tunnel
+        for (acc, tunnel), record in records.items()
+        if acc == account.lower()
+        and (record.left_open or (delivering and record.rotated and not record.delivered))
+    }
+
+
+def _nothing_done(console: Console, args: argparse.Namespace, started_at: datetime) -> None:
+    """A run with nothing to rotate succeeded: its metrics say so (a daily job with a PSK
+    age policy finds nothing to do most days, and "no success in 91 days" must not fire)."""
+    if args.metrics_file is None or args.dry_run or args.validate_only or args.deliver_check:
+        return
+    try:
+        write_rotation_metrics(
+            args.metrics_file,
+            counts={},
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            succeeded=True,
+            rate_limited=0,
+        )
+    except MetricsError as exc:
+        console.error(f"the metrics could not be written: {exc}")
 
 
 def _keeping(args: argparse.Namespace) -> bool:
@@ -341,34 +426,105 @@ def _keeping(args: argparse.Namespace) -> bool:
     return bool(args.validate_only) and getattr(args, "method", "generate") == "set"
 
 
-async def _journal(args: argparse.Namespace) -> str | None:
-    """The run's journal, checked (locked, a journal) before anything is sent."""
-    journal: str | None = args.journal
+def _journal_wanted(args: argparse.Namespace) -> bool:
     writing = not (args.validate_only or args.dry_run or args.deliver_check)
-    keeping = _keeping(args)
-    if args.validate_only and not keeping:
-        return None
-    if writing or (keeping and (journal is not None or args.journal_dir is not None)):
-        if journal is None and args.resume and writing:
-            journal = unfinished_journal(args.journal_dir)
-            args.resume = journal is not None
-        if journal is None:
-            journal = fresh_journal(args.journal_dir)
-        await check_journal(journal)
-    return journal
+    keeping = _keeping(args) and (args.journal is not None or args.journal_dir is not None)
+    return writing or keeping
 
 
-def unfinished_journal(directory: str) -> str | None:
-    """The newest journal in ``directory`` that a cut left unfinished (a request it holds
-    was never answered), or None."""
+async def _try_journal(args: argparse.Namespace) -> None:
+    """Before any request: the journal the run would use can be created, opened and
+    locked (and is a journal); one made only to find that out is removed again, so a run
+    refused later (nothing selected) leaves none behind."""
+    if not _journal_wanted(args):
+        return
+    if args.journal is not None and _exists(args.journal):
+        await check_journal(args.journal)
+        return
+    unfinished = _unfinished(args) if args.journal is None and args.resume else None
+    if unfinished is not None:
+        await check_journal(unfinished)
+        return
+    journal, made = await _journal(args)
+    if made and journal is not None:
+        _discard(journal)
+
+
+async def _journal(args: argparse.Namespace) -> tuple[str | None, bool]:
+    """The run's journal, checked (locked, a journal), and whether it was made now."""
+    journal: str | None = args.journal
+    if args.validate_only and not _keeping(args):
+        return None, False
+    if not _journal_wanted(args):
+        return journal, False  # a dry run reads the one given (--resume), if any
+    writing = not (args.validate_only or args.dry_run or args.deliver_check)
+    if journal is None and args.resume and writing:
+        journal = _unfinished(args)
+        args.resume = journal is not None
+    if journal is None:
+        journal = fresh_journal(args.journal_dir)
+        made = True
+    else:
+        made = not _exists(journal)
+    await check_journal(journal)
+    return journal, made
+
+
+@contextlib.contextmanager
+def _discarded_if_unused(journal: str | None) -> Iterator[None]:
+    """Remove ``journal`` (made by this run) if the run is refused with nothing in it but
+    its header."""
+    try:
+        yield
+    except CLIError:
+        if journal is not None and _header_only(journal):
+            _discard(journal)
+        raise
+
+
+def _exists(path: str) -> bool:
+    return os.path.lexists(path)  # a dangling symbolic link too: the journal refuses it
+
+
+def _header_only(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            lines = file.read(1 << 16).splitlines()
+    except OSError:
+        return False
+    if len(lines) > 1:
+        return False
+    try:
+        return not lines or json.loads(lines[0]).get("event") == "journal"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _discard(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def unfinished_journal(directory: str, *, delivering: bool = False) -> str | None:
+    """The newest journal in ``directory`` if its run did not finish (a request it holds
+    was never answered; with ``delivering``, a PSK it holds was not delivered), or None."""
     if not Path(directory).is_dir():
         return None
     journals, _ = journals_in(directory)
     for journal in journals:  # newest first
-        if any(record.in_flight for record in journal.records.values()):
-            return str(journal.path)
+        for record in journal.records.values():
+            if record.in_flight or (delivering and record.rotated and not record.delivered):
+                return str(journal.path)
         return None
     return None
+
+
+def _unfinished(args: argparse.Namespace) -> str | None:
+    return unfinished_journal(args.journal_dir, delivering=_delivering(args))
+
+
+def _delivering(args: argparse.Namespace) -> bool:
+    return args.deliver_exec is not None or args.deliver_strongswan is not None
 
 
 def _resumable(

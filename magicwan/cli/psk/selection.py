@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import math
+from typing import Any
+
+import attrs
 
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console
 from magicwan.cli.status import ExitStatus
 from magicwan.journal import JournalError, read_journal
 from magicwan.models.tunnels import IPsecTunnel
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, RateLimiter
+from magicwan.rotation import DEFAULT_BATCH_SIZE
 
-__all__ = ["already_rotated", "dry_run", "refuse_reuse", "select"]
+__all__ = [
+    "Cost",
+    "Estimate",
+    "already_rotated",
+    "dry_run",
+    "estimate",
+    "paced_seconds",
+    "refuse_reuse",
+    "select",
+]
 
 
 def select(
@@ -78,11 +93,91 @@ def refuse_reuse(journal: str, done: int, selected: int) -> None:
     )
 
 
+@attrs.frozen(kw_only=True)
+class Cost:
+    """What one method would spend: requests of the budget, and seconds of the rate
+    limiter's pace (None without a client-side limit)."""
+
+    requests: int
+    seconds: float | None
+
+    def text(self) -> str:
+        requests = f"{self.requests:,} request{'' if self.requests == 1 else 's'}"
+        if self.seconds is None:
+            return requests
+        if self.seconds < 0.5:
+            return f"{requests}, no wait for the rate limit"
+        return f"~{self.seconds:,.0f} s and {requests}"
+
+    def to_json(self) -> dict[str, Any]:
+        seconds = None if self.seconds is None else round(self.seconds, 1)
+        return {"requests": self.requests, "seconds": seconds}
+
+
+@attrs.frozen(kw_only=True)
+class Estimate:
+    """What rotating ``tunnels`` would cost with either method."""
+
+    tunnels: int
+    generate: Cost
+    set: Cost
+    batch_size: int
+    rate_limit: tuple[int, float] | None
+
+    def text(self) -> str:
+        budget = f"{CLOUDFLARE_BUDGET[0]:,}-per-{CLOUDFLARE_BUDGET[1]:g}-s"
+        if self.rate_limit is None:
+            pace = "no client-side rate limit (--rate-limit off): no pace to estimate from"
+        else:
+            pace = f"paced at {self.rate_limit[0]:,} per {self.rate_limit[1]:g} s"
+        return (
+            f"{self.tunnels:,} tunnels: generate {self.generate.text()}; set "
+            f"{self.set.text()} (batches of {self.batch_size}); of the {budget} API "
+            f"budget, {pace} (the tunnel list first; latency and read-backs add)"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        limit = self.rate_limit
+        return {
+            "tunnels": self.tunnels,
+            "budget": {"requests": CLOUDFLARE_BUDGET[0], "seconds": CLOUDFLARE_BUDGET[1]},
+            "rate_limit": None if limit is None else {"requests": limit[0], "seconds": limit[1]},
+            "generate": self.generate.to_json(),
+            "set": {**self.set.to_json(), "batch_size": self.batch_size},
+        }
+
+
+def paced_seconds(limiter: RateLimiter, requests: int) -> float | None:
+    """How long a limiter with ``limiter``'s settings, its budget unspent, keeps the last
+    of ``requests`` waiting; None when it does not pace (no limit)."""
+    if not limiter.limit:
+        return None
+    fresh = RateLimiter(limiter.limit, limiter.period, clock=lambda: 0.0, headroom=limiter.headroom)
+    wait = 0.0
+    for _ in range(requests):
+        wait = fresh.reserve()  # at a standstill: each later request waits longer
+    return wait
+
+
+def estimate(tunnels: int, limiter: RateLimiter, batch_size: int) -> Estimate:
+    """The cost of rotating ``tunnels`` by either method; the tunnel list goes first."""
+    batches = math.ceil(tunnels / batch_size)
+    rate_limit = None if not limiter.limit else (limiter.limit, limiter.period)
+    return Estimate(
+        tunnels=tunnels,
+        generate=Cost(requests=tunnels, seconds=paced_seconds(limiter, 1 + tunnels)),
+        set=Cost(requests=batches, seconds=paced_seconds(limiter, 1 + batches)),
+        batch_size=batch_size,
+        rate_limit=rate_limit,
+    )
+
+
 def dry_run(
     console: Console,
     args: argparse.Namespace,
     selected: list[IPsecTunnel],
     done: list[IPsecTunnel],
+    limiter: RateLimiter,
 ) -> int:
     skipped = {tunnel.id.lower() for tunnel in done} if args.resume else set()
     for tunnel in selected:
@@ -107,6 +202,9 @@ def dry_run(
         f"dry run: {rotating} tunnel(s) would be rotated{where}. Only the tunnel list was "
         "requested; nothing changed."
     )
+    cost = estimate(rotating, limiter, getattr(args, "batch_size", DEFAULT_BATCH_SIZE))
+    if rotating:
+        console.say(f"estimate: {cost.text()}")
     if args.json:
         console.json(
             {
@@ -114,6 +212,7 @@ def dry_run(
                 "dry_run": True,
                 "would_rotate": rotating,
                 "would_skip": len(skipped),
+                "estimate": cost.to_json(),
             }
         )
     return ExitStatus.OK

@@ -133,11 +133,15 @@ def _check_psks(
     if not isinstance(psks, Mapping):
         raise InvalidInputError("psks must be a mapping of tunnel id to PSK")
     selected = {tunnel_id.lower() for tunnel_id, _ in targets}
+    seen: set[str] = set()
     for tunnel_id, psk in psks.items():
         check_id(tunnel_id, "a tunnel id of psks")
         check_psk(psk, f"the PSK for tunnel {tunnel_id}")
         if tunnel_id.lower() not in selected:
             raise InvalidInputError(f"psks names tunnel {tunnel_id}, which is not selected")
+        if tunnel_id.lower() in seen:  # hex ids: two spellings are one tunnel
+            raise InvalidInputError(f"psks gives tunnel {tunnel_id} a PSK twice")
+        seen.add(tunnel_id.lower())
     return psks
 
 

@@ -127,8 +127,7 @@ async def deliver_with_retries(
     tries = 0
     for tries in range(1, retries + 2):
         try:
-            async with asyncio.timeout(per_try):
-                await deliver(delivery)
+            await _bounded(deliver(delivery), per_try)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -147,6 +146,51 @@ async def deliver_with_retries(
             await sleep(_deliver_backoff(tries))
     assert last is not None
     return m.Undelivered(delivery_error(delivery.tunnel_id, last, psk, tries), tries, last)
+
+
+async def _bounded(call: Awaitable[None], seconds: float) -> None:
+    """``call`` within ``seconds``; past them it is cancelled and abandoned (a deliverer
+    that swallows its cancellation cannot hold the rotation: TimeoutError all the same).
+    What it raises is raised here, SystemExit and KeyboardInterrupt included (a task
+    would let those escape the event loop)."""
+
+    async def caught() -> None:
+        try:
+            await call
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            raise _Escaped(exc) from None
+
+    task = asyncio.ensure_future(caught())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise TimeoutError
+    try:
+        task.result()
+    except _Escaped as escaped:
+        raise escaped.inner from None
+
+
+class _Escaped(Exception):
+    """Carries a deliverer's SystemExit or KeyboardInterrupt out of its task."""
+
+    def __init__(self, inner: BaseException) -> None:
+        super().__init__(type(inner).__name__)
+        self.inner = inner
+
+
+def _consume(task: asyncio.Future[None]) -> None:
+    """An abandoned delivery's end: whatever it raised is already reported as a timeout."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Fatal(Exception):

@@ -182,7 +182,7 @@ class TunnelRun:
     #: What the tunnel held before this run's request: restored when Cloudflare refuses it.
     before: Held | None = None
     #: ``set``: the PSK this run's request carries (or will).
-    sending: str | None = None
+    sending: str | None = attrs.field(default=None, repr=False)
     #: A run before this one left a request unanswered: it may still store a PSK.
     doubt_from_before: bool = False
     #: Until this time (the driver's clock) that request may still store one.
@@ -214,7 +214,7 @@ class Begin:
     """Start the tunnel's request; ``psk`` is the one a ``set`` sends."""
 
     now: float
-    psk: str | None = None
+    psk: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -365,7 +365,7 @@ class Requeue:
 
 @attrs.frozen
 class Deliver:
-    psk: str
+    psk: str = attrs.field(repr=False)
     result: PSKGenerateResult
 
 
@@ -566,11 +566,16 @@ def _other_psk(rules: Rules, run: TunnelRun, event: OtherPsk) -> Step:
     held = Held(result=event.result, source=Source.ANSWERED, where=Where.NOWHERE)
     error = UnexpectedResponseError(
         "Cloudflare applied a PSK other than the one sent: the one it says the tunnel holds "
-        "is in this outcome" + (" (and the journal)" if rules.journalled else "")
+        "is in this outcome"
+        + (
+            " (and the journal, with the one sent: a rerun resends that)"
+            if rules.journalled
+            else ""
+        )
     )
     run = attrs.evolve(run, may_hold=held, error=error, attempts=run.attempts + event.attempts)
     if not rules.journalled:
-        return _done(run, _failure(run, OutcomeState.FAILED, error, held))
+        return _done(run, _failure(run, OutcomeState.FAILED, error, held, unknown=True))
     line = rotated(
         rules.account_id, event.result, attempts=event.attempts, uncertain=True, method="set"
     )
@@ -596,6 +601,15 @@ def _recorded_written(rules: Rules, run: TunnelRun, event: Written) -> Step:
     effects: list[Effect] = []
     if run.error is not None:
         effects.append(Note(failure(rules.account_id, run.tunnel_id, run.error)))
+    held = run.may_hold
+    if run.sending is not None and held is not None and held.psk != run.sending:
+        # Cloudflare said it applied another PSK than the one sent: the tunnel may hold
+        # either. The PSK sent is recorded as pending again (its intent line is behind
+        # the rotated one now), so a rerun resends it and ends the doubt.
+        line = Intent(
+            account_id=rules.account_id, tunnel_id=run.tunnel_id, method="set", psk=run.sending
+        )
+        effects.append(Note(line))
     return run, [*effects, Sync()]
 
 
@@ -619,10 +633,17 @@ def _unrecorded(rules: Rules, run: TunnelRun, event: WriteFailed | SyncFailed) -
 def _durable(rules: Rules, run: TunnelRun) -> Step:
     """The PSK answered is as kept as it will be: fail, read back, or hand it on."""
     if run.error is not None:
-        return _done(run, _failure(run, run.error_state, run.error, run.may_hold))
+        outcome = _failure(run, run.error_state, run.error, run.may_hold, unknown=_other(run))
+        return _done(run, outcome)
     if run.read_back_due is not None:
         return attrs.evolve(run, stage=Stage.UNSETTLED), [ReadBackAt(run.read_back_due)]
     return _hand_over(rules, run)
+
+
+def _other(run: TunnelRun) -> bool:
+    """The tunnel may hold the PSK sent or the other one Cloudflare answered."""
+    held = run.may_hold
+    return run.sending is not None and held is not None and held.psk != run.sending
 
 
 def _hand_over(rules: Rules, run: TunnelRun) -> Step:

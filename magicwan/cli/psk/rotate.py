@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -278,6 +279,19 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
         explicit += read_ids(source, args.stdin)
     deliver = deliverer(args)
     client = make_client(args)
+    with _directory_lock(args.journal_dir):
+        return await _rotate_locked(console, args, account, explicit, deliver, client, started_at)
+
+
+async def _rotate_locked(
+    console: Console,
+    args: argparse.Namespace,
+    account: str,
+    explicit: list[str],
+    deliver: Deliverer | None,
+    client: MagicWAN,
+    started_at: datetime,
+) -> int:
     await _try_journal(args)  # a journal that cannot be used fails before any request
     async with client:
         found = await ipsec_tunnels(client, account)
@@ -506,17 +520,47 @@ def _discard(path: str) -> None:
 
 
 def unfinished_journal(directory: str, *, delivering: bool = False) -> str | None:
-    """The newest journal in ``directory`` if its run did not finish (a request it holds
-    was never answered; with ``delivering``, a PSK it holds was not delivered), or None."""
+    """The newest journal in ``directory`` if a cut left its run unfinished (a request it
+    holds was never answered; with ``delivering``, a PSK it holds was not delivered), or
+    None. A tunnel that failed for certain (a 403) does not keep a journal open: later
+    runs would skip every other tunnel it rotated, for ever."""
     if not Path(directory).is_dir():
         return None
     journals, _ = journals_in(directory)
     for journal in journals:  # newest first
         for record in journal.records.values():
-            if record.in_flight or (delivering and record.rotated and not record.delivered):
+            if record.left_open or (delivering and record.rotated and not record.delivered):
                 return str(journal.path)
         return None
     return None
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: str | None) -> Iterator[None]:
+    """Hold ``--journal-dir`` for the whole run: a second run on it (the next cron slot
+    while this one still runs) is refused, so two runs never rotate one tunnel and
+    deliver different PSKs to its router."""
+    if directory is None:
+        yield
+        return
+    try:
+        with contextlib.suppress(FileExistsError):
+            Path(directory).mkdir(mode=0o700, parents=True)  # then checked by fresh_journal
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot use journal directory {directory}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another rotation is using the journal directory {directory} (it is "
+                "locked): two runs would rotate the same tunnels",
+                hints=["wait for it to finish; a scheduler should not start overlapping runs"],
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _unfinished(args: argparse.Namespace) -> str | None:

@@ -76,6 +76,7 @@ from magicwan.journal import (
     Journal,
     JournalError,
     JournalRecord,
+    Storage,
     Undelivered,
     Unverified,
     Verified,
@@ -386,6 +387,7 @@ class _Settings:
     halt_after: int | None
     settle_window: float
     drain_timeout: float
+    storage: Storage | None = None
 
 
 class Rotation(Generic[O]):
@@ -529,14 +531,15 @@ class Rotation(Generic[O]):
         # validate_only with method="set" still sends real PSKs (made here): a server that
         # applies them anyway makes them the tunnels', so their intent lines are journalled.
         if s.journal is not None and (not s.validate_only or s.method == "set"):
-            journal = Journal(s.journal)
+            journal = Journal(s.journal, storage=s.storage)
             journal.open()  # raises JournalError before anything is sent
             self._journal = journal
         if self._journal is not None and not s.validate_only:
             journal = self._journal
             try:
                 account = s.account_id.lower()
-                for (acc, tunnel_id), found in read_journal(journal.path).items():
+                found_records = read_journal(journal.path, storage=s.storage)
+                for (acc, tunnel_id), found in found_records.items():
                     if acc == account:
                         records[tunnel_id] = found
             except BaseException:
@@ -1427,10 +1430,14 @@ def rotate(
     halt_after: int | None = None,
     settle_window: float = 60.0,
     drain_timeout: float = 60.0,
+    storage: Storage | None = None,
+    resume: bool = True,
 ) -> Rotation[Any]:
     """Check every argument now (nothing is sent), then return the :class:`Rotation`.
 
     The callables are the only way it reaches Cloudflare, so it is tested with fakes.
+    ``storage`` is the journal's (default: the operating system's files). ``resume`` is
+    accepted and not used yet: this engine always resumes a journal.
     """
     check_id(account_id, "account_id")
     if method not in ("generate", "set"):
@@ -1472,7 +1479,9 @@ def rotate(
         halt_after=halt_after,
         settle_window=float(settle_window),
         drain_timeout=drain_timeout,
+        storage=storage,
     )
+    del resume  # accepted for the engine to come; this one always resumes
     return Rotation(
         settings,
         _targets(tunnels),

@@ -67,6 +67,7 @@ scenarios = st.builds(
 )
 
 
+@pytest.mark.timeout(3600)  # a budget given by hand may take long; a livelock fails fast
 def test_the_simulation_holds_its_invariant(sim_budget: Budget) -> None:
     @settings(
         max_examples=sim_budget.seeds,

@@ -126,14 +126,16 @@ DEFECTS_FOUND = (
     "unrecorded-uncertain",
     "request-after-journal-failure",
     "rerun-skips-settle",
+    "rerun-drops-doubt",
 )
 KNOWN_DEFECTS: frozenset[str] = frozenset(
     {
         # A late store in the same whole second as the retry's PSK: the GET's whole-second
         # stamp equals the held PSK's at the coarser precision, taken as proof (issue 16 #4).
         "same-second-verified",
-        # An uncertain generate whose rotated line cannot be written is handed over (and
-        # delivered) at once as unrecorded, with no doubt: the late store lands after.
+        # An uncertain answer (generate, or a set answered with another PSK) whose line cannot
+        # be written is handed over (and delivered) at once as unrecorded, with no doubt and
+        # no settle window: the late store lands after.
         "unrecorded-uncertain",
         # A set batch whose intents were fsynced sends its request although the journal
         # failed meanwhile (another batch's write failed during that fsync); a batch refused
@@ -142,6 +144,10 @@ KNOWN_DEFECTS: frozenset[str] = frozenset(
         # A rerun regenerates a tunnel left in doubt (an unknown outcome, or a crash while in
         # flight) at once and reports it ok without a read-back (issue 16 #1).
         "rerun-skips-settle",
+        # A rerun that does not attempt a tunnel an earlier run left in doubt (halted, or its
+        # journal failed) reports it not_attempted with outcome_unknown=False: the doubt the
+        # journal holds is not in the outcome.
+        "rerun-drops-doubt",
     }
 )
 
@@ -456,9 +462,6 @@ class SimCloudflare:
                     self.store(tunnel, theirs if tunnel == victim and fault == "other_psk" else psk)
 
             await self._faulty(fault if fault in GENERATE_FAULTS else None, stores)
-            if fault not in GENERATE_FAULTS:
-                stores()  # the POST faults stored already; these answer oddly instead
-                await self._latency()
             self._check_alive()
             applied: dict[str, AppliedPSK] = {}
             unapplied: dict[str, str] = {}
@@ -606,6 +609,7 @@ class Checker:
         self._dirty = True
         self._fired = 0
         self.check_doubt = True
+        self.doubt_ever: set[str] = set()  # tunnels an outcome said outcome_unknown for
         self.doubted: set[str] = set()  # tunnels a rerun must not call ok unchecked
         self.run_started = 0.0
         self.method = "generate"
@@ -701,6 +705,10 @@ class Checker:
         if self.handed.get(tunnel):
             self.violate(f"tunnel {tunnel}: a second outcome in one run")
         self.handed.setdefault(tunnel, []).append(outcome)
+        if getattr(outcome, "outcome_unknown", False):
+            self.doubt_ever.add(tunnel)
+        elif outcome.ok:
+            self.doubt_ever.discard(tunnel)
         psk = _psk_of(outcome)
         self._refresh()
         unrecorded = outcome.state.value == "unrecorded"
@@ -745,9 +753,10 @@ class Checker:
         if outcome is None:
             return False
         # Doubt said out loud: an unknown outcome, or a PSK handed over unverified.
-        return bool(
-            getattr(outcome, "outcome_unknown", False) or getattr(outcome, "unverified", None)
-        )
+        unknown = bool(getattr(outcome, "outcome_unknown", False))
+        if "rerun-drops-doubt" in self.report.scenario.avoid and tunnel in self.doubt_ever:
+            unknown = unknown or not outcome.ok  # the doubt an earlier outcome said
+        return unknown or bool(getattr(outcome, "unverified", None))
 
     def step(self) -> None:
         """After every loop iteration: the tunnels whose outcome the caller has."""
@@ -934,7 +943,7 @@ def simulate(scenario: Scenario, *, rotate_fn: Callable[..., Any] = rotate) -> R
     avoid = scenario.avoid
     faults, max_batch = scenario.faults, scenario.max_batch
     if scenario.storage_fault is not None:
-        if "unrecorded-uncertain" in avoid and scenario.method == "generate":
+        if "unrecorded-uncertain" in avoid:
             faults = tuple(f for f in faults if f != "timeout_late")
         if "request-after-journal-failure" in avoid:
             max_batch = 1000  # no split (the checker lets durable set batches through)
@@ -983,6 +992,8 @@ def simulate(scenario: Scenario, *, rotate_fn: Callable[..., Any] = rotate) -> R
             checker.at_crash()
             checker.after_crash()
             image = current.after_crash(scenario.crash_mode)
+            if "rerun-skips-settle" in avoid:
+                clock.fire_all()  # the restart comes once every late store has landed
             world.trace.append(f"{clock.now:10.3f} --- crash, resume (resume=True)")
             world.fault_rate = 0.0
             world.read_fault_rate = 0.0

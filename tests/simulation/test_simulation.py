@@ -9,6 +9,7 @@ defects of today's engine that the scenarios steer around (``test_known_defects.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -117,3 +118,19 @@ def test_replay() -> None:
 
 def test_known_defects_are_named() -> None:
     assert all(isinstance(name, str) and name for name in KNOWN_DEFECTS)
+
+
+def test_the_window_checks_run_when_the_engine_has_a_window() -> None:
+    # Today's engine has no rollout window: pretend it has one of 1 and see the check fire.
+    from magicwan.rotation import rotate
+
+    def with_window(*args: Any, **kwargs: Any) -> Any:
+        rotation = rotate(*args, **kwargs)
+        rotation.window = 1  # type: ignore[attr-defined]
+        return rotation
+
+    report = simulate(Scenario(seed=5, tunnels=8, deliver="ok"), rotate_fn=with_window)
+    assert any("live but undelivered" in v for v in report.violations), report.violations
+    failing = Scenario(seed=5, tunnels=8, deliver="always_fail", halt_after=2)
+    report = simulate(failing, rotate_fn=with_window)
+    assert any("tunnels broken, halt_after=2" in v for v in report.violations), report.violations

@@ -20,6 +20,11 @@ file that is not a journal is refused untouched. Lines a rotation must not lose 
 fsynced before it hands anything over; concurrent writers share one fsync (group
 commit). After any write or fsync failure the journal is *broken*: it refuses every
 later write, so the caller stops starting work it could not record.
+
+Every file operation goes through a :class:`Storage` (``Journal(path, storage=...)``,
+``read_journal(path, storage=...)``, ``iter_events(path, storage=...)``): the default,
+:class:`OSStorage`, is the operating system's; tests pass one that fails or tears
+writes on purpose.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import attrs
 
@@ -52,7 +57,10 @@ __all__ = [
     "JournalError",
     "JournalEvent",
     "JournalRecord",
+    "OSStorage",
     "Rotated",
+    "StatResult",
+    "Storage",
     "Undelivered",
     "Unverified",
     "Verified",
@@ -69,6 +77,158 @@ _HEADER = "journal"
 
 class JournalError(MagicWANError):
     """The journal could not be opened, read or written, or is not a journal."""
+
+
+# -- storage --------------------------------------------------------------------------------
+
+
+class StatResult(Protocol):
+    """What the journal reads of a file's status (``os.stat_result`` has it all)."""
+
+    @property
+    def st_mode(self) -> int: ...
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_dev(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_nlink(self) -> int: ...
+
+
+class Storage(Protocol):
+    """The file operations a journal uses, on descriptors it gets from ``open_*``.
+
+    Every method raises :class:`OSError` the way the operating system would (``flock``
+    raises :class:`BlockingIOError` when another writer holds the lock). :class:`OSStorage`
+    is the real one; a test passes one that fails, tears or loses writes on purpose.
+    """
+
+    def exists(self, path: Path) -> bool:
+        """Whether ``path`` names something (following symbolic links)."""
+        ...
+
+    def open_read(self, path: Path) -> int:
+        """Open for reading, without blocking (raises :class:`FileNotFoundError`)."""
+        ...
+
+    def open_append(self, path: Path, mode: int) -> int:
+        """Open for appending, created with ``mode`` if missing, never through a symbolic
+        link (``ELOOP``), without blocking on a FIFO."""
+        ...
+
+    def fstat(self, fd: int) -> StatResult:
+        """The status of an open file."""
+        ...
+
+    def stat(self, path: Path) -> StatResult:
+        """The status of what ``path`` names now, not following a symbolic link."""
+        ...
+
+    def lock(self, fd: int) -> None:
+        """Make ``fd`` blocking and lock it exclusively without waiting
+        (:class:`BlockingIOError` when another holder has it)."""
+        ...
+
+    def fchmod(self, fd: int, mode: int) -> None:
+        """Set the file's permission bits."""
+        ...
+
+    def write(self, fd: int, data: bytes) -> int:
+        """Append ``data`` (possibly only part of it); return the bytes written."""
+        ...
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset``."""
+        ...
+
+    def lines(self, fd: int) -> Iterator[bytes]:
+        """Every line of the file from its start (the last one may lack its newline)."""
+        ...
+
+    def first_line(self, fd: int) -> bytes | None:
+        """The file's first line, or None when it is empty."""
+        ...
+
+    async def fsync(self, fd: int) -> None:
+        """Make everything written to ``fd`` durable."""
+        ...
+
+    def sync_dir(self, path: Path) -> None:
+        """Make the directory entry of the new file ``path`` durable (best effort: never
+        raises)."""
+        ...
+
+    def close(self, fd: int) -> None:
+        """Close ``fd`` (and so release its lock)."""
+        ...
+
+
+class OSStorage:
+    """The operating system's files: the default :class:`Storage`."""
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def open_read(self, path: Path) -> int:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+
+    def open_append(self, path: Path, mode: int) -> int:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        # O_NONBLOCK: opening a FIFO would otherwise block until a reader comes.
+        flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        return os.open(path, flags, mode)
+
+    def fstat(self, fd: int) -> os.stat_result:
+        return os.fstat(fd)
+
+    def stat(self, path: Path) -> os.stat_result:
+        return os.stat(path, follow_symlinks=False)
+
+    def lock(self, fd: int) -> None:
+        os.set_blocking(fd, True)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def fchmod(self, fd: int, mode: int) -> None:
+        os.fchmod(fd, mode)
+
+    def write(self, fd: int, data: bytes) -> int:
+        return os.write(fd, data)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+    def lines(self, fd: int) -> Iterator[bytes]:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            fh.seek(0)
+            yield from fh
+
+    def first_line(self, fd: int) -> bytes | None:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            fh.seek(0)
+            return fh.readline() or None
+
+    async def fsync(self, fd: int) -> None:
+        await asyncio.to_thread(os.fsync, fd)
+
+    def sync_dir(self, path: Path) -> None:
+        try:
+            dfd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+
+_OS_STORAGE = OSStorage()
 
 
 # -- the events ---------------------------------------------------------------------------
@@ -242,29 +402,17 @@ def rotated(
 # -- reading --------------------------------------------------------------------------------
 
 
-def _open_for_reading(path: str | os.PathLike[str]) -> int | None:
+def _open_for_reading(path: str | os.PathLike[str], storage: Storage) -> int | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = storage.open_read(Path(path))
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise JournalError(f"cannot read journal {os.fspath(path)}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+    if not stat.S_ISREG(storage.fstat(fd).st_mode):
+        storage.close(fd)
         raise JournalError(f"journal {os.fspath(path)} is not a regular file")
     return fd
-
-
-def _lines(fd: int) -> Iterator[bytes]:
-    with os.fdopen(os.dup(fd), "rb") as fh:
-        fh.seek(0)
-        yield from fh
-
-
-def _first_line(fd: int) -> bytes | None:
-    with os.fdopen(os.dup(fd), "rb") as fh:
-        fh.seek(0)
-        return fh.readline() or None
 
 
 #: How every header begins: a first line cut short inside it is a header a full disk tore.
@@ -284,19 +432,23 @@ def _check_journal(path: str | os.PathLike[str], first: bytes | None) -> None:
         )
 
 
-def iter_events(path: str | os.PathLike[str]) -> Iterator[JournalEvent]:
+def iter_events(
+    path: str | os.PathLike[str], *, storage: Storage | None = None
+) -> Iterator[JournalEvent]:
     """Every complete event of a journal, in order (a missing file has none).
 
     A last line cut short by a crash (no newline) is skipped, and so is a line in the
     middle that is not an event (a torn write that a later writer closed with a newline).
     A file whose first line is not a journal line raises :class:`JournalError`.
+    ``storage`` defaults to the operating system's files (:class:`OSStorage`).
     """
-    fd = _open_for_reading(path)
+    storage = _OS_STORAGE if storage is None else storage
+    fd = _open_for_reading(path, storage)
     if fd is None:
         return
     try:
         first = True
-        for raw in _lines(fd):
+        for raw in storage.lines(fd):
             if first:
                 _check_journal(path, raw)
                 first = False
@@ -306,7 +458,7 @@ def iter_events(path: str | os.PathLike[str]) -> Iterator[JournalEvent]:
             if event is not None and not isinstance(event, dict):
                 yield event
     finally:
-        os.close(fd)
+        storage.close(fd)
 
 
 @attrs.frozen(kw_only=True)
@@ -399,15 +551,18 @@ def _fold(previous: JournalRecord | None, event: JournalEvent) -> JournalRecord:
     return attrs.evolve(record, delivered=False, error=event.error)
 
 
-def read_journal(path: str | os.PathLike[str]) -> dict[tuple[str | None, str], JournalRecord]:
+def read_journal(
+    path: str | os.PathLike[str], *, storage: Storage | None = None
+) -> dict[tuple[str | None, str], JournalRecord]:
     """What the journal says of each tunnel, by ``(account_id, tunnel_id)``, lowercased
     (Cloudflare ids are hex: two spellings are one tunnel).
 
     A missing file is an empty journal. A file that is not a journal, a directory or an
-    unreadable file raises :class:`JournalError`.
+    unreadable file raises :class:`JournalError`. ``storage`` defaults to the operating
+    system's files (:class:`OSStorage`).
     """
     records: dict[tuple[str | None, str], JournalRecord] = {}
-    for event in iter_events(path):
+    for event in iter_events(path, storage=storage):
         account = event.account_id.lower() if event.account_id is not None else None
         key = (account, event.tunnel_id.lower())
         records[key] = _fold(records.get(key), event)
@@ -418,10 +573,14 @@ def read_journal(path: str | os.PathLike[str]) -> dict[tuple[str | None, str], J
 
 
 class Journal:
-    """An append-only, locked journal file with group-committed fsyncs."""
+    """An append-only, locked journal file with group-committed fsyncs.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``storage`` defaults to the operating system's files (:class:`OSStorage`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, storage: Storage | None = None) -> None:
         self.path = Path(path)
+        self.storage: Storage = _OS_STORAGE if storage is None else storage
         self._fd: int | None = None
         self._written = 0  # lines written by us
         self._synced = 0  # of those, lines known durable
@@ -448,32 +607,29 @@ class Journal:
         if self._fd is not None:
             return
         name = os.fspath(self.path)
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        # O_NONBLOCK: opening a FIFO would otherwise block until a reader comes.
-        flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-        existed = self.path.exists()
+        storage = self.storage
+        existed = storage.exists(self.path)
         try:
-            fd = os.open(self.path, flags, _MODE)
+            fd = storage.open_append(self.path, _MODE)
         except OSError as exc:
             why = exc.strerror
             if exc.errno == errno.ELOOP:
                 why = "it is a symbolic link (never followed)"
             raise JournalError(f"cannot open journal {name}: {why}") from None
         try:
-            info = os.fstat(fd)
+            info = storage.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise JournalError(f"journal {name} is not a regular file")
-            os.set_blocking(fd, True)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                storage.lock(fd)
             except BlockingIOError:
                 raise JournalError(
                     f"journal {name} is in use by another rotation (it is locked); "
                     "two writers would corrupt it"
                 ) from None
-            _check_journal(self.path, _first_line(fd))
+            _check_journal(self.path, storage.first_line(fd))
             if stat.S_IMODE(info.st_mode) & ~_MODE:
-                os.fchmod(fd, _MODE)
+                storage.fchmod(fd, _MODE)
             self._fd = fd
             if info.st_size == 0:
                 header = {
@@ -483,34 +639,32 @@ class Journal:
                     "created": format_datetime(datetime.now(UTC)),
                 }
                 self._write((json.dumps(header, separators=(",", ":")) + "\n").encode())
-            elif not self._ends_with_newline(fd, info.st_size):
+            elif storage.pread(fd, 1, info.st_size - 1) != b"\n":
                 self._write(b"\n")  # a crash cut the last line: start a clean one
-            os.fsync(fd)
-            self._size = os.fstat(fd).st_size
+            self._fsync_now(fd)
+            self._size = storage.fstat(fd).st_size
             if not existed:
-                self._sync_dir()
+                storage.sync_dir(self.path.parent)
         except BaseException as exc:
             self._fd = None
-            os.close(fd)
+            storage.close(fd)
             if isinstance(exc, OSError):
                 raise JournalError(f"cannot prepare journal {name}: {exc.strerror}") from None
             raise
 
-    @staticmethod
-    def _ends_with_newline(fd: int, size: int) -> bool:
-        return os.pread(fd, 1, size - 1) == b"\n"
-
-    def _sync_dir(self) -> None:
-        try:
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-        except OSError:
+    def _fsync_now(self, fd: int) -> None:
+        """The storage's fsync, run to completion here (``open`` is synchronous)."""
+        storage = self.storage
+        if type(storage).fsync is OSStorage.fsync:
+            os.fsync(fd)  # as ever: no thread (nor loop) for the one fsync of opening
             return
+        step = storage.fsync(fd).__await__()
         try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+            step.send(None)
+        except StopIteration:
+            return
+        step.close()
+        raise RuntimeError("a storage's fsync must not suspend while a journal opens")
 
     def _write(self, data: bytes) -> None:
         fd = self._fd
@@ -519,7 +673,7 @@ class Journal:
         written = 0
         try:
             while written < len(data):
-                written += os.write(fd, data[written:])
+                written += self.storage.write(fd, data[written:])
         finally:
             self._size += written
 
@@ -568,7 +722,7 @@ class Journal:
             raise JournalError("journal is not open")
         covered = self._written
         try:
-            await asyncio.to_thread(os.fsync, fd)
+            await self.storage.fsync(fd)
         except OSError as exc:
             raise self._break(f"cannot sync journal {self.path}: {exc.strerror}") from None
         if not self._still_there(fd):
@@ -583,8 +737,8 @@ class Journal:
         cleanup job, an operator's ``rm`` or a rename would leave us writing to an inode
         that no name reaches; ``: > file`` or logrotate's copytruncate would cut it)."""
         try:
-            ours = os.fstat(fd)
-            named = os.stat(self.path, follow_symlinks=False)
+            ours = self.storage.fstat(fd)
+            named = self.storage.stat(self.path)
         except OSError:
             return False
         same = (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino)
@@ -600,9 +754,9 @@ class Journal:
         if task is not None and not task.done():
             # An fsync runs in a thread on this descriptor: closing it now could let the
             # number be reused under that thread's feet.
-            task.add_done_callback(lambda _: os.close(fd))
+            task.add_done_callback(lambda _: self.storage.close(fd))
         else:
-            os.close(fd)  # closing releases the lock
+            self.storage.close(fd)  # closing releases the lock
 
     async def aclose(self) -> None:
         """Sync what was written, unlock and close the file. Raises :class:`JournalError`

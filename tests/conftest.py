@@ -26,6 +26,16 @@ if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
     aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[attr-defined]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--sim-seeds",
+        type=int,
+        default=None,
+        help="how many scenarios tests/simulation explores (default: MAGICWAN_SIM_SEEDS, else "
+        "the CI budget); given by hand, each run draws fresh ones",
+    )
+
+
 @pytest.fixture
 def mock_api() -> Iterator[_aioresponses]:
     """aioresponses that lets loopback traffic (the emulator) through."""

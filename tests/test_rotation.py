@@ -8,8 +8,8 @@ against the emulator and hostile servers are in ``tests/integration/``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
-import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,12 +42,12 @@ from magicwan import (
     read_journal,
 )
 from magicwan._converter import format_datetime, parse_datetime
-from magicwan.journal import JournalEvent, Rotated, iter_events
+from magicwan.journal import JournalEvent, iter_events
 from magicwan.models.psk import AppliedPSK
 from magicwan.rotation import MAX_VERIFY_ROUNDS, Rotation, compare_stamps, rotate
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT
-from tests.support.disk import DurableBytes, fail_journal_writes
+from tests.support.storage import MemoryStorage, event_kind
 
 A = "c4a7362d577a6c3019a474fd6f485823"
 B = "0123456789abcdef0123456789abcdef"
@@ -438,19 +438,12 @@ async def test_an_unknown_outcome_failure_says_so(api: FakeAPI) -> None:
 
 
 async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stops(
-    api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: FakeAPI, tmp_path: Path
 ) -> None:
-    journal = tmp_path / "j"
-    written = {"rotated": 0}
-
-    def third_rotated(event: JournalEvent) -> bool:
-        if isinstance(event, Rotated):
-            written["rotated"] += 1
-            return written["rotated"] >= 3
-        return False
-
-    fail_journal_writes(monkeypatch, third_rotated)
-    rotation = api.rotate(IDS, journal=journal, concurrency=1)
+    storage = MemoryStorage()
+    # The third rotated line meets a full disk.
+    storage.fail("write", errno.ENOSPC, skip=2, when=lambda data: event_kind(data) == "rotated")
+    rotation = api.rotate(IDS, journal=tmp_path / "j", concurrency=1, storage=storage)
     got: list[Any] = []
     with pytest.raises(JournalError, match=r"1 tunnel\(s\) hold PSKs that are not in the journal"):
         await run_into(rotation, got)
@@ -470,28 +463,29 @@ async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stop
 
 
 async def test_an_unverified_line_that_cannot_be_written_gives_one_outcome(
-    api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: FakeAPI, tmp_path: Path
 ) -> None:
     # The read-back cannot decide; writing its note fails (a full disk). The tunnel's PSK,
     # durable before the read-back, is handed over once: never twice.
     api.uncertain = {A}
     api.read_override[A] = _no_stamp
-    fail_journal_writes(monkeypatch, lambda e: type(e).__name__ == "Unverified")
-    rotation = api.rotate([A], journal=tmp_path / "j")
+    storage = MemoryStorage()
+    storage.fail("write", errno.ENOSPC, when=lambda data: event_kind(data) == "unverified")
+    rotation = api.rotate([A], journal=tmp_path / "j", storage=storage)
     got: list[Any] = []
     with pytest.raises(JournalError):
         await run_into(rotation, got)
     assert [(o.tunnel_id, o.state) for o in got] == [(A, OutcomeState.ROTATED)]
     assert got[0].psk == api.current(A)
     assert got[0].unverified is not None
-    assert read_journal(tmp_path / "j")[(ACCOUNT, A)].psk == api.current(A)
+    assert read_journal(tmp_path / "j", storage=storage)[(ACCOUNT, A)].psk == api.current(A)
 
 
-async def test_an_intent_that_cannot_be_written_sends_nothing(
-    api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fail_journal_writes(monkeypatch, lambda e: True, errno=27)  # EFBIG: every write fails
-    rotation = api.rotate(IDS[:10], journal=tmp_path / "j", concurrency=4)
+async def test_an_intent_that_cannot_be_written_sends_nothing(api: FakeAPI, tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    # EFBIG: every event's write fails (the header, written at opening, goes through).
+    storage.fail("write", errno.EFBIG, times=None, when=lambda data: event_kind(data) != "journal")
+    rotation = api.rotate(IDS[:10], journal=tmp_path / "j", concurrency=4, storage=storage)
     got: list[Any] = []
     with pytest.raises(JournalError, match="every PSK made is in the journal"):
         await run_into(rotation, got)
@@ -501,21 +495,12 @@ async def test_an_intent_that_cannot_be_written_sends_nothing(
 
 
 async def test_a_failing_fsync_marks_every_pending_psk_unrecorded(
-    api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: FakeAPI, tmp_path: Path
 ) -> None:
-    real_fsync = os.fsync
-    calls = [0]
-
-    def fsync(fd: int) -> None:
-        calls[0] += 1
-        # The journal's opening fsync, its directory's, and the first intents' group commit
-        # succeed; the answered PSKs' lines cannot be made durable.
-        if calls[0] > 3:
-            raise OSError(5, "Input/output error")
-        real_fsync(fd)
-
-    monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
-    rotation = api.rotate(IDS[:20], journal=tmp_path / "j", concurrency=4)
+    storage = MemoryStorage()
+    # The journal's own opening fsync and one group commit succeed, then every one fails.
+    storage.fail("fsync", errno.EIO, skip=2, times=None)
+    rotation = api.rotate(IDS[:20], journal=tmp_path / "j", concurrency=4, storage=storage)
     got: list[Any] = []
     with pytest.raises(JournalError, match="cannot sync journal"):
         await run_into(rotation, got)
@@ -536,23 +521,24 @@ async def test_set_journals_every_psk_durably_before_sending(
     api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = tmp_path / "j"
-    durable = DurableBytes(monkeypatch)
+    storage = MemoryStorage()
     original = api.set_psks
 
     async def checked(account: str, psks: Mapping[str, str], validate_only: bool) -> Any:
-        on_disk = durable.text(journal)
+        on_disk = storage.durable(journal).decode()
         for psk in psks.values():
             assert psk in on_disk  # written AND fsynced before the request leaves
         return await original(account, psks, validate_only)
 
     monkeypatch.setattr(api, "set_psks", checked)
-    outcomes = await run(api.rotate(IDS, method="set", batch_size=7, journal=journal))
+    rotation = api.rotate(IDS, method="set", batch_size=7, journal=journal, storage=storage)
+    outcomes = await run(rotation)
     assert len(api.sets) == 6  # 40 tunnels in batches of 7
     assert all(len(batch) <= 7 for batch in api.sets)
     assert all(o.ok and o.state is OutcomeState.ROTATED for o in outcomes)
     assert api.generated == []
     assert api.reads == []  # nothing is ever unknown: no read-back
-    records = read_journal(journal)
+    records = read_journal(journal, storage=storage)
     for o in outcomes:
         assert o.psk == api.current(o.tunnel_id) == records[(ACCOUNT, o.tunnel_id)].psk
         assert o.result.ipsec_id is not None

@@ -41,6 +41,7 @@ import attrs
 
 from magicwan._validation import check_id, check_psk
 from magicwan.errors import InvalidInputError
+from magicwan.journal import Storage
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import Clock, Sleep
 from magicwan.rotation.engine import (
@@ -157,6 +158,7 @@ def rotate(
     options: RotationOptions | None = None,
     psks: Mapping[str, str] | None = None,
     client_timeout: float = 60.0,
+    storage: Storage | None = None,
     **kwargs: Unpack[RotationKwargs],
 ) -> Rotation[Any]:
     """Check every argument now (nothing is sent), then return the :class:`Rotation`.
@@ -165,6 +167,8 @@ def rotate(
     win). ``psks``: with ``method="set"``, the PSK to send for some tunnels (the rest get
     a new one). The callables are the only way it reaches Cloudflare, so it is tested with
     fakes; ``settle_window`` and ``drain_timeout`` left None mean ``client_timeout``.
+    ``storage`` is the journal's (default: the operating system's files): a seam for tests
+    that fail, tear or crash its writes.
     """
     check_id(account_id, "account_id")
     given: dict[str, Any] = dict(kwargs)
@@ -181,4 +185,5 @@ def rotate(
         clock=clock,
         sleep=sleep,
         psks=_check_psks(psks, chosen, targets),
+        storage=storage,
     )

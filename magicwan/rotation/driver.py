@@ -259,12 +259,7 @@ class Driver:
                 for key in waiting:
                     follow[key] = ledger.apply(key, synced)
             ready = [key for key in effects if ledger.runs[key].stage is m.Stage.READY]
-            if ledger.journal_error is not None:
-                for key in ready:
-                    ledger.apply(key, m.Cut(ledger.journal_error), counted=False)
-            elif ready:
-                for key in ready:
-                    ledger.apply(key, m.Sent())
+            if ready:
                 await self._send_set(ready, follow)
         finally:
             self._slots.release()
@@ -276,6 +271,12 @@ class Driver:
         """One request for ``keys``; its answer goes to their runs at once (never held
         while a later request waits), and a batch refused as too large goes in halves."""
         ledger = self.ledger
+        if ledger.journal_error is not None:  # a journal that failed sends nothing more
+            for key in keys:
+                ledger.apply(key, m.Cut(ledger.journal_error), counted=False)
+            return
+        for key in keys:
+            ledger.apply(key, m.Sent())
         runs = [ledger.runs[key] for key in keys]
         events = await send_set(
             self._set,
@@ -284,7 +285,9 @@ class Driver:
             validate_only=ledger.rules.validate_only,
             clock=self.clock,
         )
-        if events is None:
+        if events is None:  # refused whole as too large: each half in turn
+            for key in keys:
+                ledger.apply(key, m.Unsent())
             half = len(keys) // 2
             await self._send_set(keys[:half], follow)
             await self._send_set(keys[half:], follow)
@@ -301,7 +304,7 @@ class Driver:
         while not ledger.stopping and self.clock() < due:
             await self.wait_for_change(due - self.clock())
         if ledger.stopping:
-            return m.ReadBackFailed("not read back: the rotation stopped")
+            return m.ReadBackFailed("not read back: the rotation stopped", stopped=True)
         async with self._slots:
             try:
                 edge = (await self._read_back(self._account_id, ledger.runs[key].tunnel_id)).value

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from magicwan.errors import InvalidInputError
-from magicwan.journal import Journal, JournalError, JournalRecord, read_journal
+from magicwan.journal import Journal, JournalError, JournalRecord, Storage, read_journal
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import Clock, Sleep
 from magicwan.rotation import machine as m
@@ -60,8 +60,10 @@ class Rotation(Generic[O]):
         clock: Clock,
         sleep: Sleep,
         psks: Mapping[str, str] | None = None,
+        storage: Storage | None = None,
     ) -> None:
         self._options = options
+        self._storage = storage
         self._ledger = Ledger(account_id, targets, options)
         self._driver = Driver(
             self._ledger,
@@ -184,7 +186,7 @@ class Rotation(Generic[O]):
         options, ledger = self._options, self._ledger
         if not ledger.rules.journalled or options.journal is None:
             return {}
-        journal = Journal(options.journal)
+        journal = Journal(options.journal, storage=self._storage)
         journal.open()
         ledger.journal = journal
         if options.validate_only:
@@ -193,7 +195,9 @@ class Rotation(Generic[O]):
             account = ledger.rules.account_id.lower()
             records = {
                 tunnel: record
-                for (acc, tunnel), record in read_journal(journal.path).items()
+                for (acc, tunnel), record in read_journal(
+                    journal.path, storage=self._storage
+                ).items()
                 if acc == account and tunnel in ledger.runs
             }
             done = sum(1 for record in records.values() if record.rotated)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 from datetime import datetime
 from typing import Any
 
@@ -74,7 +75,7 @@ class Ledger:
         """Every run as the journal leaves it, queued to begin."""
         for key, run in self.runs.items():
             record = records.get(key)
-            since = (wall - record.last_time).total_seconds() if record and record.last_time else 0
+            since = _whole_seconds(wall, record.last_time) if record is not None else 0.0
             self.runs[key] = m.start(
                 self.rules, run, record, now=now, since_last=since, again=self.options.again
             )
@@ -210,6 +211,17 @@ class Ledger:
                     halt,
                 )
         self.poke()
+
+
+def _whole_seconds(wall: datetime, last: datetime | None) -> float:
+    """Whole seconds since the journal's last word (rounded down: a wait is never cut
+    short, and a run replayed within a second computes the same wait)."""
+    if last is None:
+        return 0.0
+    try:
+        return float(math.floor((wall - last).total_seconds()))
+    except OverflowError:  # pragma: no cover - datetime arithmetic bounds
+        return 0.0
 
 
 def _stopped() -> RotationHaltedError:

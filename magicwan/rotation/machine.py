@@ -91,6 +91,7 @@ __all__ = [
     "Synced",
     "TunnelRun",
     "Undelivered",
+    "Unsent",
     "Where",
     "WriteFailed",
     "Written",
@@ -243,6 +244,11 @@ class Sent:
 
 
 @attrs.frozen
+class Unsent:
+    """The request was refused whole before anything was applied (a batch too large)."""
+
+
+@attrs.frozen
 class Answered:
     """Cloudflare answered the PSK the tunnel now holds (generate, or set applied)."""
 
@@ -276,7 +282,10 @@ class ReadBack:
 
 @attrs.frozen
 class ReadBackFailed:
+    """No read-back: it failed, or (``stopped``) the rotation stopped before it."""
+
     reason: str
+    stopped: bool = False
 
 
 @attrs.frozen
@@ -312,6 +321,7 @@ Event = (
     | Synced
     | SyncFailed
     | Sent
+    | Unsent
     | Answered
     | OtherPsk
     | Failed
@@ -360,7 +370,9 @@ class ReadBackAt:
 
 @attrs.frozen
 class Requeue:
-    """Start the tunnel again (the edge holds a newer PSK than the one answered)."""
+    """Start the tunnel again: the read-back did not prove the PSK answered (``why``)."""
+
+    why: str = ""
 
 
 @attrs.frozen
@@ -484,8 +496,12 @@ def _intent_synced(rules: Rules, run: TunnelRun, event: Synced) -> Step:
 
 
 def _not_sent(rules: Rules, run: TunnelRun, event: WriteFailed | SyncFailed) -> Step:
-    # The intent could not be made durable: nothing was sent, nothing changed.
-    return _done(run, _failure(run, OutcomeState.NOT_ATTEMPTED, event.error, run.before))
+    # The intent could not be made durable: nothing was sent. A tunnel begun again after
+    # its read-back saw a newer PSK (or left open by a run before) still holds that PSK,
+    # which nobody has: the outcome says so.
+    unknown = run.doubt_from_before or run.rounds > 0
+    outcome = _failure(run, OutcomeState.NOT_ATTEMPTED, event.error, run.before, unknown=unknown)
+    return _done(run, outcome)
 
 
 def _sent(rules: Rules, run: TunnelRun, event: Sent) -> Step:
@@ -496,6 +512,10 @@ def _sent(rules: Rules, run: TunnelRun, event: Sent) -> Step:
     sent = PSKGenerateResult(ipsec_tunnel_id=run.tunnel_id, psk=run.sending)
     held = Held(result=sent, source=Source.SENT, where=where)
     return attrs.evolve(run, stage=Stage.REQUESTING, may_hold=held), []
+
+
+def _unsent(rules: Rules, run: TunnelRun, event: Unsent) -> Step:
+    return attrs.evolve(run, stage=Stage.READY, may_hold=run.before), []
 
 
 def _answered(rules: Rules, run: TunnelRun, event: Answered) -> Step:
@@ -509,8 +529,6 @@ def _answered(rules: Rules, run: TunnelRun, event: Answered) -> Step:
     due = event.now + rules.settle_window if event.uncertain else None
     if run.doubt_until is not None and event.now < run.doubt_until and not _resent(rules, run):
         due = max(due or event.now, run.doubt_until)
-    if run.rounds and rules.method == "generate":
-        due = due or event.now  # regenerated after a newer PSK was seen: prove it once
     run = attrs.evolve(run, may_hold=held, read_back_due=due)
     if not rules.journalled:
         return _durable(rules, run)
@@ -672,25 +690,52 @@ def _read_back(rules: Rules, run: TunnelRun, event: ReadBack) -> Step:
         )
         run, effects = _hand_over(rules, attrs.evolve(run, verified=True))
         return run, [*_notes(rules, note), *effects]
-    if verdict is None or verdict < 0:
-        return _unverified(rules, run, undecided_reason(held.result, event.edge))
-    # The edge holds a newer PSK than ours: an unanswered request stored one late.
-    if run.rounds >= MAX_VERIFY_ROUNDS:
-        error = UnexpectedResponseError(
-            f"tunnel {run.tunnel_id}: the edge still holds a newer PSK than the one received "
-            f"after {MAX_VERIFY_ROUNDS} regenerations (another client is rotating it?)"
+    if run.rounds < MAX_VERIFY_ROUNDS:
+        # Not proven: the settle window has passed, so a new PSK now supersedes every
+        # earlier request (a late store cannot land after it), where keeping this one
+        # could hand over (and deliver) a PSK the edge no longer holds.
+        why = (
+            "the edge holds a newer PSK than the one received"
+            if verdict is not None and verdict > 0
+            else undecided_reason(held.result, event.edge)
         )
-        notes = _notes(rules, failure(rules.account_id, run.tunnel_id, error))
-        run, effects = _done(run, _failure(run, OutcomeState.FAILED, error, held))
-        return run, [*notes, *effects]
+        return _again(run, why)
+    why = (
+        "the edge still holds a newer PSK than the one received"
+        if verdict is not None and verdict > 0
+        else undecided_reason(held.result, event.edge)
+    )
+    return _unproven(rules, run, why)
+
+
+def _unproven(rules: Rules, run: TunnelRun, why: str) -> Step:
+    """Still not proven after :data:`MAX_VERIFY_ROUNDS` regenerations: the tunnel fails,
+    carrying the PSK held, its doubt said; nothing unproven is delivered."""
+    held = run.may_hold
+    error = UnexpectedResponseError(
+        f"tunnel {run.tunnel_id}: {why} after {MAX_VERIFY_ROUNDS} regenerations (late "
+        "stores, or another client rotating it?)"
+    )
+    notes = _notes(rules, failure(rules.account_id, run.tunnel_id, error))
+    run = attrs.evolve(run, unverified=why)
+    run, effects = _done(run, _failure(run, OutcomeState.FAILED, error, held, unknown=True))
+    return run, [*notes, *effects]
+
+
+def _again(run: TunnelRun, why: str) -> Step:
+    """Begin the tunnel again: a new PSK, once its turn comes."""
     run = attrs.evolve(run, stage=Stage.PENDING, rounds=run.rounds + 1, sending=None)
-    return run, [Requeue()]
+    return run, [Requeue(why)]
 
 
 def _read_back_failed(rules: Rules, run: TunnelRun, event: ReadBackFailed) -> Step:
     if run.error is not None:
         return _unrecorded_read_back(run, verified=False, why=event.reason)
-    return _unverified(rules, run, event.reason)
+    if event.stopped:
+        return _unverified(rules, run, event.reason)
+    if run.rounds < MAX_VERIFY_ROUNDS:
+        return _again(run, event.reason)
+    return _unproven(rules, run, event.reason)
 
 
 def _unrecorded_read_back(run: TunnelRun, *, verified: bool, why: str | None) -> Step:
@@ -796,6 +841,7 @@ _HANDLERS: dict[tuple[Stage, type], _Handler] = {
     (Stage.INTENT, Synced): _intent_synced,
     (Stage.INTENT, SyncFailed): _not_sent,
     (Stage.READY, Sent): _sent,
+    (Stage.REQUESTING, Unsent): _unsent,
     (Stage.REQUESTING, Answered): _answered,
     (Stage.REQUESTING, OtherPsk): _other_psk,
     (Stage.REQUESTING, Failed): _failed,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from magicwan.models.psk import PSKGenerateResult
 from magicwan.models.tunnels import IPsecTunnel
 
-__all__ = ["compare_stamps", "read_back_verdict", "undecided_reason"]
+__all__ = ["coarse_equal", "compare_stamps", "read_back_verdict", "undecided_reason"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -63,3 +63,10 @@ def undecided_reason(held: PSKGenerateResult, edge: IPsecTunnel) -> str:
     else:
         why = "the edge's stamp is older"
     return f"read-back cannot decide ({why})"
+
+
+def coarse_equal(held: PSKGenerateResult, edge: IPsecTunnel) -> bool:
+    """Both stamps are there and equal only at the coarser precision: a late store in the
+    same second (or millisecond) cannot be told from the PSK held."""
+    mine, theirs = _stamps(held, edge)
+    return mine is not None and theirs is not None and compare_stamps(mine, theirs) is None

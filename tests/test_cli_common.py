@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from magicwan.cli.common import UsageError, fresh_journal
+from magicwan.cli.common import UsageError, fresh_journal, run_number
 
 
 def _mode(path: Path) -> int:
@@ -81,3 +81,14 @@ def test_fresh_journal_refuses_a_directory_of_another_user(tmp_path: Path) -> No
     with pytest.raises(UsageError, match=r"belongs to another user \(uid 4242\)"):
         fresh_journal(str(directory))
     assert list(directory.iterdir()) == []
+
+
+def test_fresh_journal_numbers_the_runs_of_a_directory(tmp_path: Path) -> None:
+    # The number, not the time in the name, orders the runs: the clock may step back.
+    (tmp_path / "rotate-000041-20991231T000000.000000Z.jsonl").touch()
+    (tmp_path / "rotate-20991231T000000.000000Z.jsonl").touch()  # an older magicwan's
+    first = Path(fresh_journal(str(tmp_path)))
+    second = Path(fresh_journal(str(tmp_path)))
+    assert (run_number(first), run_number(second)) == (42, 43)
+    assert first.name.startswith("rotate-000042-")
+    assert run_number(tmp_path / "rotate-20991231T000000.000000Z.jsonl") is None

@@ -3,6 +3,7 @@ streams, the progress display on a fake clock, and the log handler."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -102,6 +103,19 @@ def test_a_closed_stdout_raises_output_closed_once_and_stays_closed(tmp_path: Pa
         with pytest.raises(OutputClosed):
             console.data("x")
         assert console.out_closed
+        with pytest.raises(OutputClosed):
+            console.json({})
+
+
+def test_a_full_stdout_raises_output_closed_with_why_and_stays_closed() -> None:
+    # `>> log` on a full disk: ENOSPC (not EPIPE) is handled like a closed stdout.
+    with open("/dev/full", "w") as out:  # a real full device
+        console = Console(out, io.StringIO())
+        with pytest.raises(OutputClosed) as info:
+            console.data("x")
+        assert info.value.reason == os.strerror(errno.ENOSPC)
+        assert console.out_closed
+        assert console.out_error == os.strerror(errno.ENOSPC)
         with pytest.raises(OutputClosed):
             console.json({})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -184,3 +185,19 @@ async def test_export_makes_its_own_output_file_private_before_writing(
     assert "stdout is a file others could read (mode 0644): made it 0600" in err.getvalue()
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert json.loads(target.read_text().splitlines()[0])["psk"]
+
+
+@pytest.mark.asyncio
+async def test_export_to_a_full_disk_fails_with_one_line_not_a_traceback(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    # `journal export J > psks.json` with the disk full: not "done" (exit 0), not a crash.
+    emu, answers = env
+    path = tmp_path / "j.jsonl"
+    await rotated_journal(emu, answers, path)
+    err = io.StringIO()
+    with open("/dev/full", "w") as full:  # a real full device
+        code = await cli.amain(["journal", "export", str(path)], stdout=full, stderr=err)
+    assert code == 1
+    assert f"cannot write to standard output: {os.strerror(errno.ENOSPC)}" in err.getvalue()
+    assert "exported" not in err.getvalue()

@@ -14,8 +14,9 @@ import pytest_asyncio
 
 from magicwan import cli
 from magicwan.emulator import Emulator
-from magicwan.journal import Intent, Journal
+from magicwan.journal import Intent, Journal, Rotated
 from tests.support.cli import Answers, Result, cli_emulator, json_lines, magicwan
+from tests.support.constants import ACCOUNT, TUNNEL
 
 SET_PSK = "pendingSETpsk0123456789abcdefghi"
 
@@ -184,5 +185,48 @@ async def test_prune_keeps_a_journal_whose_request_was_left_open(
     result = await magicwan("journal", "prune", str(directory), "--keep", "0")
 
     assert result.code == 0, result.err
-    assert sorted(directory.iterdir()) == [cut, a, b]
+    assert sorted(directory.iterdir()) == sorted([cut, a, b])
     assert "a request for 1 tunnel(s) was left open in it" in result.err
+
+
+async def set_journal(path: Path, tunnel: str, psk: str) -> None:
+    """A journal of one `set` run: its PSK is live, with no Cloudflare stamp."""
+    journal = Journal(path)
+    journal.open()
+    journal.append(Rotated(account_id=ACCOUNT, tunnel_id=tunnel, psk=psk, method="set"))
+    await journal.aclose()
+
+
+@pytest.mark.asyncio
+async def test_without_cloudflare_stamps_the_run_order_decides_not_the_clock(
+    tmp_path: Path,
+) -> None:
+    # Run 2 is written first, so every clock stamp (name, header, lines) says run 1 is
+    # the newer: the clock stepped back between them. The run numbers say run 2 is.
+    run_one = tmp_path / "rotate-000001-20261205T000000.000000Z.jsonl"
+    run_two = tmp_path / "rotate-000002-20261204T000000.000000Z.jsonl"
+    await set_journal(run_two, TUNNEL, SET_PSK)
+    await set_journal(run_one, TUNNEL, "olderSETpsk0123456789abcdefghijk")
+
+    exported = json_lines((await export(str(tmp_path))).out)
+    result = await magicwan("journal", "prune", str(tmp_path), "--keep", "0")
+
+    assert [row["psk"] for row in exported] == [SET_PSK]
+    assert result.code == 0, result.err
+    assert sorted(tmp_path.iterdir()) == [run_two]
+
+
+@pytest.mark.asyncio
+async def test_prune_keeps_both_journals_when_nothing_orders_them(tmp_path: Path) -> None:
+    # No Cloudflare stamps, no run numbers (journals of an older magicwan): the clock
+    # alone cannot be trusted to say which PSK the tunnel holds, so neither is removed.
+    first = tmp_path / "rotate-20261205T000000.000000Z.jsonl"
+    second = tmp_path / "rotate-20261204T000000.000000Z.jsonl"
+    await set_journal(first, TUNNEL, SET_PSK)
+    await set_journal(second, TUNNEL, "otherSETpsk0123456789abcdefghijk")
+
+    result = await magicwan("journal", "prune", str(tmp_path), "--keep", "0")
+
+    assert result.code == 0, result.err
+    assert sorted(tmp_path.iterdir()) == sorted([first, second])
+    assert "holds the newest PSK of 1 tunnel(s)" in result.err

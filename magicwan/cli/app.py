@@ -109,8 +109,12 @@ async def _handle(
     """Run the command's handler; turn how it ended into an exit status (see :func:`amain`)."""
     try:
         return await handler(args, console)
-    except OutputClosed:  # the reader of stdout left (| head): nothing more to say
-        return ExitStatus.OK
+    except OutputClosed as exc:
+        if exc.reason is None:  # the reader of stdout left (| head): nothing more to say
+            return ExitStatus.OK
+        # A full disk under `> file`: what was asked for did not all reach stdout.
+        console.error(f"cannot write to standard output: {exc.reason}")
+        return ExitStatus.FAILED
     except CLIError as exc:
         return _refused(args, console, exc)
     except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
 import shlex
 import stat
 from collections.abc import Iterable, Sequence
@@ -35,9 +36,11 @@ __all__ = [
     "gre_tunnels",
     "ipsec_tunnels",
     "make_client",
+    "next_run_number",
     "open_journal",
     "read_ids",
     "resume_command",
+    "run_number",
     "tunnel_id",
 ]
 
@@ -202,10 +205,14 @@ def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
             "a directory of your own",
             hints=["give a directory that does not exist yet (it is created 0700)"],
         )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")  # sorts as the runs started
+    # The run number orders the runs of a directory whatever the clock did (it may step
+    # back: a boot before time sync); the time is for people.
+    run = f"{next_run_number(path):06d}"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     for number in itertools.count(1):
-        name = f"{prefix}-{stamp}.jsonl" if number == 1 else f"{prefix}-{stamp}-{number}.jsonl"
+        name = f"{prefix}-{run}-{stamp}"
+        name += ".jsonl" if number == 1 else f"-{number}.jsonl"
         try:
             os.close(os.open(path / name, flags | getattr(os, "O_CLOEXEC", 0), 0o600))
         except FileExistsError:
@@ -214,6 +221,23 @@ def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
             raise UsageError(f"cannot create a journal in {directory}: {exc.strerror}") from None
         return str(path / name)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z]+-(\d{6,})-\d{8}T")
+
+
+def run_number(path: Path) -> int | None:
+    """The run number in a journal's name (``rotate-000042-20261205T...Z.jsonl``, see
+    :func:`fresh_journal`), or None for a name without one."""
+    match = _RUN_NAME.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def next_run_number(directory: Path) -> int:
+    """One more than the highest run number of ``directory``'s journals (1 if none): a run
+    after another gets a higher number. Two runs started at once may share one."""
+    numbers = (run_number(path) for path in directory.glob("*.jsonl"))
+    return max((n for n in numbers if n is not None), default=0) + 1
 
 
 def resume_command(argv: Sequence[str], journal: str) -> str:

@@ -61,8 +61,14 @@ _COLOURS = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}
 
 
 class OutputClosed(Exception):
-    """Standard output was closed by its reader (``| head``): results can no longer be
-    delivered, so a run stops starting work."""
+    """Standard output was closed by its reader (``| head``), or cannot be written (a full
+    disk under ``>> file``, an I/O error): results can no longer be delivered, so a run
+    stops starting work. ``reason`` says why it cannot be written; None when the reader
+    left."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or "standard output was closed")
+        self.reason = reason
 
 
 def escape(text: str) -> str:
@@ -123,8 +129,10 @@ class Console:
         self.quiet = quiet
         self.colour = colour
         self.progress: Progress | None = None
-        #: Standard output's reader went away; nothing more is written there.
+        #: Standard output's reader went away, or it failed; nothing more is written there.
         self.out_closed = False
+        #: Why standard output failed (``No space left on device``); None if it did not.
+        self.out_error: str | None = None
         #: The exit status a cancelled command settled on before re-raising the cancellation.
         self.final_status: int | None = None
         #: What every JSON line (and JSON log line) says about the run: see :meth:`bind`.
@@ -166,7 +174,7 @@ class Console:
     def raw(self, text: str) -> None:
         """Exact text on stdout (``journal export`` formats, already quoted)."""
         if self.out_closed:
-            raise OutputClosed
+            raise OutputClosed(self.out_error)
         progress = self.progress
         if progress is not None:
             progress.clear()  # stdout and stderr may be the same terminal
@@ -176,6 +184,10 @@ class Console:
         except BrokenPipeError:
             self._closed()
             raise OutputClosed from None
+        except OSError as exc:  # ENOSPC, EIO, ...: no later line can be trusted to land
+            self.out_error = exc.strerror or type(exc).__name__
+            self._closed()
+            raise OutputClosed(self.out_error) from None
         if progress is not None:
             progress.redraw()
 

@@ -203,12 +203,16 @@ class _Run:
                 console.json(outcome_json(outcome, name=name, show_psk=self.s.show_psk))
             elif self.s.show_psk and psk:
                 console.data(f"{outcome.tunnel_id} {psk}")
-        except OutputClosed:
+        except OutputClosed as exc:
             if not self.output_closed:
                 self.output_closed = True
+                why = (
+                    f"cannot write to standard output ({exc.reason})"
+                    if exc.reason
+                    else "standard output was closed"
+                )
                 self.console.warn(
-                    "standard output was closed: no new tunnel is started; what is in "
-                    "flight finishes and is journalled"
+                    f"{why}: no new tunnel is started; what is in flight finishes and is journalled"
                 )
 
     def line(self, outcome: Any, name: str | None, group: FailureGroup | None) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Literal, Unpack, overload
 
 from magicwan._converter import structure
@@ -72,17 +73,39 @@ def _check_psks(psks: object) -> dict[str, str]:
     return checked
 
 
+def _scrub(text: str, secrets: Collection[str]) -> str:
+    """``text`` without any of ``secrets`` (in any case: a server may fold a key's case),
+    printable: for an error message quoting what the server sent back."""
+    text = redact(text, secrets)
+    for secret in secrets:
+        if secret:
+            text = re.sub(re.escape(secret), "[REDACTED]", text, flags=re.IGNORECASE)
+    return printable(text)
+
+
 def _set_converter(psks: dict[str, str], validate_only: bool) -> Callable[[Any], PSKSetResult]:
     sent = {tunnel_id.lower(): tunnel_id for tunnel_id in psks}
     secrets = tuple(psks.values())
 
     def convert(result: Any) -> PSKSetResult:
-        model = structure(result, PSKSetResult)
+        # An answer may key its maps by anything, a PSK sent included: every message that
+        # quotes the answer (a key, a cattrs path) is scrubbed of the PSKs sent.
+        try:
+            model = structure(result, PSKSetResult)
+        except UnexpectedResponseError as exc:
+            problem = _scrub(exc.message, secrets)
+        else:
+            return _checked(model)
+        raise UnexpectedResponseError(problem)
+
+    def _checked(model: PSKSetResult) -> PSKSetResult:
         applied = {}
         for key, item in model.applied.items():
             ours = sent.get(key.lower())
             if ours is None or item.ipsec_tunnel_id.lower() != key.lower():
-                raise UnexpectedResponseError(f"answer applies a PSK to tunnel {key!r}, not sent")
+                raise UnexpectedResponseError(
+                    f"answer applies a PSK to tunnel {_scrub(key, secrets)!r}, not sent"
+                )
             # A PSK other than the one sent is kept as it came, never raised away: the
             # server says the tunnel holds it now (rotation fails such a tunnel, with it).
             applied[ours] = item
@@ -90,7 +113,9 @@ def _set_converter(psks: dict[str, str], validate_only: bool) -> Callable[[Any],
         for key, reason in model.unapplied.items():
             ours = sent.get(key.lower())
             if ours is None:
-                raise UnexpectedResponseError(f"answer refuses tunnel {key!r}, not sent")
+                raise UnexpectedResponseError(
+                    f"answer refuses tunnel {_scrub(key, secrets)!r}, not sent"
+                )
             if ours in applied:
                 raise UnexpectedResponseError(f"answer both applies and refuses tunnel {ours}")
             # Cloudflare's words, but never a PSK we sent (a reason may quote its input),

@@ -527,7 +527,9 @@ def unfinished_journal(directory: str, *, delivering: bool = False) -> str | Non
     if not Path(directory).is_dir():
         return None
     journals, _ = journals_in(directory)
-    for journal in journals:  # newest first
+    # The newest run by its number (a clock may step back), by its time where none has one.
+    journals.sort(key=lambda j: (j.run is not None, j.run or 0), reverse=True)
+    for journal in journals[:1]:
         for record in journal.records.values():
             if record.left_open or (delivering and record.rotated and not record.delivered):
                 return str(journal.path)

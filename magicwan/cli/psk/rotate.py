@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import json
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from magicwan._argtypes import duration
 from magicwan.cli.common import (
-    CLIError,
     UsageError,
     account_id,
-    check_journal,
-    fresh_journal,
     ipsec_tunnels,
     make_client,
     read_ids,
@@ -25,7 +17,6 @@ from magicwan.cli.common import (
     tunnel_id,
 )
 from magicwan.cli.console import Console
-from magicwan.cli.journal import journals_in
 from magicwan.cli.metrics import (
     MetricsError,
     add_metrics_option,
@@ -46,7 +37,17 @@ from magicwan.cli.psk.delivering import (
     deliver_timeout,
     deliverer,
 )
-from magicwan.cli.psk.selection import already_rotated, dry_run, refuse_reuse, select
+from magicwan.cli.psk.journals import (
+    delivering,
+    directory_lock,
+    discarded_if_unused,
+    journal_for,
+    keeping,
+    resumable,
+    try_journal,
+    unfinished,
+)
+from magicwan.cli.psk.selection import dry_run, select
 from magicwan.cli.runner import RunSettings, TrackedDeliverer, run_rotation
 from magicwan.cli.selection import older_than
 from magicwan.cli.status import ExitStatus
@@ -252,21 +253,21 @@ def _check_journal(args: argparse.Namespace) -> None:
 
 
 def _check_delivery(args: argparse.Namespace) -> None:
-    delivering = args.deliver_exec is not None or args.deliver_strongswan is not None
+    sending = args.deliver_exec is not None or args.deliver_strongswan is not None
     templates = [args.strongswan_connection, args.strongswan_local_id, args.strongswan_remote_id]
     if args.reauth and args.deliver_strongswan is None:
         raise UsageError("--reauth applies to --deliver-strongswan")
     if any(t is not None for t in templates) and args.deliver_strongswan is None:
         raise UsageError("--strongswan-... templates apply to --deliver-strongswan")
-    if args.deliver_check and not delivering:
+    if args.deliver_check and not sending:
         raise UsageError("--deliver-check needs a --deliver-... option: what would it check?")
     if args.deliver_check and (args.validate_only or args.dry_run):
         raise UsageError("--deliver-check is a check of its own: drop --validate-only/--dry-run")
     tuning = [f for f in DELIVERY_TUNING if _given(args, f)]
-    if not delivering and tuning:
+    if not sending and tuning:
         flags = ", ".join("--" + f.replace("_", "-") for f in tuning)
         raise UsageError(f"{flags}: need a --deliver-... option")
-    if delivering and args.validate_only:
+    if sending and args.validate_only:
         raise UsageError("--validate-only changes nothing, so it delivers nothing")
 
 
@@ -279,7 +280,7 @@ async def _rotate(args: argparse.Namespace, console: Console) -> int:
         explicit += read_ids(source, args.stdin)
     deliver = deliverer(args)
     client = make_client(args)
-    with _directory_lock(args.journal_dir):
+    with directory_lock(args.journal_dir):
         return await _rotate_locked(console, args, account, explicit, deliver, client, started_at)
 
 
@@ -292,17 +293,17 @@ async def _rotate_locked(
     client: MagicWAN,
     started_at: datetime,
 ) -> int:
-    await _try_journal(args)  # a journal that cannot be used fails before any request
+    await try_journal(args)  # a journal that cannot be used fails before any request
     async with client:
         found = await ipsec_tunnels(client, account)
         selected = _selected(console, args, account, found, explicit)
         if not selected:
             _nothing_done(console, args, started_at)
             return ExitStatus.OK
-        journal, made = await _journal(args)
+        journal, made = await journal_for(args)
         if journal is not None:
             console.bind(run_id=Path(journal).stem)
-        with _discarded_if_unused(journal if made else None):
+        with discarded_if_unused(journal if made else None):
             return await _run(console, args, account, client, deliver, journal, selected)
 
 
@@ -316,7 +317,7 @@ async def _run(
     selected: list[IPsecTunnel],
 ) -> int:
     """The dry run, the delivery check or the rotation of ``selected``."""
-    done = _resumable(console, args, journal, account, selected)
+    done = resumable(console, args, journal, account, selected)
     if args.dry_run:
         return dry_run(console, args, selected, done, client.rate_limiter)
     if args.deliver_check:
@@ -344,7 +345,7 @@ async def _run(
         progress=args.progress,
         journal=journal,
         delivering=deliver is not None,
-        sent_psks=_keeping(args),
+        sent_psks=keeping(args),
         resume=resume_command(args.argv, journal) if journal is not None else None,
         metrics_file=args.metrics_file,
         unit=options.unit,
@@ -400,19 +401,19 @@ def _left_open(args: argparse.Namespace, account: str) -> set[str]:
         return set()
     journal = args.journal
     if journal is None and args.journal_dir is not None:
-        journal = _unfinished(args)
+        journal = unfinished(args)
     if journal is None or not Path(journal).is_file():
         return set()
     try:
         records = read_journal(journal)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    delivering = _delivering(args)
+    with_delivery = delivering(args)
     return {
         tunnel
         for (acc, tunnel), record in records.items()
         if acc == account.lower()
-        and (record.left_open or (delivering and record.rotated and not record.delivered))
+        and (record.left_open or (with_delivery and record.rotated and not record.delivered))
     }
 
 
@@ -432,163 +433,3 @@ def _nothing_done(console: Console, args: argparse.Namespace, started_at: dateti
         )
     except MetricsError as exc:
         console.error(f"the metrics could not be written: {exc}")
-
-
-def _keeping(args: argparse.Namespace) -> bool:
-    """``--validate-only --method set`` sends real PSKs (made here): a server that applies
-    them anyway makes them the tunnels', so a journal given gets their intent lines."""
-    return bool(args.validate_only) and getattr(args, "method", "generate") == "set"
-
-
-def _journal_wanted(args: argparse.Namespace) -> bool:
-    writing = not (args.validate_only or args.dry_run or args.deliver_check)
-    keeping = _keeping(args) and (args.journal is not None or args.journal_dir is not None)
-    return writing or keeping
-
-
-async def _try_journal(args: argparse.Namespace) -> None:
-    """Before any request: the journal the run would use can be created, opened and
-    locked (and is a journal); one made only to find that out is removed again, so a run
-    refused later (nothing selected) leaves none behind."""
-    if not _journal_wanted(args):
-        return
-    if args.journal is not None and _exists(args.journal):
-        await check_journal(args.journal)
-        return
-    unfinished = _unfinished(args) if args.journal is None and args.resume else None
-    if unfinished is not None:
-        await check_journal(unfinished)
-        return
-    journal, made = await _journal(args)
-    if made and journal is not None:
-        _discard(journal)
-
-
-async def _journal(args: argparse.Namespace) -> tuple[str | None, bool]:
-    """The run's journal, checked (locked, a journal), and whether it was made now."""
-    journal: str | None = args.journal
-    if args.validate_only and not _keeping(args):
-        return None, False
-    if not _journal_wanted(args):
-        return journal, False  # a dry run reads the one given (--resume), if any
-    writing = not (args.validate_only or args.dry_run or args.deliver_check)
-    if journal is None and args.resume and writing:
-        journal = _unfinished(args)
-        args.resume = journal is not None
-    if journal is None:
-        journal = fresh_journal(args.journal_dir)
-        made = True
-    else:
-        made = not _exists(journal)
-    await check_journal(journal)
-    return journal, made
-
-
-@contextlib.contextmanager
-def _discarded_if_unused(journal: str | None) -> Iterator[None]:
-    """Remove ``journal`` (made by this run) if the run is refused with nothing in it but
-    its header."""
-    try:
-        yield
-    except CLIError:
-        if journal is not None and _header_only(journal):
-            _discard(journal)
-        raise
-
-
-def _exists(path: str) -> bool:
-    return os.path.lexists(path)  # a dangling symbolic link too: the journal refuses it
-
-
-def _header_only(path: str) -> bool:
-    try:
-        with open(path, "rb") as file:
-            lines = file.read(1 << 16).splitlines()
-    except OSError:
-        return False
-    if len(lines) > 1:
-        return False
-    try:
-        return not lines or json.loads(lines[0]).get("event") == "journal"
-    except (ValueError, AttributeError):
-        return False
-
-
-def _discard(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def unfinished_journal(directory: str, *, delivering: bool = False) -> str | None:
-    """The newest journal in ``directory`` if a cut left its run unfinished (a request it
-    holds was never answered; with ``delivering``, a PSK it holds was not delivered), or
-    None. A tunnel that failed for certain (a 403) does not keep a journal open: later
-    runs would skip every other tunnel it rotated, for ever."""
-    if not Path(directory).is_dir():
-        return None
-    journals, _ = journals_in(directory)
-    # The newest run by its number (a clock may step back), by its time where none has one.
-    journals.sort(key=lambda j: (j.run is not None, j.run or 0), reverse=True)
-    for journal in journals[:1]:
-        for record in journal.records.values():
-            if record.left_open or (delivering and record.rotated and not record.delivered):
-                return str(journal.path)
-        return None
-    return None
-
-
-@contextlib.contextmanager
-def _directory_lock(directory: str | None) -> Iterator[None]:
-    """Hold ``--journal-dir`` for the whole run: a second run on it (the next cron slot
-    while this one still runs) is refused, so two runs never rotate one tunnel and
-    deliver different PSKs to its router."""
-    if directory is None:
-        yield
-        return
-    try:
-        with contextlib.suppress(FileExistsError):
-            Path(directory).mkdir(mode=0o700, parents=True)  # then checked by fresh_journal
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise UsageError(f"cannot use journal directory {directory}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"another rotation is using the journal directory {directory} (it is "
-                "locked): two runs would rotate the same tunnels",
-                hints=["wait for it to finish; a scheduler should not start overlapping runs"],
-            ) from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _unfinished(args: argparse.Namespace) -> str | None:
-    return unfinished_journal(args.journal_dir, delivering=_delivering(args))
-
-
-def _delivering(args: argparse.Namespace) -> bool:
-    return args.deliver_exec is not None or args.deliver_strongswan is not None
-
-
-def _resumable(
-    console: Console,
-    args: argparse.Namespace,
-    journal: str | None,
-    account: str,
-    selected: list[IPsecTunnel],
-) -> list[IPsecTunnel]:
-    """The selected tunnels the journal already rotated; a reuse without --resume is
-    refused."""
-    if journal is None or args.validate_only:
-        return []
-    done = already_rotated(journal, account, selected)
-    if done and not args.resume:
-        refuse_reuse(journal, len(done), len(selected))
-    if args.resume and not done and not args.dry_run:
-        console.say(
-            f"nothing to resume: {journal} records none of the selected tunnels; rotating them all"
-        )
-    return done

@@ -1,0 +1,190 @@
+"""The journal of a ``psk rotate`` run: which one (a file, a directory's fresh or unfinished
+one), locking the directory for the run, and what a resume finds in it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from magicwan.cli.common import CLIError, UsageError, check_journal, fresh_journal
+from magicwan.cli.console import Console
+from magicwan.cli.journal import journals_in
+from magicwan.cli.psk.selection import already_rotated, refuse_reuse
+from magicwan.models.tunnels import IPsecTunnel
+
+__all__ = [
+    "delivering",
+    "directory_lock",
+    "discarded_if_unused",
+    "journal_for",
+    "keeping",
+    "resumable",
+    "try_journal",
+    "unfinished",
+    "unfinished_journal",
+]
+
+
+def keeping(args: argparse.Namespace) -> bool:
+    """``--validate-only --method set`` sends real PSKs (made here): a server that applies
+    them anyway makes them the tunnels', so a journal given gets their intent lines."""
+    return bool(args.validate_only) and getattr(args, "method", "generate") == "set"
+
+
+def _journal_wanted(args: argparse.Namespace) -> bool:
+    writing = not (args.validate_only or args.dry_run or args.deliver_check)
+    kept = keeping(args) and (args.journal is not None or args.journal_dir is not None)
+    return writing or kept
+
+
+async def try_journal(args: argparse.Namespace) -> None:
+    """Before any request: the journal the run would use can be created, opened and
+    locked (and is a journal); one made only to find that out is removed again, so a run
+    refused later (nothing selected) leaves none behind."""
+    if not _journal_wanted(args):
+        return
+    if args.journal is not None and _exists(args.journal):
+        await check_journal(args.journal)
+        return
+    left = unfinished(args) if args.journal is None and args.resume else None
+    if left is not None:
+        await check_journal(left)
+        return
+    journal, made = await journal_for(args)
+    if made and journal is not None:
+        _discard(journal)
+
+
+async def journal_for(args: argparse.Namespace) -> tuple[str | None, bool]:
+    """The run's journal, checked (locked, a journal), and whether it was made now."""
+    journal: str | None = args.journal
+    if args.validate_only and not keeping(args):
+        return None, False
+    if not _journal_wanted(args):
+        return journal, False  # a dry run reads the one given (--resume), if any
+    writing = not (args.validate_only or args.dry_run or args.deliver_check)
+    if journal is None and args.resume and writing:
+        journal = unfinished(args)
+        args.resume = journal is not None
+    if journal is None:
+        journal = fresh_journal(args.journal_dir)
+        made = True
+    else:
+        made = not _exists(journal)
+    await check_journal(journal)
+    return journal, made
+
+
+@contextlib.contextmanager
+def discarded_if_unused(journal: str | None) -> Iterator[None]:
+    """Remove ``journal`` (made by this run) if the run is refused with nothing in it but
+    its header."""
+    try:
+        yield
+    except CLIError:
+        if journal is not None and _header_only(journal):
+            _discard(journal)
+        raise
+
+
+def _exists(path: str) -> bool:
+    return os.path.lexists(path)  # a dangling symbolic link too: the journal refuses it
+
+
+def _header_only(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            lines = file.read(1 << 16).splitlines()
+    except OSError:
+        return False
+    if len(lines) > 1:
+        return False
+    try:
+        return not lines or json.loads(lines[0]).get("event") == "journal"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _discard(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def unfinished_journal(directory: str, *, delivering: bool = False) -> str | None:
+    """The newest journal in ``directory`` if a cut left its run unfinished (a request it
+    holds was never answered; with ``delivering``, a PSK it holds was not delivered), or
+    None. A tunnel that failed for certain (a 403) does not keep a journal open: later
+    runs would skip every other tunnel it rotated, for ever."""
+    if not Path(directory).is_dir():
+        return None
+    journals, _ = journals_in(directory)
+    # The newest run by its number (a clock may step back), by its time where none has one.
+    journals.sort(key=lambda j: (j.run is not None, j.run or 0), reverse=True)
+    for journal in journals[:1]:
+        for record in journal.records.values():
+            if record.left_open or (delivering and record.rotated and not record.delivered):
+                return str(journal.path)
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | None) -> Iterator[None]:
+    """Hold ``--journal-dir`` for the whole run: a second run on it (the next cron slot
+    while this one still runs) is refused, so two runs never rotate one tunnel and
+    deliver different PSKs to its router."""
+    if directory is None:
+        yield
+        return
+    try:
+        with contextlib.suppress(FileExistsError):
+            Path(directory).mkdir(mode=0o700, parents=True)  # then checked by fresh_journal
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot use journal directory {directory}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another rotation is using the journal directory {directory} (it is "
+                "locked): two runs would rotate the same tunnels",
+                hints=["wait for it to finish; a scheduler should not start overlapping runs"],
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def unfinished(args: argparse.Namespace) -> str | None:
+    return unfinished_journal(args.journal_dir, delivering=delivering(args))
+
+
+def delivering(args: argparse.Namespace) -> bool:
+    return args.deliver_exec is not None or args.deliver_strongswan is not None
+
+
+def resumable(
+    console: Console,
+    args: argparse.Namespace,
+    journal: str | None,
+    account: str,
+    selected: list[IPsecTunnel],
+) -> list[IPsecTunnel]:
+    """The selected tunnels the journal already rotated; a reuse without --resume is
+    refused."""
+    if journal is None or args.validate_only:
+        return []
+    done = already_rotated(journal, account, selected)
+    if done and not args.resume:
+        refuse_reuse(journal, len(done), len(selected))
+    if args.resume and not done and not args.dry_run:
+        console.say(
+            f"nothing to resume: {journal} records none of the selected tunnels; rotating them all"
+        )
+    return done

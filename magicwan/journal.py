@@ -95,6 +95,8 @@ class StatResult(Protocol):
     def st_ino(self) -> int: ...
     @property
     def st_nlink(self) -> int: ...
+    @property
+    def st_uid(self) -> int: ...
 
 
 class Storage(Protocol):
@@ -620,6 +622,12 @@ class Journal:
             info = storage.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise JournalError(f"journal {name} is not a regular file")
+            if info.st_uid != os.geteuid():
+                # Its owner could read it, or chmod it back, whatever mode we set.
+                raise JournalError(
+                    f"journal {name} belongs to another user (uid {info.st_uid}): its owner "
+                    "could read the PSKs written to it; refusing it"
+                )
             try:
                 storage.lock(fd)
             except BlockingIOError:

@@ -316,16 +316,16 @@ async def test_a_late_store_is_caught_and_superseded(
     api: FakeAPI, clock: FakeClock, tmp_path: Path
 ) -> None:
     # The edge ends up with a PSK stored after our answer (a late store): the read-back after
-    # the window shows a newer stamp, so the tunnel is regenerated and read back again.
+    # the window shows a newer stamp, so the tunnel is generated again.
     api.uncertain = {A}
     api.late = {A: 1}
     outcomes = await run(api.rotate([A], journal=tmp_path / "j"))
     (outcome,) = outcomes
     assert outcome.ok
-    assert outcome.verified
+    assert not outcome.verified  # certain: the window had passed, nothing can land after it
     assert outcome.psk == api.current(A)
     assert api.generated == [A, A]
-    assert len(api.reads) == 2
+    assert len(api.reads) == 1
     assert read_journal(tmp_path / "j")[(ACCOUNT, A)].psk == api.current(A)
 
 
@@ -333,9 +333,12 @@ async def test_rounds_are_bounded_and_the_last_psk_is_carried(api: FakeAPI, tmp_
     # Somebody else keeps storing newer PSKs: after MAX_VERIFY_ROUNDS the tunnel fails, and
     # its outcome still carries the last PSK received.
     newer = T0 + timedelta(days=1)
-    api.read_override[A] = lambda t: IPsecTunnel(
-        id=t, psk_metadata=PSKMetadata(last_generated_on=newer)
-    )
+
+    def always_newer(t: str) -> IPsecTunnel:
+        api.uncertain.add(A)  # and every answer needs a retry: each is read back again
+        return IPsecTunnel(id=t, psk_metadata=PSKMetadata(last_generated_on=newer))
+
+    api.read_override[A] = always_newer
     api.uncertain = {A}
     (outcome,) = await run(api.rotate([A], journal=tmp_path / "j"))
     assert isinstance(outcome, RotationFailure)
@@ -363,7 +366,7 @@ def _older(t: str) -> IPsecTunnel:
         (None, NotFoundError(404), "read-back failed"),
     ],
 )
-async def test_an_undecidable_read_back_hands_the_psk_over_unverified(
+async def test_a_read_back_that_proves_nothing_generates_again(
     api: FakeAPI,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -371,6 +374,8 @@ async def test_an_undecidable_read_back_hands_the_psk_over_unverified(
     failure: Exception | None,
     reason: str,
 ) -> None:
+    # Only proof keeps the PSK held: after the settle window a new PSK supersedes every
+    # earlier request, and its certain answer needs no read-back.
     if override is not None:
         api.read_override[A] = override
     if failure is not None:
@@ -383,24 +388,28 @@ async def test_an_undecidable_read_back_hands_the_psk_over_unverified(
     api.uncertain = {A}
     (outcome,) = await run(api.rotate([A], journal=tmp_path / "j"))
     assert isinstance(outcome, RotationSuccess)
-    assert not outcome.verified
-    assert outcome.unverified is not None
-    assert reason in outcome.unverified
     assert outcome.psk == api.current(A)
-    assert api.generated == [A]  # never regenerated without evidence
-    assert "unverified" in caplog.text
+    assert api.generated == [A, A]
+    assert len(api.reads) <= 1  # the second answer was certain: not read back
+    assert reason in caplog.text
+    assert "generating again" in caplog.text
     assert outcome.psk not in caplog.text
     record = read_journal(tmp_path / "j")[(ACCOUNT, A)]
-    assert record.uncertain  # a rerun checks again
+    assert not record.uncertain
     assert record.psk == outcome.psk
-    assert kinds(tmp_path / "j", A) == ["intent", "rotated", "unverified"]
+    assert kinds(tmp_path / "j", A) == ["intent", "rotated", "intent", "rotated"]
 
 
-async def test_a_rerun_checks_an_unverified_tunnel_again(api: FakeAPI, tmp_path: Path) -> None:
+async def test_a_rerun_checks_a_tunnel_left_unverified_again(api: FakeAPI, tmp_path: Path) -> None:
+    # The first run is stopped while the tunnel waits for its read-back: handed over
+    # unverified, journalled uncertain. The rerun reads it back and keeps it on proof.
     api.uncertain = {A}
-    api.read_override[A] = _no_stamp
-    await run(api.rotate([A], journal=tmp_path / "j"))
-    del api.read_override[A]
+    rotation = api.rotate([A], journal=tmp_path / "j")
+    async with rotation:
+        while not rotation.waiting:
+            await asyncio.sleep(0)
+    (first,) = rotation.unclaimed
+    assert first.unverified is not None
     (outcome,) = await run(api.rotate([A], journal=tmp_path / "j", resume=True))
     assert outcome.ok
     assert outcome.verified
@@ -462,22 +471,32 @@ async def test_a_rotated_line_that_cannot_be_written_hands_the_psk_over_and_stop
     assert len(got) == len(IDS)
 
 
-async def test_an_unverified_line_that_cannot_be_written_gives_one_outcome(
+async def test_a_regeneration_whose_intent_cannot_be_written_gives_one_outcome(
     api: FakeAPI, tmp_path: Path
 ) -> None:
-    # The read-back cannot decide; writing its note fails (a full disk). The tunnel's PSK,
-    # durable before the read-back, is handed over once: never twice.
+    # The read-back proves nothing, so the tunnel is begun again; its new intent meets a
+    # full disk. Nothing more is sent, and the tunnel's one outcome carries the PSK it may
+    # still hold (durable) and says it may hold another.
     api.uncertain = {A}
     api.read_override[A] = _no_stamp
     storage = MemoryStorage()
-    storage.fail("write", errno.ENOSPC, when=lambda data: event_kind(data) == "unverified")
+    intents = [0]
+
+    def second_intent(data: bytes) -> bool:
+        if event_kind(data) != "intent":
+            return False
+        intents[0] += 1
+        return intents[0] == 2
+
+    storage.fail("write", errno.ENOSPC, when=second_intent)
     rotation = api.rotate([A], journal=tmp_path / "j", storage=storage)
     got: list[Any] = []
     with pytest.raises(JournalError):
         await run_into(rotation, got)
-    assert [(o.tunnel_id, o.state) for o in got] == [(A, OutcomeState.ROTATED)]
+    assert [(o.tunnel_id, o.state) for o in got] == [(A, OutcomeState.NOT_ATTEMPTED)]
     assert got[0].psk == api.current(A)
-    assert got[0].unverified is not None
+    assert got[0].outcome_unknown
+    assert api.generated == [A]
     assert read_journal(tmp_path / "j", storage=storage)[(ACCOUNT, A)].psk == api.current(A)
 
 

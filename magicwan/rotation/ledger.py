@@ -98,8 +98,10 @@ class Ledger:
                 self._emit(effect.outcome, counted=counted)
             elif isinstance(effect, m.Requeue):
                 logger.warning(
-                    "tunnel %s: the edge holds a newer PSK than the one received; generating again",
+                    "tunnel %s: the read-back did not prove the PSK received (%s); "
+                    "generating again",
                     run.tunnel_id,
+                    effect.why,
                 )
                 self.pending.appendleft(key)
                 self.poke()

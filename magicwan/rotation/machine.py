@@ -792,7 +792,9 @@ def _cut(rules: Rules, run: TunnelRun, event: Cut) -> Step:
         run = attrs.evolve(run, resumed=False, stage=stage)
     if stage in (Stage.PENDING, Stage.INTENT, Stage.READY):
         doubt = run.doubt_from_before or run.rounds > 0  # a PSK nobody has may be live
-        if event.caller_left and run.may_hold is None and not doubt:
+        # A tunnel never begun, holding nothing, needs no outcome once the caller left;
+        # one begun (its intent written) gets one whatever happens.
+        if event.caller_left and run.may_hold is None and not doubt and stage is Stage.PENDING:
             return attrs.evolve(run, stage=Stage.DONE), []
         outcome = _failure(
             run, OutcomeState.NOT_ATTEMPTED, event.reason, run.may_hold, unknown=doubt

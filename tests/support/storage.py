@@ -65,6 +65,7 @@ class StatInfo:
     st_dev: int
     st_ino: int
     st_nlink: int
+    st_uid: int = attrs.field(factory=os.geteuid)
 
 
 @attrs.define

@@ -40,8 +40,10 @@ from magicwan.models import (
 from magicwan.ratelimit import RateLimiter
 from magicwan.rotation import (
     OutcomeState,
+    RolloutWindow,
     Rotation,
     RotationFailure,
+    RotationOptions,
     RotationOutcome,
     RotationSuccess,
     Validated,
@@ -82,9 +84,11 @@ __all__ = [
     "RateLimiter",
     "Reply",
     "RequestAbandonedError",
+    "RolloutWindow",
     "Rotation",
     "RotationFailure",
     "RotationHaltedError",
+    "RotationOptions",
     "RotationOutcome",
     "RotationSuccess",
     "UnexpectedResponseError",

@@ -59,6 +59,8 @@ PUBLIC = {
     "DeliveryError",
     "NotAppliedError",
     "RotationHaltedError",
+    "RotationOptions",
+    "RolloutWindow",
 }
 
 # The names issues make a contract (Cloudflare's official SDK spells the errors the same).

@@ -34,7 +34,6 @@ from magicwan.journal import Rotated
 from tests.integration.integration_support import Tracker, make_client, serve
 from tests.support.children import start_rotation_child, wait_for_child
 from tests.support.disk import fail_journal_writes
-from tests.support.probes import journal_lines
 
 pytestmark = pytest.mark.asyncio
 

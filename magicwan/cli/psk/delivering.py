@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
+import shutil
 from typing import Any
 
 from magicwan.cli.common import UsageError
@@ -76,6 +77,14 @@ def deliverer(args: argparse.Namespace) -> Deliverer | None:
             raise UsageError(f"--deliver-exec: {exc}") from None
         if not argv:
             raise UsageError("--deliver-exec needs a program")
+        if shutil.which(argv[0]) is None:
+            # Found out before any PSK is made: a missing program would break the first
+            # tunnels (new PSK at the edge, the old one on the router) before the halt.
+            raise UsageError(
+                f"--deliver-exec: {argv[0]} is not a program that can be run (not found, or "
+                "not executable)",
+                hints=["--deliver-check tries every router side without a new PSK"],
+            )
         return Command(argv, timeout=timeout, run_check=args.deliver_check)
     if args.deliver_strongswan is None:
         return None

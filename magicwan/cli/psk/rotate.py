@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from magicwan._argtypes import duration
+from magicwan._converter import format_datetime
 from magicwan.cli.common import (
     UsageError,
     account_id,
@@ -388,7 +389,8 @@ def _selected(
         selected = [t for t in selected if t.id.lower() in old | left_open]
         if not selected:
             console.say(
-                f"no selected tunnel has a PSK older than {args.older_than}: nothing to rotate"
+                f"no selected tunnel has a PSK older than {_age(args.older_than)}: nothing "
+                "to rotate"
             )
     return selected
 
@@ -417,9 +419,31 @@ def _left_open(args: argparse.Namespace, account: str) -> set[str]:
     }
 
 
+def _age(age: timedelta) -> str:
+    """A duration as the flag takes it: ``90d``, ``12h``, ``30m``, ``45s``."""
+    seconds = int(age.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _nothing_done(console: Console, args: argparse.Namespace, started_at: datetime) -> None:
-    """A run with nothing to rotate succeeded: its metrics say so (a daily job with a PSK
-    age policy finds nothing to do most days, and "no success in 91 days" must not fire)."""
+    """A run with nothing to rotate succeeded: its summary and metrics say so (a daily job
+    with a PSK age policy finds nothing to do most days, and "no success in 91 days" must
+    not fire)."""
+    if args.json:
+        finished = datetime.now(UTC)
+        console.json(
+            {
+                "event": "summary",
+                "requested": 0,
+                "rotated": 0,
+                "started_at": format_datetime(started_at),
+                "finished_at": format_datetime(finished),
+                "exit_status": int(ExitStatus.OK),
+            }
+        )
     if args.metrics_file is None or args.dry_run or args.validate_only or args.deliver_check:
         return
     try:

@@ -20,15 +20,9 @@ import attrs
 
 from magicwan._converter import format_datetime
 from magicwan.cli.common import UsageError
-from magicwan.cli.console import (
-    Console,
-    Outlook,
-    OutputClosed,
-    Progress,
-    escape,
-    format_duration,
-)
+from magicwan.cli.console import Console, OutputClosed, escape
 from magicwan.cli.metrics import ROTATION_OUTCOMES, MetricsError, write_rotation_metrics
+from magicwan.cli.progress import Outlook, Progress, format_duration
 from magicwan.cli.report import FailureGroup, Tally, describe, outcome_json, stamp_text
 from magicwan.cli.status import ExitStatus, most_urgent
 from magicwan.delivery import Deliverer, Delivery

@@ -6,37 +6,32 @@ directory (``--journal-dir``), each tunnel's newest PSK across its journals. Bot
 without locking (a running rotation may hold the journal) and refuse a file that is not a
 journal, untouched. ``prune`` removes a directory's older journals, but never one that
 still holds a tunnel's newest PSK, nor one a rotation holds.
+
+A directory's journals are read by :mod:`magicwan.cli.journal_dir`; ``prune`` runs in
+:mod:`magicwan.cli.journal_prune`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import fcntl
 import io
-import json
 import os
 import shlex
 import stat
-from collections.abc import Iterable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import attrs
-
 from magicwan._argtypes import non_negative_int
-from magicwan._converter import format_datetime, parse_datetime
-from magicwan.cli.common import UsageError, run_number
+from magicwan._converter import format_datetime
+from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, escape
+from magicwan.cli.journal_dir import JournalFile, journals_in, left_open, newest_psks
+from magicwan.cli.journal_prune import run_prune
 from magicwan.cli.parser import Parser, add_actions, add_command, add_output_options
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
 __all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "register"]
-
-Key = tuple[str | None, str]
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -95,7 +90,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     prune = add_command(
         actions,
         "prune",
-        _prune,
+        run_prune,
         help="remove older journals of a directory, never one holding a tunnel's newest PSK",
         usage="%(prog)s DIR --keep N [--dry-run] [--json]",
         description=(
@@ -125,153 +120,6 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         "--dry-run", action="store_true", help="say what would be removed; remove nothing"
     )
     add_output_options(prune)
-
-
-@attrs.frozen
-class JournalFile:
-    """One journal of a directory: its path, when it was created (by the clock of the
-    machine: for people, and for ``--keep``), its run number (the order of the runs, see
-    :func:`~magicwan.cli.common.fresh_journal`; None for a name without one), what it
-    holds."""
-
-    path: Path
-    created: datetime
-    records: dict[Key, JournalRecord] = attrs.field(repr=False)
-    run: int | None = None
-
-
-def _created(path: Path) -> datetime:
-    """The header's ``created`` time, else the file's modification time."""
-    try:
-        with path.open("rb") as file:
-            header = json.loads(file.readline())
-        return parse_datetime(header["created"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
-
-
-def journals_in(directory: str) -> tuple[list[JournalFile], list[tuple[Path, str]]]:
-    """The journals (``*.jsonl``) of ``directory``, newest first by their ``created`` time,
-    and the ``*.jsonl`` files that are not journals (with why). Other files are not looked
-    at."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise UsageError(f"no such journal directory: {directory}")
-    journals: list[JournalFile] = []
-    skipped: list[tuple[Path, str]] = []
-    for path in sorted(root.glob("*.jsonl")):
-        if path.is_symlink() or not path.is_file():
-            skipped.append((path, "not a regular file"))
-            continue
-        try:
-            records = read_journal(path)
-            created = _created(path)
-        except (JournalError, OSError) as exc:
-            skipped.append((path, str(exc)))
-            continue
-        journals.append(
-            JournalFile(path=path, created=created, records=records, run=run_number(path))
-        )
-    journals.sort(key=lambda j: (j.created, j.path.name), reverse=True)
-    return journals, skipped
-
-
-@attrs.frozen
-class _Said:
-    """What one journal says of one tunnel."""
-
-    record: JournalRecord
-    journal: JournalFile
-
-    @property
-    def stamp(self) -> datetime | None:
-        """Cloudflare's ``last_generated_on`` of the PSK this record ends on; None when
-        its last word has none (a pending set PSK, a request left open)."""
-        record = self.record
-        if record.pending_psk is not None or record.left_open:
-            return None
-        return record.last_generated_on
-
-    @property
-    def clock(self) -> tuple[datetime, datetime]:
-        """The machine's clock: only to pick one of records nothing else orders."""
-        return (self.record.last_time or self.journal.created, self.journal.created)
-
-
-def _newer(a: _Said, b: _Said) -> bool:
-    """``a`` is known to be newer than ``b``: by Cloudflare's ``last_generated_on`` when
-    both have one, else by the run numbers of their journals. Never by the machine's
-    clock, which may have stepped back between two runs."""
-    if a.stamp is not None and b.stamp is not None:
-        return a.stamp > b.stamp
-    if a.journal.run is not None and b.journal.run is not None:
-        return a.journal.run > b.journal.run
-    return False
-
-
-def _latest(candidates: list[_Said]) -> list[_Said]:
-    """The candidates no other one is known to be newer than (all of them when the
-    orders disagree): each may be the tunnel's latest word."""
-    latest = [c for c in candidates if not any(_newer(d, c) for d in candidates)]
-    return latest or candidates
-
-
-def _pick(candidates: list[_Said]) -> _Said:
-    """One of the latest candidates: when several may be, the machine's clock picks."""
-    return max(_latest(candidates), key=lambda c: c.clock)
-
-
-def newest_psks(
-    journals: Iterable[JournalFile],
-) -> tuple[dict[Key, JournalRecord], dict[Key, set[Path]]]:
-    """Each tunnel's newest PSK across ``journals``: the record of its latest journal line
-    that holds a PSK (``psk`` or a set's unconfirmed ``pending_psk``) and, when that record
-    has only a pending PSK, the newest confirmed ``psk`` beside it. "Newest" goes by
-    Cloudflare's ``last_generated_on`` when both records have one, else by the order of
-    the runs (the run number in a journal's name); the machine's clock only picks one of
-    records that neither orders. Also, per tunnel, the journals any of its possibly newest
-    PSKs come from (which ``prune`` keeps: all of them when it cannot tell)."""
-    holding: dict[Key, list[_Said]] = {}
-    confirmed: dict[Key, list[_Said]] = {}
-    for journal in journals:
-        for key, record in journal.records.items():
-            said = _Said(record, journal)
-            if record.psk is not None or record.pending_psk is not None:
-                holding.setdefault(key, []).append(said)
-            if record.psk is not None:
-                # As a confirmed PSK, it is the record's rotated line that counts.
-                bare = attrs.evolve(record, pending_psk=None, in_flight=False)
-                confirmed.setdefault(key, []).append(_Said(bare, journal))
-    chosen: dict[Key, JournalRecord] = {}
-    sources: dict[Key, set[Path]] = {}
-    for key, candidates in holding.items():
-        latest = _latest(candidates)
-        sources[key] = {c.journal.path for c in latest}
-        if any(c.record.psk is None for c in latest) and key in confirmed:
-            sources[key] |= {c.journal.path for c in _latest(confirmed[key])}
-        record = _pick(candidates).record
-        if record.psk is None and key in confirmed:
-            record = attrs.evolve(record, psk=_pick(confirmed[key]).record.psk)
-        chosen[key] = record
-    return chosen, sources
-
-
-def left_open(journals: Iterable[JournalFile]) -> dict[Path, int]:
-    """Journals whose tunnels' latest word may be a request left open (a run cut in
-    flight, an unknown outcome): the tunnel may hold a PSK nobody recorded, and
-    ``--resume`` with that journal reads it back. Per journal, how many such tunnels.
-    "Latest" as in :func:`newest_psks`: when it cannot tell, any of them."""
-    said: dict[Key, list[_Said]] = {}
-    for journal in journals:
-        for key, record in journal.records.items():
-            said.setdefault(key, []).append(_Said(record, journal))
-    counts: dict[Path, int] = {}
-    for candidates in said.values():
-        for latest in _latest(candidates):
-            if latest.record.left_open:
-                path = latest.journal.path
-                counts[path] = counts.get(path, 0) + 1
-    return counts
 
 
 def _records(path: str) -> list[JournalRecord]:
@@ -459,109 +307,3 @@ async def _export(args: argparse.Namespace, console: Console) -> int:
         )
     console.say(f"exported {len(rows)} tunnel(s) from {source}")
     return ExitStatus.OK
-
-
-def _remove(path: Path) -> str | None:
-    """Unlink ``path`` holding its lock (so no rotation opens it meanwhile); a reason it
-    was kept, or None once it is gone."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
-    except OSError as exc:
-        return f"cannot open it: {exc.strerror}"
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return "a rotation holds it (locked)"
-        try:
-            path.unlink()
-        except OSError as exc:
-            return f"cannot remove it: {exc.strerror}"
-    finally:
-        os.close(fd)
-    return None
-
-
-async def _prune(args: argparse.Namespace, console: Console) -> int:
-    journals, skipped = journals_in(args.directory)
-    _, sources = newest_psks(journals)
-    unfinished = left_open(journals)
-    holders = _holders(sources)
-    removed = kept = 0
-    for number, journal in enumerate(journals):
-        action, why = _prune_one(args, number, journal.path, holders, unfinished)
-        if action == "kept":
-            kept += 1
-        else:
-            removed += 1
-        _say_pruned(args, console, journal, action, why)
-    if removed and not args.dry_run:
-        _sync_directory(args.directory)
-    for path, why in skipped:
-        console.say(f"left alone: {path} (not a journal: {why})")
-    verb = "would remove" if args.dry_run else "removed"
-    console.say(f"{verb} {removed} journal(s), kept {kept} in {args.directory}")
-    return ExitStatus.OK
-
-
-def _holders(sources: dict[Key, set[Path]]) -> dict[Path, int]:
-    """Per journal, how many tunnels' newest PSK it holds."""
-    holders: dict[Path, int] = {}
-    for paths in sources.values():
-        for path in paths:
-            holders[path] = holders.get(path, 0) + 1
-    return holders
-
-
-def _prune_one(
-    args: argparse.Namespace,
-    number: int,
-    path: Path,
-    holders: dict[Path, int],
-    unfinished: dict[Path, int],
-) -> tuple[str, str]:
-    """Keep or remove (unless --dry-run) the ``number``-th newest journal: what was done
-    (``kept``, ``removed``, ``would remove``) and why."""
-    if number < args.keep:
-        return "kept", f"one of the {args.keep} newest"
-    if path in holders:
-        return "kept", f"holds the newest PSK of {holders[path]} tunnel(s)"
-    if path in unfinished:
-        return "kept", (
-            f"a request for {unfinished[path]} tunnel(s) was left open in it: "
-            "'psk rotate ... --resume' with it reads them back"
-        )
-    if args.dry_run:
-        return "would remove", "older, and every PSK in it is in a newer journal"
-    reason = _remove(path)
-    if reason is None:
-        return "removed", "older, and every PSK in it is in a newer journal"
-    return "kept", reason
-
-
-def _say_pruned(
-    args: argparse.Namespace, console: Console, journal: JournalFile, action: str, why: str
-) -> None:
-    """One journal's line: what ``prune`` did with it and why."""
-    if args.json:
-        console.json(
-            {
-                "event": "journal",
-                "path": str(journal.path),
-                "created": format_datetime(journal.created),
-                "action": action.replace(" ", "_"),
-                "reason": why,
-            }
-        )
-    else:
-        console.say(f"{action}: {journal.path} ({why})")
-
-
-def _sync_directory(directory: str) -> None:
-    """fsync ``directory``, so that the removals in it survive a power cut (best effort)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

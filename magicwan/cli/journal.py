@@ -40,7 +40,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         commands,
         "journal",
         None,
-        help="show a rotation journal, or export its PSKs",
+        help="show a rotation journal, export its PSKs, or prune a directory of them",
         description="Read a rotation journal (the JSON Lines file psk rotate writes).",
     )
     actions = add_actions(journal, "journal_command")

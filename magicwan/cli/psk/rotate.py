@@ -136,7 +136,8 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
     where.add_argument(
         "--journal-dir",
         metavar="DIR",
-        help="a fresh journal for this run: DIR/rotate-<UTC start time>.jsonl (DIR made 0700)",
+        help="a fresh journal for this run: DIR/rotate-<run number>-<UTC start time>.jsonl "
+        "(a missing DIR is made 0700; DIR is locked for the run)",
     )
     journal.add_argument(
         "--resume",

@@ -1,0 +1,85 @@
+"""Outside review 2: --journal-dir DIR --resume, and the directory's checks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import cli_emulator, magicwan
+
+pytestmark = pytest.mark.asyncio
+
+
+def _pusher(tmp_path: Path, *, fail: bool) -> str:
+    router = tmp_path / "router"
+    script = tmp_path / ("down.py" if fail else "up.py")
+    lines = ["import pathlib, sys", "psk = sys.stdin.readline().strip()"]
+    lines.append("sys.exit(1)" if fail else f"pathlib.Path({str(router)!r}).write_text(psk)")
+    script.write_text("\n".join(lines) + "\n")
+    return f"{sys.executable} {script}"
+
+
+async def _leave_undelivered(tmp_path: Path, journals: Path) -> None:
+    result = await magicwan(
+        "psk",
+        "rotate",
+        "--all",
+        "--journal-dir",
+        str(journals),
+        "--resume",
+        "-q",
+        "--deliver-exec",
+        _pusher(tmp_path, fail=True),
+    )
+    assert result.code != 0
+    assert len(list(journals.glob("*.jsonl"))) == 1
+
+
+@pytest.mark.parametrize("change", ["world-writable", "other-owner"])
+async def test_resume_in_journal_dir_checks_the_directory_like_a_fresh_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, change: str
+) -> None:
+    # README: an existing DIR is "refused if other users can write to it (/tmp included)
+    # or if it belongs to another user but root". A fresh run checks that (fresh_journal);
+    # a --resume run that picks the newest unfinished journal of DIR never does: it opens,
+    # trusts and delivers from whatever journal is newest in a directory others can plant
+    # files in (a journal named rotate-999999-... with a chosen PSK "undelivered").
+    if change == "other-owner" and os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+    journals = tmp_path / "journals"
+    async with cli_emulator(monkeypatch, tunnels=1) as (emu, _):
+        await _leave_undelivered(tmp_path, journals)
+        # Sanity: a fresh run is refused once the directory is changed.
+        if change == "world-writable":
+            journals.chmod(0o777)
+        else:
+            os.chown(journals, 65534, 65534)
+        fresh = await magicwan(
+            "psk",
+            "rotate",
+            "--all",
+            "--journal-dir",
+            str(journals),
+            "-q",
+            "--deliver-exec",
+            _pusher(tmp_path, fail=False),
+        )
+        assert fresh.code == 2, fresh.err
+        resumed = await magicwan(
+            "psk",
+            "rotate",
+            "--all",
+            "--journal-dir",
+            str(journals),
+            "--resume",
+            "-q",
+            "--deliver-exec",
+            _pusher(tmp_path, fail=False),
+        )
+    assert resumed.code == 2, (
+        f"--resume used a journal of a directory a fresh run refuses ({change}): exit "
+        f"{resumed.code}, router now {'set' if (tmp_path / 'router').exists() else 'unset'}"
+    )

@@ -50,7 +50,7 @@ async def test_resume_in_journal_dir_checks_the_directory_like_a_fresh_run(
     if change == "other-owner" and os.geteuid() != 0:
         pytest.skip("needs root to chown")
     journals = tmp_path / "journals"
-    async with cli_emulator(monkeypatch, tunnels=1) as (emu, _):
+    async with cli_emulator(monkeypatch, tunnels=1) as (_emu, _):
         await _leave_undelivered(tmp_path, journals)
         # Sanity: a fresh run is refused once the directory is changed.
         if change == "world-writable":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,4 +89,86 @@ async def test_a_run_stopped_during_the_settle_window_does_not_deliver_the_unpro
         "a doubtful PSK never read back was delivered to the router when the run stopped; "
         f"the edge holds another one (outcomes: {[o.state.value for o in outcomes]}, "
         f"unclaimed: {[(o.state.value, o.ok) for o in rotation.unclaimed]})"
+    )
+
+
+async def test_resume_after_a_kill_during_a_retry_reads_back_before_delivering(
+    tmp_path: Path,
+) -> None:
+    # README: "a resumed run reads that tunnel back once the settle window has passed
+    # since the journal's last word about it". For generate, the last word is the
+    # intent line, written once before generate() is called; the client's retries inside
+    # that call write nothing. With the defaults (timeout 60 s = settle window), a first
+    # attempt that times out is retried at ~60 s + backoff; a kill -9 at 130 s, while the
+    # retry sent at ~125 s is in flight, leaves a journal whose last word is 130 s old.
+    # The resumed run sees no doubt left (130 > 60), regenerates, and delivers the new
+    # PSK at once with no read-back; the retry in flight stores its PSK 20 s later (well
+    # within a timeout of when it was sent). Router: the new PSK; edge: a PSK nobody has;
+    # the outcome says ok. "After a kill -9 at any moment, a rerun leaves every tunnel
+    # with a PSK that is in the journal and equal to the one Cloudflare holds" fails.
+    from tests.support.clock import FakeClock
+
+    journal = tmp_path / "j"
+    killed = datetime.now(UTC) - timedelta(seconds=130)
+    ts = killed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    header = {"event": "journal", "version": 2, "magicwan": "0.1.0", "created": ts}
+    intent = {
+        "event": "intent",
+        "account_id": ACCOUNT,
+        "tunnel_id": TUNNEL,
+        "time": ts,
+        "method": "generate",
+        "psk": None,
+    }
+    journal.write_text(json.dumps(header) + "\n" + json.dumps(intent) + "\n")
+    journal.chmod(0o600)
+
+    clock = FakeClock()
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    edge: dict[str, tuple[str, datetime]] = {}
+    delivered: list[str] = []
+
+    def stamp() -> datetime:
+        return base + timedelta(seconds=clock.elapsed)
+
+    async def generate(account: str, tunnel: str, validate_only: bool) -> Reply[Any]:
+        psk, when = new_psk(), stamp()
+        edge[tunnel] = (psk, when)
+        meta = PSKMetadata(last_generated_on=when)
+        return Reply(
+            PSKGenerateResult(ipsec_tunnel_id=tunnel, psk=psk, psk_metadata=meta), 1, False
+        )
+
+    async def read_back(account: str, tunnel: str) -> Reply[IPsecTunnel]:
+        meta = PSKMetadata(last_generated_on=edge[tunnel][1])
+        return Reply(IPsecTunnel(id=tunnel, psk_metadata=meta), 1, False)
+
+    async def router(delivery: Delivery) -> None:
+        delivered.append(delivery.psk)
+
+    async def retry_in_flight_stores() -> None:
+        await clock.sleep(20.0)
+        edge[TUNNEL] = (new_psk(), stamp())
+
+    late = asyncio.ensure_future(retry_in_flight_stores())
+    rotation = rotate(
+        ACCOUNT,
+        [TUNNEL],
+        generate=generate,
+        set_psks=None,  # type: ignore[arg-type]
+        read_back=read_back,
+        clock=clock,
+        sleep=clock.sleep,
+        journal=journal,
+        resume=True,
+        deliver=router,
+        settle_window=60.0,
+    )
+    async with rotation:
+        outcomes = [o async for o in rotation]
+    await late
+    (outcome,) = outcomes
+    assert not (outcome.ok and delivered and delivered[-1] != edge[TUNNEL][0]), (
+        "the resumed run delivered a fresh PSK without a read-back, reported ok, and the "
+        "retry the killed run left in flight then stored another one at the edge"
     )

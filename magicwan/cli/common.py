@@ -35,6 +35,7 @@ __all__ = [
     "fresh_journal",
     "gre_tunnels",
     "ipsec_tunnels",
+    "journal_directory",
     "make_client",
     "next_run_number",
     "open_journal",
@@ -166,10 +167,10 @@ async def check_journal(path: str) -> None:
         raise UsageError(str(exc)) from None
 
 
-def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
-    """A new, empty journal file (0600) named after the time, in ``directory``: created
-    0700 if missing, used as it is if it exists (its mode is the operator's), refused if
-    other users can write to it or it belongs to another user (but root)."""
+def journal_directory(directory: str) -> Path:
+    """``directory`` as a home for journals: created 0700 if missing, used as it is if it
+    exists (its mode is the operator's), refused if other users can write to it or it
+    belongs to another user (but root)."""
     path = Path(directory)
     try:
         path.mkdir(mode=0o700, parents=True)
@@ -205,6 +206,13 @@ def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
             "a directory of your own",
             hints=["give a directory that does not exist yet (it is created 0700)"],
         )
+    return path
+
+
+def fresh_journal(directory: str, *, prefix: str = "rotate") -> str:
+    """A new, empty journal file (0600) named after the run and the time, in
+    ``directory`` (see :func:`journal_directory`)."""
+    path = journal_directory(directory)
     # The run number orders the runs of a directory whatever the clock did (it may step
     # back: a boot before time sync); the time is for people.
     run = f"{next_run_number(path):06d}"

@@ -4,6 +4,7 @@ large) and a delivery with its retries. Each returns the machine's events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -166,12 +167,10 @@ async def _bounded(call: Awaitable[None], seconds: float) -> None:
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:
-        task.cancel()
-        task.add_done_callback(_consume)
+        await _stop(task, min(_GRACE, seconds))
         raise
     if not done:
-        task.cancel()
-        task.add_done_callback(_consume)
+        await _stop(task, min(_GRACE, seconds))
         raise TimeoutError
     try:
         task.result()
@@ -185,6 +184,19 @@ class _Escaped(Exception):
     def __init__(self, inner: BaseException) -> None:
         super().__init__(type(inner).__name__)
         self.inner = inner
+
+
+#: How long a cancelled delivery may take to clean up (its program, its socket) before
+#: it is abandoned (never more than one try's bound).
+_GRACE = 5.0
+
+
+async def _stop(task: asyncio.Future[None], grace: float) -> None:
+    """Cancel ``task`` and give it ``grace`` seconds to clean up; past that, abandon it."""
+    task.cancel()
+    task.add_done_callback(_consume)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait({task}, timeout=grace)
 
 
 def _consume(task: asyncio.Future[None]) -> None:

@@ -440,12 +440,14 @@ def start(
         # A set a run before sent and never saw answered: the tunnel may hold its PSK.
         sent = _from_record(record, record.pending_psk)
         held = Held(result=sent, source=Source.SENT, where=Where.DURABLE)
+    # A request left open may have been retried inside the client long after its intent
+    # line (its last word): its doubt lasts a whole window from now.
     return attrs.evolve(
         run,
         may_hold=held,
         sending=record.pending_psk if record.in_flight else None,
         doubt_from_before=record.left_open,
-        doubt_until=now + left if record.left_open and left > 0 else None,
+        doubt_until=now + rules.settle_window if record.left_open else None,
     )
 
 
@@ -731,8 +733,8 @@ def _again(run: TunnelRun, why: str) -> Step:
 def _read_back_failed(rules: Rules, run: TunnelRun, event: ReadBackFailed) -> Step:
     if run.error is not None:
         return _unrecorded_read_back(run, verified=False, why=event.reason)
-    if event.stopped:
-        return _unverified(rules, run, event.reason)
+    if event.stopped:  # as a cut: handed over unverified, never delivered unproven
+        return _cut_handed_over(rules, attrs.evolve(run, unverified=event.reason))
     if run.rounds < MAX_VERIFY_ROUNDS:
         return _again(run, event.reason)
     return _unproven(rules, run, event.reason)

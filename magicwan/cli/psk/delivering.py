@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import shutil
 from typing import Any
@@ -67,6 +68,31 @@ def deliver_timeout(args: argparse.Namespace) -> float:
     return timeout
 
 
+def _not_runnable(program: str) -> str | None:
+    """Why ``program`` cannot start (it is looked up like the kernel will run it), or
+    None: not found or not executable, a script whose ``#!`` interpreter is missing, a
+    file that is neither a binary nor a script with a ``#!`` line."""
+    path = shutil.which(program)
+    if path is None:
+        return "not found, or not executable"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        return exc.strerror or "it cannot be read"
+    if head.startswith(b"\x7fELF"):
+        return None
+    if not head.startswith(b"#!"):
+        return "it is neither a binary nor a script with a #! line"
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words:
+        return "its #! line names no interpreter"
+    interpreter = words[0].decode(errors="replace")
+    if not os.access(interpreter, os.X_OK):
+        return f"its #! interpreter {interpreter} cannot be run"
+    return None
+
+
 def deliverer(args: argparse.Namespace) -> Deliverer | None:
     """The deliverer the flags ask for, or None; a usage error for a bad one."""
     timeout = deliver_timeout(args)
@@ -77,12 +103,12 @@ def deliverer(args: argparse.Namespace) -> Deliverer | None:
             raise UsageError(f"--deliver-exec: {exc}") from None
         if not argv:
             raise UsageError("--deliver-exec needs a program")
-        if shutil.which(argv[0]) is None:
-            # Found out before any PSK is made: a missing program would break the first
-            # tunnels (new PSK at the edge, the old one on the router) before the halt.
+        why = _not_runnable(argv[0])
+        if why is not None:
+            # Found out before any PSK is made: a program that cannot start would break the
+            # first tunnels (new PSK at the edge, the old one on the router) before the halt.
             raise UsageError(
-                f"--deliver-exec: {argv[0]} is not a program that can be run (not found, or "
-                "not executable)",
+                f"--deliver-exec: {argv[0]} cannot be run: {why}",
                 hints=["--deliver-check tries every router side without a new PSK"],
             )
         return Command(argv, timeout=timeout, run_check=args.deliver_check)

@@ -11,7 +11,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from magicwan.cli.common import CLIError, UsageError, check_journal, fresh_journal
+from magicwan.cli.common import (
+    CLIError,
+    UsageError,
+    check_journal,
+    fresh_journal,
+    journal_directory,
+)
 from magicwan.cli.console import Console
 from magicwan.cli.journal import journals_in
 from magicwan.cli.psk.selection import already_rotated, refuse_reuse
@@ -122,6 +128,7 @@ def unfinished_journal(directory: str, *, delivering: bool = False) -> str | Non
     runs would skip every other tunnel it rotated, for ever."""
     if not Path(directory).is_dir():
         return None
+    journal_directory(directory)  # others can write, or own it: refused as a fresh run is
     journals, _ = journals_in(directory)
     # The newest run by its number (a clock may step back), by its time where none has one.
     journals.sort(key=lambda j: (j.run is not None, j.run or 0), reverse=True)

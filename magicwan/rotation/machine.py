@@ -44,7 +44,6 @@ from magicwan.journal import (
     JournalError,
     JournalEvent,
     JournalRecord,
-    Unverified,
     Verified,
     failure,
     rotated,
@@ -747,12 +746,6 @@ def _unrecorded_read_back(run: TunnelRun, *, verified: bool, why: str | None) ->
     run = attrs.evolve(run, verified=verified, unverified=why)
     outcome = _failure(run, run.error_state, error, run.may_hold, unknown=not verified)
     return _done(run, outcome)
-
-
-def _unverified(rules: Rules, run: TunnelRun, reason: str) -> Step:
-    note = Unverified(account_id=rules.account_id, tunnel_id=run.tunnel_id, reason=reason)
-    run, effects = _hand_over(rules, attrs.evolve(run, unverified=reason))
-    return run, [*_notes(rules, note), *effects]
 
 
 def _delivered(rules: Rules, run: TunnelRun, event: Delivered) -> Step:

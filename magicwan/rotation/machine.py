@@ -1,6 +1,6 @@
 """Pure: one tunnel's run as a state machine, ``step(rules, run, event) -> (run, effects)``.
 
-No I/O, no clock, no randomness: the driver (:mod:`magicwan.rotation.engine`) performs the
+No I/O, no clock, no randomness: the driver (:mod:`magicwan.rotation.driver`) performs the
 effects and feeds what came of them back as events. Every state says which PSK the tunnel
 may hold at Cloudflare's edge and where that PSK is recorded (:attr:`TunnelRun.may_hold`),
 and a :class:`Cut` from any state hands that PSK over in an outcome. So a run stopped at
@@ -16,7 +16,8 @@ The stages, and what ``may_hold`` is in each:
 ``REQUESTING``  a request is in flight: generate, the journal's PSK (and maybe a new one
                 nobody has: ``outcome_unknown``); set, the PSK sent (durable in its intent)
 ``RECORDING``   Cloudflare answered a PSK: held, its line being written and fsynced
-``UNSETTLED``   the answered PSK is durable but doubtful: read back after the settle window
+``UNSETTLED``   the answered PSK, doubtful: read back after the settle window (durable,
+                or unrecorded after a journal failure); kept only on proof, else begun again
 ``DELIVERING``  the PSK is durable and on its way to the tunnel's other end
 ``DONE``        the outcome, carrying ``may_hold``, was handed over
 ==============  ==============================================================

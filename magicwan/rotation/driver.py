@@ -251,23 +251,24 @@ class Driver:
     async def _send_batch(self, effects: dict[str, list[m.Effect]]) -> None:
         """A ``set`` batch: the intents made durable together, then one request."""
         ledger = self.ledger
-        follow: dict[str, list[m.Effect]] = {}
         try:
             waiting = [key for key, todo in effects.items() if m.Sync() in todo]
             if waiting:
                 synced = await self._sync(waiting[-1])
                 for key in waiting:
-                    follow[key] = ledger.apply(key, synced)
+                    self._go_on(key, ledger.apply(key, synced))
             ready = [key for key in effects if ledger.runs[key].stage is m.Stage.READY]
             if ready:
-                await self._send_set(ready, follow)
+                await self._send_set(ready)
         finally:
             self._slots.release()
-        for key, todo in follow.items():
-            if todo:
-                self._spawn(self._drive, key, todo)
 
-    async def _send_set(self, keys: list[str], follow: dict[str, list[m.Effect]]) -> None:
+    def _go_on(self, key: str, effects: list[m.Effect]) -> None:
+        """What follows for ``key`` goes on in a task of its own (while the rest is sent)."""
+        if effects:
+            self._spawn(self._drive, key, effects)
+
+    async def _send_set(self, keys: list[str]) -> None:
         """One request for ``keys``; its answer goes to their runs at once (never held
         while a later request waits), and a batch refused as too large goes in halves."""
         ledger = self.ledger
@@ -289,13 +290,11 @@ class Driver:
             for key in keys:
                 ledger.apply(key, m.Unsent())
             half = len(keys) // 2
-            await self._send_set(keys[:half], follow)
-            await self._send_set(keys[half:], follow)
+            await self._send_set(keys[:half])
+            await self._send_set(keys[half:])
             return
         for key, run in zip(keys, runs, strict=True):
-            follow[key] = ledger.apply(key, events[run.tunnel_id])
-            if follow[key]:  # their fsyncs and deliveries go on while the rest is sent
-                self._spawn(self._drive, key, follow.pop(key))
+            self._go_on(key, ledger.apply(key, events[run.tunnel_id]))
 
     async def _read_back_at(self, key: str, due: float) -> m.ReadBack | m.ReadBackFailed:
         # A broken journal stops new requests, not read-backs: a doubtful PSK that could

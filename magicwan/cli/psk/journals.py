@@ -21,6 +21,7 @@ from magicwan.cli.common import (
 from magicwan.cli.console import Console
 from magicwan.cli.journal import journals_in
 from magicwan.cli.psk.selection import already_rotated, refuse_reuse
+from magicwan.journal import JournalRecord
 from magicwan.models.tunnels import IPsecTunnel
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "try_journal",
     "unfinished",
     "unfinished_journal",
+    "unfinished_record",
 ]
 
 
@@ -130,14 +132,19 @@ def unfinished_journal(directory: str, *, delivering: bool = False) -> str | Non
         return None
     journal_directory(directory)  # others can write, or own it: refused as a fresh run is
     journals, _ = journals_in(directory)
-    # The newest run by its number (a clock may step back), by its time where none has one.
-    journals.sort(key=lambda j: (j.run is not None, j.run or 0), reverse=True)
-    for journal in journals[:1]:
-        for record in journal.records.values():
-            if record.left_open or (delivering and record.rotated and not record.delivered):
-                return str(journal.path)
+    if not journals:
         return None
+    # The newest run by its number (a clock may step back), by its time where none has one.
+    newest = max(journals, key=lambda j: (j.run is not None, j.run or 0))
+    if any(unfinished_record(r, delivering=delivering) for r in newest.records.values()):
+        return str(newest.path)
     return None
+
+
+def unfinished_record(record: JournalRecord, *, delivering: bool) -> bool:
+    """The run that wrote ``record`` did not finish with its tunnel: a request left open,
+    or (when this run delivers) a PSK not yet delivered."""
+    return record.left_open or (delivering and record.rotated and not record.delivered)
 
 
 @contextlib.contextmanager

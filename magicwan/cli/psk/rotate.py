@@ -46,6 +46,7 @@ from magicwan.cli.psk.journals import (
     resumable,
     try_journal,
     unfinished,
+    unfinished_record,
 )
 from magicwan.cli.psk.selection import dry_run, select
 from magicwan.cli.runner import RunSettings, TrackedDeliverer, run_rotation
@@ -346,8 +347,7 @@ def _left_open(args: argparse.Namespace, account: str) -> set[str]:
     return {
         tunnel
         for (acc, tunnel), record in records.items()
-        if acc == account.lower()
-        and (record.left_open or (with_delivery and record.rotated and not record.delivered))
+        if acc == account.lower() and unfinished_record(record, delivering=with_delivery)
     }
 
 

@@ -674,12 +674,20 @@ class Checker:
             self.inherited = {
                 t for t, e in self.world.edge.items() if e.psk != self.deliverer.router[t]
             }
-        if not rerun or not self.check_doubt or self.method != "generate":
+        if not rerun:
             return
         from magicwan.journal import read_journal
 
         copy = MemoryStorage({str(JOURNAL): storage.content(JOURNAL)})  # not counted
         records = {tunnel: r for (_, tunnel), r in read_journal(JOURNAL, storage=copy).items()}
+        # A request a run before left open (or whose outcome was unknown) may still land
+        # during this run: what it exposes is that run's, not this run's window's.
+        self.inherited |= {t for t, r in records.items() if r.left_open or r.outcome_unknown}
+        self.inherited |= {
+            t for t, o in self.latest.items() if getattr(o, "outcome_unknown", False)
+        }
+        if not self.check_doubt or self.method != "generate":
+            return
         for tunnel, record in records.items():
             if record.left_open or record.outcome_unknown or record.uncertain:
                 self.doubted.add(tunnel)

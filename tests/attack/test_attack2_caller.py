@@ -8,8 +8,8 @@ import aiohttp
 from aiohttp import web
 
 from magicwan import APIConnectionError
-from tests.attack.attack_support import client_of, envelope, tiny_server
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import client_of, envelope, tiny_server
 
 
 async def _session() -> aiohttp.ClientSession:

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from magicwan import JournalError
 from magicwan.journal import read_journal
-from tests.attack.attack_support import client_of, envelope, tiny_server
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 

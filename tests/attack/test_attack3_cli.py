@@ -8,10 +8,10 @@ import pytest
 from aiohttp import web
 
 from magicwan.journal import Rotated
-from tests.attack.attack_support import THEIRS, applies_its_own_psk, envelope, tiny_server
 from tests.support.cli import magicwan
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.disk import fail_journal_writes
+from tests.support.tiny_server import THEIRS, applies_its_own_psk, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from magicwan.rotation import Validated
-from tests.attack.attack_support import (
+from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import (
     THEIRS,
     applies_its_own_psk,
     client_of,
     tiny_server,
 )
-from tests.support.constants import ACCOUNT, TUNNEL
 
 pytestmark = pytest.mark.asyncio
 

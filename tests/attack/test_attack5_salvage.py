@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.attack.attack_support import client_of, envelope, tiny_server
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,9 +12,9 @@ from aiohttp import web
 from magicwan import MagicWAN
 from magicwan.emulator import run
 from magicwan.journal import read_journal
-from tests.attack.attack_support import envelope, tiny_server
 from tests.support.cli import magicwan
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 

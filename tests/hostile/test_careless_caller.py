@@ -120,8 +120,8 @@ async def test_a_psk_received_is_not_dropped_when_the_drain_times_out_during_its
     # edge, received by the SDK) reaches neither an outcome nor rotation.unclaimed.
     from aiohttp import web
 
-    from tests.attack.attack_support import client_of, envelope, tiny_server
     from tests.support.constants import ACCOUNT, TUNNEL
+    from tests.support.tiny_server import client_of, envelope, tiny_server
 
     psk = "received-psk-0123456789abcdefgh"
     posts = 0

@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 
 from magicwan.emulator import EmulatorState, run
-from tests.attack.attack_support import Handler
 from tests.support.cli import magicwan
+from tests.support.tiny_server import Handler
 
 pytestmark = pytest.mark.asyncio
 

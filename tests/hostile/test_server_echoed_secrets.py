@@ -6,9 +6,9 @@ import pytest
 from aiohttp import web
 
 from magicwan import MagicWAN, MagicWANError
-from tests.attack.attack_support import client_of, tiny_server
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.secrets import exception_texts
+from tests.support.tiny_server import client_of, tiny_server
 
 pytestmark = pytest.mark.asyncio
 

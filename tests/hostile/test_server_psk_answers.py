@@ -15,10 +15,10 @@ from aiohttp import web
 from magicwan import MagicWANError, UnexpectedResponseError
 from magicwan._http import MAX_RESPONSE_BYTES
 from magicwan.emulator import EmulatorState, Faults, run
-from tests.attack.attack_support import Handler, client_of, envelope, tiny_server
 from tests.integration.integration_support import make_client
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.secrets import assert_no_secret, exception_texts, log_texts
+from tests.support.tiny_server import Handler, client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from magicwan.journal import Intent, Journal
 from magicwan.rotation import RotationOutcome
-from tests.attack.attack_support import client_of, envelope, tiny_server
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 

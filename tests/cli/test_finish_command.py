@@ -105,33 +105,3 @@ async def test_the_finish_command_of_an_older_than_run_delivers_what_it_left_und
         f"the finish command exited {second.code}; the router of {unlucky} never got the "
         f"PSK Cloudflare holds: {second.err!r}"
     )
-
-
-async def test_journal_dir_resume_every_time_keeps_rotating_despite_one_failing_tunnel(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    # `magicwan psk rotate --all --journal-dir DIR --resume` is offered as "the same
-    # command line every time": it resumes "the newest journal in DIR that a cut left
-    # unfinished, else a fresh one". One tunnel fails for good (here: 403 on its
-    # psk_generate, a token scoped too narrowly; or any permanent 4xx). Its `failed` line
-    # leaves `in_flight` set, and unfinished_journal() takes in_flight for "a cut left it
-    # unfinished": no run was cut, yet every later scheduled run resumes that same old
-    # journal and skips every other tunnel as "already rotated". The PSKs are never
-    # rotated again, week after week, while each run only reports the one failure.
-    # Expected: a journal that no cut left unfinished is not resumed: the next run
-    # rotates the other tunnels again.
-    journals = tmp_path / "journals"
-    weekly = ["psk", "rotate", "--all", "--journal-dir", str(journals), "--resume", "-q"]
-    async with cli_emulator(monkeypatch, tunnels=3) as (emu, answers):
-        stuck = emu.tunnel_ids[0]
-        answers.add("psk_generate", status=403, code=10000, message="denied", tunnel=stuck)
-        first = await magicwan(*weekly)
-        assert first.code == 1, first.err
-        before = {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids[1:]}
-        second = await magicwan(*weekly)  # a week later
-        after = {t: emu.state.current_psk(emu.account_id, t) for t in emu.tunnel_ids[1:]}
-    unrotated = sorted(t for t in before if after[t] == before[t])
-    assert not unrotated, (
-        f"the next scheduled run (exit {second.code}) resumed the finished journal and "
-        f"rotated none of {unrotated}: {second.err!r}"
-    )

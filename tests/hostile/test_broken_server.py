@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import time
 from collections.abc import Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from magicwan import (
     APIConnectionError,
@@ -27,6 +29,7 @@ from magicwan import (
     UnprocessableEntityError,
 )
 from magicwan._envelope import parse_retry_after
+from magicwan._http import MAX_RESPONSE_BYTES
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.hostile import (
@@ -44,6 +47,11 @@ from tests.support.secrets import (
     SECRET_TOKEN,
     assert_no_secret,
     exception_texts,
+)
+from tests.support.tiny_server import (
+    client_of,
+    envelope,
+    tiny_server,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -364,3 +372,24 @@ async def test_every_hostile_scenario_is_exercised(hostile: HostileServer) -> No
     covered = [scenario for table in tables for scenario in table]
     assert sorted(covered) == hostile.scenarios  # each exactly once
     assert sorted(RAW) == RAW_SCENARIOS
+
+
+async def test_a_gzip_bomb_is_refused_like_any_body_over_the_limit() -> None:
+    # SECURITY.md: "A response body larger than 4 MiB is refused." The limit is checked
+    # against Content-Length, which for a gzip body is the *compressed* size: 40 KiB on the
+    # wire inflate to 40 MiB in memory (4 MiB on the wire would be 4 GiB: the process dies).
+    pad = "x" * (10 * MAX_RESPONSE_BYTES)
+    body = envelope({"ipsec_tunnel_id": TUNNEL, "psk": "A" * 32, "pad": pad})
+    squeezed = gzip.compress(body, compresslevel=9)
+    assert len(squeezed) < MAX_RESPONSE_BYTES // 50
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(
+            body=squeezed,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        with pytest.raises(UnexpectedResponseError):
+            await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)

@@ -6,11 +6,16 @@ import asyncio
 import gc
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from magicwan import APIConnectionError, MagicWAN
+from magicwan import APIConnectionError, InvalidInputError, MagicWAN, new_psk
 from magicwan.emulator import Emulator, run
+from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import client_of, envelope, tiny_server
 
 
 @pytest.fixture
@@ -188,3 +193,67 @@ async def test_an_empty_rotation_leaves_no_coroutine_never_awaited(tmp_path: obj
             gc.collect()
     unawaited = [w for w in caught if "never awaited" in str(w.message)]
     assert unawaited == [], [str(w.message) for w in unawaited]
+
+
+async def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+def test_a_session_of_another_event_loop_fails_with_an_sdk_error() -> None:
+    # The first review made "one client used from two event loops" an APIConnectionError
+    # (request_sent=False). README: "Session ownership is explicit: a session you pass is
+    # never closed by the client". A caller who keeps one aiohttp session for the process
+    # (made in a first asyncio.run(), a startup hook, another thread's loop) and passes it
+    # to a client used in the next loop gets aiohttp's bare RuntimeError ("Timeout context
+    # manager should be used inside a task") out of psk.generate: not a MagicWANError, no
+    # outcome_unknown / request_sent, so the caller cannot tell whether a PSK was generated.
+    # _check_loop() only compares loops the SDK itself saw, never the session's own loop.
+    requests = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal requests
+        requests += 1
+        await request.read()
+        result = {"ipsec_tunnel_id": TUNNEL, "psk": "psk-0123456789abcdefghij"}
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    async def generate(session: aiohttp.ClientSession) -> BaseException | None:
+        async with tiny_server(handler) as base:
+            client = client_of(base, session=session, max_retries=0)
+            try:
+                await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+            except BaseException as exc:  # what escapes is the point
+                return exc
+            finally:
+                await client.aclose()
+        return None
+
+    first = asyncio.new_event_loop()
+    session = first.run_until_complete(_session())
+    try:
+        raised = asyncio.run(generate(session))
+    finally:
+        first.run_until_complete(session.close())
+        first.close()
+    assert isinstance(raised, APIConnectionError), f"raw {type(raised).__name__}: {raised}"
+    assert requests == 0 or raised.outcome_unknown
+
+
+@pytest.mark.asyncio
+async def test_psks_giving_one_tunnel_two_psks_is_refused(tmp_path: Path) -> None:
+    # rotate(method="set", psks={"ABC...": p1, "abc...": p2}): the same tunnel twice (ids
+    # are hex: the SDK itself treats two spellings as one tunnel), with two different
+    # PSKs. psk.set() refuses this ("tunnel ... is given twice"), but rotate() takes it
+    # and silently sends only one of them (the engine lowercases the keys, last wins).
+    # A caller who stored p1 for that router (the README: "store it first") now has a
+    # PSK the tunnel will never hold. Expected: InvalidInputError, before anything is
+    # sent, as psk.set() does.
+    async with run(tunnels=2, rate_limit=None) as emu:
+        tunnel = emu.tunnel_ids[0]
+        client = MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={})
+        async with client:
+            psks = {tunnel.upper(): new_psk(), tunnel.lower(): new_psk()}
+            with pytest.raises(InvalidInputError):
+                client.tunnels.ipsec.psk.rotate(
+                    emu.account_id, [tunnel], method="set", journal=tmp_path / "j", psks=psks
+                )

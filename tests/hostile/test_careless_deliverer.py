@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
-from magicwan import Delivery
+from magicwan import Delivery, MagicWAN, MagicWANError
 from magicwan.emulator import run
 from tests.integration.integration_support import make_client
+from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.tiny_server import client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,3 +105,90 @@ async def test_printing_an_undelivered_outcome_does_not_show_the_psk(tmp_path: P
     assert not outcome.ok
     assert psk not in str(outcome.error)  # the SDK's own error is scrubbed ...
     assert psk not in repr(outcome), "... but printing the outcome shows the PSK"
+
+
+async def test_a_deliverer_that_swallows_one_cancellation_still_times_out(
+    tmp_path: Path,
+) -> None:
+    # A deliverer that catches CancelledError once (a retry loop around a flaky router
+    # API, a `try: ... except BaseException:` in someone's SSH helper) and keeps waiting.
+    # deliver_timeout=0.2 cancels it, the cancellation is swallowed, and the rotation
+    # waits for it for good: no outcome, no `undelivered`, and aclose() waits past
+    # drain_timeout too. (Here it gives up after 5 s so the test ends.) Expected: the
+    # delivery try is abandoned at deliver_timeout and the tunnel comes back
+    # `undelivered` with its PSK, whatever the deliverer does with the cancellation.
+    release = asyncio.Event()
+
+    async def stubborn(delivery: Delivery) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed once
+            await asyncio.sleep(3600)
+        await release.wait()
+
+    async with run(tunnels=1, rate_limit=None) as emu:
+        client = MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={})
+        async with client:
+            rotation = client.tunnels.ipsec.psk.rotate(
+                emu.account_id,
+                emu.tunnel_ids,
+                journal=tmp_path / "j.jsonl",
+                deliver=stubborn,
+                deliver_timeout=0.2,
+                deliver_retries=0,
+                drain_timeout=0.2,
+            )
+            async with rotation:
+                try:
+                    first = await asyncio.wait_for(anext(aiter(rotation)), 5)
+                except TimeoutError:
+                    first = None
+                finally:
+                    release.set()
+    assert first is not None, "no outcome: the rotation waits on the deliverer forever"
+    assert first.state.value == "undelivered"
+
+
+class RouterError(Exception):
+    """A deliverer's own error type whose __str__ expects attributes set by its usual
+    constructor: raised the short way, printing it raises AttributeError."""
+
+    def __str__(self) -> str:
+        return f"router {self.router} refused the key"  # type: ignore[attr-defined]
+
+
+async def test_a_deliverer_error_that_cannot_be_printed_does_not_drop_the_psk() -> None:
+    # method="generate" needs no journal. The deliverer raises its own exception type, whose
+    # __str__ fails (AttributeError). _deliver() catches the exception, then calls
+    # _describe(last, psk) -> str(last) OUTSIDE any try: the AttributeError escapes
+    # _deliver, _released() drops the tunnel from _holding, _guard() records it as a crash,
+    # and the iteration ends with a raw AttributeError (not an SDK error). The tunnel's new
+    # PSK, live at Cloudflare and in no journal, is in no outcome and not in unclaimed.
+    psk = "generated-psk-0123456789abcdefgh"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        result = {
+            "ipsec_tunnel_id": TUNNEL,
+            "psk": psk,
+            "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
+        }
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    async def deliver(delivery: Delivery) -> None:
+        raise RouterError()
+
+    seen: list[Any] = []
+    raised: BaseException | None = None
+    async with tiny_server(handler) as base, client_of(base) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            ACCOUNT, [TUNNEL], deliver=deliver, deliver_retries=0
+        )
+        try:
+            async with rotation:
+                async for outcome in rotation:
+                    seen.append(outcome)
+        except Exception as exc:  # what escapes is the point
+            raised = exc
+        seen += rotation.unclaimed
+    held = [o.psk for o in seen]
+    assert psk in held, "the PSK generated is in no outcome and in no journal"
+    assert raised is None or isinstance(raised, MagicWANError), f"raw {raised!r}"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from aiohttp import web
 
 from magicwan import MagicWAN, MagicWANError
+from magicwan.journal import read_journal
+from tests.support.cli import magicwan
 from tests.support.constants import ACCOUNT, TUNNEL
-from tests.support.secrets import exception_texts
-from tests.support.tiny_server import client_of, tiny_server
+from tests.support.secrets import assert_no_secret, exception_texts, log_texts
+from tests.support.tiny_server import client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -72,3 +77,89 @@ async def test_an_error_message_that_is_an_object_never_shows_its_psk_member() -
             await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
     shown = "\n".join([str(caught.value), repr(caught.value), *exception_texts(caught.value)])
     assert psk not in shown, f"the PSK is in the error: {caught.value}"
+
+
+async def test_a_bulk_set_refusal_reason_quoting_the_psk_is_scrubbed(tmp_path: Path) -> None:
+    # The SDK knows every PSK it sent in a bulk set (it scrubs them from error envelopes),
+    # yet Cloudflare's reason for not applying one ("psk 'abc...' is too weak", a
+    # validation message echoing its input) goes verbatim into NotAppliedError's text:
+    # outcome.error, the journal's failed line, the CLI's stderr.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        unapplied = {item["id"]: f"psk {item['psk']!r} is too weak" for item in body["psks"]}
+        result = {"successfully_applied_psks": {}, "unapplied_psks": unapplied}
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    async with tiny_server(handler) as base, client_of(base) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            ACCOUNT, [TUNNEL], method="set", journal=tmp_path / "j.jsonl"
+        )
+        async with rotation:
+            outcomes = [o async for o in rotation]
+    [outcome] = outcomes
+    assert not outcome.ok
+    sent = next(
+        json.loads(line)["psk"]
+        for line in (tmp_path / "j.jsonl").read_text().splitlines()
+        if '"intent"' in line
+    )
+    assert_no_secret(exception_texts(outcome.error), [sent], "NotAppliedError")
+
+
+async def test_a_cf_ray_header_echoing_the_token_is_scrubbed_from_the_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # SECURITY.md: "The client's own token or API key is also replaced wherever it appears"
+    # (in error messages). The body is scrubbed; the cf-ray header is not: a gateway that
+    # reflects request headers into its answer's (here: Authorization into cf-ray) puts the
+    # token into str(error), the failed journal line, the CLI's stderr and every DEBUG log
+    # line of the request.
+    import logging
+
+    token = "tok-attack-0123456789"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        echoed = request.headers.get("Authorization", "")
+        body = json.dumps(
+            {"success": False, "errors": [{"code": 10001, "message": "x"}], "messages": []}
+        )
+        return web.Response(
+            body=body, status=503, content_type="application/json", headers={"cf-ray": echoed}
+        )
+
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        with pytest.raises(MagicWANError) as caught:
+            await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert_no_secret(exception_texts(caught.value), [token], "the error")
+    assert_no_secret(log_texts(caplog.records), [token], "the log")
+
+
+async def test_a_set_answer_keyed_by_the_psk_never_prints_the_psk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `magicwan psk set ACCOUNT TUNNEL --journal J` (no --show-psk) against a server whose
+    # bulk-set answer keys its refusal by the offending value instead of the tunnel id:
+    # `"unapplied_psks": {"<the PSK sent>": "invalid psk"}` (an API that quotes its input
+    # the way the README says a reason may; the SDK redacts the PSKs sent from the
+    # *reasons*, not from the keys). _set_converter raises UnexpectedResponseError(
+    # f"answer refuses tunnel {key!r}, not sent"): the PSK, in clear, in the error
+    # message, which the command prints on stderr (and a rotation puts in its `failed`
+    # journal line, its JSON line and the log). Expected: no PSK sent appears in any
+    # error message; the answer is refused without quoting it.
+    async def keyed_by_psk(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        refused = {item["psk"]: "invalid psk" for item in body["psks"]}
+        result = {"successfully_applied_psks": {}, "unapplied_psks": refused}
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    path = tmp_path / "j.jsonl"
+    async with tiny_server(keyed_by_psk) as base:
+        monkeypatch.setenv("CLOUDFLARE_BASE_URL", base)
+        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "tok-attack-0123456789")
+        result = await magicwan("psk", "set", ACCOUNT, TUNNEL, "--journal", str(path))
+    sent = {record.pending_psk for record in read_journal(path).values()} - {None}
+    assert sent  # the intent line holds the PSK sent
+    printed = [psk for psk in sent if psk is not None and psk in result.out + result.err]
+    assert not printed, f"exit {result.code}: the PSK sent is printed: {result.err!r}"

@@ -3,7 +3,6 @@ emulator itself with a controlled clock."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,68 +11,27 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from magicwan import MagicWANError, UnexpectedResponseError
-from magicwan._http import MAX_RESPONSE_BYTES
+from magicwan import MagicWAN
 from magicwan.emulator import EmulatorState, Faults, run
+from magicwan.journal import read_journal
+from magicwan.rotation import Validated
 from tests.integration.integration_support import make_client
 from tests.support.constants import ACCOUNT, TUNNEL
-from tests.support.secrets import assert_no_secret, exception_texts, log_texts
-from tests.support.tiny_server import Handler, client_of, envelope, tiny_server
+from tests.support.tiny_server import (
+    THEIRS,
+    Handler,
+    applies_its_own_psk,
+    client_of,
+    envelope,
+    tiny_server,
+)
 
 pytestmark = pytest.mark.asyncio
 
 # --- a bulk set refused with a reason that quotes the PSK ----------------------------------
 
 
-async def test_a_bulk_set_refusal_reason_quoting_the_psk_is_scrubbed(tmp_path: Path) -> None:
-    # The SDK knows every PSK it sent in a bulk set (it scrubs them from error envelopes),
-    # yet Cloudflare's reason for not applying one ("psk 'abc...' is too weak", a
-    # validation message echoing its input) goes verbatim into NotAppliedError's text:
-    # outcome.error, the journal's failed line, the CLI's stderr.
-    async def handler(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        unapplied = {item["id"]: f"psk {item['psk']!r} is too weak" for item in body["psks"]}
-        result = {"successfully_applied_psks": {}, "unapplied_psks": unapplied}
-        return web.Response(body=envelope(result), content_type="application/json")
-
-    async with tiny_server(handler) as base, client_of(base) as client:
-        rotation = client.tunnels.ipsec.psk.rotate(
-            ACCOUNT, [TUNNEL], method="set", journal=tmp_path / "j.jsonl"
-        )
-        async with rotation:
-            outcomes = [o async for o in rotation]
-    [outcome] = outcomes
-    assert not outcome.ok
-    sent = next(
-        json.loads(line)["psk"]
-        for line in (tmp_path / "j.jsonl").read_text().splitlines()
-        if '"intent"' in line
-    )
-    assert_no_secret(exception_texts(outcome.error), [sent], "NotAppliedError")
-
-
 # --- a compressed body: the 4 MiB limit measured before decompression -----------------------
-
-
-async def test_a_gzip_bomb_is_refused_like_any_body_over_the_limit() -> None:
-    # SECURITY.md: "A response body larger than 4 MiB is refused." The limit is checked
-    # against Content-Length, which for a gzip body is the *compressed* size: 40 KiB on the
-    # wire inflate to 40 MiB in memory (4 MiB on the wire would be 4 GiB: the process dies).
-    pad = "x" * (10 * MAX_RESPONSE_BYTES)
-    body = envelope({"ipsec_tunnel_id": TUNNEL, "psk": "A" * 32, "pad": pad})
-    squeezed = gzip.compress(body, compresslevel=9)
-    assert len(squeezed) < MAX_RESPONSE_BYTES // 50
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        return web.Response(
-            body=squeezed,
-            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
-        )
-
-    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
-        with pytest.raises(UnexpectedResponseError):
-            await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
 
 
 # --- a read-back whose stamps happen to fall on a whole second -------------------------------
@@ -161,36 +119,6 @@ async def test_a_psk_with_a_newline_is_not_reported_delivered_when_the_router_go
 # --- a secret echoed in the cf-ray header --------------------------------------------------------
 
 
-async def test_a_cf_ray_header_echoing_the_token_is_scrubbed_from_the_error(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # SECURITY.md: "The client's own token or API key is also replaced wherever it appears"
-    # (in error messages). The body is scrubbed; the cf-ray header is not: a gateway that
-    # reflects request headers into its answer's (here: Authorization into cf-ray) puts the
-    # token into str(error), the failed journal line, the CLI's stderr and every DEBUG log
-    # line of the request.
-    import logging
-
-    token = "tok-attack-0123456789"
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        echoed = request.headers.get("Authorization", "")
-        body = json.dumps(
-            {"success": False, "errors": [{"code": 10001, "message": "x"}], "messages": []}
-        )
-        return web.Response(
-            body=body, status=503, content_type="application/json", headers={"cf-ray": echoed}
-        )
-
-    caplog.set_level(logging.DEBUG, logger="magicwan")
-    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
-        with pytest.raises(MagicWANError) as caught:
-            await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
-    assert_no_secret(exception_texts(caught.value), [token], "the error")
-    assert_no_secret(log_texts(caplog.records), [token], "the log")
-
-
 # --- a bulk set answer that leaves a tunnel out ------------------------------------------------
 
 
@@ -270,20 +198,179 @@ def outcomes_ok(outcomes: list[Any], tunnel: str) -> bool:
     return any(o.ok for o in outcomes if o.tunnel_id == tunnel)
 
 
-async def test_cli_validate_only_through_a_server_that_generates_does_not_exit_0(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # `magicwan psk rotate --all --validate-only` (no journal: "changes nothing"). Every
-    # answer carries a psk, which a validate_only answer never does: the server generated.
-    # The command prints "validated", exits 0, and the new PSKs were shown and recorded
-    # nowhere: every tunnel is down.
-    from tests.support.cli import magicwan
+#: What a gateway (or an API that hides secrets in its answers) echoes instead of the PSK.
+MASKED = "*" * 32
 
-    state = EmulatorState(tunnels=3, seed=9, rate_limit=None)
-    async with run(state=state, middlewares=[_drop_the_query]) as emu:
-        for name, value in emu.env().items():
-            monkeypatch.setenv(name, value)
-        result = await magicwan("psk", "rotate", "--all", "--validate-only", "--json")
-        generated = state.total_generations()
-    assert generated == 3  # the server really generated
-    assert result.code != 0, "exit 0: 'validated, nothing changed', yet 3 PSKs are lost"
+
+@web.middleware
+async def masks_applied_psks(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The emulator applies the PSKs sent; the answer shows each as ``MASKED``."""
+    response: web.StreamResponse = await handler(request)
+    if not (request.path.endswith("/ipsec_tunnels/psk") and response.status == 200):
+        return response
+    assert isinstance(response, web.Response)
+    assert isinstance(response.body, bytes)
+    body = json.loads(response.body)
+    for item in body["result"]["successfully_applied_psks"].values():
+        item["psk"] = MASKED
+    return web.json_response(body)
+
+
+async def test_a_set_answer_echoing_another_psk_never_loses_the_psk_sent(tmp_path: Path) -> None:
+    # rotate(method="set", journal=J). The server applies the PSK sent (S) but its answer
+    # echoes another one (here a mask). Run 1 fails the tunnel and carries, and journals
+    # in a `rotated` line, only the echoed PSK; that `rotated` line clears the intent's
+    # pending PSK in read_journal, so S is now in no outcome and in nothing a rerun reads
+    # (only in a raw intent line the fold has dropped). The resume (resume=True) reads
+    # the tunnel back: the edge's stamp is the stamp of the set that applied S, equal to
+    # the echoed answer's, so it hands over a `skipped`, ok, *verified* outcome with the
+    # echoed PSK, which the edge does not hold. The tunnel runs on S forever, and the
+    # journal and both runs say it holds the mask. Expected: when the answer differs
+    # from what was sent, S is kept (in the outcome or as the journal's pending PSK) and
+    # a rerun resolves the doubt (resends) instead of verifying the echo.
+    path = tmp_path / "set.jsonl"
+    async with run(tunnels=2, rate_limit=None, middlewares=[masks_applied_psks]) as emu:
+        tunnel = emu.tunnel_ids[0]
+        client = MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={})
+        async with client:
+            psk = client.tunnels.ipsec.psk
+            first = psk.rotate(emu.account_id, [tunnel], method="set", journal=path)
+            async with first:
+                run_one = [outcome async for outcome in first]
+            second = psk.rotate(
+                emu.account_id, [tunnel], method="set", journal=path, resume=True, settle_window=0
+            )
+            async with second:
+                run_two = [outcome async for outcome in second]
+        edge = emu.state.current_psk(emu.account_id, tunnel)
+    assert edge is not None
+    assert edge != MASKED
+    record = read_journal(path)[(emu.account_id.lower(), tunnel.lower())]
+    wrong = [o for o in run_two if o.ok and o.psk != edge]
+    assert not wrong, (
+        f"the resume hands over {wrong[0].state.value} (ok, verified="
+        f"{getattr(wrong[0], 'verified', None)}) with a PSK the edge does not hold"
+    )
+    kept = {o.psk for o in run_one + run_two} | {record.psk, record.pending_psk}
+    assert edge in kept, "the PSK the edge holds is in no outcome and nowhere a rerun reads"
+
+
+async def test_a_set_answer_applying_another_psk_keeps_the_psk_received(tmp_path: Path) -> None:
+    # method="set". The server answers 200 "successfully applied" for the tunnel, but with a
+    # PSK other than the one sent (a server that makes its own key for weak input, a
+    # gateway mixing up two requests, a version that normalises the value). The SDK sees
+    # the mismatch, raises UnexpectedResponseError inside the converter, retries, and in
+    # the end hands over a failure carrying the PSK it SENT; the PSK it RECEIVED, which
+    # the server says the tunnel now holds, is in no outcome and no journal line.
+    # README: "never drops a PSK it received, whatever fails next".
+    theirs = "server-chosen-psk-0123456789abcd"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        applied = {
+            item["id"]: {
+                "ipsec_tunnel_id": item["id"],
+                "psk": theirs,
+                "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
+            }
+            for item in body["psks"]
+        }
+        result = {"successfully_applied_psks": applied, "unapplied_psks": {}}
+        return web.Response(body=envelope(result), content_type="application/json")
+
+    path = tmp_path / "j.jsonl"
+    async with tiny_server(handler) as base, client_of(base, max_retries=1) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(ACCOUNT, [TUNNEL], method="set", journal=path)
+        async with rotation:
+            [outcome] = [o async for o in rotation]
+    assert not outcome.ok
+    held = [outcome.psk]
+    assert theirs in held or theirs in path.read_text(), (
+        f"{type(outcome.error).__name__}: the server applied a PSK the SDK received, and it "
+        "is in no outcome and no journal line"
+    )
+
+
+async def test_a_raw_deflate_answer_carrying_a_new_psk_is_decoded() -> None:
+    # The client asks for `Accept-Encoding: gzip, deflate`. Many servers and proxies answer
+    # `Content-Encoding: deflate` with a RAW deflate stream (no zlib header: the historic
+    # IIS / PHP mistake). aiohttp's own decoder accepts it (http_parser.DeflateBuffer falls
+    # back to raw deflate when the first byte is not a zlib header); the SDK now decodes
+    # bodies itself (_http._read, zlib.MAX_WBITS only) and calls that body "a deflate body
+    # that does not decompress". On psk_generate, the answer that carries the new PSK is
+    # thrown away as an unknown outcome: retried (each retry makes and drops another PSK),
+    # then a failure, while the tunnel holds a PSK that reached the client and was dropped.
+    import zlib
+
+    psk = "deflated-psk-0123456789abcdefgh"
+    body = envelope(
+        {
+            "ipsec_tunnel_id": TUNNEL,
+            "psk": psk,
+            "psk_metadata": {"last_generated_on": "2030-01-01T00:00:00.123456Z"},
+        }
+    )
+    squeezer = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # raw deflate
+    raw = squeezer.compress(body) + squeezer.flush()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(
+            body=raw, headers={"Content-Encoding": "deflate", "Content-Type": "application/json"}
+        )
+
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert result.psk == psk
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"psk_metadata": "2030-01-01T00:00:00Z"}, {"ipsec_id": ["a.example"]}],
+    ids=["metadata_flattened_to_a_stamp", "ipsec_id_a_list"],
+)
+async def test_metadata_of_the_wrong_type_never_costs_the_psk(extra: dict[str, object]) -> None:
+    # README: "Metadata never costs a PSK. An answer that carries a PSK is returned even when
+    # its last_generated_on cannot be read". That holds for an odd stamp INSIDE psk_metadata;
+    # but psk_metadata itself flattened to the stamp string (or ipsec_id, a fact the SDK only
+    # passes on, given as a list) fails the whole result's structuring: the answer carrying
+    # the new, live PSK is an UnexpectedResponseError, retried as an unknown outcome (every
+    # retry makes and drops another PSK), then a failure. The PSK is lost.
+    psk = "metadata-psk-0123456789abcdefgh"
+    body = envelope({"ipsec_tunnel_id": TUNNEL, "psk": psk, **extra})
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
+        result = await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+    assert result.psk == psk
+
+
+async def test_validate_only_set_answered_with_another_psk_keeps_the_psk_received(
+    tmp_path: Path,
+) -> None:
+    # rotate(method="set", validate_only=True, journal=...). The server answers "applied"
+    # with a PSK other than the one sent. Without validate_only the second review's fix
+    # keeps Cloudflare's PSK (journalled, doubtful, in the failure). Under validate_only
+    # the mismatch check is skipped (`not s.validate_only and ...`) and the Validated
+    # outcome is built with `attrs.evolve(model, psk=psks[work.id])`: the PSK the server
+    # says the tunnel now holds is overwritten by the one sent. It is in no outcome and
+    # no journal line (only the sent PSK's intent is journalled). SECURITY.md "Validation
+    # that was not": a server that applies anyway must not cost the PSK; README: "never
+    # drops a PSK it received". Here the tunnel runs on a PSK nobody has.
+    path = tmp_path / "j.jsonl"
+    async with tiny_server(applies_its_own_psk) as base, client_of(base) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            ACCOUNT, [TUNNEL], method="set", validate_only=True, journal=path
+        )
+        async with rotation:
+            [outcome] = [o async for o in rotation]
+    journalled = path.read_text() if path.exists() else ""
+    carried = outcome.result.psk if outcome.result is not None else None
+    assert carried == THEIRS or THEIRS in journalled, (
+        f"{type(outcome).__name__} carries the PSK sent; the PSK the server says it applied "
+        "is in no outcome and no journal line"
+    )
+    assert not isinstance(outcome, Validated), "'validated' although the server applied a PSK"

@@ -25,11 +25,13 @@ from magicwan import (
     NotFoundError,
     PSKGenerateResult,
     PSKMetadata,
+    new_psk,
 )
 from magicwan.errors import RotationHaltedError
 from magicwan.journal import JournalRecord
 from magicwan.rotation import machine as m
 from magicwan.rotation.outcomes import OutcomeState
+from tests.support.constants import TUNNEL
 
 T = "c4a7362d577a6c3019a474fd6f485823"
 STAMP = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
@@ -208,3 +210,23 @@ def test_a_late_store_seen_by_the_read_back_starts_the_tunnel_again() -> None:
     assert isinstance(emit, m.Emit)
     assert emit.outcome.psk == P_NEW
     assert emit.outcome.outcome_unknown
+
+
+def test_the_state_machines_objects_never_show_a_psk_in_their_repr() -> None:
+    # README ("How the engine keeps the promise") presents magicwan.rotation.machine:
+    # TunnelRun, its events and effects, `step(rules, run, event) -> (run, effects)`.
+    # They are what anyone debugging a rotation prints (a log line, a pytest assertion,
+    # the simulation's failure report). TunnelRun.sending (the PSK a set sends),
+    # Begin.psk and Deliver.psk are plain strings with attrs' default repr, so
+    # repr(run), repr(Begin(...)) and repr(Deliver(...)) show the PSK in clear, while
+    # every public model (PSKGenerateResult, Delivery, JournalRecord, Intent) hides it.
+    # Expected: no repr of these objects contains the PSK.
+    psk = new_psk()
+    result = PSKGenerateResult(ipsec_tunnel_id=TUNNEL, psk=psk)
+    shown = {
+        "TunnelRun": repr(m.TunnelRun(tunnel_id=TUNNEL, sending=psk)),
+        "Begin": repr(m.Begin(0.0, psk)),
+        "Deliver": repr(m.Deliver(psk, result)),
+    }
+    leaking = sorted(name for name, text in shown.items() if psk in text)
+    assert not leaking, f"the repr of {', '.join(leaking)} shows the PSK"

@@ -64,3 +64,42 @@ async def test_a_second_refused_resend_still_carries_the_psk_run_one_may_have_se
         f"run 3: {third.error}; no PSK carried, although nothing settled the doubt run 1 left "
         "(run 2 carried it)"
     )
+
+
+async def test_a_resumed_set_whose_resend_is_refused_still_carries_the_psk_sent_before(
+    tmp_path: Path,
+) -> None:
+    # Run 1 (method="set") fsynced an intent with PSK P, sent the request, and was killed
+    # (kill -9, a power cut) before the answer was recorded: the tunnel may hold P. Run 2
+    # resumes with the same journal and resends P, and this time the request is refused
+    # with a certain error (a 400: the token lost a scope, the API changed, a tunnel is
+    # being edited). _send_set only replaces `held` by the PSK sent when the error is
+    # outcome_unknown, so the outcome is "failed", outcome_unknown=False, carrying no PSK:
+    # the caller is told nothing changed for this tunnel, although run 1 may have put P
+    # there. README: "Any outcome for a tunnel that may now hold a PSK we ... sent carries
+    # that PSK".
+    from magicwan.journal import Intent, Journal
+
+    pending = "pending-set-psk-0123456789abcdef"
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.open()
+    try:
+        journal.append(Intent(account_id=ACCOUNT, tunnel_id=TUNNEL, method="set", psk=pending))
+    finally:
+        journal.close_now()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        refusal = {"success": False, "errors": [{"code": 1000, "message": "no"}], "messages": []}
+        return web.json_response(refusal, status=400)
+
+    async with tiny_server(handler) as base, client_of(base) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(ACCOUNT, [TUNNEL], method="set", journal=path)
+        async with rotation:
+            [outcome] = [o async for o in rotation]
+    assert not outcome.ok
+    assert outcome.psk == pending or outcome.outcome_unknown, (
+        f"{type(outcome.error).__name__}, outcome_unknown=False, psk "
+        f"{'None' if outcome.psk is None else 'another'}: run 1 may have set the pending PSK"
+    )

@@ -9,9 +9,11 @@ real process; and an emulator middleware that answers chosen requests the way a 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +36,7 @@ __all__ = [
     "journalled",
     "json_lines",
     "magicwan",
+    "magicwan_process",
     "process_env",
     "summary",
 ]
@@ -155,6 +158,24 @@ def process_env(emulator: Emulator, **extra: str) -> dict[str, str]:
     env.pop("NO_COLOR", None)
     env.update(extra)
     return env
+
+
+async def magicwan_process(emulator: Emulator, *argv: str, timeout: float = 30.0) -> Result:
+    """``python -m magicwan ARGV...`` as a real process against ``emulator``; no stdin."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "magicwan",
+        *argv,
+        cwd=REPO,
+        env=process_env(emulator),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
 
 
 def journalled(path: Path, account_id: str) -> dict[str, str]:

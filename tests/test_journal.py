@@ -1,7 +1,7 @@
 """``magicwan.journal`` on its own: the file's safety, its events, and how a journal is read back.
 
 Rotations that write journals against the emulator (reruns, crashes, modes during a run) are
-the scenario suites' business: ``tests/integration/`` and ``tests/hardening/``.
+the scenario suites' business: ``tests/integration/`` and ``tests/hostile/``.
 """
 
 from __future__ import annotations

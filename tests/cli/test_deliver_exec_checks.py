@@ -1,5 +1,4 @@
-"""Outside review 2: --deliver-exec PROG is refused before any PSK is made when PROG
-cannot be run."""
+"""``--deliver-exec PROG`` is refused before any PSK is made when PROG cannot be run."""
 
 from __future__ import annotations
 
@@ -23,11 +22,10 @@ pytestmark = pytest.mark.asyncio
 async def test_deliver_exec_that_cannot_be_executed_is_refused_before_any_psk(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, body: str
 ) -> None:
-    # shutil.which() only asks "exists and has an x bit". A script whose interpreter is
-    # missing (a venv moved, python3.11 removed) or that has no #! line passes that check,
-    # yet the kernel refuses to exec it. The run then generates a PSK per tunnel, fails to
-    # deliver each, and halts after halt_after tunnels: exactly the broken tunnels the
-    # check is there to prevent.
+    # A script that exists and has an x bit, but whose interpreter is missing (a venv
+    # moved, python3.11 removed) or that has no #! line: the kernel refuses to exec it.
+    # The run is refused before it generates a PSK, rather than breaking halt_after
+    # tunnels whose PSKs it then cannot deliver.
     prog = tmp_path / "push"
     prog.write_text(body)
     prog.chmod(0o700)

@@ -1,4 +1,5 @@
-"""Outside review: finishing a cut or failed run with the command it prints."""
+"""Finishing a cut or failed ``psk rotate --older-than`` run with the command it prints: the
+resume takes the tunnels its journal left open, even though the run made their stamps fresh."""
 
 from __future__ import annotations
 
@@ -20,13 +21,9 @@ async def test_the_finish_command_of_an_older_than_run_reads_back_a_tunnel_left_
     # edge stores every generated PSK but every answer is lost (a 503 after the store, as
     # a reset after the store would be): the run ends with that tunnel `failed`,
     # outcome unknown, and prints "to finish: magicwan psk rotate --older-than 30d
-    # --journal J --resume". The operator runs it. But --older-than selects by the
-    # edge's `last_generated_on`, which the lost stores just made fresh: the doubtful
-    # tunnel is no longer selected, so the resume never reads it back nor rotates it,
-    # and exits 0. The tunnel now runs on a PSK that is in no journal line and was in
-    # no outcome: it is down until someone rotates it by hand. Expected: the finish
-    # command (a --resume with that journal) also takes the tunnels the journal left
-    # open, so the edge's PSK ends up in the journal.
+    # --journal J --resume". The operator runs it. --older-than selects by the edge's
+    # `last_generated_on`, which the lost stores just made fresh; the finish command still
+    # takes the tunnels the journal left open, so the edge's PSK ends up in the journal.
     path = tmp_path / "policy.jsonl"
     async with cli_emulator(monkeypatch, tunnels=3) as (emu, answers):
         doubtful = emu.tunnel_ids[0]
@@ -60,11 +57,9 @@ async def test_the_finish_command_of_an_older_than_run_delivers_what_it_left_und
     # `magicwan psk rotate --older-than 30d --journal J --deliver-exec PROGRAM`: the
     # program fails for one router, so that tunnel is `undelivered` (exit 5: its new PSK
     # is live at Cloudflare, not on the router) and the run prints its finish command,
-    # `... --older-than 30d ... --resume`. The router is fixed and the command run: it
-    # selects by the edge's stamp, which the rotation just made fresh, so the
-    # undelivered tunnel is not selected, nothing is delivered, and it exits 0 ("all
-    # done") while the router still has the old PSK. Expected: the resume delivers the
-    # journalled PSK (and does not exit 0 before it did).
+    # `... --older-than 30d ... --resume`. The router is fixed and the command run: though
+    # the rotation made the tunnel's stamp fresh, the resume delivers the journalled PSK
+    # (and does not exit 0 "all done" before it did).
     path = tmp_path / "policy.jsonl"
     broken = tmp_path / "broken"
     delivered = tmp_path / "delivered"

@@ -250,11 +250,9 @@ async def test_prune_after_a_clock_step_back_keeps_the_journal_with_the_live_psk
     # Two scheduled runs on one --journal-dir. The second runs while the machine's clock
     # is a day behind (the README's timer has Persistent=true: it fires at boot, before
     # time sync). Its journal's header and lines are stamped "yesterday", so `journal
-    # prune --keep 1` ranks it as the OLDER journal, takes run one's records as each
-    # tunnel's newest PSK, and removes run two's journal: the only copy of the PSKs the
-    # edge holds now (Cloudflare's own `last_generated_on` stamps, also journalled, say
-    # run two's are newer). Expected: prune never removes the journal holding the PSK
-    # the edge holds; here, `journal export DIR` still gives each tunnel's live PSK.
+    # prune --keep 1` must not take it for the older journal: it holds the only copy of
+    # the PSKs the edge holds now (Cloudflare's own `last_generated_on` stamps, also
+    # journalled, say so). Prune never removes the journal holding the PSK the edge holds.
     journals = tmp_path / "journals"
     rotate = ["psk", "rotate", "--all", "--journal-dir", str(journals), "-q"]
     async with cli_emulator(monkeypatch, tunnels=2) as (emu, _):

@@ -1,4 +1,5 @@
-"""Outside review: two scheduled runs that overlap on one --journal-dir."""
+"""Two scheduled ``psk rotate --journal-dir`` runs that overlap: no two runs deliver different
+PSKs to one router."""
 
 from __future__ import annotations
 
@@ -37,13 +38,10 @@ async def test_two_overlapping_runs_on_one_journal_dir_do_not_both_report_delive
     # The README's scheduled job: `magicwan psk rotate --all --journal-dir DIR
     # --deliver-exec PUSH`. A run at Cloudflare's budget takes long (37 minutes for
     # 10,000 tunnels), so a second run (the next cron slot, or an operator by hand)
-    # overlaps the first. Each gets its own fresh journal, nothing locks the directory
-    # or the tunnels across processes, and both rotate the same tunnel: run A generates
-    # P_a, run B then generates P_b (the edge now holds P_b) and pushes it, and A's push
-    # of P_a lands last. Both exit 0, "delivered"; the router holds P_a, the edge P_b:
-    # the tunnel is down and no run said so. Expected: the second run is refused (or
-    # leaves alone the tunnels the first one is rotating) while the first holds the
-    # directory, so no two runs can deliver different PSKs to one router.
+    # overlaps the first. If both rotated the same tunnel, A's push of P_a could land after
+    # B's P_b: the router would hold P_a, the edge P_b, and both runs would say
+    # "delivered". The second run is refused (or leaves alone the tunnels the first one is
+    # rotating) while the first holds the directory.
     journals = tmp_path / "journals"
     go = tmp_path / "b-delivered"
     slow = _pusher(tmp_path, "slow", wait_for=go, then=None)

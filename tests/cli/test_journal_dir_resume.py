@@ -1,4 +1,5 @@
-"""Outside review 2: --journal-dir DIR --resume, and the directory's checks."""
+"""``psk rotate --journal-dir DIR --resume``: the same command line every time. It checks the
+directory like a fresh run, and resumes only a journal a cut left unfinished."""
 
 from __future__ import annotations
 
@@ -43,10 +44,9 @@ async def test_resume_in_journal_dir_checks_the_directory_like_a_fresh_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, change: str
 ) -> None:
     # README: an existing DIR is "refused if other users can write to it (/tmp included)
-    # or if it belongs to another user but root". A fresh run checks that (fresh_journal);
-    # a --resume run that picks the newest unfinished journal of DIR never does: it opens,
-    # trusts and delivers from whatever journal is newest in a directory others can plant
-    # files in (a journal named rotate-999999-... with a chosen PSK "undelivered").
+    # or if it belongs to another user but root". A --resume run that picks the newest
+    # unfinished journal of DIR checks that too: otherwise it would trust and deliver from
+    # a journal others planted (rotate-999999-... with a chosen PSK "undelivered").
     if change == "other-owner" and os.geteuid() != 0:
         pytest.skip("needs root to chown")
     journals = tmp_path / "journals"
@@ -91,13 +91,9 @@ async def test_journal_dir_resume_every_time_keeps_rotating_despite_one_failing_
     # `magicwan psk rotate --all --journal-dir DIR --resume` is offered as "the same
     # command line every time": it resumes "the newest journal in DIR that a cut left
     # unfinished, else a fresh one". One tunnel fails for good (here: 403 on its
-    # psk_generate, a token scoped too narrowly; or any permanent 4xx). Its `failed` line
-    # leaves `in_flight` set, and unfinished_journal() takes in_flight for "a cut left it
-    # unfinished": no run was cut, yet every later scheduled run resumes that same old
-    # journal and skips every other tunnel as "already rotated". The PSKs are never
-    # rotated again, week after week, while each run only reports the one failure.
-    # Expected: a journal that no cut left unfinished is not resumed: the next run
-    # rotates the other tunnels again.
+    # psk_generate, a token scoped too narrowly; or any permanent 4xx). No run was cut, so
+    # the next run does not resume that journal (which would skip every other tunnel as
+    # "already rotated", week after week): it rotates the other tunnels again.
     journals = tmp_path / "journals"
     weekly = ["psk", "rotate", "--all", "--journal-dir", str(journals), "--resume", "-q"]
     async with cli_emulator(monkeypatch, tunnels=3) as (emu, answers):

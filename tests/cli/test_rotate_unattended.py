@@ -464,13 +464,10 @@ async def test_a_policy_run_with_nothing_old_enough_still_writes_its_metrics(
 ) -> None:
     # A weekly policy job: `magicwan psk rotate --older-than 90d --journal-dir DIR
     # --metrics-file rotation.prom`. Most weeks no PSK is old enough: the command says
-    # "nothing to rotate" and exits 0 before the rotation, so run_rotation() (where the
-    # metrics are written) never runs: no magicwan_rotation_last_run_timestamp_seconds,
-    # no last_success. The README's alert `time() -
-    # magicwan_rotation_last_success_timestamp_seconds > 91 * 86400` then fires on a
-    # healthy job (and a job that silently stopped running looks the same as one that
-    # ran and found nothing). Expected: a run that succeeds with nothing to do still
-    # writes its metrics (last run, last success, zero counts).
+    # "nothing to rotate" and exits 0. It still writes its metrics (last run, last success,
+    # zero counts): otherwise the README's alert `time() -
+    # magicwan_rotation_last_success_timestamp_seconds > 91 * 86400` would fire on a
+    # healthy job.
     metrics = tmp_path / "rotation.prom"
     policy = [
         "psk",

@@ -1,4 +1,4 @@
-"""Fixtures of the hardening suite: an emulator with distinctive secrets and a hostile server.
+"""Fixtures of tests/hostile/: an emulator with distinctive secrets and a hostile server.
 
 The helpers behind them live in ``tests/support/`` (``secrets.py``, ``hostile.py``).
 """

@@ -375,9 +375,9 @@ async def test_every_hostile_scenario_is_exercised(hostile: HostileServer) -> No
 
 
 async def test_a_gzip_bomb_is_refused_like_any_body_over_the_limit() -> None:
-    # SECURITY.md: "A response body larger than 4 MiB is refused." The limit is checked
-    # against Content-Length, which for a gzip body is the *compressed* size: 40 KiB on the
-    # wire inflate to 40 MiB in memory (4 MiB on the wire would be 4 GiB: the process dies).
+    # SECURITY.md: "A response body larger than 4 MiB is refused." That holds for the body
+    # once decompressed: here 40 KiB of gzip on the wire would inflate to 40 MiB in memory
+    # (and 4 MiB on the wire to 4 GiB).
     pad = "x" * (10 * MAX_RESPONSE_BYTES)
     body = envelope({"ipsec_tunnel_id": TUNNEL, "psk": "A" * 32, "pad": pad})
     squeezed = gzip.compress(body, compresslevel=9)

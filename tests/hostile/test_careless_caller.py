@@ -1,4 +1,6 @@
-"""Attacks by a careless caller of the Python API, against the real emulator."""
+"""A careless caller of the Python API: one client or session across event loops, a rotation
+left while a tunnel is being read back, an empty rotation, one tunnel given two PSKs. Each
+ends in an SDK error (or works), and no PSK received is dropped."""
 
 from __future__ import annotations
 
@@ -51,9 +53,9 @@ def test_one_client_used_from_two_event_loops_fails_with_an_sdk_error(
     emulator_in_a_thread: Emulator,
 ) -> None:
     # A script that calls asyncio.run() once per command (a CLI built on the SDK, a
-    # Jupyter cell, a sync wrapper) with one module-level client. The second loop got
-    # aiohttp's bare RuntimeError("Event loop is closed"): not a MagicWANError, and
-    # without outcome_unknown the caller could not tell whether a PSK was generated.
+    # Jupyter cell, a sync wrapper) with one module-level client. The second loop gets an
+    # APIConnectionError that says whether a request was sent, never aiohttp's bare
+    # RuntimeError("Event loop is closed").
     emu = emulator_in_a_thread
     client = MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}, rate_limit=None)
     generated: list[str] = []
@@ -120,14 +122,8 @@ async def test_a_psk_received_is_not_dropped_when_the_drain_times_out_during_its
 ):
     # method="generate" needs no journal. A retry made the tunnel doubtful, so its PSK
     # (received, in hand) waits for a read-back; the caller presses Ctrl-C while that GET
-    # is in flight and the drain times out. _salvage() hands over what is staged, held or
-    # deferred, but a tunnel inside _verify() is in none of them: its PSK (live at the
-    # edge, received by the SDK) reaches neither an outcome nor rotation.unclaimed.
-    from aiohttp import web
-
-    from tests.support.constants import ACCOUNT, TUNNEL
-    from tests.support.tiny_server import client_of, envelope, tiny_server
-
+    # is in flight and the drain times out. The PSK (live at the edge, received by the SDK)
+    # reaches an outcome or rotation.unclaimed.
     psk = "received-psk-0123456789abcdefgh"
     posts = 0
     get_started = asyncio.Event()
@@ -172,10 +168,9 @@ async def test_a_psk_received_is_not_dropped_when_the_drain_times_out_during_its
 
 @pytest.mark.asyncio
 async def test_an_empty_rotation_leaves_no_coroutine_never_awaited(tmp_path: object) -> None:
-    # `rotate(account, [])` (a filter that matched nothing): _start() creates its worker
-    # tasks, the first __anext__ sees nothing to do and cancels them before they ever ran,
-    # so the coroutines handed to _guard() are garbage-collected unawaited: a RuntimeWarning
-    # per worker on every such run (an error under -W error, as in this project's own CI).
+    # `rotate(account, [])` (a filter that matched nothing) ends at once and leaves no
+    # coroutine that was never awaited: no RuntimeWarning, an error under -W error as in
+    # this project's own CI.
     import gc
     import warnings
 
@@ -200,14 +195,11 @@ async def _session() -> aiohttp.ClientSession:
 
 
 def test_a_session_of_another_event_loop_fails_with_an_sdk_error() -> None:
-    # The first review made "one client used from two event loops" an APIConnectionError
-    # (request_sent=False). README: "Session ownership is explicit: a session you pass is
-    # never closed by the client". A caller who keeps one aiohttp session for the process
-    # (made in a first asyncio.run(), a startup hook, another thread's loop) and passes it
-    # to a client used in the next loop gets aiohttp's bare RuntimeError ("Timeout context
-    # manager should be used inside a task") out of psk.generate: not a MagicWANError, no
-    # outcome_unknown / request_sent, so the caller cannot tell whether a PSK was generated.
-    # _check_loop() only compares loops the SDK itself saw, never the session's own loop.
+    # README: "Session ownership is explicit: a session you pass is never closed by the
+    # client". A caller who keeps one aiohttp session for the process (made in a first
+    # asyncio.run(), a startup hook, another thread's loop) and passes it to a client used
+    # in the next loop gets an APIConnectionError that says whether a PSK may have been
+    # generated, never aiohttp's bare RuntimeError.
     requests = 0
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -243,11 +235,9 @@ def test_a_session_of_another_event_loop_fails_with_an_sdk_error() -> None:
 async def test_psks_giving_one_tunnel_two_psks_is_refused(tmp_path: Path) -> None:
     # rotate(method="set", psks={"ABC...": p1, "abc...": p2}): the same tunnel twice (ids
     # are hex: the SDK itself treats two spellings as one tunnel), with two different
-    # PSKs. psk.set() refuses this ("tunnel ... is given twice"), but rotate() takes it
-    # and silently sends only one of them (the engine lowercases the keys, last wins).
-    # A caller who stored p1 for that router (the README: "store it first") now has a
-    # PSK the tunnel will never hold. Expected: InvalidInputError, before anything is
-    # sent, as psk.set() does.
+    # PSKs. Sending only one of them would leave a caller who stored the other for that
+    # router (the README: "store it first") with a PSK the tunnel never holds: rotate()
+    # refuses it with InvalidInputError before anything is sent, as psk.set() does.
     async with run(tunnels=2, rate_limit=None) as emu:
         tunnel = emu.tunnel_ids[0]
         client = MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={})

@@ -1,4 +1,6 @@
-"""Attacks by a careless deliverer: BaseExceptions out of ``deliver=`` (real emulator)."""
+"""A careless deliverer (the caller's own ``deliver=`` code): BaseExceptions, a swallowed
+cancellation, an error that cannot be printed or that quotes the PSK. The rotation still ends,
+every tunnel keeps its PSK, and printing an outcome shows no PSK."""
 
 from __future__ import annotations
 
@@ -82,10 +84,10 @@ async def test_a_deliverer_raising_a_base_exception_does_not_drop_the_psk(
 
 async def test_printing_an_undelivered_outcome_does_not_show_the_psk(tmp_path: Path) -> None:
     # SECURITY.md: "Printing a result, a RotationOutcome, a Delivery or a journal record
-    # does not show a PSK." But RotationFailure's attrs repr includes delivery_error, the
-    # deliverer's own exception, and plenty of everyday exceptions quote their input
-    # (pydantic's ValidationError "input_value=...", a router API's 400 body, a KeyError on
-    # a lookup by PSK). `log.error("tunnel failed: %r", outcome)` then logs the live PSK.
+    # does not show a PSK." That holds when the outcome carries the deliverer's own error
+    # and that error quotes its input (pydantic's ValidationError "input_value=...", a
+    # router API's 400 body, a KeyError on a lookup by PSK): `log.error("tunnel failed:
+    # %r", outcome)` logs no live PSK.
     async def deliver(delivery: Delivery) -> None:
         raise ValueError(f"router refused key {delivery.psk!r}: too long for this model")
 
@@ -112,11 +114,9 @@ async def test_a_deliverer_that_swallows_one_cancellation_still_times_out(
 ) -> None:
     # A deliverer that catches CancelledError once (a retry loop around a flaky router
     # API, a `try: ... except BaseException:` in someone's SSH helper) and keeps waiting.
-    # deliver_timeout=0.2 cancels it, the cancellation is swallowed, and the rotation
-    # waits for it for good: no outcome, no `undelivered`, and aclose() waits past
-    # drain_timeout too. (Here it gives up after 5 s so the test ends.) Expected: the
-    # delivery try is abandoned at deliver_timeout and the tunnel comes back
-    # `undelivered` with its PSK, whatever the deliverer does with the cancellation.
+    # The delivery try is abandoned at deliver_timeout and the tunnel comes back
+    # `undelivered` with its PSK, whatever the deliverer does with the cancellation (the
+    # test gives up after 5 s, so that it ends).
     release = asyncio.Event()
 
     async def stubborn(delivery: Delivery) -> None:
@@ -157,11 +157,9 @@ class RouterError(Exception):
 
 async def test_a_deliverer_error_that_cannot_be_printed_does_not_drop_the_psk() -> None:
     # method="generate" needs no journal. The deliverer raises its own exception type, whose
-    # __str__ fails (AttributeError). _deliver() catches the exception, then calls
-    # _describe(last, psk) -> str(last) OUTSIDE any try: the AttributeError escapes
-    # _deliver, _released() drops the tunnel from _holding, _guard() records it as a crash,
-    # and the iteration ends with a raw AttributeError (not an SDK error). The tunnel's new
-    # PSK, live at Cloudflare and in no journal, is in no outcome and not in unclaimed.
+    # __str__ fails (AttributeError). The tunnel's new PSK, live at Cloudflare and in no
+    # journal, still reaches an outcome (or unclaimed), and nothing but an SDK error
+    # escapes the rotation.
     psk = "generated-psk-0123456789abcdefgh"
 
     async def handler(request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,8 @@
-"""Second review: the command line, in-process against the emulator on loopback."""
+"""The command line when the server's answer about a PSK is odd: a validate-only request it
+applies anyway, another PSK than the one sent, a retry or read-back that leaves doubt. The
+command never exits 0 "nothing changed" while a tunnel holds a PSK, and shows or records the
+PSK the tunnel most likely holds. In-process, against the emulator or tiny servers on
+loopback."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.disk import fail_journal_writes
 from tests.support.tiny_server import (
     THEIRS,
+    TOKEN,
     Handler,
     applies_its_own_psk,
     envelope,
@@ -34,12 +39,10 @@ async def test_cli_set_validate_only_keeps_the_psk_it_sent_somewhere(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # `magicwan psk set ACCOUNT TUNNEL --validate-only --journal FILE --show-psk --json`.
-    # The CLI makes a PSK (new_psk) and sends it "to be validated". SECURITY.md ("Validation
-    # that was not"): a bulk set's Validated outcome keeps the PSK it sent, in case the
-    # server applied it. The library does; the command line throws it away: the journal it
-    # was given is ignored under --validate-only, --show-psk is ignored, the JSON line has
-    # no PSK, and it exits 0 "nothing changed". Through a gateway that drops the query the
-    # tunnel now runs on that PSK, which exists nowhere but at the edge: the tunnel is down.
+    # The CLI makes a PSK and sends it "to be validated". SECURITY.md ("Validation that was
+    # not"): a bulk set's Validated outcome keeps the PSK it sent, in case the server
+    # applied it (through a gateway that drops the query, it does). The command keeps it
+    # too: in the journal it was given, on stdout under --show-psk, or in the JSON line.
     state = EmulatorState(tunnels=1, seed=4, rate_limit=None)
     journal = tmp_path / "j.jsonl"
     async with run(state=state, middlewares=[_drop_the_query]) as emu:
@@ -71,13 +74,10 @@ async def test_cli_set_validate_only_keeps_the_psk_it_sent_somewhere(
 async def test_cli_generate_validate_only_answered_with_a_psk_does_not_exit_0(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # `magicwan psk generate ACCOUNT TUNNEL --validate-only --json`. The first review fixed
-    # this for `psk rotate --validate-only` (an answer carrying a PSK is "unrecorded", not
-    # "validated"); the one-tunnel command takes another path (_generate) that never looks:
-    # the server (behind a gateway that drops ?validate_only=true) generated a PSK and sent
-    # it; the command prints "validated: the request would be accepted (nothing changed)",
-    # exits 0, and the PSK it received is shown nowhere and journalled nowhere. The tunnel
-    # is down and the operator was told nothing changed.
+    # `magicwan psk generate ACCOUNT TUNNEL --validate-only --json`. The server (behind a
+    # gateway that drops ?validate_only=true) generates a PSK and sends it. As for `psk
+    # rotate --validate-only`, an answer carrying a PSK is not "validated (nothing
+    # changed)": the command does not exit 0.
     state = EmulatorState(tunnels=1, seed=6, rate_limit=None)
     async with run(state=state, middlewares=[_drop_the_query]) as emu:
         for name, value in emu.env().items():
@@ -99,11 +99,9 @@ async def test_cli_generate_whose_retry_left_doubt_does_not_report_plain_success
 ) -> None:
     # `magicwan psk generate ACCOUNT TUNNEL --journal FILE --timeout 0.3`. The first request's
     # answer is lost (it stalls past the timeout, then stores its PSK late: the emulator's
-    # late_store fault); the retry returns PSK B. The journal marks B uncertain; rotation
-    # would read the tunnel back after the settle window. The one-tunnel command does
-    # neither: it says "new PSK generated ...; recorded in the journal", exits 0, and says
-    # nothing of the doubt. A moment later the late store lands: the edge holds a PSK nobody
-    # has, the journal's (and the operator's) PSK is dead, and exit 0 told cron all is well.
+    # late_store fault); the retry returns PSK B. A moment later the late store lands and
+    # B is dead, so the command must not report plain success: it reads the tunnel back
+    # after the settle window (as a rotation does), or says B is in doubt.
     import asyncio
 
     from magicwan.emulator import Faults
@@ -147,8 +145,7 @@ async def test_cli_validate_only_through_a_server_that_generates_does_not_exit_0
 ) -> None:
     # `magicwan psk rotate --all --validate-only` (no journal: "changes nothing"). Every
     # answer carries a psk, which a validate_only answer never does: the server generated.
-    # The command prints "validated", exits 0, and the new PSKs were shown and recorded
-    # nowhere: every tunnel is down.
+    # The command does not print "validated" and exit 0.
     from tests.support.cli import magicwan
 
     state = EmulatorState(tunnels=3, seed=9, rate_limit=None)
@@ -163,7 +160,7 @@ async def test_cli_validate_only_through_a_server_that_generates_does_not_exit_0
 
 def _env(monkeypatch: pytest.MonkeyPatch, base: str) -> None:
     monkeypatch.setenv("CLOUDFLARE_BASE_URL", base)
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "tok-attack-0123456789")
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
     for name in ("CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
 
@@ -174,12 +171,8 @@ async def test_cli_set_another_psk_applied_and_disk_full_does_not_point_at_the_i
     # `magicwan psk set ACCOUNT TUNNEL --journal FILE`. The intent line (the PSK sent) is
     # fsynced, the server answers "applied" with ANOTHER PSK, and the disk fills up just
     # then: the `rotated` line carrying Cloudflare's PSK cannot be written. The command
-    # exits 4 (right) but tells the operator "The PSK is in the journal's intent line
-    # ... 'magicwan journal export' shows it as pending_psk" (_single_unrecorded with
-    # in_journal_intent=True): that is the PSK SENT, which the tunnel does NOT hold. The
-    # operator puts it on the router and the tunnel stays down; Cloudflare's PSK, shown
-    # nowhere (no --show-psk), is lost. Expected: the PSK received is not pointed at as
-    # the intent's, i.e. the report says it is in no journal (or the PSK is kept).
+    # exits 4, and does not point the operator at the journal's intent line (the PSK sent,
+    # which the tunnel does NOT hold): it says the PSK received is in no journal.
     path = tmp_path / "j.jsonl"
     fail_journal_writes(monkeypatch, lambda event: isinstance(event, Rotated))
     async with tiny_server(applies_its_own_psk) as base:
@@ -199,10 +192,8 @@ async def test_cli_set_validate_only_answered_with_another_psk_keeps_the_psk_rec
 ) -> None:
     # `magicwan psk set ACCOUNT TUNNEL --validate-only --journal FILE --show-psk --json`.
     # The server (behind a gateway that drops ?validate_only=true) applies, and answers
-    # "applied" with a PSK other than the one sent. _set builds its Validated outcome with
-    # attrs.evolve(result, psk=psk): Cloudflare's PSK is replaced by the one sent; the
-    # command prints the sent PSK, journals only its intent and exits 0 "validated,
-    # nothing changed". The PSK the tunnel now holds (the server's word) is nowhere.
+    # "applied" with a PSK other than the one sent. The PSK the tunnel now holds (the
+    # server's word) is shown or journalled, not replaced by the one sent.
     path = tmp_path / "j.jsonl"
     async with tiny_server(applies_its_own_psk) as base:
         _env(monkeypatch, base)
@@ -229,13 +220,12 @@ async def test_cli_generate_whose_read_backs_never_settle_does_not_drop_the_last
 ) -> None:
     # `magicwan psk generate ACCOUNT TUNNEL --show-psk --settle-window 0` (no --journal:
     # allowed, stdout is the PSK's record). The first generate answers 500 (outcome
-    # unknown), the retry gets a PSK: doubt, so _settle reads the tunnel back. The edge's
-    # stamp is always a second newer than the one the generate answer carried (a clock
-    # difference between the two handlers, or a hostile server): _settle regenerates,
-    # MAX_VERIFY_ROUNDS times, then returns _single_failure(...) with no result: the PSK of
-    # the LAST generate, which Cloudflare answered and which the tunnel most likely holds
-    # (nothing contradicts it but a stamp), is never printed. No journal, not on stdout:
-    # recorded nowhere, and the exit status says "failed", not "unrecorded" (4).
+    # unknown), the retry gets a PSK: doubt, so the command reads the tunnel back. The
+    # edge's stamp is always a second newer than the one the generate answer carried (a
+    # clock difference between the two handlers, or a hostile server), so every read-back
+    # regenerates until the command gives up. The PSK of the LAST generate, which the tunnel
+    # most likely holds (nothing contradicts it but a stamp), is printed, or the exit status
+    # says "unrecorded" (4), not "failed".
     psks: list[str] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:

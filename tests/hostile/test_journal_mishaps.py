@@ -1,5 +1,7 @@
-"""Attacks by an unlucky operator on the journal: clocks that jumped, hand-edited lines,
-reruns. Real files, the real emulator over loopback."""
+"""The journal under an unlucky operator: a clock that jumped, a hand-edited line, a journal
+removed or truncated while a run writes it. A rerun neither hangs nor crashes, and a run whose
+journal lost its PSKs never says "all done". Real files, the emulator or a tiny server over
+loopback."""
 
 from __future__ import annotations
 
@@ -49,8 +51,8 @@ async def test_a_resume_after_the_clock_was_ahead_does_not_wait_for_the_clock(
 ) -> None:
     # The first run's machine had its clock a day ahead (a dead RTC battery, a VM restored
     # from a snapshot, NTP fixing it mid-run). Its journal's times are a day in the future.
-    # --resume defers the doubtful tunnel until "last line + settle_window" in wall time:
-    # a day from now, with nothing printed. A rerun must take about settle_window.
+    # A rerun with --resume must take about settle_window, not wait until the journal's
+    # "last line + settle_window" a day from now, with nothing printed.
     async with run(tunnels=1, rate_limit=None) as emu, make_client(emu) as client:
         tunnel = emu.tunnel_ids[0]
         await client.tunnels.ipsec.psk.generate(emu.account_id, tunnel)
@@ -80,8 +82,8 @@ async def test_a_journal_line_stamped_at_the_end_of_time_is_not_a_raw_crash(
     tmp_path: Path,
 ) -> None:
     # A hand-edited (or clock-corrupted) journal whose last line says 9999-12-31: the
-    # resume computes "last + settle_window" and dies with a bare OverflowError, before
-    # the journal is even closed.
+    # resume ends in an SDK error (or works), never a bare OverflowError that leaves the
+    # journal open.
     async with run(tunnels=1, rate_limit=None) as emu, make_client(emu) as client:
         tunnel = emu.tunnel_ids[0]
         await client.tunnels.ipsec.psk.generate(emu.account_id, tunnel)
@@ -110,10 +112,10 @@ async def test_a_journal_removed_mid_run_is_not_reported_as_all_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `psk rotate --journal-dir` under a directory that a cleanup job (tmpfiles, a cron
-    # `find -delete`, an operator's `rm -rf` of the last run) empties mid-run. The open
-    # descriptor keeps writing and fsyncing an inode that no name reaches any more; the run
-    # exits 0 "journal: ... (it holds the new PSKs)", and without --show-psk every new PSK
-    # is now nowhere: not in any file, not on stdout. fstat().st_nlink == 0 says so.
+    # `find -delete`, an operator's `rm -rf` of the last run) empties mid-run. Writing on
+    # into an inode no name reaches any more would leave every new PSK nowhere (without
+    # --show-psk, not on stdout either): the run must not exit 0 saying the journal holds
+    # the new PSKs.
     from tests.support.cli import cli_emulator, journalled, magicwan
 
     journal = tmp_path / "j.jsonl"
@@ -144,15 +146,11 @@ OTHER = "d4a7362d577a6c3019a474fd6f485824"
 
 
 async def test_a_journal_truncated_mid_run_is_not_reported_as_all_done(tmp_path: Path) -> None:
-    # The first review made "a journal removed while in use" fail the next fsync
-    # (_still_there compares inodes). Truncating it in place keeps the inode: `: > j.jsonl`
-    # by an operator who "clears" it, logrotate's copytruncate, a backup tool that
-    # truncates what it copied. With O_APPEND the rotation goes on writing at the new end,
-    # every fsync succeeds, every outcome is ok=True, and the journal no longer holds the
-    # PSKs of the tunnels rotated before the cut (nor its header). A rerun with --resume
-    # rotates them again; `journal export` hands out an incomplete set; a crash now loses
-    # them. Expected: the cut is noticed like a removal (the SDK knows how many bytes it
-    # wrote), and the run ends with a JournalError instead of "all done".
+    # The journal truncated in place while in use: `: > j.jsonl` by an operator who
+    # "clears" it, logrotate's copytruncate, a backup tool that truncates what it copied.
+    # The journal no longer holds the PSKs of the tunnels rotated before the cut (nor its
+    # header): the cut is noticed like a removal, and the run ends with a JournalError
+    # instead of "all done".
     path = tmp_path / "j.jsonl"
     served: dict[str, str] = {}
 

@@ -1,4 +1,6 @@
-"""Fourth review: a hostile or broken server. Small aiohttp servers on 127.0.0.1."""
+"""A server that echoes a secret (the API token, a PSK sent or received) in an error body, a
+header, a refusal reason or a key: the secret never reaches an error, a log line or the
+command's output. Tiny servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,25 +15,21 @@ from magicwan.journal import read_journal
 from tests.support.cli import magicwan
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.secrets import assert_no_secret, exception_texts, log_texts
-from tests.support.tiny_server import client_of, envelope, tiny_server
+from tests.support.tiny_server import TOKEN, client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio
 
 #: A Cloudflare API token is 40 characters long.
-TOKEN40 = "tokATTACK4q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5"
+TOKEN40 = "tokEXCERPTq1w2e3r4t5y6u7i8o9p0a1s2d3f4g5"
 
 
 async def test_an_error_excerpt_never_shows_part_of_the_api_token() -> None:
-    # A gateway answers a 502 page that is not an envelope: the error keeps an excerpt of
-    # the body (at most 200 characters). excerpt() decodes the first 1,600 bytes, redacts,
-    # then cuts at 200 characters. Redaction shrinks the text (a long "psk" member becomes
-    # "[REDACTED]"), so a body whose first 1,600 bytes hold a long psk member followed by an
-    # echo of the request headers ends, after redaction, well within 200 characters, and
-    # the echo of the token cut at byte 1,600 is no longer the whole token: the
-    # `text.replace(token)` misses it and its first 28 characters are shown. SECURITY.md:
-    # "The client's own token or API key is also replaced wherever it appears." Half an
-    # API token in an error message (then in logs, the journal's failed line, the CLI's
-    # summary) is a credential leak.
+    # A gateway answers a 502 page that is not an envelope: the error keeps a short excerpt
+    # of the body. The body holds a long "psk" member (redaction shrinks it), then an echo
+    # of the request headers whose token is cut by the excerpt's byte limit. Not even part
+    # of the token may show (SECURITY.md: "The client's own token or API key is also
+    # replaced wherever it appears"): half an API token in an error message, then in the
+    # logs, the journal and the CLI's summary, is still a credential leak.
     filler = '{"psk":"' + "x" * 1539 + '"}\n'
     echo = f"Authorization: Bearer {TOKEN40}\n"
     cut = 1600 - len(filler.encode()) - len("Authorization: Bearer ")  # token bytes kept
@@ -55,13 +53,9 @@ async def test_an_error_excerpt_never_shows_part_of_the_api_token() -> None:
 async def test_an_error_message_that_is_an_object_never_shows_its_psk_member() -> None:
     # A server (or a gateway in front of it) answers a generate with success: false and an
     # error whose "message" is not a string but the object it acted on: {"psk": "..."}
-    # (the PSK it may just have stored: a 2xx with success: false is outcome unknown).
-    # _details() keeps a non-string message as str(message), the Python repr
-    # {'psk': '...'}, and only then redacts: the "psk" pattern wants double quotes, so the
-    # PSK goes through whole into str(error), and from there into the journal's failed
-    # line, the logs and the CLI's summary. SECURITY.md: "every "psk": "..." member is
-    # replaced by [REDACTED]".
-    psk = "pskATTACK4-message-object-0123456789"
+    # (the PSK it may just have stored). The PSK member is redacted whatever the message's
+    # type (SECURITY.md: "every "psk": "..." member is replaced by [REDACTED]").
+    psk = "pskSECRET-message-object-0123456789"
 
     async def echoes_the_result(request: web.Request) -> web.StreamResponse:
         body = {
@@ -80,10 +74,9 @@ async def test_an_error_message_that_is_an_object_never_shows_its_psk_member() -
 
 
 async def test_a_bulk_set_refusal_reason_quoting_the_psk_is_scrubbed(tmp_path: Path) -> None:
-    # The SDK knows every PSK it sent in a bulk set (it scrubs them from error envelopes),
-    # yet Cloudflare's reason for not applying one ("psk 'abc...' is too weak", a
-    # validation message echoing its input) goes verbatim into NotAppliedError's text:
-    # outcome.error, the journal's failed line, the CLI's stderr.
+    # Cloudflare's reason for not applying a PSK may echo its input ("psk 'abc...' is too
+    # weak"). The PSK sent never shows in the NotAppliedError, and so in neither the
+    # journal's failed line nor the CLI's stderr.
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         unapplied = {item["id"]: f"psk {item['psk']!r} is too weak" for item in body["psks"]}
@@ -109,14 +102,12 @@ async def test_a_bulk_set_refusal_reason_quoting_the_psk_is_scrubbed(tmp_path: P
 async def test_a_cf_ray_header_echoing_the_token_is_scrubbed_from_the_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # SECURITY.md: "The client's own token or API key is also replaced wherever it appears"
-    # (in error messages). The body is scrubbed; the cf-ray header is not: a gateway that
-    # reflects request headers into its answer's (here: Authorization into cf-ray) puts the
-    # token into str(error), the failed journal line, the CLI's stderr and every DEBUG log
-    # line of the request.
+    # A gateway that reflects request headers into its answer's (here: Authorization into
+    # cf-ray). SECURITY.md: "The client's own token or API key is also replaced wherever it
+    # appears": in the error (which carries the cf-ray) and in every DEBUG log line.
     import logging
 
-    token = "tok-attack-0123456789"
+    token = TOKEN
 
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -141,13 +132,8 @@ async def test_a_set_answer_keyed_by_the_psk_never_prints_the_psk(
 ) -> None:
     # `magicwan psk set ACCOUNT TUNNEL --journal J` (no --show-psk) against a server whose
     # bulk-set answer keys its refusal by the offending value instead of the tunnel id:
-    # `"unapplied_psks": {"<the PSK sent>": "invalid psk"}` (an API that quotes its input
-    # the way the README says a reason may; the SDK redacts the PSKs sent from the
-    # *reasons*, not from the keys). _set_converter raises UnexpectedResponseError(
-    # f"answer refuses tunnel {key!r}, not sent"): the PSK, in clear, in the error
-    # message, which the command prints on stderr (and a rotation puts in its `failed`
-    # journal line, its JSON line and the log). Expected: no PSK sent appears in any
-    # error message; the answer is refused without quoting it.
+    # `"unapplied_psks": {"<the PSK sent>": "invalid psk"}`. The answer is refused without
+    # quoting its keys: the PSK sent is printed nowhere.
     async def keyed_by_psk(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         refused = {item["psk"]: "invalid psk" for item in body["psks"]}
@@ -157,7 +143,7 @@ async def test_a_set_answer_keyed_by_the_psk_never_prints_the_psk(
     path = tmp_path / "j.jsonl"
     async with tiny_server(keyed_by_psk) as base:
         monkeypatch.setenv("CLOUDFLARE_BASE_URL", base)
-        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "tok-attack-0123456789")
+        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
         result = await magicwan("psk", "set", ACCOUNT, TUNNEL, "--journal", str(path))
     sent = {record.pending_psk for record in read_journal(path).values()} - {None}
     assert sent  # the intent line holds the PSK sent

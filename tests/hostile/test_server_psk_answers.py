@@ -1,5 +1,8 @@
-"""Attacks by a hostile or merely unlucky server: small aiohttp servers on 127.0.0.1, and the
-emulator itself with a controlled clock."""
+"""A server whose answer about a PSK is odd: another PSK than the one sent, a tunnel left out,
+validate_only ignored, a late store, a body coded oddly, metadata of the wrong type. Every PSK
+the tunnel may now hold is kept (in an outcome or the journal) and never reported as settled
+when it is not. Tiny servers on 127.0.0.1, and the emulator behind a middleware or with an
+unlucky clock."""
 
 from __future__ import annotations
 
@@ -28,12 +31,6 @@ from tests.support.tiny_server import (
 
 pytestmark = pytest.mark.asyncio
 
-# --- a bulk set refused with a reason that quotes the PSK ----------------------------------
-
-
-# --- a compressed body: the 4 MiB limit measured before decompression -----------------------
-
-
 # --- a read-back whose stamps happen to fall on a whole second -------------------------------
 
 
@@ -42,12 +39,10 @@ async def test_a_late_store_after_a_round_stamp_is_not_taken_for_the_held_psk(
     tmp_path: Path, micro: int
 ) -> None:
     # The emulator is honest: microsecond stamps, strictly increasing per tunnel. Only its
-    # clock is unlucky: the retry's PSK is stamped 12:00:00.500000 (or 12:00:00.000000).
-    # compare_stamps infers a stamp's precision from its *value* (microseconds divisible by
-    # 1000 -> "milliseconds", 0 -> "seconds"), so the late store stamped one microsecond
-    # later compares equal, and the rotation reports ok=True, verified=True while the edge
-    # holds the late PSK that nobody received. With microsecond stamps that is 1 doubtful
-    # tunnel in 1,000 (the same test with 12:00:00.500123 regenerates, as it should).
+    # clock is unlucky: the retry's PSK is stamped 12:00:00.500000 (or 12:00:00.000000), and
+    # the first request's late store one microsecond later. A stamp that merely looks like
+    # a whole second (or millisecond) must not make the two compare equal: the read-back
+    # must not report ok=True, verified=True while the edge holds the late PSK.
     whole = datetime(2030, 1, 1, 12, 0, 0, micro, tzinfo=UTC)
     now = [whole - timedelta(days=1)]
     state = EmulatorState(tunnels=1, seed=3, rate_limit=None, utcnow=lambda: now[0])
@@ -86,11 +81,9 @@ async def test_a_late_store_after_a_round_stamp_is_not_taken_for_the_held_psk(
 async def test_a_psk_with_a_newline_is_not_reported_delivered_when_the_router_got_half(
     tmp_path: Path,
 ) -> None:
-    # The SDK checks every PSK it *sends* (16-128 printable ASCII, no space) but none it
-    # *receives*. A generated PSK holding a newline is journalled and handed to the
-    # --deliver-exec program as "PSK\n" on stdin: the program reads one line, installs
-    # the first half, exits 0, and the rotation says ok=True, delivered=True although the
-    # router and the edge now hold different keys.
+    # A generated PSK holding a newline, handed to a delivery program that reads one line
+    # from stdin: the program installs the first half and exits 0. The rotation must not
+    # say delivered=True while the router and the edge hold different keys.
     from magicwan.delivery import Command
 
     psk = "first-half-0123456789\nsecond-half-0123456789"
@@ -116,9 +109,6 @@ async def test_a_psk_with_a_newline_is_not_reported_delivered_when_the_router_go
         assert router.read_text() == outcome.psk, "delivered=True, but the router got half"
 
 
-# --- a secret echoed in the cf-ray header --------------------------------------------------------
-
-
 # --- a bulk set answer that leaves a tunnel out ------------------------------------------------
 
 
@@ -126,11 +116,9 @@ async def test_a_tunnel_left_out_of_a_bulk_set_answer_carries_the_psk_it_may_hol
     tmp_path: Path,
 ) -> None:
     # The emulator applies the whole batch; a gateway (or a paginated, cut or partial answer)
-    # drops one tunnel from successfully_applied_psks. The SDK turns "absent from Cloudflare's
-    # answer" into NotAppliedError: a *certain* failure (outcome_unknown False, "a rerun
-    # cannot fix it"), carrying no PSK (or the tunnel's previous one, from a journal). The
-    # edge runs on the PSK that was sent; the outcome does not carry it, and the CLI says
-    # "Cloudflare refused this tunnel's PSK" and offers no rerun.
+    # drops one tunnel from successfully_applied_psks. The edge runs on the PSK that was
+    # sent: the tunnel's failure carries that PSK, or says its outcome is unknown (a rerun
+    # settles it), never "certainly refused" with no PSK.
     state = EmulatorState(tunnels=3, seed=5, rate_limit=None)
     left_out = state.tunnel_ids[0]
 
@@ -172,11 +160,9 @@ async def _drop_the_query(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def test_validate_only_set_through_a_server_that_applies_it_loses_no_psk() -> None:
-    # rotate(method="set", validate_only=True): the client makes real PSKs and sends them;
-    # no journal is opened ("nothing changes"). The server applies them anyway and says so
-    # (successfully_applied_psks, with the PSKs). The SDK turns each into Validated with
-    # psk=None: the caller is told nothing changed, and the PSKs now live at the edge are
-    # in no journal and no outcome.
+    # rotate(method="set", validate_only=True): the client makes real PSKs and sends them,
+    # with no journal ("nothing changes"). The server applies them anyway and says so. A
+    # tunnel reported ok must carry the PSK now live at its edge.
     state = EmulatorState(tunnels=3, seed=9, rate_limit=None)
     async with run(state=state, middlewares=[_drop_the_query]) as emu, make_client(emu) as client:
         rotation = client.tunnels.ipsec.psk.rotate(
@@ -198,6 +184,8 @@ def outcomes_ok(outcomes: list[Any], tunnel: str) -> bool:
     return any(o.ok for o in outcomes if o.tunnel_id == tunnel)
 
 
+# --- a bulk set answer with another PSK than the one sent ---------------------------------------
+
 #: What a gateway (or an API that hides secrets in its answers) echoes instead of the PSK.
 MASKED = "*" * 32
 
@@ -218,16 +206,10 @@ async def masks_applied_psks(request: web.Request, handler: Any) -> web.StreamRe
 
 async def test_a_set_answer_echoing_another_psk_never_loses_the_psk_sent(tmp_path: Path) -> None:
     # rotate(method="set", journal=J). The server applies the PSK sent (S) but its answer
-    # echoes another one (here a mask). Run 1 fails the tunnel and carries, and journals
-    # in a `rotated` line, only the echoed PSK; that `rotated` line clears the intent's
-    # pending PSK in read_journal, so S is now in no outcome and in nothing a rerun reads
-    # (only in a raw intent line the fold has dropped). The resume (resume=True) reads
-    # the tunnel back: the edge's stamp is the stamp of the set that applied S, equal to
-    # the echoed answer's, so it hands over a `skipped`, ok, *verified* outcome with the
-    # echoed PSK, which the edge does not hold. The tunnel runs on S forever, and the
-    # journal and both runs say it holds the mask. Expected: when the answer differs
-    # from what was sent, S is kept (in the outcome or as the journal's pending PSK) and
-    # a rerun resolves the doubt (resends) instead of verifying the echo.
+    # echoes another one (here a mask), with the stamp of the set that applied S. S is kept
+    # (in an outcome, or as the journal's pending PSK), and a resume resolves the doubt
+    # (it resends) instead of verifying the echo: no run hands over an ok outcome with a
+    # PSK the edge does not hold.
     path = tmp_path / "set.jsonl"
     async with run(tunnels=2, rate_limit=None, middlewares=[masks_applied_psks]) as emu:
         tunnel = emu.tunnel_ids[0]
@@ -258,11 +240,9 @@ async def test_a_set_answer_echoing_another_psk_never_loses_the_psk_sent(tmp_pat
 async def test_a_set_answer_applying_another_psk_keeps_the_psk_received(tmp_path: Path) -> None:
     # method="set". The server answers 200 "successfully applied" for the tunnel, but with a
     # PSK other than the one sent (a server that makes its own key for weak input, a
-    # gateway mixing up two requests, a version that normalises the value). The SDK sees
-    # the mismatch, raises UnexpectedResponseError inside the converter, retries, and in
-    # the end hands over a failure carrying the PSK it SENT; the PSK it RECEIVED, which
-    # the server says the tunnel now holds, is in no outcome and no journal line.
-    # README: "never drops a PSK it received, whatever fails next".
+    # gateway mixing up two requests, a version that normalises the value). The tunnel
+    # fails, and the PSK the server says it now holds is kept, in the outcome or the
+    # journal (README: "never drops a PSK it received, whatever fails next").
     theirs = "server-chosen-psk-0123456789abcd"
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -291,15 +271,15 @@ async def test_a_set_answer_applying_another_psk_keeps_the_psk_received(tmp_path
     )
 
 
+# --- an answer coded oddly, or with metadata of the wrong type -----------------------------------
+
+
 async def test_a_raw_deflate_answer_carrying_a_new_psk_is_decoded() -> None:
     # The client asks for `Accept-Encoding: gzip, deflate`. Many servers and proxies answer
     # `Content-Encoding: deflate` with a RAW deflate stream (no zlib header: the historic
-    # IIS / PHP mistake). aiohttp's own decoder accepts it (http_parser.DeflateBuffer falls
-    # back to raw deflate when the first byte is not a zlib header); the SDK now decodes
-    # bodies itself (_http._read, zlib.MAX_WBITS only) and calls that body "a deflate body
-    # that does not decompress". On psk_generate, the answer that carries the new PSK is
-    # thrown away as an unknown outcome: retried (each retry makes and drops another PSK),
-    # then a failure, while the tunnel holds a PSK that reached the client and was dropped.
+    # IIS / PHP mistake). The answer to psk_generate carries a new, live PSK: it is decoded,
+    # not thrown away as an unknown outcome and retried (each retry would make and drop
+    # another PSK).
     import zlib
 
     psk = "deflated-psk-0123456789abcdefgh"
@@ -331,11 +311,9 @@ async def test_a_raw_deflate_answer_carrying_a_new_psk_is_decoded() -> None:
 )
 async def test_metadata_of_the_wrong_type_never_costs_the_psk(extra: dict[str, object]) -> None:
     # README: "Metadata never costs a PSK. An answer that carries a PSK is returned even when
-    # its last_generated_on cannot be read". That holds for an odd stamp INSIDE psk_metadata;
-    # but psk_metadata itself flattened to the stamp string (or ipsec_id, a fact the SDK only
-    # passes on, given as a list) fails the whole result's structuring: the answer carrying
-    # the new, live PSK is an UnexpectedResponseError, retried as an unknown outcome (every
-    # retry makes and drops another PSK), then a failure. The PSK is lost.
+    # its last_generated_on cannot be read". That holds for psk_metadata itself flattened
+    # to the stamp string, and for ipsec_id (a fact the SDK only passes on) given as a list,
+    # as much as for an odd stamp inside psk_metadata.
     psk = "metadata-psk-0123456789abcdefgh"
     body = envelope({"ipsec_tunnel_id": TUNNEL, "psk": psk, **extra})
 
@@ -348,18 +326,16 @@ async def test_metadata_of_the_wrong_type_never_costs_the_psk(extra: dict[str, o
     assert result.psk == psk
 
 
+# --- a server (or a gateway) that applies a validate_only set with its own PSK -----------------
+
+
 async def test_validate_only_set_answered_with_another_psk_keeps_the_psk_received(
     tmp_path: Path,
 ) -> None:
     # rotate(method="set", validate_only=True, journal=...). The server answers "applied"
-    # with a PSK other than the one sent. Without validate_only the second review's fix
-    # keeps Cloudflare's PSK (journalled, doubtful, in the failure). Under validate_only
-    # the mismatch check is skipped (`not s.validate_only and ...`) and the Validated
-    # outcome is built with `attrs.evolve(model, psk=psks[work.id])`: the PSK the server
-    # says the tunnel now holds is overwritten by the one sent. It is in no outcome and
-    # no journal line (only the sent PSK's intent is journalled). SECURITY.md "Validation
-    # that was not": a server that applies anyway must not cost the PSK; README: "never
-    # drops a PSK it received". Here the tunnel runs on a PSK nobody has.
+    # with a PSK other than the one sent. As without validate_only, the PSK the server says
+    # the tunnel now holds is kept (in the outcome or the journal), and the tunnel is not
+    # reported "validated" (SECURITY.md, "Validation that was not").
     path = tmp_path / "j.jsonl"
     async with tiny_server(applies_its_own_psk) as base, client_of(base) as client:
         rotation = client.tunnels.ipsec.psk.rotate(

@@ -322,14 +322,9 @@ async def test_a_journal_file_owned_by_another_user_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # `magicwan psk rotate --all --journal shared/rotation.jsonl` where another user made
-    # (or owns) that file first: an empty file of theirs is taken as a fresh journal. The
-    # journal opens it with O_CREAT (no O_EXCL), sees it is empty, fchmods it 0600, and
-    # writes every new PSK into it. 0600 does not help: the file is still THEIRS (they
-    # read it, or chmod it back, whenever they like; they may also hold an fd opened
-    # before). `--journal-dir` refuses a directory that belongs to another user, and
-    # `journal export` refuses to tighten a file that is not ours: `--journal FILE` (and
-    # `rotate(journal=...)`) checks nothing of the kind. Expected: a journal file owned
-    # by another user is refused (exit 2) before anything is sent.
+    # (or owns) that file first, empty. Mode 0600 would not help: the file is still
+    # theirs (they read it, or chmod it back, whenever they like). The command line
+    # refuses it (exit 2) before anything is sent, as rotate(journal=...) does above.
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     path = shared / "rotation.jsonl"

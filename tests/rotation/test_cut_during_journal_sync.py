@@ -1,4 +1,6 @@
-"""Third review: the salvage of a rotation cut short."""
+"""A rotation cut short (the caller leaves, the drain times out) while the journal is syncing
+a bulk set's answer to disk: every tunnel still gets an outcome, and it carries the PSK the
+server said it applied, not the one sent. A slow fsync, tiny servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -28,15 +30,9 @@ async def test_a_set_answered_with_another_psk_cut_during_its_fsync_keeps_that_p
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # method="set". The server answers "applied" with a PSK other than the one sent; the
-    # second review's fix journals it and awaits `self._journal.sync(work.seq)` before
-    # handing it over. _send_set has already set work.phase = None for the batch, so
-    # while that fsync is awaited (a slow disk) the tunnel is in _working with phase None.
-    # The caller leaves (Ctrl-C / task cancelled), the drain times out, the worker is
-    # cancelled there: _salvage skips every cut tunnel whose phase is not "request" or
-    # "read-back" ("its outcome was given already, or it was never sent"). The tunnel gets
-    # NO outcome; the PSK Cloudflare says it holds (work.held) is handed to nobody.
-    # Same gap, no PSK yet: a set batch cut while awaiting its intent lines' fsync gets
-    # no outcome either (phase is set only once that fsync is done).
+    # rotation journals that PSK and waits for the fsync before handing it over. The caller
+    # leaves (Ctrl-C / task cancelled) during that fsync (a slow disk) and the drain times
+    # out: the tunnel still gets an outcome, carrying the PSK Cloudflare says it holds.
     real_fsync = os.fsync
     threaded = 0
     entered = threading.Event()
@@ -106,15 +102,10 @@ async def test_a_set_batch_cut_during_one_tunnels_answer_fsync_keeps_the_next_tu
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # method="set", two tunnels in one batch. The server answers "applied" for both, each
-    # with a PSK other than the one sent. _send_set walks the answer tunnel by tunnel and,
-    # for the first, journals the PSK the server chose and awaits its fsync (phase
-    # "answered"). The second tunnel has not been reached: its phase is still "request"
-    # (set for the whole batch before the request). Cut there (the caller leaves, the
-    # drain times out), _salvage takes the second tunnel for a request still in flight and
-    # carries the PSK *sent* (hold_sent) - but Cloudflare answered that the tunnel holds
-    # another PSK, which was in the rotation's hands (the parsed answer) and now is in no
-    # outcome and no journal line. Expected: the second tunnel's outcome carries the PSK
-    # the server said it applied (or the answer is journalled before anything awaits).
+    # with a PSK other than the one sent. The rotation is cut (the caller leaves, the drain
+    # times out) while the first tunnel's answer is being synced to the journal. The second
+    # tunnel's answer was already in the rotation's hands: its outcome carries the PSK the
+    # server said it applied (or that PSK is in the journal), not the PSK sent.
     real_fsync = os.fsync
     threaded = 0
     entered = threading.Event()

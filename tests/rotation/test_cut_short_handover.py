@@ -1,5 +1,6 @@
-"""Second review: what the salvage of a stopped rotation hands over (magicwan/rotation.py
-``_salvage``, ``_working``). Small aiohttp servers on 127.0.0.1."""
+"""What a rotation cut short (the caller leaves, the drain times out) hands over: a PSK proved
+superseded is never handed over as rotated, and every tunnel gets exactly one outcome. Tiny
+servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -33,11 +34,8 @@ async def test_a_regeneration_cut_short_is_not_handed_over_as_a_rotated_psk() ->
     # lost), the retry returns PSK A (doubtful). The read-back shows the edge holds a NEWER
     # PSK than A (the lost request stored late): A is known to be dead, so the rotation
     # regenerates. The operator presses Ctrl-C while that regeneration is in flight and the
-    # drain times out. _salvage() finds the tunnel in _working with a held PSK that is not
-    # from the journal and takes it for "cut during its read-back": it hands A over as
-    # RotationSuccess(ok=True, state=rotated). A is the one PSK the SDK *proved* superseded;
-    # the tunnel holds the late PSK (or the regeneration's), which nobody has. The caller
-    # stores A, pushes it to the router: the tunnel is down, and nothing says "rotate again".
+    # drain times out. A, the one PSK the SDK proved superseded, is not handed over as
+    # rotated (ok=True): the tunnel's outcome is unknown, so that the caller rotates again.
     posts = 0
     regenerating = asyncio.Event()
 
@@ -86,11 +84,8 @@ async def test_a_split_batch_cut_short_gives_each_tunnel_one_outcome(tmp_path: P
     # method="set", two tunnels in one batch. The server refuses the batch as too large
     # (HTTP 413), so the rotation splits it and sends each half in turn. The first half is
     # applied, journalled and handed over (ok=True). The second half hangs; the caller
-    # leaves and the drain times out. _working still holds the WHOLE batch, so _salvage()
-    # also fails the first tunnel with RequestAbandonedError: two outcomes for one tunnel,
-    # the second saying "failed" about a tunnel that was rotated. README: "Every tunnel
-    # gets exactly one outcome". A caller keeping the last outcome per tunnel (a dict)
-    # re-rotates or alerts on a healthy tunnel; the CLI's counts exceed the tunnels.
+    # leaves and the drain times out. README: "Every tunnel gets exactly one outcome": the
+    # first tunnel is not failed a second time with the rest of its original batch.
     hanging = asyncio.Event()
 
     async def handler(request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,5 @@
-"""Outside review 2: a doubtful generate answer is kept only if a read-back proves it."""
+"""A doubtful generate answer is delivered only once a read-back proves it: not when the run
+is stopped during the settle window, nor when a resume follows a kill during a retry."""
 
 from __future__ import annotations
 
@@ -31,11 +32,9 @@ async def test_a_run_stopped_during_the_settle_window_does_not_deliver_the_unpro
     tmp_path: Path,
 ) -> None:
     # README: "nothing unproven is ever delivered"; "A run stopped while a tunnel waits
-    # hands its PSK over with unverified set". But the driver turns the stop into
-    # ReadBackFailed(stopped=True), and the machine's _unverified() calls _hand_over(),
-    # which *delivers* the PSK when there is a deliverer. So leaving the block (Ctrl-C,
-    # a cancellation, `break`) while a doubtful tunnel waits for its read-back pushes to
-    # the router a PSK that a late store has already superseded at the edge.
+    # hands its PSK over with unverified set". Leaving the block (Ctrl-C, a cancellation,
+    # `break`) while a doubtful tunnel waits for its read-back hands the PSK over without
+    # delivering it: a late store may already have superseded it at the edge.
     edge: dict[str, str] = {}
     answered = asyncio.Event()
     delivered: list[str] = []
@@ -101,11 +100,10 @@ async def test_resume_after_a_kill_during_a_retry_reads_back_before_delivering(
     # that call write nothing. With the defaults (timeout 60 s = settle window), a first
     # attempt that times out is retried at ~60 s + backoff; a kill -9 at 130 s, while the
     # retry sent at ~125 s is in flight, leaves a journal whose last word is 130 s old.
-    # The resumed run sees no doubt left (130 > 60), regenerates, and delivers the new
-    # PSK at once with no read-back; the retry in flight stores its PSK 20 s later (well
-    # within a timeout of when it was sent). Router: the new PSK; edge: a PSK nobody has;
-    # the outcome says ok. "After a kill -9 at any moment, a rerun leaves every tunnel
-    # with a PSK that is in the journal and equal to the one Cloudflare holds" fails.
+    # The retry in flight may still store its PSK (well within a timeout of when it was
+    # sent), so the resumed run reads the tunnel back before it delivers anything: "after a
+    # kill -9 at any moment, a rerun leaves every tunnel with a PSK that is in the journal
+    # and equal to the one Cloudflare holds".
     from tests.support.clock import FakeClock
 
     journal = tmp_path / "j"

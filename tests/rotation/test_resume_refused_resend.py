@@ -1,4 +1,5 @@
-"""Third review: reruns that resume a journal."""
+"""A resume whose resend of the PSK a killed run sent is refused: the tunnel may still hold that
+PSK, so every failure carries it, on every rerun. Tiny servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -38,14 +39,11 @@ async def test_a_second_refused_resend_still_carries_the_psk_run_one_may_have_se
 ) -> None:
     # Run 1: rotate(method="set", journal=J) fsyncs the intent with its PSK, sends it, and
     # is killed before the answer: the tunnel may hold that PSK. Run 2 resumes, resends
-    # the same PSK, Cloudflare refuses it ("unapplied"): the second review's fix (_resent)
-    # hands RUN1_PSK over in the failure, good, but the run journals a *certain* `failed`
-    # line. Run 3 resumes again (the operator retries later), resends RUN1_PSK, refused
-    # again: _doubt_from_before now reads record.event == "failed", outcome_unknown False,
-    # and concludes there is no doubt; the failure carries no PSK. Nothing has changed
-    # since run 2: the tunnel may still hold RUN1_PSK, and the outcome that is supposed to
-    # carry every PSK the tunnel may hold (SECURITY.md) does not. The doubt of a kill
-    # survives exactly one rerun.
+    # the same PSK, Cloudflare refuses it ("unapplied"): the failure carries RUN1_PSK. Run 3
+    # resumes again (the operator retries later) and is refused again. Nothing has changed
+    # since run 2: the tunnel may still hold RUN1_PSK, so this failure carries it too
+    # (SECURITY.md: an outcome carries every PSK the tunnel may hold). The doubt of a kill
+    # survives every rerun, not just the first.
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
     journal.open()
@@ -57,7 +55,7 @@ async def test_a_second_refused_resend_still_carries_the_psk_run_one_may_have_se
         third = await _rerun(base, path)
     assert not second.ok
     assert second.result is not None
-    assert second.result.psk == RUN1_PSK  # the second review's fix, for one rerun
+    assert second.result.psk == RUN1_PSK  # the first rerun
     assert not third.ok
     carried = third.result.psk if third.result is not None else None
     assert carried == RUN1_PSK, (
@@ -73,11 +71,8 @@ async def test_a_resumed_set_whose_resend_is_refused_still_carries_the_psk_sent_
     # (kill -9, a power cut) before the answer was recorded: the tunnel may hold P. Run 2
     # resumes with the same journal and resends P, and this time the request is refused
     # with a certain error (a 400: the token lost a scope, the API changed, a tunnel is
-    # being edited). _send_set only replaces `held` by the PSK sent when the error is
-    # outcome_unknown, so the outcome is "failed", outcome_unknown=False, carrying no PSK:
-    # the caller is told nothing changed for this tunnel, although run 1 may have put P
-    # there. README: "Any outcome for a tunnel that may now hold a PSK we ... sent carries
-    # that PSK".
+    # being edited). Run 1 may have put P on the tunnel, so the failure carries P (README:
+    # "Any outcome for a tunnel that may now hold a PSK we ... sent carries that PSK").
     from magicwan.journal import Intent, Journal
 
     pending = "pending-set-psk-0123456789abcdef"

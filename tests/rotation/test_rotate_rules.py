@@ -1,7 +1,7 @@
-"""Defects of the engine that issue 16 lists, each pinned through the public ``rotate()``.
-
-Every test here failed against the engine before the state machine (the 939-line
-``Rotation`` class); each names the rule it protects.
+"""Rules of the rotation engine, each pinned through the public ``rotate()``: doubt left by an
+earlier run or a coarser stamp, a refused set that may have applied, a batch split and cut, a
+reused journal, a crash in the driver, a deliverer that always fails. Each test names the
+rule it protects.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A hostile server for the hardening suite: every way an HTTP server can misbehave, on 127.0.0.1.
+"""A hostile server for tests/hostile/: every way an HTTP server can misbehave, on 127.0.0.1.
 
 The server's first path segment picks a misbehaviour (``{root}/{scenario}/client/v4/...``); a
 second server, the *witness*, records every request it gets (a redirect target that must never be

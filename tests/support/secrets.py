@@ -22,9 +22,9 @@ __all__ = [
 ]
 
 # Distinctive values, so a leak can never be a coincidence.
-SECRET_TOKEN = "tokHARDENING7f3a9c2e1b5d4a6f8e0c"
-SECRET_KEY = "keyHARDENING0b1c2d3e4f5a6b7c8d9e"
-SECRET_EMAIL = "hardening@example.com"
+SECRET_TOKEN = "tokNEVERSHOW7f3a9c2e1b5d4a6f8e0c"
+SECRET_KEY = "keyNEVERSHOW0b1c2d3e4f5a6b7c8d9e"
+SECRET_EMAIL = "never-shown@example.com"
 HOSTILE_PSK = "pskHOSTILEq9w8e7r6t5y4u3i2o1p0zz"
 
 

@@ -1,4 +1,6 @@
-"""Helpers of the attack suite: a one-handler aiohttp server on loopback, and a client of it."""
+"""A one-handler aiohttp server on loopback, and a client of it: for the answers no real
+server (nor the emulator) gives, a PSK other than the one sent, a body coded oddly, an error
+that quotes a secret."""
 
 from __future__ import annotations
 
@@ -11,9 +13,20 @@ from aiohttp import web
 
 from magicwan import MagicWAN
 
-__all__ = ["THEIRS", "Handler", "applies_its_own_psk", "client_of", "envelope", "tiny_server"]
+__all__ = [
+    "THEIRS",
+    "TOKEN",
+    "Handler",
+    "applies_its_own_psk",
+    "client_of",
+    "envelope",
+    "tiny_server",
+]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The API token :func:`client_of` sends.
+TOKEN = "tok-loopback-0123456789"
 
 
 @asynccontextmanager
@@ -38,7 +51,7 @@ def envelope(result: Any) -> bytes:
 
 def client_of(base_url: str, **kwargs: Any) -> MagicWAN:
     kwargs.setdefault("rate_limit", None)
-    return MagicWAN(api_token="tok-attack-0123456789", base_url=base_url, environ={}, **kwargs)
+    return MagicWAN(api_token=TOKEN, base_url=base_url, environ={}, **kwargs)
 
 
 #: The PSK a hostile bulk set says it applied, whatever was sent.

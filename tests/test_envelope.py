@@ -390,8 +390,8 @@ HUGE = "9" * 400  # float() makes it inf, and int(inf) raises OverflowError
 def test_parse_ratelimit_ignores_a_malformed_header_and_says_so(
     headers: dict[str, str], expected: RateLimitInfo | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Issue 10 §3: these raised ZeroDivisionError / OverflowError, and the PSK in the answer
-    # carrying them was lost. Ignored now, with a DEBUG line.
+    # Headers that would raise ZeroDivisionError / OverflowError are ignored, with a DEBUG
+    # line: the PSK in the answer carrying them is never lost.
     caplog.set_level(logging.DEBUG, logger="magicwan")
     assert parse_ratelimit(headers) == expected
     assert "cannot be parsed" in caplog.text

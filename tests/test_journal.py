@@ -88,8 +88,8 @@ async def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path: Path) -
 
 @pytest.mark.asyncio
 async def test_a_journal_in_use_by_another_writer_is_refused(tmp_path: Path) -> None:
-    # Issue 10 §9: two rotations on one journal corrupted it silently. The lock is taken
-    # on open and kept until aclose(), and conflicts across open files, processes and all.
+    # Two rotations on one journal would corrupt it silently. The lock is taken on open and
+    # kept until aclose(), and conflicts across open files, processes and all.
     path = tmp_path / "j.jsonl"
     first = Journal(path)
     first.open()
@@ -155,7 +155,7 @@ def shared_dir() -> Iterator[Path]:
 
 
 def test_a_journal_of_another_user_is_a_journal_error(shared_dir: Path) -> None:
-    # Issue 10 §10: a journal owned by another user gave a raw PermissionError.
+    # A journal owned by another user is a JournalError, never a raw PermissionError.
     path = shared_dir / "j.jsonl"
     _write(path, HEADER)
     path.chmod(0o600)

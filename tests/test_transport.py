@@ -755,7 +755,7 @@ async def test_validate_only_is_not_serialized(mock_api: aioresponses, fake: Fak
     assert tracker.peak == 3
 
 
-# --- cancelled calls and the limiter (issue 10 §7) -----------------------------------------
+# --- cancelled calls and the limiter -------------------------------------------------------
 
 ANY_PSK_URL = re.compile(
     rf"^{re.escape(BASE)}/accounts/{ACCOUNT}/magic/ipsec_tunnels/[0-9a-f]+/psk_generate$"

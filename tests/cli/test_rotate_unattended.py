@@ -1,4 +1,4 @@
-"""``magicwan psk rotate`` run unattended (issue 17): no journal litter from a refused run,
+"""``magicwan psk rotate`` run unattended: no journal litter from a refused run,
 the dry run's cost estimate, the progress outlook and what Ctrl-C waits for."""
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ RAW: dict[str, type[MagicWANError]] = {
 NEVER_ENDS = ["slowloris", "never_starts"]
 #: Scenarios with a test of their own.
 SINGLES = ["ok", "success_false_2xx", "psk_metadata_bad_date", "psk_metadata_string"]
-#: Scenarios tested in test_broken_rate_limit_headers.py and test_odd_psk_stamps.py, which
+#: Scenarios tested in test_server_rate_limit_headers.py and test_server_odd_stamps.py, which
 #: iterate over these same lists from tests.support.hostile.
 ELSEWHERE = [*UNREADABLE_RATELIMIT, *ODD_STAMPS, *RETRY_AFTER_ONCE, "rate_limited_briefly"]
 

@@ -1,4 +1,4 @@
-"""An answer that carries a PSK is never discarded for its metadata (issue 10 §4).
+"""An answer that carries a PSK is never discarded for its metadata.
 
 The hostile server answers each tunnel with a valid PSK whose ``psk_metadata.last_generated_on``
 comes in an odd form (``tests.support.hostile.ODD_STAMPS``): RFC 3339 with a lowercase ``t`` and

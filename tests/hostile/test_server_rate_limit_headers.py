@@ -1,4 +1,4 @@
-"""Rate-limit headers a broken server sends (issue 10 §3 and §11), against the hostile server.
+"""Rate-limit headers a broken server sends, against the hostile server.
 
 - ``Ratelimit`` / ``Ratelimit-Policy`` headers that cannot be parsed (a window of 0, numbers of
   400 digits, junk) on a 200 that carries a PSK: the header is ignored (a DEBUG line says so,
@@ -41,7 +41,7 @@ def _client(base_url: str, fake: FakeClock, **kwargs: object) -> MagicWAN:
     return MagicWAN(api_token=SECRET_TOKEN, base_url=base_url, **options)  # type: ignore[arg-type]
 
 
-# --- Ratelimit / Ratelimit-Policy that cannot be parsed (§3) ------------------------------
+# --- Ratelimit / Ratelimit-Policy that cannot be parsed -----------------------------------
 
 
 @pytest.mark.parametrize("scenario", sorted(UNREADABLE_RATELIMIT))
@@ -92,7 +92,7 @@ async def test_a_rotation_through_unreadable_ratelimit_headers_finishes(
     }
 
 
-# --- Retry-After far in the future (§11) --------------------------------------------------
+# --- Retry-After far in the future -------------------------------------------------------
 
 
 @pytest.mark.parametrize("scenario", sorted(RETRY_AFTER_ONCE))

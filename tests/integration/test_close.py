@@ -1,4 +1,4 @@
-"""Closing a client with generates in flight (issue 10 §6), against the real emulator.
+"""Closing a client with generates in flight, against the real emulator.
 
 A call whose request was sent when the client closed has an unknown outcome: the server may
 have stored a PSK that nobody received. It must say so (``outcome_unknown``), and so must the

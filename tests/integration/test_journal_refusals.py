@@ -1,10 +1,10 @@
-"""A rotation refuses a journal it cannot own safely, before it sends anything (issue 10 §9, §10).
+"""A rotation refuses a journal it cannot own safely, before it sends anything.
 
-- Two rotations on one journal corrupt it (issue 10 §9: three processes left tunnels whose
+- Two rotations on one journal would corrupt it (three processes could leave tunnels whose
   journalled PSK was not the edge's, all exiting 0). The journal is locked for a run: a second
   rotation on it is refused on enter with a ``JournalError`` and sends nothing, in the same
   process or in another one.
-- A journal the rotation cannot use (issue 10 §10: owned by another user, a directory, a FIFO,
+- A journal the rotation cannot use (owned by another user, a directory, a FIFO,
   a symbolic link, a file that is not a journal) is refused on enter with a ``JournalError``,
   nothing is sent and the file is left as it was.
 
@@ -82,7 +82,7 @@ def _edge_psks(emu: Emulator, tunnels: list[str]) -> dict[str, str | None]:
     return {t: emu.state.current_psk(emu.account_id, t) for t in tunnels}
 
 
-# --- a second rotation on a journal in use (§9) --------------------------------------------
+# --- a second rotation on a journal in use --------------------------------------------------
 
 
 async def test_a_second_rotation_on_the_same_journal_is_refused_on_enter(
@@ -195,7 +195,7 @@ async def test_three_processes_on_one_journal_one_rotates_and_the_others_send_no
     assert all(edge.values())
 
 
-# --- journals a rotation cannot use (§10) ---------------------------------------------------
+# --- journals a rotation cannot use --------------------------------------------------------
 
 
 def _snapshot(path: Path) -> tuple[bytes, int] | None:

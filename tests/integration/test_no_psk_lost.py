@@ -1,6 +1,6 @@
-"""No PSK lost, even under the faults the first release never tested (issue 10).
+"""No PSK lost, even under faults: a late store, a full disk, read-backs that cannot decide.
 
-Each test here reproduces a way the first release lost a live PSK, against a real server over
+Each test here reproduces a way a live PSK could be lost, against a real server over
 loopback: the emulator with its ``late_store`` fault, a disk that fills under the journal (a real
 ``EFBIG`` from the kernel in a child process, and ``ENOSPC`` on chosen lines), read-backs that
 cannot decide (a small hostile server), and a caller that stops reading. The rule they check:

@@ -1,7 +1,7 @@
 """Client-side rate limiting against the emulator's per-user budget, in real (scaled-down) time.
 
 These tests wait real seconds: the budgets are small (tens of requests per second or two) so
-that each test runs in a few seconds. Timing is asserted against the pacing model of issue 4:
+that each test runs in a few seconds. Timing is asserted against the pacing model:
 with a fresh budget of L requests per W seconds, N requests take ``(N - L) * W / L`` seconds.
 """
 

@@ -48,7 +48,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: A ``Retry-After`` beyond any sane cap (the ``retry_after_enormous`` scenario sends it).
 ENORMOUS_RETRY_AFTER = "99999999999999999999999"
-#: Far-future ``Retry-After`` values a broken server sends (issue 10 §11): 31 years in
+#: Far-future ``Retry-After`` values a broken server sends: 31 years in
 #: seconds, and the last date HTTP can write.
 FAR_RETRY_AFTER = "999999999"
 FAR_RETRY_AFTER_DATE = "Fri, 31 Dec 9999 23:59:59 GMT"
@@ -56,7 +56,7 @@ FAR_RETRY_AFTER_DATE = "Fri, 31 Dec 9999 23:59:59 GMT"
 _HUGE = "9" * 400  # a number no float holds: float() makes it inf, int(inf) raises
 
 #: Scenarios answering a valid PSK (the tunnel's own, see :func:`hostile_psk`) with
-#: rate-limit headers that cannot be read (issue 10 §3): scenario -> the headers.
+#: rate-limit headers that cannot be read: scenario -> the headers.
 UNREADABLE_RATELIMIT: dict[str, dict[str, str]] = {
     "ratelimit_policy_zero_window": {
         "Ratelimit": '"default";r=50;t=30',
@@ -76,8 +76,8 @@ UNREADABLE_RATELIMIT: dict[str, dict[str, str]] = {
     },
 }
 
-#: Scenarios answering a valid PSK whose ``last_generated_on`` is in an odd form (issue 10
-#: §4): scenario -> the stamp as sent. Only the first is RFC 3339 (lowercase ``t``/``z``).
+#: Scenarios answering a valid PSK whose ``last_generated_on`` is in an odd form: scenario ->
+#: the stamp as sent. Only the first is RFC 3339 (lowercase ``t``/``z``).
 ODD_STAMPS: dict[str, object] = {
     "stamp_lowercase": "2024-01-01t00:00:00.123456z",
     "stamp_go_string": "2024-01-01 00:00:00.123456789 +0000 UTC",
@@ -86,7 +86,7 @@ ODD_STAMPS: dict[str, object] = {
 }
 
 #: Scenarios answering their first request with a 429 and this ``Retry-After``, and every
-#: later one with a valid PSK (issue 10 §11): scenario -> Retry-After.
+#: later one with a valid PSK: scenario -> Retry-After.
 RETRY_AFTER_ONCE: dict[str, str] = {
     "rate_limited_once_seconds": FAR_RETRY_AFTER,
     "rate_limited_once_date": FAR_RETRY_AFTER_DATE,

@@ -10,6 +10,7 @@ real process; and an emulator middleware that answers chosen requests the way a 
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import os
@@ -24,15 +25,21 @@ import pytest
 from aiohttp import web
 
 from magicwan import cli
-from magicwan.emulator import Emulator, run
+from magicwan.emulator import Emulator, EmulatorState, run
 from magicwan.journal import read_journal
 
 __all__ = [
     "REPO",
+    "TUNNELS",
     "Answers",
     "Result",
     "assert_no_psk",
+    "break_journal_after",
     "cli_emulator",
+    "drops_the_query",
+    "edge_psk",
+    "emulator_behind",
+    "journal_events",
     "journalled",
     "json_lines",
     "magicwan",
@@ -42,6 +49,8 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
+#: Tunnels of the emulator behind the ``env`` fixture of ``tests/cli/psk/``.
+TUNNELS = 6
 
 
 @attrs.frozen
@@ -211,3 +220,47 @@ def assert_no_psk(text: str, emulator: Emulator) -> None:
         for record in emulator.state.history(emulator.account_id, tunnel_id):
             assert record.psk not in text, f"a PSK of tunnel {tunnel_id} was printed"
     assert emulator.api_token not in text
+
+
+def edge_psk(emu: Emulator, tunnel_id: str) -> str | None:
+    """The PSK the emulator's edge holds for ``tunnel_id`` now."""
+    return emu.state.current_psk(emu.account_id, tunnel_id)
+
+
+def journal_events(path: Path) -> list[dict[str, object]]:
+    """The journal's lines after its header, as dicts."""
+    return [json.loads(line) for line in path.read_text().splitlines()][1:]
+
+
+def break_journal_after(monkeypatch: pytest.MonkeyPatch, path: Path, rotated: int) -> None:
+    """Every fsync of ``path`` fails (ENOSPC) once it holds more than ``rotated`` rotated lines."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        ours = path.exists() and os.fstat(fd).st_ino == path.stat().st_ino
+        if ours and path.read_bytes().count(b'"event":"rotated"') > rotated:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
+
+
+@web.middleware
+async def drops_the_query(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A gateway that drops the query string: ?validate_only=true never reaches the server."""
+    response: web.StreamResponse = await handler(
+        request.clone(rel_url=request.rel_url.with_query(None))
+    )
+    return response
+
+
+@asynccontextmanager
+async def emulator_behind(
+    monkeypatch: pytest.MonkeyPatch, *middlewares: Any
+) -> AsyncIterator[Emulator]:
+    """An emulator of 3 tunnels behind ``middlewares``; its variables set for the command line."""
+    state = EmulatorState(tunnels=3, seed=11, rate_limit=None)
+    async with run(state=state, middlewares=list(middlewares), shutdown_timeout=2.0) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        yield emu

@@ -174,7 +174,7 @@ async def test_an_empty_rotation_leaves_no_coroutine_never_awaited(tmp_path: obj
     import gc
     import warnings
 
-    from tests.integration.integration_support import make_client
+    from tests.support.loopback import make_client
 
     async with run(tunnels=1, rate_limit=None) as emu, make_client(emu) as client:
         with warnings.catch_warnings(record=True) as caught:

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from magicwan import Delivery, MagicWAN, MagicWANError
 from magicwan.emulator import run
-from tests.integration.integration_support import make_client
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.loopback import make_client
 from tests.support.tiny_server import client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio

@@ -17,8 +17,8 @@ from aiohttp import web
 from magicwan import JournalError, MagicWANError
 from magicwan.emulator import Emulator, run
 from magicwan.journal import Intent, Journal, Rotated, read_journal
-from tests.integration.integration_support import make_client
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.loopback import make_client
 from tests.support.tiny_server import client_of, envelope, tiny_server
 
 pytestmark = pytest.mark.asyncio

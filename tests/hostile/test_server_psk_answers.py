@@ -18,8 +18,8 @@ from magicwan import MagicWAN
 from magicwan.emulator import EmulatorState, Faults, run
 from magicwan.journal import read_journal
 from magicwan.rotation import Validated
-from tests.integration.integration_support import make_client
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.loopback import make_client
 from tests.support.tiny_server import (
     THEIRS,
     Handler,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from magicwan.emulator import Emulator, EmulatorState
-from tests.integration.integration_support import Tracker, serve
+from tests.support.loopback import Tracker, serve
 
 
 @pytest_asyncio.fixture

@@ -17,8 +17,8 @@ import pytest
 
 from magicwan import NotAppliedError, OutcomeState, RotationFailure, read_journal
 from magicwan.emulator import Emulator, EmulatorState, FaultKind, Faults
-from tests.integration.integration_support import Tracker, make_client, serve
 from tests.support.children import start_rotation_child, wait_for_child
+from tests.support.loopback import Tracker, make_client, serve
 
 pytestmark = pytest.mark.asyncio
 

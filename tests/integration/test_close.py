@@ -16,7 +16,7 @@ import pytest
 
 from magicwan import MagicWANError, read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults
-from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.loopback import Tracker, make_client, serve
 from tests.support.probes import journal_lines
 
 pytestmark = pytest.mark.asyncio

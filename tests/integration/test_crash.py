@@ -19,8 +19,8 @@ import pytest
 
 from magicwan import read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults
-from tests.integration.integration_support import Tracker, serve
 from tests.support.children import start_rotation_child, wait_for_child
+from tests.support.loopback import Tracker, serve
 
 pytestmark = pytest.mark.asyncio
 

@@ -25,7 +25,7 @@ from magicwan import (
 )
 from magicwan.emulator import Emulator, EmulatorState, Faults
 from magicwan.emulator.faults import FaultKind
-from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.loopback import Tracker, make_client, serve
 from tests.support.probes import ray_recorder, session_spy
 
 pytestmark = pytest.mark.asyncio

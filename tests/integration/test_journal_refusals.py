@@ -32,9 +32,9 @@ from aiohttp import web
 
 from magicwan import JournalError, MagicWAN, read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults, run
-from tests.integration.integration_support import make_client
 from tests.support.children import start_rotation_child
 from tests.support.cli import cli_emulator, journalled, magicwan
+from tests.support.loopback import make_client
 
 pytestmark = pytest.mark.asyncio
 

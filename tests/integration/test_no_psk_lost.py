@@ -31,9 +31,9 @@ from magicwan import (
 )
 from magicwan.emulator import Emulator, EmulatorState, Faults
 from magicwan.journal import Rotated
-from tests.integration.integration_support import Tracker, make_client, serve
 from tests.support.children import start_rotation_child, wait_for_child
 from tests.support.disk import fail_journal_writes
+from tests.support.loopback import Tracker, make_client, serve
 
 pytestmark = pytest.mark.asyncio
 

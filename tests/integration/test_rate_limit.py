@@ -13,7 +13,7 @@ import time
 import pytest
 
 from magicwan.emulator import EmulatorState
-from tests.integration.integration_support import Tracker, make_client, serve
+from tests.support.loopback import Tracker, make_client, serve
 
 pytestmark = pytest.mark.asyncio
 

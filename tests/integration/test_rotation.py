@@ -13,8 +13,8 @@ import pytest
 from magicwan import NotFoundError, RotationOutcome, read_journal
 from magicwan.emulator import Emulator, EmulatorState, Faults
 from magicwan.emulator.faults import FaultKind
-from tests.integration.integration_support import Tracker, make_client, serve
 from tests.support.disk import DurableBytes
+from tests.support.loopback import Tracker, make_client, serve
 from tests.support.probes import journal_lines, magicwan_tasks
 
 pytestmark = pytest.mark.asyncio

@@ -1,4 +1,4 @@
-"""Helpers for the integration tests.
+"""The emulator served on loopback with a request tracker, and a client of it on a fast clock.
 
 ``serve()`` is ``magicwan.emulator.run()`` serving a given state, optionally with an outer
 middleware (a :class:`Tracker`) that sees every request the emulator serves, so a test can

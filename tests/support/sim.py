@@ -115,7 +115,7 @@ GENERATE_FAULTS = (
 SET_FAULTS = (*GENERATE_FAULTS, "other_psk", "missing", "unapplied")
 STORAGE_FAULTS = ("enospc", "eio", "efbig", "torn", "fsync")
 
-#: Defects of today's engine (magicwan/rotation.py before issue 16) that the simulation finds.
+#: Defects of the engine that the simulation can find, by the names the tests use.
 #: A scenario avoids the triggers of those it lists in ``avoid`` (the default: all of them), so
 #: the CI budget checks everything else; ``tests/simulation/test_known_defects.py`` runs each
 #: one's trigger and expects it to fail. An engine that fixes one: remove it from this set (the
@@ -128,8 +128,8 @@ DEFECTS_FOUND = (
     "rerun-skips-settle",
     "rerun-drops-doubt",
 )
-#: Defects of the engine the world still steers around (none: the state machine of
-#: issue 16 fixes every one it found; a new one goes here, with a strict xfail, until fixed).
+#: Defects of the engine the world still steers around (none today; a new one goes here,
+#: with a strict xfail, until fixed).
 KNOWN_DEFECTS: frozenset[str] = frozenset()
 
 

@@ -1,7 +1,5 @@
 """magicwan: an async Python SDK for Cloudflare Magic WAN."""
 
-from magicwan._psk import new_psk
-from magicwan._transport import Reply
 from magicwan._version import __version__
 from magicwan.client import DEFAULT_BASE_URL, MagicWAN
 from magicwan.delivery import Deliverer, Delivery
@@ -26,6 +24,7 @@ from magicwan.errors import (
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
+from magicwan.internal.keygen import new_psk
 from magicwan.journal import JournalError, JournalRecord, read_journal
 from magicwan.models import (
     AppliedPSK,
@@ -38,6 +37,7 @@ from magicwan.models import (
     PSKSetResult,
 )
 from magicwan.ratelimit import RateLimiter
+from magicwan.reply import Reply
 from magicwan.rotation import (
     OutcomeState,
     RolloutWindow,

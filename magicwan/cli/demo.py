@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from magicwan._version import __version__
+from magicwan import __version__
 from magicwan.cli.common import UsageError, check_journal, ipsec_tunnels
 from magicwan.cli.console import Console
 from magicwan.cli.parser import (

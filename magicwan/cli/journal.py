@@ -21,14 +21,19 @@ import shlex
 import stat
 from typing import Any
 
-from magicwan._argtypes import non_negative_int
-from magicwan._converter import format_datetime
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, escape
 from magicwan.cli.journal_dir import JournalFile, journals_in, left_open, newest_psks
 from magicwan.cli.journal_prune import run_prune
-from magicwan.cli.parser import Parser, add_actions, add_command, add_output_options
+from magicwan.cli.parser import (
+    Parser,
+    add_actions,
+    add_command,
+    add_output_options,
+    non_negative_int,
+)
 from magicwan.cli.status import ExitStatus, exit_status_help
+from magicwan.internal.timestamps import format_datetime
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
 __all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "register"]

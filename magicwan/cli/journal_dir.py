@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 
-from magicwan._converter import parse_datetime
 from magicwan.cli.common import UsageError, run_number
+from magicwan.internal.timestamps import parse_datetime
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
 __all__ = ["JournalFile", "Key", "journals_in", "left_open", "newest_psks"]

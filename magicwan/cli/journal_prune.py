@@ -9,10 +9,10 @@ import fcntl
 import os
 from pathlib import Path
 
-from magicwan._converter import format_datetime
 from magicwan.cli.console import Console
 from magicwan.cli.journal_dir import JournalFile, Key, journals_in, left_open, newest_psks
 from magicwan.cli.status import ExitStatus
+from magicwan.internal.timestamps import format_datetime
 
 __all__ = ["run_prune"]
 

@@ -23,18 +23,28 @@ import textwrap
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from magicwan._argtypes import (
-    halt_after,
-    non_negative_int,
-    non_negative_seconds,
-    positive_int,
-    rate_limit,
-    seconds,
-)
-from magicwan._env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan.cli.status import exit_status_help
 from magicwan.client import MagicWAN
-from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN
+from magicwan.errors import InvalidInputError
+from magicwan.internal.env import (
+    ENV_ACCOUNT_ID,
+    ENV_API_KEY,
+    ENV_API_TOKEN,
+    ENV_BASE_URL,
+    ENV_EMAIL,
+)
+from magicwan.internal.validation import (
+    argtype,
+    check_duration,
+    check_non_negative_int,
+    check_non_negative_seconds,
+    check_positive_int,
+    check_rate_limit,
+    check_seconds,
+    read_seconds,
+    read_whole,
+)
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN, parse_rate_limit
 
 if TYPE_CHECKING:
     from magicwan.cli.console import Console
@@ -50,6 +60,7 @@ __all__ = [
     "add_output_options",
     "add_request_options",
     "client_default",
+    "duration",
     "halt_after",
     "non_negative_int",
     "non_negative_seconds",
@@ -192,14 +203,33 @@ def add_command(
 # -- value types -------------------------------------------------------------------------
 
 
-def _max_retry_after(text: str) -> float:
-    value = seconds(text)
+# Each an argparse type of one rule of magicwan.internal.validation: the same check, and the
+# same words, as the library's.
+positive_int = argtype(check_positive_int, read_whole)
+non_negative_int = argtype(check_non_negative_int, read_whole)
+#: A whole number >= 1, or ``off`` (None): never halt.
+halt_after = argtype(check_positive_int, read_whole, off=True)
+seconds = argtype(check_seconds, read_seconds)
+non_negative_seconds = argtype(check_non_negative_seconds, read_seconds)
+#: ``N/SECONDS`` or ``off`` (None), by the one parser both command lines use.
+rate_limit = argtype(check_rate_limit, parse_rate_limit)
+#: ``90d``, ``12h``, ``30m`` or ``45s``.
+duration = argtype(check_duration, name="DURATION")
+
+
+def _check_max_retry_after(value: object, name: str) -> float:
+    """Seconds > 0, at most the longest 429 cooldown the client keeps (the library takes
+    more, and then keeps a longer cooldown; the command line does not offer that)."""
+    value = check_seconds(value, name)
     if value > MAX_COOLDOWN:
-        raise argparse.ArgumentTypeError(
-            f"at most {MAX_COOLDOWN:g} seconds (the longest 429 cooldown the client keeps), "
-            f"got {text}"
+        raise InvalidInputError(
+            f"{name} must be at most {MAX_COOLDOWN:g} seconds "
+            "(the longest 429 cooldown the client keeps)"
         )
     return value
+
+
+_max_retry_after = argtype(_check_max_retry_after, read_seconds)
 
 
 # -- shared arguments and option groups ------------------------------------------------------

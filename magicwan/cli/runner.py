@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from magicwan._converter import format_datetime
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, OutputClosed
 from magicwan.cli.metrics import ROTATION_OUTCOMES, MetricsError, write_rotation_metrics
@@ -27,8 +26,10 @@ from magicwan.cli.progress import Progress
 from magicwan.cli.report import describe
 from magicwan.cli.status import ExitStatus, most_urgent
 from magicwan.cli.tracker import RunSettings, RunTracker, TrackedDeliverer
+from magicwan.internal.clock import Sleep
+from magicwan.internal.timestamps import format_datetime
 from magicwan.journal import JournalError
-from magicwan.ratelimit import RateLimiter, Sleep
+from magicwan.ratelimit import RateLimiter
 from magicwan.rotation import OutcomeState, Rotation
 
 __all__ = [

@@ -24,8 +24,6 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from magicwan._argtypes import non_negative_int, positive_int, rate_limit
-from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
 from magicwan.emulator._server import DEFAULT_GRE_TUNNELS, DEFAULT_TUNNELS, Emulator, run
 from magicwan.emulator.faults import FaultKind, Faults
 from magicwan.emulator.models import is_identifier
@@ -37,7 +35,15 @@ from magicwan.emulator.state import (
     DEFAULT_PSK_MAX_LENGTH,
     DEFAULT_PSK_MIN_LENGTH,
 )
-from magicwan.ratelimit import CLOUDFLARE_BUDGET
+from magicwan.internal.budget import CLOUDFLARE_BUDGET, parse_rate_limit
+from magicwan.internal.env import ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
+from magicwan.internal.validation import (
+    argtype,
+    check_non_negative_int,
+    check_positive_int,
+    check_rate_limit,
+    read_whole,
+)
 
 __all__ = ["build_parser", "faults_from_args", "main", "shell_block"]
 
@@ -72,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (8787)")
     parser.add_argument(
         "--tunnels",
-        type=non_negative_int,
+        type=argtype(check_non_negative_int, read_whole),
         default=DEFAULT_TUNNELS,
         help=f"IPsec tunnels to create ({DEFAULT_TUNNELS})",
     )
     parser.add_argument(
         "--gre-tunnels",
-        type=non_negative_int,
+        type=argtype(check_non_negative_int, read_whole),
         default=DEFAULT_GRE_TUNNELS,
         help=f"GRE tunnels to create ({DEFAULT_GRE_TUNNELS})",
     )
@@ -107,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument(
         "--rate-limit",
-        type=rate_limit,
+        type=argtype(check_rate_limit, parse_rate_limit),
         default=CLOUDFLARE_BUDGET,
         metavar="N/SECONDS|off",
         help=f"per-user budget, e.g. {budget} (the default, Cloudflare's) or off",
@@ -115,16 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     psk = parser.add_argument_group("bulk PSK set (assumed limits)")
     psk.add_argument(
         "--max-psk-batch",
-        type=positive_int,
+        type=argtype(check_positive_int, read_whole),
         default=DEFAULT_MAX_PSK_BATCH,
         metavar="N",
         help=f"most entries in one request; more is a 400, code 1005 ({DEFAULT_MAX_PSK_BATCH})",
     )
     psk.add_argument(
-        "--psk-min-length", type=positive_int, default=DEFAULT_PSK_MIN_LENGTH, metavar="N"
+        "--psk-min-length",
+        type=argtype(check_positive_int, read_whole),
+        default=DEFAULT_PSK_MIN_LENGTH,
+        metavar="N",
     )
     psk.add_argument(
-        "--psk-max-length", type=positive_int, default=DEFAULT_PSK_MAX_LENGTH, metavar="N"
+        "--psk-max-length",
+        type=argtype(check_positive_int, read_whole),
+        default=DEFAULT_PSK_MAX_LENGTH,
+        metavar="N",
     )
     faults = parser.add_argument_group("fault injection (probabilities 0..1, default 0)")
     for kind in FaultKind:

@@ -17,12 +17,11 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from magicwan._psk import new_psk
-from magicwan.delivery._limit import group_key
-from magicwan.delivery._model import Delivery, DeliveryTarget
+from magicwan.delivery import Delivery, DeliveryTarget, group_key
 from magicwan.errors import MagicWANError
+from magicwan.internal.clock import Clock, Sleep
+from magicwan.internal.keygen import new_psk
 from magicwan.journal import JournalError
-from magicwan.ratelimit import Clock, Sleep
 from magicwan.rotation import machine as m
 from magicwan.rotation.effects import (
     Fatal,

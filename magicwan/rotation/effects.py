@@ -9,10 +9,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
-from magicwan._envelope import printable, redact
-from magicwan._transport import Reply
-from magicwan._validation import is_printable_psk
-from magicwan.delivery._model import Deliverer, Delivery
+from magicwan.delivery import Deliverer, Delivery
 from magicwan.errors import (
     APIError,
     DeliveryError,
@@ -20,9 +17,12 @@ from magicwan.errors import (
     NotAppliedError,
     UnexpectedResponseError,
 )
+from magicwan.internal.clock import Sleep
+from magicwan.internal.redaction import describe_error, printable
+from magicwan.internal.validation import is_printable_psk
 from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.ratelimit import Sleep
+from magicwan.reply import Reply
 from magicwan.rotation import machine as m
 
 __all__ = [
@@ -227,20 +227,17 @@ def delivery_error(tunnel_id: str, exc: BaseException, psk: str, tries: int) -> 
     if isinstance(exc, TimeoutError):
         reason = "timeout"
     return DeliveryError(
-        f"delivery failed after {tries} tries: {_describe(exc, psk)}",
+        f"delivery failed after {tries} tries: {_delivery_failure_text(exc, psk)}",
         reason=reason,
         tunnel_id=tunnel_id,
         permanent=exc.permanent if isinstance(exc, DeliveryError) else None,
     )
 
 
-def _describe(exc: BaseException, psk: str) -> str:
+def _delivery_failure_text(exc: BaseException, psk: str) -> str:
     """A deliverer's error as text with the PSK scrubbed and control characters escaped."""
     if isinstance(exc, TimeoutError):
         return "timed out"
     # A DeliveryError already says what failed, in words made for this message.
-    try:
-        text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
-    except Exception:  # the caller's exception class: its __str__ may fail too
-        text = f"{type(exc).__name__} (its message cannot be printed)"
-    return printable(redact(text, (psk,)))[:300]
+    text = describe_error(exc, (psk,), typed=not isinstance(exc, DeliveryError))
+    return printable(text)[:300]

@@ -16,9 +16,9 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from magicwan.errors import InvalidInputError
+from magicwan.internal.clock import Clock, Sleep
 from magicwan.journal import Journal, JournalError, JournalRecord, Storage, read_journal
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.ratelimit import Clock, Sleep
 from magicwan.rotation import machine as m
 from magicwan.rotation.driver import Driver
 from magicwan.rotation.effects import (

@@ -220,13 +220,13 @@ duration = argtype(check_duration, name="DURATION")
 def _check_max_retry_after(value: object, name: str) -> float:
     """Seconds > 0, at most the longest 429 cooldown the client keeps (the library takes
     more, and then keeps a longer cooldown; the command line does not offer that)."""
-    value = check_seconds(value, name)
-    if value > MAX_COOLDOWN:
+    wait = check_seconds(value, name)
+    if wait > MAX_COOLDOWN:
         raise InvalidInputError(
             f"{name} must be at most {MAX_COOLDOWN:g} seconds "
             "(the longest 429 cooldown the client keeps)"
         )
-    return value
+    return wait
 
 
 _max_retry_after = argtype(_check_max_retry_after, read_seconds)

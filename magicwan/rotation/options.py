@@ -52,7 +52,7 @@ DEFAULT_DELIVER_TIMEOUT = 30.0
 DEFAULT_HALT_AFTER = 5
 
 
-# -- the rules of rotation's own options (the shared ones are in magicwan.internal) --
+# -- rules of rotation's own options (the shared ones: magicwan.internal.validation) -----
 
 
 def _method(value: object, name: str) -> str:
@@ -101,7 +101,8 @@ def _option(
     choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A field checked by ``check`` (None is always allowed where the default is None),
-    and, with ``flag``, the command-line flag that sets it."""
+    and, with ``flag``, the command-line flag that sets it: its text read by ``parse``,
+    then checked by ``check`` (``argtype``); with ``off``, the word ``off`` is None."""
 
     nullable = default is None or isinstance(default, type(attrs.Factory(list)))
 

@@ -42,9 +42,8 @@ from magicwan.internal.validation import (
     check_rate_limit,
     check_seconds,
     read_seconds,
-    read_whole,
 )
-from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN, parse_rate_limit
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN
 
 if TYPE_CHECKING:
     from magicwan.cli.console import Console
@@ -205,14 +204,14 @@ def add_command(
 
 # Each an argparse type of one rule of magicwan.internal.validation: the same check, and the
 # same words, as the library's.
-positive_int = argtype(check_positive_int, read_whole)
-non_negative_int = argtype(check_non_negative_int, read_whole)
+positive_int = argtype(check_positive_int)
+non_negative_int = argtype(check_non_negative_int)
 #: A whole number >= 1, or ``off`` (None): never halt.
-halt_after = argtype(check_positive_int, read_whole, off=True)
-seconds = argtype(check_seconds, read_seconds)
-non_negative_seconds = argtype(check_non_negative_seconds, read_seconds)
+halt_after = argtype(check_positive_int, off=True)
+seconds = argtype(check_seconds)
+non_negative_seconds = argtype(check_non_negative_seconds)
 #: ``N/SECONDS`` or ``off`` (None), by the one parser both command lines use.
-rate_limit = argtype(check_rate_limit, parse_rate_limit)
+rate_limit = argtype(check_rate_limit)
 #: ``90d``, ``12h``, ``30m`` or ``45s``.
 duration = argtype(check_duration, name="DURATION")
 

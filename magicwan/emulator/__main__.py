@@ -35,14 +35,13 @@ from magicwan.emulator.state import (
     DEFAULT_PSK_MAX_LENGTH,
     DEFAULT_PSK_MIN_LENGTH,
 )
-from magicwan.internal.budget import CLOUDFLARE_BUDGET, parse_rate_limit
+from magicwan.internal.budget import CLOUDFLARE_BUDGET
 from magicwan.internal.env import ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
 from magicwan.internal.validation import (
     argtype,
     check_non_negative_int,
     check_positive_int,
     check_rate_limit,
-    read_whole,
 )
 
 __all__ = ["build_parser", "faults_from_args", "main", "shell_block"]
@@ -78,13 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (8787)")
     parser.add_argument(
         "--tunnels",
-        type=argtype(check_non_negative_int, read_whole),
+        type=argtype(check_non_negative_int),
         default=DEFAULT_TUNNELS,
         help=f"IPsec tunnels to create ({DEFAULT_TUNNELS})",
     )
     parser.add_argument(
         "--gre-tunnels",
-        type=argtype(check_non_negative_int, read_whole),
+        type=argtype(check_non_negative_int),
         default=DEFAULT_GRE_TUNNELS,
         help=f"GRE tunnels to create ({DEFAULT_GRE_TUNNELS})",
     )
@@ -113,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument(
         "--rate-limit",
-        type=argtype(check_rate_limit, parse_rate_limit),
+        type=argtype(check_rate_limit),
         default=CLOUDFLARE_BUDGET,
         metavar="N/SECONDS|off",
         help=f"per-user budget, e.g. {budget} (the default, Cloudflare's) or off",
@@ -121,20 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     psk = parser.add_argument_group("bulk PSK set (assumed limits)")
     psk.add_argument(
         "--max-psk-batch",
-        type=argtype(check_positive_int, read_whole),
+        type=argtype(check_positive_int),
         default=DEFAULT_MAX_PSK_BATCH,
         metavar="N",
         help=f"most entries in one request; more is a 400, code 1005 ({DEFAULT_MAX_PSK_BATCH})",
     )
     psk.add_argument(
         "--psk-min-length",
-        type=argtype(check_positive_int, read_whole),
+        type=argtype(check_positive_int),
         default=DEFAULT_PSK_MIN_LENGTH,
         metavar="N",
     )
     psk.add_argument(
         "--psk-max-length",
-        type=argtype(check_positive_int, read_whole),
+        type=argtype(check_positive_int),
         default=DEFAULT_PSK_MAX_LENGTH,
         metavar="N",
     )

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from magicwan.errors import InvalidInputError
+from magicwan.internal.budget import parse_rate_limit
 
 __all__ = [
     "MAX_DURATION",
@@ -257,26 +258,39 @@ def read_seconds(text: str) -> float:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
 
 
+#: How the text of a flag checked by a rule is read, when :func:`argtype` is not told.
+_READERS: dict[Callable[[Any, str], Any], Callable[[str], Any]] = {
+    check_positive_int: read_whole,
+    check_non_negative_int: read_whole,
+    check_seconds: read_seconds,
+    check_non_negative_seconds: read_seconds,
+    check_rate_limit: parse_rate_limit,
+}
+
+
 def argtype(
     rule: Callable[[Any, str], T],
-    read: Callable[[str], Any] = str,
+    read: Callable[[str], Any] | None = None,
     *,
     name: str | None = None,
     off: bool = False,
 ) -> Callable[[str], T | None]:
     """An argparse ``type=`` of ``rule``: ``read`` the text, then check it by ``rule``.
 
-    A refusal is an :class:`argparse.ArgumentTypeError` in the rule's words: ``"<name>
-    must be ..."`` with ``name``, else ``"expected ..., got <text>"``. ``read`` may raise
-    ValueError with its own message (what it could not read). With ``off``, the word
-    ``off`` (any case) is None; a value read as None (``off`` to the reader) skips the rule.
+    ``read`` defaults to the rule's own reader (a whole number for ``check_positive_int``,
+    seconds for ``check_seconds``, ``N/SECONDS`` or ``off`` for ``check_rate_limit``), else
+    the text itself. A refusal is an :class:`argparse.ArgumentTypeError` in the rule's
+    words: ``"<name> must be ..."`` with ``name``, else ``"expected ..., got <text>"``.
+    ``read`` may raise ValueError with its own message (what it could not read). With
+    ``off``, the word ``off`` (any case) is None; a value read as None skips the rule.
     """
+    reader = read if read is not None else _READERS.get(rule, str)
 
     def convert(text: str) -> T | None:
         if off and text.strip().lower() == "off":
             return None
         try:
-            value = read(text)
+            value = reader(text)
             return None if value is None else rule(value, name or "")
         except ValueError as exc:  # InvalidInputError is one too
             message = str(exc)

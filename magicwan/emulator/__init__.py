@@ -17,6 +17,8 @@ tunnels clients create or update are checked), ``bucket`` (the
 per-user token bucket), ``faults``, ``state`` (:class:`EmulatorState`), ``endpoints``
 (Cloudflare's routes), ``app`` (the request pipeline), ``admin`` (the ``/__emulator__`` routes).
 The names below are imported on first use, so loading the pytest plugin stays cheap.
+The IKE lab (two real strongSwan daemons the emulator's PSKs can reach) is
+:mod:`magicwan.ikelab`.
 """
 
 from __future__ import annotations

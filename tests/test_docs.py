@@ -355,6 +355,45 @@ def test_commands_split_a_shell_line() -> None:
 
 # -- facts the pages state --------------------------------------------------------------
 
+_OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*[a-z0-9])(?![\w*-])")
+_NAMED_OPTION = re.compile(r"`(--[a-z][a-z0-9-]*[a-z0-9])(?![\w*-])")
+
+
+def options_of(parser: argparse.ArgumentParser) -> set[str]:
+    """Every long option of a parser and of its subcommands' parsers."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(option for option in action.option_strings if option.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                found |= options_of(subparser)
+    return found - {"--help", "--version"}
+
+
+CLI_OPTIONS = options_of(cli.build_parser())
+EMULATOR_OPTIONS = options_of(emulator_parser())
+
+
+@pytest.mark.parametrize(
+    ("page", "options"),
+    [("cli.md", CLI_OPTIONS), ("emulator.md", EMULATOR_OPTIONS)],
+    ids=["magicwan", "magicwan.emulator"],
+)
+def test_every_option_is_documented(page: str, options: set[str]) -> None:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    assert options
+    assert sorted(options - set(_OPTION.findall(text))) == []
+
+
+@pytest.mark.parametrize(
+    "page", [page for page in PAGES if page.name != "development.md"], ids=lambda p: p.name
+)
+def test_every_option_a_page_names_exists(page: Path) -> None:
+    """An option in code (`--name ...`) is one of magicwan's or the emulator's (the
+    development page also names pytest's and the benchmarks' options)."""
+    named = set(_NAMED_OPTION.findall(page.read_text(encoding="utf-8")))
+    assert sorted(named - CLI_OPTIONS - EMULATOR_OPTIONS) == []
+
 
 def test_the_exit_statuses_page_matches_the_code() -> None:
     text = (DOCS / "errors.md").read_text(encoding="utf-8")

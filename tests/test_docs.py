@@ -49,11 +49,7 @@ _FENCE = re.compile(r"^```(\S*)[ \t]*(.*)$")
 #: Python blocks expected to fail their type check, by their first line (strictly: once one
 #: passes, or is gone, its entry must go). ``magicwan.ikelab`` arrives with the IKE lab's
 #: move out of the emulator (issue 19, another branch): once merged, this entry goes.
-PENDING: dict[str, str] = {
-    '"""Rotate the PSKs of an IKE lab\'s tunnels and prove each one by IKE."""': (
-        "magicwan.ikelab is not on this branch yet"
-    ),
-}
+PENDING: dict[str, str] = {}
 
 
 @attrs.frozen

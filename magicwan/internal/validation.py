@@ -50,7 +50,7 @@ MAX_ID_LENGTH = 32
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
 # Printable ASCII without spaces: what an API token, key or e-mail header may hold.
 _CREDENTIAL = re.compile(r"[\x21-\x7e]{1,4096}")
-#: Bounds of a PSK the SDK sends (Cloudflare publishes none; see the README).
+#: Bounds of a PSK the SDK sends (Cloudflare publishes none; docs/emulator.md, Assumptions).
 MIN_PSK_LENGTH = 16
 MAX_PSK_LENGTH = 128
 _PSK = re.compile(r"[\x21-\x7e]+")

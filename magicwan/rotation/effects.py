@@ -44,7 +44,7 @@ SetCall = Callable[[str, Mapping[str, str], bool], Awaitable[Reply[PSKSetResult]
 ReadBackCall = Callable[[str, str], Awaitable[Reply[IPsecTunnel]]]
 
 #: Cloudflare error codes (besides HTTP 413) that mean "this batch is too large": the
-#: batch is split in two and both halves are sent. 1005 is the emulator's; see README.
+#: batch is split in two and both halves are sent. 1005 is the emulator's; see docs/rotation.md.
 BATCH_TOO_LARGE_CODES = frozenset({1005})
 _DELIVER_BACKOFF = (1.0, 10.0)  # first wait, cap (seconds), doubled per retry, jittered
 

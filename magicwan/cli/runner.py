@@ -103,7 +103,7 @@ async def _consume(run: RunTracker) -> None:
     rotation = run.rotation
     try:
         async for outcome in rotation:
-            run.take(outcome)
+            run.take_outcome(outcome)
             if run.output_closed:
                 break
             stop = run.long_429(outcome)
@@ -124,7 +124,7 @@ async def _consume(run: RunTracker) -> None:
         except asyncio.CancelledError:  # a second signal: stop waiting for the drain
             run.interrupted = run.forced = True
     for outcome in rotation.unclaimed:
-        run.take(outcome)
+        run.take_outcome(outcome)
 
 
 def _write_metrics(run: RunTracker, status: ExitStatus) -> None:
@@ -202,7 +202,7 @@ def _summary(run: RunTracker, status: ExitStatus) -> None:
         )
         console.tell(f"interrupted: no new tunnel was started; {how}")
     if settings.validate_only and settings.sent_psks:
-        _kept(run)
+        _say_where_sent_psks_are(run)
     if settings.journal is not None and not settings.validate_only:
         show(f"journal: {settings.journal} (mode 0600; it holds the new PSKs: keep it secret)")
         if settings.resume is not None and (run.interrupted or tally.rerun_helps):
@@ -237,7 +237,7 @@ def _failure_groups(run: RunTracker, show: Callable[[str], None]) -> None:
             show(f"    hint: {group.hint}")
 
 
-def _kept(run: RunTracker) -> None:
+def _say_where_sent_psks_are(run: RunTracker) -> None:
     """Where the PSKs a ``--validate-only --method set`` sent are, should the server have
     applied them anyway (a gateway that drops ?validate_only=true would let it)."""
     settings, say = run.settings, run.console.say

@@ -119,7 +119,7 @@ class RunTracker:
         self.started_at = datetime.now(UTC)
         self.rate_limited_tunnels = 0
 
-    def take(self, outcome: Any) -> None:
+    def take_outcome(self, outcome: Any) -> None:
         """Count, print and show one outcome. OutputClosed when stdout's reader left."""
         group = self.tally.add(outcome)
         self.taken.add(outcome.tunnel_id.lower())

@@ -1,81 +1,22 @@
-"""Every program in examples/ runs against the emulator, does what it says (the emulator's
-state shows it), and never prints a PSK. ``tests/test_docs.py`` type-checks each of them
-under ``mypy --strict``, and CI runs ``mypy --strict examples``.
-
-Each example runs as a subprocess of the test's event loop (which serves the emulator),
-with the emulator's ``CLOUDFLARE_*`` variables as its only credentials.
-"""
+"""Every program in examples/ runs against the emulator (a test here or beside it runs
+each), does what it says (the emulator's state shows it), and never prints a PSK.
+``tests/test_docs.py`` type-checks each of them under ``mypy --strict``, and CI runs
+``mypy --strict examples``."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import attrs
 import pytest
 import pytest_asyncio
 
 from magicwan.emulator import Emulator, run
 from magicwan.journal import read_journal
+from tests.support.examples import EXAMPLES, assert_only_ids, read_secret, run_example
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-# A PSK is 32 letters and digits; ids are 32 lowercase hex digits.
-TOKEN = re.compile(r"\b[A-Za-z0-9]{32}\b")
-HEX_ID = re.compile(r"[0-9a-f]{32}")
-
-#: Every example, and the test file that runs it: a new example needs a test.
-RUN_BY = {
-    "generate_psk.py": "test_examples.py",
-    "rotate_all.py": "test_examples.py",
-    "tunnel_lifecycle.py": "test_examples_lifecycle.py",
-    "rotate_to_strongswan.py": "test_examples_strongswan.py",
-    "swanctl_psk_hook.py": "test_examples_strongswan.py",
-}
-
-
-@attrs.frozen
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-async def run_example(name: str, *args: str, emulator: Emulator, cwd: Path) -> Done:
-    """``python examples/<name> ARGS`` in ``cwd``, against ``emulator`` and nothing else."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "MAGICWAN_"))}
-    env.update(emulator.env())
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(EXAMPLES / name),
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return Done(proc.returncode, out.decode(), err.decode())
-
-
-def assert_only_ids(text: str) -> None:
-    """Every 32-character token printed is an id, none is a PSK."""
-    for token in TOKEN.findall(text):
-        assert HEX_ID.fullmatch(token), "a PSK-like token was printed"
-
-
-def read_secret(path: Path) -> str:
-    """A PSK file an example wrote: owner-only, one line."""
-    assert path.stat().st_mode & 0o777 == 0o600, path
-    return path.read_text().removesuffix("\n")
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest_asyncio.fixture
@@ -85,18 +26,19 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 
 def test_every_example_is_run_by_a_test() -> None:
-    assert sorted(path.name for path in EXAMPLES.glob("*.py")) == sorted(RUN_BY)
-    here = Path(__file__).parent
-    for name, test_file in RUN_BY.items():
-        assert f'"{name}"' in (here / test_file).read_text(), (name, test_file)
+    """A test names each example in a call that runs it: ``run_example("name", ...)``, or
+    ``EXAMPLES / "name"`` for a program an example runs."""
+    tests = "\n".join(path.read_text() for path in TESTS.rglob("test_*.py"))
+    run = set(re.findall(r'(?:run_example\(\s*|EXAMPLES / )"([^"]+\.py)"', tests))
+    assert sorted(path.name for path in EXAMPLES.glob("*.py") if path.name not in run) == []
 
 
-@pytest.mark.parametrize("name", sorted(RUN_BY))
-def test_every_example_says_how_to_run_it(name: str) -> None:
-    text = (EXAMPLES / name).read_text()
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda path: path.name)
+def test_every_example_says_how_to_run_it(path: Path) -> None:
+    text = path.read_text()
     assert text.startswith('"""')
     docstring = text.split('"""')[1]
-    assert f"examples/{name}" in docstring or "Command" in docstring
+    assert f"examples/{path.name}" in docstring or "Command" in docstring
     assert "MAGICWAN_ACCOUNT_ID" not in text  # Cloudflare's variables, as everywhere else
 
 

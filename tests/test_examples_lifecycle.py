@@ -11,7 +11,7 @@ from aiohttp import web
 
 from magicwan.emulator import Emulator, run
 from magicwan.journal import read_journal
-from tests.test_examples import assert_only_ids, read_secret, run_example
+from tests.support.examples import assert_only_ids, read_secret, run_example
 
 
 @pytest.mark.asyncio

@@ -5,7 +5,6 @@ hold the PSKs the emulator holds, and a stand-in ``swanctl`` sees what would be 
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,13 @@ import pytest_asyncio
 from magicwan import new_psk
 from magicwan.emulator import Emulator, run
 from magicwan.journal import read_journal
-from tests.test_examples import EXAMPLES, assert_only_ids, read_secret, run_example
+from tests.support.examples import (
+    EXAMPLES,
+    assert_only_ids,
+    clean_environment,
+    read_secret,
+    run_example,
+)
 
 
 @pytest_asyncio.fixture
@@ -158,7 +163,6 @@ async def test_without_swanctl_the_files_alone_are_written(
 
 
 def _hook(tmp_path: Path, env: dict[str, str], psk: str = "") -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "MAGICWAN_"))}
     return subprocess.run(  # noqa: S603 - our interpreter, our example
         [
             sys.executable,
@@ -168,7 +172,7 @@ def _hook(tmp_path: Path, env: dict[str, str], psk: str = "") -> subprocess.Comp
         input=psk + "\n",
         capture_output=True,
         text=True,
-        env={**clean, **env},
+        env={**clean_environment(), **env},
         timeout=30,
         check=False,
     )

@@ -24,7 +24,7 @@ from magicwan.internal.keygen import new_psk
 from magicwan.journal import JournalError
 from magicwan.rotation import machine as m
 from magicwan.rotation.effects import (
-    Fatal,
+    DelivererStoppedRotation,
     GenerateCall,
     ReadBackCall,
     SetCall,
@@ -95,7 +95,7 @@ class Driver:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        self.ledger.poke()
+        self.ledger.mark_changed()
 
     async def _guard(
         self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any, **kwargs: Any
@@ -111,7 +111,7 @@ class Driver:
             if ledger.crash is None:
                 ledger.crash = exc
             ledger.stopping = True
-            ledger.poke()
+            ledger.mark_changed()
 
     async def wait_for_change(self, at_most: float | None = None) -> None:
         """Wait until something changes, or ``at_most`` seconds of the injected clock."""
@@ -160,7 +160,7 @@ class Driver:
             if ledger.cut_reason() is not None or self._room() <= 0:
                 self._slots.release()
                 continue
-            self._start_unit(self._take(self._room()))
+            self._start_unit(self._dequeue_requestable(self._room()))
 
     def _start_unit(self, keys: list[str]) -> None:
         ledger, now = self.ledger, self.clock()
@@ -171,7 +171,7 @@ class Driver:
             (key,) = keys
             self._spawn(self._drive, key, ledger.apply(key, m.Begin(now)), slot=True)
 
-    def _take(self, size: int) -> list[str]:
+    def _dequeue_requestable(self, size: int) -> list[str]:
         """Up to ``size`` tunnels to request, never one the journal already rotated."""
         ledger = self.ledger
         keys: list[str] = []
@@ -339,8 +339,8 @@ class Driver:
                 per_try=options.deliver_timeout,
                 sleep=self._sleep,
             )
-        except Fatal as fatal:
+        except DelivererStoppedRotation as stopped:
             # The deliverer raised SystemExit or the like: finish the tunnel (its PSK in
             # the outcome), then the rotation stops with that exception.
-            self.ledger.apply(key, fatal.event)
-            raise fatal.cause from None
+            self.ledger.apply(key, stopped.event)
+            raise stopped.cause from None

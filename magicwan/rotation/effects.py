@@ -112,7 +112,8 @@ async def deliver_with_retries(
 ) -> m.Delivered | m.Undelivered:
     """Deliver, retrying with backoff, each try bounded by ``per_try`` seconds; a permanent
     failure is not retried. A deliverer raising SystemExit or the like: that exception
-    is raised as :class:`Fatal`, carrying the tunnel's :class:`~machine.Undelivered`."""
+    is raised as :class:`DelivererStoppedRotation`, carrying the tunnel's
+    :class:`~machine.Undelivered`."""
     psk = delivery.psk
     if not is_printable_psk(psk):
         # A PSK a device cannot take whole (a newline would cut it in two on a program's
@@ -140,7 +141,7 @@ async def deliver_with_retries(
                 break  # misconfigured, rejected: another try cannot help
         except BaseException as exc:  # SystemExit, KeyboardInterrupt from a deliverer
             error = delivery_error(delivery.tunnel_id, exc, psk, tries)
-            raise Fatal(m.Undelivered(error, tries, exc), exc) from exc
+            raise DelivererStoppedRotation(m.Undelivered(error, tries, exc), exc) from exc
         else:
             return m.Delivered(tries)
         if tries <= retries:
@@ -161,7 +162,7 @@ async def _bounded(call: Awaitable[None], seconds: float) -> None:
         except (Exception, asyncio.CancelledError):
             raise
         except BaseException as exc:
-            raise _Escaped(exc) from None
+            raise _EscapedBaseException(exc) from None
 
     task = asyncio.ensure_future(caught())
     try:
@@ -174,16 +175,16 @@ async def _bounded(call: Awaitable[None], seconds: float) -> None:
         raise TimeoutError
     try:
         task.result()
-    except _Escaped as escaped:
-        raise escaped.inner from None
+    except _EscapedBaseException as escaped:
+        raise escaped.exception from None
 
 
-class _Escaped(Exception):
+class _EscapedBaseException(Exception):
     """Carries a deliverer's SystemExit or KeyboardInterrupt out of its task."""
 
-    def __init__(self, inner: BaseException) -> None:
-        super().__init__(type(inner).__name__)
-        self.inner = inner
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(type(exception).__name__)
+        self.exception = exception
 
 
 #: How long a cancelled delivery may take to clean up (its program, its socket) before
@@ -205,7 +206,7 @@ def _consume(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-class Fatal(Exception):
+class DelivererStoppedRotation(Exception):
     """A deliverer raised a BaseException: the tunnel's event, then the rotation stops
     with ``cause``."""
 

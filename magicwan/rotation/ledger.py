@@ -104,7 +104,7 @@ class Ledger:
                     effect.why,
                 )
                 self.pending.appendleft(key)
-                self.poke()
+                self.mark_changed()
             else:
                 later.append(effect)
         return later
@@ -142,7 +142,7 @@ class Ledger:
         if self.journal_error is None:
             self.journal_error = exc
             logger.error("rotation: %s; starting no new work", exc)
-        self.poke()
+        self.mark_changed()
 
     def unrecorded_error(self) -> JournalError | None:
         """The error the iteration ends with after a journal failure, or None."""
@@ -159,7 +159,8 @@ class Ledger:
             "journal: their outcomes carry them (state unrecorded), keep them yourself"
         )
 
-    def poke(self) -> None:
+    def mark_changed(self) -> None:
+        """Wake whoever waits on :attr:`changed` (the scheduler, the iteration)."""
         self.changed.set()
 
     # -- what stepping does at once -----------------------------------------------------------
@@ -212,7 +213,7 @@ class Ledger:
                     self.failures,
                     halt,
                 )
-        self.poke()
+        self.mark_changed()
 
 
 def _whole_seconds(wall: datetime, last: datetime | None) -> float:

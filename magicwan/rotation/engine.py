@@ -19,7 +19,7 @@ from magicwan.errors import InvalidInputError
 from magicwan.internal.clock import Clock, Sleep
 from magicwan.journal import Journal, JournalError, JournalRecord, Storage, read_journal
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.rotation import machine as m
+from magicwan.rotation import machine
 from magicwan.rotation.driver import Driver
 from magicwan.rotation.effects import (
     BATCH_TOO_LARGE_CODES,
@@ -117,7 +117,7 @@ class Rotation(Generic[OutcomeT]):
         return {
             run.tunnel_id: max(0.0, (run.read_back_due or now) - now)
             for run in self._ledger.runs.values()
-            if run.stage is m.Stage.UNSETTLED
+            if run.stage is machine.Stage.UNSETTLED
         }
 
     async def __aenter__(self) -> Self:

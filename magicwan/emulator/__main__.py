@@ -63,6 +63,18 @@ def _identifier(text: str) -> str:
     return text
 
 
+#: What each ``--fault-*`` flag's probability is of (docs/emulator.md says the same).
+_FAULT_HELP: dict[FaultKind, str] = {
+    FaultKind.SERVER_ERROR: "of a 500/502/503 envelope",
+    FaultKind.RATE_LIMITED: "of a spurious 429 (Retry-After: 1)",
+    FaultKind.RESET_BEFORE_STORE: "of a connection dropped before the PSK is stored",
+    FaultKind.RESET_AFTER_STORE: "of a connection dropped after the PSK is stored",
+    FaultKind.HTML_502: "of a proxy's HTML page",
+    FaultKind.TRUNCATED_JSON: "of half the real body",
+    FaultKind.LATE_STORE: "of a PSK stored only after --late-store-delay",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     budget = f"{CLOUDFLARE_BUDGET[0]}/{CLOUDFLARE_BUDGET[1]:g}"
@@ -107,9 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and faults (0)")
     parser.add_argument("--account-id", default=None, help="account id (derived from the seed)")
-    parser.add_argument("--api-token", default=DEFAULT_API_TOKEN)
-    parser.add_argument("--api-email", default=DEFAULT_API_EMAIL)
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument(
+        "--api-token", default=DEFAULT_API_TOKEN, help="the token it accepts (%(default)s)"
+    )
+    parser.add_argument(
+        "--api-email",
+        default=DEFAULT_API_EMAIL,
+        help="the e-mail it accepts with --api-key (%(default)s)",
+    )
+    parser.add_argument(
+        "--api-key", default=DEFAULT_API_KEY, help="the global API key it accepts (%(default)s)"
+    )
     parser.add_argument(
         "--rate-limit",
         type=argtype(check_rate_limit),
@@ -130,12 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=argtype(check_positive_int),
         default=DEFAULT_PSK_MIN_LENGTH,
         metavar="N",
+        help="shortest PSK a bulk set or a tunnel's psk may have (%(default)s)",
     )
     psk.add_argument(
         "--psk-max-length",
         type=argtype(check_positive_int),
         default=DEFAULT_PSK_MAX_LENGTH,
         metavar="N",
+        help="longest PSK a bulk set or a tunnel's psk may have (%(default)s)",
     )
     faults = parser.add_argument_group("fault injection (probabilities 0..1, default 0)")
     for kind in FaultKind:
@@ -145,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=_probability,
             default=0.0,
             metavar="P",
+            help=_FAULT_HELP[kind],
         )
     faults.add_argument(
         "--late-store-delay",
@@ -153,7 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a late_store fault stalls before it stores (%(default)g)",
     )
-    faults.add_argument("--latency", type=float, default=0.0, metavar="SECONDS")
+    faults.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="latency added to each answer (0)",
+    )
     faults.add_argument(
         "--latency-probability",
         type=_probability,

@@ -82,7 +82,7 @@ class MagicWANClient:
 
     @staticmethod
     def import_sdk() -> None:
-        import magicwan  # noqa: F401
+        from magicwan import MagicWAN  # noqa: F401 - `import magicwan` alone loads no client
 
     def __init__(self, args: argparse.Namespace) -> None:
         from magicwan import MagicWAN

@@ -172,13 +172,22 @@ def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: What each measured import runs: ``import magicwan`` loads its names on first use, so the
+#: client's own cost is that of its first name.
+_IMPORT_STATEMENTS = {"magicwan": "from magicwan import MagicWAN"}
+
+
+def _import_statement(module: str) -> str:
+    return _IMPORT_STATEMENTS.get(module, f"import {module}")
+
+
 def _import_times(python: str, modules: list[str], repeats: int) -> dict[str, Any]:
-    snippet = "import time; t = time.perf_counter(); import {m}; print(time.perf_counter() - t)"
+    snippet = "import time; t = time.perf_counter(); {s}; print(time.perf_counter() - t)"
     samples: dict[str, list[float]] = {m: [] for m in modules}
     for _ in range(repeats):
         for module in modules:  # interleaved
             done = subprocess.run(
-                [python, "-c", snippet.format(m=module)],
+                [python, "-c", snippet.format(s=_import_statement(module))],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -313,12 +322,15 @@ def _markdown(results: dict[str, Any]) -> str:
     ]
     for module, row in imports.items():
         lines.append(
-            f"| `import {module}` | {row['median_ms']:.1f} | {row['min_ms']:.1f} "
+            f"| `{_import_statement(module)}` | {row['median_ms']:.1f} | {row['min_ms']:.1f} "
             f"| {row['samples']} |"
         )
     if "magicwan" in imports and "aiohttp" in imports:
         ratio = imports["magicwan"]["median_ms"] / imports["aiohttp"]["median_ms"]
-        lines += ["", f"`import magicwan` / `import aiohttp` = {ratio:.2f} (target <= 1.30)"]
+        lines += [
+            "",
+            f"`{_import_statement('magicwan')}` / `import aiohttp` = {ratio:.2f} (target <= 1.30)",
+        ]
     bulk = results.get("bulk")
     if bulk:
         lines += [

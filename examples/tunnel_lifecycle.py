@@ -1,101 +1,136 @@
-"""A tunnel's whole life: create, give it a PSK, list, rotate, delete.
+"""A tunnel's whole life: create, give it a PSK, update, list, rotate, delete.
 
-It runs against magicwan's embedded emulator of the Cloudflare API (nothing real changes)::
+    python examples/tunnel_lifecycle.py --journal lifecycle.jsonl --keep kept
 
-    python examples/tunnel_lifecycle.py
+Two IPsec tunnels are created: ``site_a`` with a PSK made here (``new_psk()``), ``site_b``
+without one, which then gets a PSK Cloudflare generates. ``site_a`` is updated (its PSK
+kept), both are rotated with a journal and a deliverer, then both are deleted. Every PSK
+goes to ``KEEP/<tunnel name>.psk`` (mode 0600, fsynced), which stands in for your secret
+store and the router's config: a PSK made here before the request that carries it,
+a generated one as soon as it is received, a rotated one by the deliverer. An outcome that
+did not reach its router but carries a PSK has it kept in ``KEEP/<name>.undelivered.psk``.
+Only lengths are printed, never a PSK.
 
-Two IPsec tunnels are created: one with a PSK the client makes (``psk=new_psk()``), one
-without, which then gets a PSK Cloudflare generates. Both are rotated with a journal (the
-PSKs are "delivered" to a dict standing in for the router), then deleted. Against Cloudflare
-the same calls create real tunnels: a real program stores every PSK before anything else
-(a secret store, the router's config). This example prints only lengths, never a PSK.
+The environment is Cloudflare's, as for the command line: ``CLOUDFLARE_ACCOUNT_ID``,
+``CLOUDFLARE_API_TOKEN`` (or ``CLOUDFLARE_EMAIL`` and ``CLOUDFLARE_API_KEY``), and
+``CLOUDFLARE_BASE_URL`` to reach another API. Against Cloudflare the same calls create
+and delete real tunnels. To try it against the emulator::
+
+    python -m magicwan.emulator --port 8787 --tunnels 1 > emulator.env &
+    sleep 1; . ./emulator.env
+    python examples/tunnel_lifecycle.py --journal lifecycle.jsonl --keep kept
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import tempfile
-from collections.abc import Callable
+import os
 from pathlib import Path
 
-import magicwan
-from magicwan.emulator import run as run_emulator
+import attrs
+
+from magicwan import Delivery, MagicWAN, RotationOutcome, new_psk
 from magicwan.models import IPsecTunnelParams
 
 
-async def lifecycle(
-    client: magicwan.MagicWAN,
-    account_id: str,
-    journal: Path,
-    holds: Callable[[str, str], bool] | None = None,
-) -> None:
-    """``holds(tunnel_id, psk)``: whether the API holds that PSK (the emulator can tell)."""
-    ipsec = client.tunnels.ipsec
-    router: dict[str, str] = {}  # tunnel id -> PSK: stands in for the device's config
+def write_secret(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path``: readable by its owner only, on disk before it returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        os.fchmod(fd, 0o600)
+        file.write(secret + "\n")
+        file.flush()
+        os.fsync(fd)
 
-    # 1. Create: one tunnel with the client's PSK (kept out of every repr and log) ...
-    psk = magicwan.new_psk()
-    site_a = await ipsec.create(
-        account_id,
-        IPsecTunnelParams(
-            name="site_a",
-            cloudflare_endpoint="203.0.113.1",
-            customer_endpoint="198.51.100.10",
-            interface_address="10.200.0.0/31",
-            psk=psk,
-        ),
+
+async def lifecycle(client: MagicWAN, account_id: str, journal: Path, keep: Path) -> int:
+    """Create, rotate and delete two tunnels; the exit status."""
+    ipsec = client.tunnels.ipsec
+
+    # 1. Create: one tunnel with a PSK of ours, kept before the request that carries it ...
+    psk = new_psk()
+    write_secret(keep / "site_a.psk", psk)
+    params = IPsecTunnelParams(
+        name="site_a",
+        cloudflare_endpoint="203.0.113.1",
+        customer_endpoint="198.51.100.10",
+        interface_address="10.200.0.0/31",
+        psk=psk,
     )
-    router[site_a.id] = psk
+    site_a = await ipsec.create(account_id, params)
     print(f"created {site_a.name} ({site_a.id}) with a {len(psk)}-character PSK of ours")
 
     # ... and one without: Cloudflare generates its PSK, shown once.
     site_b = await ipsec.create(
         account_id,
         IPsecTunnelParams(
-            name="site_b", cloudflare_endpoint="203.0.113.1", interface_address="10.200.0.2/31"
+            name="site_b",
+            cloudflare_endpoint="203.0.113.1",
+            customer_endpoint="198.51.100.11",
+            interface_address="10.200.0.2/31",
         ),
     )
     generated = await ipsec.psk.generate(account_id, site_b.id)
-    router[site_b.id] = generated.psk or ""
+    assert generated.psk is not None  # only a validate_only answer has none
+    write_secret(keep / "site_b.psk", generated.psk)
     print(f"created {site_b.name} ({site_b.id}); Cloudflare generated its PSK")
 
-    # 2. List.
+    # 2. Update: the whole params again, without the PSK (which would replace it).
+    site_a = await ipsec.update(
+        account_id, site_a.id, attrs.evolve(params, psk=None, description="ISP B")
+    )
+    print(f"updated {site_a.name}: {site_a.description}")
+
+    # 3. List.
     ours = [t for t in await ipsec.list(account_id) if t.name in ("site_a", "site_b")]
     print(f"listed: {', '.join(sorted(str(t.name) for t in ours))}")
 
-    # 3. Rotate, journalled, each new PSK delivered once it is durable.
-    async def deliver(delivery: magicwan.Delivery) -> None:
-        router[delivery.tunnel_id] = delivery.psk
+    # 4. Rotate, journalled; each new PSK delivered once it is durable.
+    async def deliver(delivery: Delivery) -> None:
+        write_secret(keep / f"{delivery.name}.psk", delivery.psk)
+
+    def keep_undelivered(outcome: RotationOutcome) -> None:
+        """An outcome that did not get there may carry a PSK Cloudflare holds: keep it."""
+        if not outcome.ok and outcome.psk is not None:
+            name = outcome.tunnel.name if outcome.tunnel else outcome.tunnel_id
+            write_secret(keep / f"{name}.undelivered.psk", outcome.psk)
 
     rotation = ipsec.psk.rotate(account_id, ours, method="set", journal=journal, deliver=deliver)
-    async with rotation:
-        async for outcome in rotation:
-            print(f"rotated {outcome.tunnel_id}: {outcome.state.value}")
+    failed = 0
+    try:
+        async with rotation:
+            async for outcome in rotation:
+                keep_undelivered(outcome)
+                name = outcome.tunnel.name if outcome.tunnel else outcome.tunnel_id
+                if outcome.ok:  # rotated (or skipped: the journal had it), and delivered
+                    print(f"{outcome.state.value} {name}: delivered")
+                else:  # failed, undelivered, unrecorded or not attempted: error says why
+                    failed += 1
+                    print(f"{outcome.state.value} {name}: {outcome.error}")
+    finally:
+        # Left early (an exception, Ctrl-C): outcomes not taken yet carry PSKs too.
+        for outcome in rotation.unclaimed:
+            keep_undelivered(outcome)
 
-    if holds is not None:
-        matching = sum(holds(tunnel.id, router[tunnel.id]) for tunnel in ours)
-        print(f"{matching}/{len(ours)} router PSKs match the API's")
-
-    # 4. Delete.
+    # 5. Delete.
     for tunnel in ours:
-        await ipsec.delete(account_id, tunnel.id)
-        print(f"deleted {tunnel.name}")
+        deleted = await ipsec.delete(account_id, tunnel.id)
+        print(f"deleted {deleted.name}")
     print(f"{len(await ipsec.list(account_id))} tunnel(s) left")
+    return 1 if failed else 0
 
 
-async def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (
-            run_emulator(tunnels=1, gre_tunnels=0, rate_limit=None) as emu,
-            magicwan.MagicWAN(api_token=emu.api_token, base_url=emu.base_url) as client,
-        ):
-            print(f"using the embedded emulator at {emu.base_url}")
-
-            def holds(tunnel_id: str, psk: str) -> bool:
-                return emu.state.current_psk(emu.account_id, tunnel_id) == psk
-
-            await lifecycle(client, emu.account_id, Path(tmp) / "rotation.jsonl", holds)
+async def main() -> int:
+    parser = argparse.ArgumentParser(description="A tunnel's whole life.")
+    parser.add_argument("--journal", type=Path, required=True, help="the rotation's journal")
+    parser.add_argument("--keep", type=Path, required=True, help="where the PSKs go")
+    args = parser.parse_args()
+    args.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+    account_id = os.environ["CLOUDFLARE_ACCOUNT_ID"]
+    async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
+        return await lifecycle(client, account_id, args.journal, args.keep)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(asyncio.run(main()))

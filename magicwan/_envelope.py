@@ -24,28 +24,19 @@ from magicwan.errors import (
     UnexpectedResponseError,
     error_class_for,
 )
+from magicwan.internal.redaction import EXCERPT_CHARS, excerpt, redact
 
 __all__ = [
     "RateLimitInfo",
     "decode_envelope",
-    "excerpt",
     "header",
     "parse_ratelimit",
     "parse_retry_after",
-    "printable",
     "ray_id",
-    "redact",
 ]
 
 logger = logging.getLogger("magicwan")
 
-EXCERPT_CHARS = 200
-_REDACTED = "[REDACTED]"
-# A "psk" member, including one cut short by a truncated body.
-_PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*(?:\\$)?("|$)')
-# The same inside JSON that was itself encoded as a JSON string (a gateway echoing a body):
-# ``\\"psk\\":\\"...\\"``. The look-behind keeps a long run of backslashes linear.
-_PSK_ESCAPED = re.compile(r'((?<!\\)(\\+)"psk\2"\s*:\s*\2")(?:[^"\\]|\\.)*?(?:\\$)?(\2"|$)')
 _MAX_RETRY_AFTER = 86_400.0 * 366
 
 
@@ -67,41 +58,6 @@ def ray_id(headers: Mapping[str, str]) -> str | None:
     it (an ``Authorization``, say) must not put a credential into errors and logs."""
     value = header(headers, "cf-ray")
     return value if value is not None and _RAY.fullmatch(value) else None
-
-
-def printable(text: str) -> str:
-    """``text`` with every non-printable character escaped (``\\x1b``, ``\\r``, ``\\n``): safe
-    on a terminal and in a log line, whatever a server wrote."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def redact(text: str, secrets: Collection[str] = ()) -> str:
-    """Replace PSK values and the given secrets in ``text``."""
-    text = _PSK_VALUE.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
-    text = _PSK_ESCAPED.sub(lambda m: m.group(1) + _REDACTED + m.group(3), text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
-
-
-def excerpt(body: bytes, secrets: Collection[str] = (), limit: int = EXCERPT_CHARS) -> str:
-    """A short, redacted, printable excerpt of a response body."""
-    # Redact before the final cut, so a secret can never be cut in half and half-shown.
-    window = limit * 8
-    text = body[:window].decode("utf-8", errors="replace")
-    text = redact(text, secrets)
-    if len(body) > window:
-        # The window may have cut a secret in two: its head, at the very end, matched
-        # nothing. Drop as much of the end as the longest secret could fill.
-        longest = max((len(secret) for secret in secrets), default=0)
-        text = text[: max(0, len(text) - longest)]
-        return text[:limit] + "..."
-    if len(text) > limit:
-        return text[:limit] + "..."
-    return text
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

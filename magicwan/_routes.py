@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import attrs
 
-from magicwan._validation import check_id
+from magicwan.internal.validation import check_id
 
 __all__ = [
     "CREATE_GRE_TUNNEL",

@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlencode
 
-import attrs
-
 from magicwan._envelope import decode_envelope, parse_ratelimit
 from magicwan._envelope import ray_id as ray_id_of
 from magicwan._http import HTTPAdapter, user_agent
@@ -29,12 +27,14 @@ from magicwan.errors import (
     RateLimitError,
     mark_outcome_unknown,
 )
-from magicwan.ratelimit import Clock, CooldownTooLong, RateLimiter, Sleep
+from magicwan.internal.clock import Clock, Sleep
+from magicwan.ratelimit import CooldownTooLong, RateLimiter
+from magicwan.reply import Reply
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["Reply", "Transport"]
+__all__ = ["Transport"]
 
 logger = logging.getLogger("magicwan")
 
@@ -44,22 +44,6 @@ _NO_BODY: Any = object()
 _EMPTY_OBJECT = b"{}"
 _ENCODER = jsonlib.JSONEncoder(separators=(",", ":"))
 QueryValue = str | int | bool
-
-
-@attrs.frozen
-class Reply(Generic[T]):
-    """A call's result and how it was obtained.
-
-    ``attempts`` counts the requests sent (retries included). ``uncertain`` is true when
-    an earlier attempt failed with an unknown outcome, so the server may have acted on a
-    request whose answer nobody saw (for a PSK generation: stored a PSK that was never
-    received). ``ray_id`` is the ``cf-ray`` id of the answer that was used.
-    """
-
-    value: T
-    attempts: int
-    uncertain: bool
-    ray_id: str | None = None
 
 
 class _KeyedLocks:

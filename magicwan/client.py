@@ -13,20 +13,22 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan._http import HTTPAdapter
 from magicwan._retry import RetryPolicy, default_jitter
 from magicwan._transport import Transport
-from magicwan._validation import (
+from magicwan.errors import InvalidInputError
+from magicwan.internal.clock import Clock, Sleep
+from magicwan.internal.env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
+from magicwan.internal.validation import (
     check_bool,
     check_credential,
     check_non_negative_int,
     check_positive_int,
+    check_rate_limit,
     check_seconds,
     normalize_base_url,
 )
-from magicwan.errors import InvalidInputError
-from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN, Clock, RateLimiter, Sleep
+from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN, RateLimiter
 from magicwan.resources.tunnels import Tunnels
 
 __all__ = ["DEFAULT_BASE_URL", "MagicWAN"]
@@ -75,22 +77,6 @@ def _resolve_auth(
         f"no credentials: pass api_token=... (or api_email=... and api_key=...), or set "
         f"{ENV_API_TOKEN} (or {ENV_EMAIL} and {ENV_API_KEY})"
     )
-
-
-def _check_rate_limit(value: object) -> tuple[int, float] | None:
-    if value is None:
-        return None
-    if not isinstance(value, tuple) or len(value) != 2:
-        raise InvalidInputError("rate_limit must be (requests, seconds) or None")
-    requests = check_positive_int(value[0], "rate_limit requests")
-    seconds = check_seconds(value[1], "rate_limit seconds")
-    try:
-        interval = seconds / requests
-    except OverflowError:  # requests too large for a float
-        interval = 0.0
-    if not interval > 0:  # the limiter divides by it
-        raise InvalidInputError("rate_limit is too fine: seconds / requests must be above zero")
-    return requests, seconds
 
 
 class MagicWAN:
@@ -149,7 +135,7 @@ class MagicWAN:
                 "trace_configs apply to the client's own session: with session=..., "
                 "give them to your ClientSession instead"
             )
-        limits = _check_rate_limit(rate_limit)
+        limits = check_rate_limit(rate_limit, "rate_limit")
         self.policy = RetryPolicy(
             max_retries=check_non_negative_int(max_retries, "max_retries"),
             retry_unknown_outcome=check_bool(retry_unknown_outcome, "retry_unknown_outcome"),

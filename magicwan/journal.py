@@ -34,7 +34,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -43,9 +42,11 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import attrs
 
-from magicwan._converter import converter, format_datetime
+from magicwan._converter import converter
 from magicwan._version import __version__
 from magicwan.errors import APIError, MagicWANError, UnexpectedResponseError
+from magicwan.internal.timestamps import format_datetime
+from magicwan.internal.validation import is_id
 from magicwan.models.psk import PSKGenerateResult
 
 __all__ = [
@@ -328,13 +329,6 @@ def _encode(event: JournalEvent, now: datetime | None = None) -> bytes:
     return (_ENCODER.encode(data) + "\n").encode()
 
 
-_ID = re.compile(r"[A-Za-z0-9]{1,32}")
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
-
-
 def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
     """An event, the header (a dict), or None for a line that is neither."""
     try:
@@ -347,10 +341,10 @@ def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
     if kind == _HEADER and isinstance(data.get("version"), int):
         return data
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
-    if cls is None or not _is_id(data.get("tunnel_id")):
+    if cls is None or not is_id(data.get("tunnel_id")):
         return None
     account = data.get("account_id")
-    if account is not None and not _is_id(account):
+    if account is not None and not is_id(account):
         return None  # a line edited by hand: an id is letters and digits, nothing else
     fields = {k: v for k, v in data.items() if k != "event"}
     try:

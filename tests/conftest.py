@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientResponse
 from aioresponses import aioresponses as _aioresponses
 
-from magicwan import _env
+from magicwan.internal import env as _env
 
 if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
     # aioresponses 0.7.9 predates aiohttp 3.14, whose ClientResponse needs a

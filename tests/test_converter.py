@@ -10,9 +10,10 @@ import attrs
 import pytest
 
 from magicwan import AppliedPSK, IPsecTunnel, PSKGenerateResult, PSKMetadata, PSKSetResult
-from magicwan._converter import converter, parse_datetime, structure
+from magicwan._converter import converter, structure
 from magicwan._envelope import decode_envelope
 from magicwan.errors import UnexpectedResponseError
+from magicwan.internal.timestamps import parse_datetime
 from tests.support.constants import PSK, TUNNEL
 from tests.support.samples import load_sample
 

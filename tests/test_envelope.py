@@ -9,15 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from magicwan._envelope import (
-    EXCERPT_CHARS,
-    RateLimitInfo,
-    decode_envelope,
-    excerpt,
-    parse_ratelimit,
-    parse_retry_after,
-    redact,
-)
+from magicwan._envelope import RateLimitInfo, decode_envelope, parse_ratelimit, parse_retry_after
 from magicwan.errors import (
     APIError,
     AuthenticationError,
@@ -30,6 +22,7 @@ from magicwan.errors import (
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
+from magicwan.internal.redaction import EXCERPT_CHARS, excerpt, redact
 from tests.support.constants import PSK, TOKEN, TUNNEL
 from tests.support.samples import load_sample, sample_names
 

@@ -1,72 +1,164 @@
-"""The examples run, against their embedded emulator, and never print a PSK."""
+"""Every program in examples/ runs against the emulator (a test here or beside it runs
+each), does what it says (the emulator's state shows it), and never prints a PSK.
+``tests/test_docs.py`` type-checks each of them under ``mypy --strict``, and CI runs
+``mypy --strict examples``."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from magicwan.emulator import Emulator, run
 from magicwan.journal import read_journal
+from tests.support.examples import EXAMPLES, assert_only_ids, read_secret, run_example
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-# A PSK is 32 letters and digits; ids are 32 lowercase hex digits.
-TOKEN = re.compile(r"\b[A-Za-z0-9]{32}\b")
-HEX_ID = re.compile(r"[0-9a-f]{32}")
+TESTS = Path(__file__).resolve().parent
 
 
-def run_example(name: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CLOUDFLARE_", "MAGICWAN_"))  # never reach real Cloudflare
-    }
-    return subprocess.run(  # noqa: S603 - our interpreter, our example files
-        [sys.executable, str(EXAMPLES / name)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**clean, **env},
-        check=False,
+@pytest_asyncio.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with run(tunnels=20, rate_limit=None) as emu:
+        yield emu
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    """A test names each example in a call that runs it: ``run_example("name", ...)``, or
+    ``EXAMPLES / "name"`` for a program an example runs."""
+    tests = "\n".join(path.read_text() for path in TESTS.rglob("test_*.py"))
+    run = set(re.findall(r'(?:run_example\(\s*|EXAMPLES / )"([^"]+\.py)"', tests))
+    assert sorted(path.name for path in EXAMPLES.glob("*.py") if path.name not in run) == []
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda path: path.name)
+def test_every_example_says_how_to_run_it(path: Path) -> None:
+    text = path.read_text()
+    assert text.startswith('"""')
+    docstring = text.split('"""')[1]
+    assert f"examples/{path.name}" in docstring or "Command" in docstring
+    assert "MAGICWAN_ACCOUNT_ID" not in text  # Cloudflare's variables, as everywhere else
+
+
+# -- generate_psk.py ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_generate_psk_keeps_the_psk_the_emulator_now_holds(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    tunnel_id = emulator.tunnel_ids[0]
+    done = await run_example(
+        "generate_psk.py", tunnel_id, "--keep", "kept", emulator=emulator, cwd=tmp_path
     )
 
-
-def assert_only_ids(text: str) -> None:
-    """Every 32-character token printed is an id, none is a PSK."""
-    for token in TOKEN.findall(text):
-        assert HEX_ID.fullmatch(token), "a PSK-like token was printed"
-
-
-def test_generate_psk_example() -> None:
-    done = run_example("generate_psk.py")
-
-    assert done.returncode == 0, done.stderr
-    assert "using the embedded emulator" in done.stdout
-    assert "validate_only: a PSK can be generated" in done.stdout
-    assert "a 32-character PSK" in done.stdout
-    assert_only_ids(done.stdout + done.stderr)
+    assert done.returncode == 0, done.output
+    assert f"validate_only: tunnel {tunnel_id} can get a new PSK" in done.stdout
+    assert f"generated a 32-character PSK for tunnel {tunnel_id}" in done.stdout
+    kept = read_secret(tmp_path / "kept" / f"{tunnel_id}.psk")
+    assert kept == emulator.state.current_psk(emulator.account_id, tunnel_id)
+    assert kept not in done.output
+    assert_only_ids(done.output)
 
 
-def test_rotate_all_example(tmp_path: Path) -> None:
-    journal = tmp_path / "journal.jsonl"
-    done = run_example("rotate_all.py", MAGICWAN_JOURNAL=str(journal))
+@pytest.mark.asyncio
+async def test_generate_psk_of_an_unknown_tunnel_fails_and_keeps_nothing(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    done = await run_example(
+        "generate_psk.py", "0" * 32, "--keep", "kept", emulator=emulator, cwd=tmp_path
+    )
 
-    assert done.returncode == 0, done.stderr
-    assert "rotated 20/20 tunnels" in done.stdout
-    assert "20/20 delivered PSKs match the emulator's" in done.stdout
-    assert done.stdout.count("delivered ") == 21  # 20 deliveries and the check
-    psks = [record.psk for record in read_journal(journal).values() if record.psk]
-    assert len(psks) == 20
-    for psk in psks:
-        assert psk not in done.stdout + done.stderr
-    assert_only_ids(done.stdout + done.stderr)
+    assert done.returncode == 1
+    assert "failed: HTTP 404" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["generate_psk.py", "rotate_all.py"])
-def test_examples_are_documented(name: str) -> None:
-    text = (EXAMPLES / name).read_text()
-    assert text.startswith('"""')
-    assert "emulator" in text.split('"""')[1]
+# -- rotate_all.py -----------------------------------------------------------------------
+
+
+def _router(emulator: Emulator, tunnel_id: str) -> str:
+    name = emulator.state.tunnel(emulator.account_id, tunnel_id).name
+    assert name
+    return name
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("method", ["set", "generate"])
+async def test_rotate_all_puts_every_new_psk_on_its_router(
+    emulator: Emulator, tmp_path: Path, method: str
+) -> None:
+    account, ids = emulator.account_id, emulator.tunnel_ids
+    before = {t: emulator.state.current_psk(account, t) for t in ids}
+    for tunnel_id in ids:
+        (tmp_path / "routers" / _router(emulator, tunnel_id)).mkdir(parents=True)
+
+    done = await run_example(
+        "rotate_all.py",
+        *("--journal", "rotation.jsonl", "--routers", "routers", "--keep", "kept"),
+        *("--method", method),
+        emulator=emulator,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 0, done.output
+    assert "20 tunnels: 20 rotated; journal: rotation.jsonl" in done.stdout
+    records = read_journal(tmp_path / "rotation.jsonl")
+    for tunnel_id in ids:
+        held = emulator.state.current_psk(account, tunnel_id)
+        assert held is not None
+        assert held != before[tunnel_id]
+        assert read_secret(tmp_path / "routers" / _router(emulator, tunnel_id) / "psk") == held
+        assert records[(account, tunnel_id)].psk == held
+        assert records[(account, tunnel_id)].delivered
+        assert held not in done.output
+    assert list((tmp_path / "kept").iterdir()) == []  # nothing failed: nothing to keep
+    assert_only_ids(done.output)
+
+
+@pytest.mark.asyncio
+async def test_rotate_all_halts_keeps_the_undelivered_psks_and_resumes(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    account, ids = emulator.account_id, emulator.tunnel_ids
+    before = {t: emulator.state.current_psk(account, t) for t in ids}
+    missing, present = ids[:5], ids[5:]  # the first five routers are not in the inventory
+    for tunnel_id in present:
+        (tmp_path / "routers" / _router(emulator, tunnel_id)).mkdir(parents=True)
+    arguments = ("--journal", "rotation.jsonl", "--routers", "routers", "--keep", "kept")
+
+    first = await run_example("rotate_all.py", *arguments, emulator=emulator, cwd=tmp_path)
+
+    # The canary and the next four fail: the rollout window stays at one tunnel, and
+    # halt_after=5 stops the rotation before any other tunnel gets a new PSK.
+    assert first.returncode == 1, first.output
+    assert "20 tunnels: 15 not_attempted, 5 undelivered" in first.stdout
+    assert "run again with --resume" in first.stderr
+    for tunnel_id in missing:
+        held = emulator.state.current_psk(account, tunnel_id)
+        assert held != before[tunnel_id]
+        assert read_secret(tmp_path / "kept" / f"{tunnel_id}.psk") == held  # never dropped
+        assert f"undelivered {tunnel_id}" in first.stdout
+    for tunnel_id in present:
+        assert emulator.state.current_psk(account, tunnel_id) == before[tunnel_id]
+        assert f"not attempted {tunnel_id}" in first.stdout
+    undelivered = {t: emulator.state.current_psk(account, t) for t in missing}
+
+    for tunnel_id in missing:
+        (tmp_path / "routers" / _router(emulator, tunnel_id)).mkdir()
+    second = await run_example(
+        "rotate_all.py", *arguments, "--resume", emulator=emulator, cwd=tmp_path
+    )
+
+    assert second.returncode == 0, second.output
+    assert "20 tunnels: 15 rotated, 5 skipped" in second.stdout
+    for tunnel_id in ids:
+        held = emulator.state.current_psk(account, tunnel_id)
+        assert read_secret(tmp_path / "routers" / _router(emulator, tunnel_id) / "psk") == held
+    for tunnel_id in missing:  # delivered without a new PSK
+        assert emulator.state.current_psk(account, tunnel_id) == undelivered[tunnel_id]
+        assert f"skipped {tunnel_id}" in second.stdout
+    assert_only_ids(first.output + second.output)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +165,52 @@ def test_the_delivery_surface_is_pinned() -> None:
         assert hasattr(magicwan.delivery, name)
     assert magicwan.delivery.Delivery is magicwan.Delivery
     assert magicwan.delivery.DeliveryError is magicwan.DeliveryError
+
+
+def _lazy_exports(package: str) -> tuple[dict[str, str], dict[str, str]]:
+    """What a lazy ``__init__`` tells a type checker (its ``if TYPE_CHECKING:`` imports) and
+    what it imports at run time (its ``_SOURCES`` table): name -> module, both read from its
+    source."""
+    module = importlib.import_module(package)
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text())
+    typed: dict[str, str] = {}
+    table: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom)
+                source = statement.module
+                assert source is not None
+                typed.update((alias.name, source) for alias in statement.names)
+        elif isinstance(node, ast.AnnAssign) and ast.unparse(node.target) == "_SOURCES":
+            assert node.value is not None
+            table = ast.literal_eval(node.value)
+    return typed, table
+
+
+@pytest.mark.parametrize("package", ["magicwan", "magicwan.emulator"])
+def test_a_lazy_init_imports_at_run_time_what_it_tells_the_type_checker(package: str) -> None:
+    typed, table = _lazy_exports(package)
+    assert table == typed
+    assert set(table) | {"__version__"} >= set(importlib.import_module(package).__all__)
+
+
+@pytest.mark.parametrize("package", ["magicwan", "magicwan.emulator"])
+def test_a_lazy_init_answers_like_an_eager_one(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(dir(module)) >= set(module.__all__)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        module.no_such_name  # noqa: B018 - the attribute access is the test
+
+
+def test_import_magicwan_loads_the_client_on_first_use() -> None:
+    code = (
+        "import sys, magicwan;"
+        "assert 'aiohttp' not in sys.modules and 'magicwan.client' not in sys.modules;"
+        "assert magicwan.MagicWAN.__module__ == 'magicwan.client';"
+        "assert magicwan.delivery.StrongSwan is not None;"  # a submodule, as an attribute
+        "from magicwan import *;"
+        "assert RotationOptions is magicwan.rotation.RotationOptions"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)  # noqa: S603 - our code

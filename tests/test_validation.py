@@ -11,8 +11,8 @@ import pytest
 from aioresponses import aioresponses
 
 from magicwan import InvalidInputError, MagicWAN, MagicWANError
-from magicwan._argtypes import duration
-from magicwan._validation import (
+from magicwan.cli.parser import duration
+from magicwan.internal.validation import (
     check_bool,
     check_credential,
     check_duration,

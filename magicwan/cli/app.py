@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from magicwan._version import __version__
+from magicwan import __version__
 from magicwan.cli import demo, journal, psk, tunnels
 from magicwan.cli.common import CLIError, account_id
 from magicwan.cli.console import Console, OutputClosed, colour_wanted, logging_to

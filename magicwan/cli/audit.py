@@ -13,8 +13,6 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from magicwan._argtypes import duration
-from magicwan._converter import format_datetime
 from magicwan.cli.common import CLIError, account_id, ipsec_tunnels, make_client
 from magicwan.cli.console import Console, escape
 from magicwan.cli.metrics import (
@@ -30,10 +28,12 @@ from magicwan.cli.parser import (
     add_api_options,
     add_command,
     add_output_options,
+    duration,
 )
 from magicwan.cli.report import stamp_text
 from magicwan.cli.selection import psk_age
 from magicwan.cli.status import ExitStatus, exit_status_help
+from magicwan.internal.timestamps import format_datetime
 from magicwan.models.tunnels import IPsecTunnel
 
 __all__ = ["duration_text", "format_age", "register"]

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from magicwan._env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
-from magicwan._validation import check_id
 from magicwan.cli.report import describe, hint
 from magicwan.cli.status import ExitStatus
 from magicwan.client import MagicWAN
 from magicwan.errors import InvalidInputError, MagicWANError
+from magicwan.internal.env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
+from magicwan.internal.validation import check_id
 from magicwan.journal import Journal, JournalError
 from magicwan.models.gre import GRETunnel
 from magicwan.models.tunnels import IPsecTunnel

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from magicwan._converter import format_datetime
 from magicwan.cli.progress import Outlook, Progress, ProgressMode, format_duration
 from magicwan.cli.text import escape, write_text
+from magicwan.internal.timestamps import format_datetime
 
 __all__ = [
     "LOG_FIELDS",

@@ -4,7 +4,7 @@ It starts the emulator, discovers its tunnels, rotates them all with a journal (
 the same runner as ``psk rotate``) and checks every journalled PSK against the emulator.
 
 ``demo --ike`` also delivers each PSK, to a real strongSwan "router" whose peer, an "edge"
-standing in for Cloudflare, always holds the emulator's PSK (:mod:`magicwan.emulator.ike`),
+standing in for Cloudflare, always holds the emulator's PSK (:mod:`magicwan.ikelab`),
 and proves every delivery by IKE: after the rotation each tunnel's IKE SA, initiated from
 the router, is ESTABLISHED, except for the few whose delivery is made to go astray on
 purpose (``--ike-lose``), which fail IKE_AUTH with AUTHENTICATION_FAILED and come back
@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from magicwan._version import __version__
+from magicwan import __version__
 from magicwan.cli.common import UsageError, check_journal, ipsec_tunnels
 from magicwan.cli.console import Console
 from magicwan.cli.parser import (
@@ -165,7 +165,7 @@ async def _ike(
         yield None, None
         return
     from magicwan.delivery import StrongSwan
-    from magicwan.emulator.ike import bridge, ike_lab
+    from magicwan.ikelab import bridge, ike_lab
 
     async with ike_lab(found) as lab:
         with bridge(emu.state, lab):
@@ -190,7 +190,7 @@ async def _ike_report(
 ) -> bool:
     """Initiate every tunnel from the router; say what IKE made of each. True if every
     tunnel is ESTABLISHED except exactly the lost ones, which fail authentication."""
-    from magicwan.emulator.ike import IKELabError
+    from magicwan.ikelab import IKELabError
 
     states = await lab.sa_states()
     established = [t.id for t in found if states.get(t.name or t.id) == "ESTABLISHED"]
@@ -260,7 +260,7 @@ def _check_usage(args: argparse.Namespace) -> None:
     if args.latency < 0:
         raise UsageError("--latency must be >= 0 seconds")
     if args.ike:
-        from magicwan.emulator.ike import ike_missing
+        from magicwan.ikelab import ike_missing
 
         missing = ike_missing()
         if missing is not None:

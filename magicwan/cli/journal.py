@@ -21,14 +21,19 @@ import shlex
 import stat
 from typing import Any
 
-from magicwan._argtypes import non_negative_int
-from magicwan._converter import format_datetime
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, escape
 from magicwan.cli.journal_dir import JournalFile, journals_in, left_open, newest_psks
 from magicwan.cli.journal_prune import run_prune
-from magicwan.cli.parser import Parser, add_actions, add_command, add_output_options
+from magicwan.cli.parser import (
+    Parser,
+    add_actions,
+    add_command,
+    add_output_options,
+    non_negative_int,
+)
 from magicwan.cli.status import ExitStatus, exit_status_help
+from magicwan.internal.timestamps import format_datetime
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
 __all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "register"]
@@ -174,20 +179,24 @@ async def _show(args: argparse.Namespace, console: Console) -> int:
         if len(accounts) > 1:
             header.insert(0, "ACCOUNT")
         rows = [header]
-        for r in records:
-            state = state_of(r) + (" (uncertain)" if r.uncertain and not r.verified else "")
-            note = r.error or ("earlier PSK kept" if r.event == "failed" and r.psk else "")
+        for record in records:
+            state = state_of(record) + (
+                " (uncertain)" if record.uncertain and not record.verified else ""
+            )
+            note = record.error or (
+                "earlier PSK kept" if record.event == "failed" and record.psk else ""
+            )
             row = [
-                r.tunnel_id,
+                record.tunnel_id,
                 state,
-                _time(r.last_time) or "-",
-                str(r.attempts),
-                "yes" if r.verified else "no",
-                "yes" if r.delivered else "no",
+                _time(record.last_time) or "-",
+                str(record.attempts),
+                "yes" if record.verified else "no",
+                "yes" if record.delivered else "no",
                 note,
             ]
             if len(accounts) > 1:
-                row.insert(0, r.account_id or "-")
+                row.insert(0, record.account_id or "-")
             rows.append([escape(cell) for cell in row])
         console.table(rows)
     states = [state_of(r) for r in records]
@@ -200,19 +209,19 @@ async def _show(args: argparse.Namespace, console: Console) -> int:
 
 def _export_rows(records: list[JournalRecord]) -> list[dict[str, Any]]:
     rows = []
-    for r in records:
-        if r.psk is None and r.pending_psk is None:
+    for record in records:
+        if record.psk is None and record.pending_psk is None:
             continue
         rows.append(
             {
-                "account_id": r.account_id,
-                "tunnel_id": r.tunnel_id,
-                "ipsec_id": r.ipsec_id,
-                "last_generated_on": _time(r.last_generated_on),
-                "psk": r.psk,
-                "pending_psk": r.pending_psk,
-                "uncertain": r.uncertain and not r.verified,
-                "in_flight": r.event == "intent",
+                "account_id": record.account_id,
+                "tunnel_id": record.tunnel_id,
+                "ipsec_id": record.ipsec_id,
+                "last_generated_on": _time(record.last_generated_on),
+                "psk": record.psk,
+                "pending_psk": record.pending_psk,
+                "uncertain": record.uncertain and not record.verified,
+                "in_flight": record.event == "intent",
             }
         )
     return rows

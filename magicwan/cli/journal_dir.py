@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 
-from magicwan._converter import parse_datetime
 from magicwan.cli.common import UsageError, run_number
+from magicwan.internal.timestamps import parse_datetime
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
 __all__ = ["JournalFile", "Key", "journals_in", "left_open", "newest_psks"]
@@ -71,7 +71,7 @@ def journals_in(directory: str) -> tuple[list[JournalFile], list[tuple[Path, str
 
 
 @attrs.frozen
-class _Said:
+class _JournalCandidate:
     """What one journal says of one tunnel."""
 
     record: JournalRecord
@@ -92,25 +92,25 @@ class _Said:
         return (self.record.last_time or self.journal.created, self.journal.created)
 
 
-def _newer(a: _Said, b: _Said) -> bool:
-    """``a`` is known to be newer than ``b``: by Cloudflare's ``last_generated_on`` when
+def _newer(candidate: _JournalCandidate, other: _JournalCandidate) -> bool:
+    """``candidate`` is known to be newer than ``other``: by Cloudflare's ``last_generated_on`` when
     both have one, else by the run numbers of their journals. Never by the machine's
     clock, which may have stepped back between two runs."""
-    if a.stamp is not None and b.stamp is not None:
-        return a.stamp > b.stamp
-    if a.journal.run is not None and b.journal.run is not None:
-        return a.journal.run > b.journal.run
+    if candidate.stamp is not None and other.stamp is not None:
+        return candidate.stamp > other.stamp
+    if candidate.journal.run is not None and other.journal.run is not None:
+        return candidate.journal.run > other.journal.run
     return False
 
 
-def _latest(candidates: list[_Said]) -> list[_Said]:
+def _latest(candidates: list[_JournalCandidate]) -> list[_JournalCandidate]:
     """The candidates no other one is known to be newer than (all of them when the
     orders disagree): each may be the tunnel's latest word."""
     latest = [c for c in candidates if not any(_newer(d, c) for d in candidates)]
     return latest or candidates
 
 
-def _pick(candidates: list[_Said]) -> _Said:
+def _pick(candidates: list[_JournalCandidate]) -> _JournalCandidate:
     """One of the latest candidates: when several may be, the machine's clock picks."""
     return max(_latest(candidates), key=lambda c: c.clock)
 
@@ -125,17 +125,17 @@ def newest_psks(
     the runs (the run number in a journal's name); the machine's clock only picks one of
     records that neither orders. Also, per tunnel, the journals any of its possibly newest
     PSKs come from (which ``prune`` keeps: all of them when it cannot tell)."""
-    holding: dict[Key, list[_Said]] = {}
-    confirmed: dict[Key, list[_Said]] = {}
+    holding: dict[Key, list[_JournalCandidate]] = {}
+    confirmed: dict[Key, list[_JournalCandidate]] = {}
     for journal in journals:
         for key, record in journal.records.items():
-            said = _Said(record, journal)
+            candidate = _JournalCandidate(record, journal)
             if record.psk is not None or record.pending_psk is not None:
-                holding.setdefault(key, []).append(said)
+                holding.setdefault(key, []).append(candidate)
             if record.psk is not None:
                 # As a confirmed PSK, it is the record's rotated line that counts.
                 bare = attrs.evolve(record, pending_psk=None, in_flight=False)
-                confirmed.setdefault(key, []).append(_Said(bare, journal))
+                confirmed.setdefault(key, []).append(_JournalCandidate(bare, journal))
     chosen: dict[Key, JournalRecord] = {}
     sources: dict[Key, set[Path]] = {}
     for key, candidates in holding.items():
@@ -155,12 +155,12 @@ def left_open(journals: Iterable[JournalFile]) -> dict[Path, int]:
     flight, an unknown outcome): the tunnel may hold a PSK nobody recorded, and
     ``--resume`` with that journal reads it back. Per journal, how many such tunnels.
     "Latest" as in :func:`newest_psks`: when it cannot tell, any of them."""
-    said: dict[Key, list[_Said]] = {}
+    by_tunnel: dict[Key, list[_JournalCandidate]] = {}
     for journal in journals:
         for key, record in journal.records.items():
-            said.setdefault(key, []).append(_Said(record, journal))
+            by_tunnel.setdefault(key, []).append(_JournalCandidate(record, journal))
     counts: dict[Path, int] = {}
-    for candidates in said.values():
+    for candidates in by_tunnel.values():
         for latest in _latest(candidates):
             if latest.record.left_open:
                 path = latest.journal.path

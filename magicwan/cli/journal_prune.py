@@ -9,10 +9,10 @@ import fcntl
 import os
 from pathlib import Path
 
-from magicwan._converter import format_datetime
 from magicwan.cli.console import Console
 from magicwan.cli.journal_dir import JournalFile, Key, journals_in, left_open, newest_psks
 from magicwan.cli.status import ExitStatus
+from magicwan.internal.timestamps import format_datetime
 
 __all__ = ["run_prune"]
 
@@ -42,7 +42,7 @@ async def run_prune(args: argparse.Namespace, console: Console) -> int:
     journals, skipped = journals_in(args.directory)
     _, sources = newest_psks(journals)
     unfinished = left_open(journals)
-    holders = _holders(sources)
+    holders = _newest_psk_counts(sources)
     removed = kept = 0
     for number, journal in enumerate(journals):
         action, why = _prune_one(args, number, journal.path, holders, unfinished)
@@ -60,7 +60,7 @@ async def run_prune(args: argparse.Namespace, console: Console) -> int:
     return ExitStatus.OK
 
 
-def _holders(sources: dict[Key, set[Path]]) -> dict[Path, int]:
+def _newest_psk_counts(sources: dict[Key, set[Path]]) -> dict[Path, int]:
     """Per journal, how many tunnels' newest PSK it holds."""
     holders: dict[Path, int] = {}
     for paths in sources.values():

@@ -103,7 +103,7 @@ def write_metrics(path: str, families: Iterable[Metric]) -> None:
     """Write ``families`` to ``path`` in Prometheus' text format, atomically (temporary
     file in the same directory, fsync, rename; mode 0644). Raises :class:`MetricsError`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(list(families)))
+    registry.register(_FixedCollector(list(families)))
     data = generate_latest(registry)
     target = Path(path)
     directory = target.parent
@@ -130,7 +130,7 @@ def write_metrics(path: str, families: Iterable[Metric]) -> None:
             os.close(dir_fd)
 
 
-class _Fixed:
+class _FixedCollector:
     """A collector of metric families computed once."""
 
     def __init__(self, families: Sequence[Metric]) -> None:

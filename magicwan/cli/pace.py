@@ -13,7 +13,7 @@ from magicwan.ratelimit import RateLimiter
 __all__ = ["limiter_wait", "outlook"]
 
 
-class _Watched(Protocol):
+class _WatchedRotation(Protocol):
     """What :func:`outlook` reads of a rotation (see :class:`~magicwan.rotation.Rotation`)."""
 
     @property
@@ -35,7 +35,7 @@ def limiter_wait(limiter: RateLimiter, requests: int, now: float) -> float:
 
 
 def outlook(
-    rotation: _Watched, *, done: int, unit: int, limiter: RateLimiter | None, now: float
+    rotation: _WatchedRotation, *, done: int, unit: int, limiter: RateLimiter | None, now: float
 ) -> Outlook:
     """What the rest of ``rotation`` waits for, ``done`` of its tunnels finished: the
     requests of the tunnels not finished (``unit`` a request) and the read-backs, at the

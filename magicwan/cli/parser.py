@@ -23,17 +23,26 @@ import textwrap
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from magicwan._argtypes import (
-    halt_after,
-    non_negative_int,
-    non_negative_seconds,
-    positive_int,
-    rate_limit,
-    seconds,
-)
-from magicwan._env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
 from magicwan.cli.status import exit_status_help
 from magicwan.client import MagicWAN
+from magicwan.errors import InvalidInputError
+from magicwan.internal.env import (
+    ENV_ACCOUNT_ID,
+    ENV_API_KEY,
+    ENV_API_TOKEN,
+    ENV_BASE_URL,
+    ENV_EMAIL,
+)
+from magicwan.internal.validation import (
+    argtype,
+    check_duration,
+    check_non_negative_int,
+    check_non_negative_seconds,
+    check_positive_int,
+    check_rate_limit,
+    check_seconds,
+    read_seconds,
+)
 from magicwan.ratelimit import CLOUDFLARE_BUDGET, MAX_COOLDOWN
 
 if TYPE_CHECKING:
@@ -50,6 +59,7 @@ __all__ = [
     "add_output_options",
     "add_request_options",
     "client_default",
+    "duration",
     "halt_after",
     "non_negative_int",
     "non_negative_seconds",
@@ -192,14 +202,33 @@ def add_command(
 # -- value types -------------------------------------------------------------------------
 
 
-def _max_retry_after(text: str) -> float:
-    value = seconds(text)
-    if value > MAX_COOLDOWN:
-        raise argparse.ArgumentTypeError(
-            f"at most {MAX_COOLDOWN:g} seconds (the longest 429 cooldown the client keeps), "
-            f"got {text}"
+# Each an argparse type of one rule of magicwan.internal.validation: the same check, and the
+# same words, as the library's.
+positive_int = argtype(check_positive_int)
+non_negative_int = argtype(check_non_negative_int)
+#: A whole number >= 1, or ``off`` (None): never halt.
+halt_after = argtype(check_positive_int, off=True)
+seconds = argtype(check_seconds)
+non_negative_seconds = argtype(check_non_negative_seconds)
+#: ``N/SECONDS`` or ``off`` (None), by the one parser both command lines use.
+rate_limit = argtype(check_rate_limit)
+#: ``90d``, ``12h``, ``30m`` or ``45s``.
+duration = argtype(check_duration, name="DURATION")
+
+
+def _check_max_retry_after(value: object, name: str) -> float:
+    """Seconds > 0, at most the longest 429 cooldown the client keeps (the library takes
+    more, and then keeps a longer cooldown; the command line does not offer that)."""
+    wait = check_seconds(value, name)
+    if wait > MAX_COOLDOWN:
+        raise InvalidInputError(
+            f"{name} must be at most {MAX_COOLDOWN:g} seconds "
+            "(the longest 429 cooldown the client keeps)"
         )
-    return value
+    return wait
+
+
+_max_retry_after = argtype(_check_max_retry_after, read_seconds)
 
 
 # -- shared arguments and option groups ------------------------------------------------------

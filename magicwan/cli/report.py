@@ -18,7 +18,6 @@ from typing import Any
 
 import attrs
 
-from magicwan._converter import format_datetime
 from magicwan.errors import (
     APIConnectionError,
     APIError,
@@ -32,6 +31,8 @@ from magicwan.errors import (
     RequestAbandonedError,
     UnprocessableEntityError,
 )
+from magicwan.internal.redaction import describe_error as describe
+from magicwan.internal.timestamps import format_datetime
 from magicwan.journal import JournalError
 from magicwan.models.psk import PSKGenerateResult
 from magicwan.models.tunnels import IPsecTunnel
@@ -58,11 +59,6 @@ _NO_ROUTE = 7000
 _UNKNOWN_ACCOUNT = 7003
 _EXAMPLES = 3  # tunnel ids shown per failure group
 _BUDGET = f"{CLOUDFLARE_BUDGET[0]:,} requests per {CLOUDFLARE_BUDGET[1]:g} s"
-
-
-def describe(exc: BaseException) -> str:
-    """``ErrorType: message``. SDK errors never carry a secret in their text."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _codes(exc: BaseException) -> frozenset[int]:

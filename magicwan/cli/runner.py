@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from magicwan._converter import format_datetime
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console, OutputClosed
 from magicwan.cli.metrics import ROTATION_OUTCOMES, MetricsError, write_rotation_metrics
@@ -27,8 +26,10 @@ from magicwan.cli.progress import Progress
 from magicwan.cli.report import describe
 from magicwan.cli.status import ExitStatus, most_urgent
 from magicwan.cli.tracker import RunSettings, RunTracker, TrackedDeliverer
+from magicwan.internal.clock import Sleep
+from magicwan.internal.timestamps import format_datetime
 from magicwan.journal import JournalError
-from magicwan.ratelimit import RateLimiter, Sleep
+from magicwan.ratelimit import RateLimiter
 from magicwan.rotation import OutcomeState, Rotation
 
 __all__ = [
@@ -103,7 +104,7 @@ async def _consume(run: RunTracker) -> None:
     rotation = run.rotation
     try:
         async for outcome in rotation:
-            run.take(outcome)
+            run.take_outcome(outcome)
             if run.output_closed:
                 break
             stop = run.long_429(outcome)
@@ -124,11 +125,11 @@ async def _consume(run: RunTracker) -> None:
         except asyncio.CancelledError:  # a second signal: stop waiting for the drain
             run.interrupted = run.forced = True
     for outcome in rotation.unclaimed:
-        run.take(outcome)
+        run.take_outcome(outcome)
 
 
 def _write_metrics(run: RunTracker, status: ExitStatus) -> None:
-    path = run.s.metrics_file
+    path = run.settings.metrics_file
     if path is None:
         return
     tally = run.tally
@@ -173,14 +174,14 @@ def _status(run: RunTracker) -> ExitStatus:
 
 
 def _summary(run: RunTracker, status: ExitStatus) -> None:
-    console, tally, s = run.console, run.tally, run.s
+    console, tally, settings = run.console, run.tally, run.settings
     show = console.say if status is ExitStatus.OK else console.tell
     elapsed = run.progress.elapsed
     worked = tally.seen - tally.count(OutcomeState.SKIPPED)
     rate = f", {worked / elapsed:.1f} tunnels/s" if worked and elapsed > 0 else ""
     show("")
     show(f"summary: {tally.requested} tunnels in {elapsed:.2f}s{rate}")
-    rows = tally.rows(validate_only=s.validate_only)
+    rows = tally.rows(validate_only=settings.validate_only)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         show(f"  {name:<{width}}  {value}")
@@ -201,13 +202,13 @@ def _summary(run: RunTracker, status: ExitStatus) -> None:
             else "requests in flight finished"
         )
         console.tell(f"interrupted: no new tunnel was started; {how}")
-    if s.validate_only and s.sent_psks:
-        _kept(run)
-    if s.journal is not None and not s.validate_only:
-        show(f"journal: {s.journal} (mode 0600; it holds the new PSKs: keep it secret)")
-        if s.resume is not None and (run.interrupted or tally.rerun_helps):
-            console.tell(f"to finish: {s.resume}")
-    if s.json and not console.out_closed:
+    if settings.validate_only and settings.sent_psks:
+        _say_where_sent_psks_are(run)
+    if settings.journal is not None and not settings.validate_only:
+        show(f"journal: {settings.journal} (mode 0600; it holds the new PSKs: keep it secret)")
+        if settings.resume is not None and (run.interrupted or tally.rerun_helps):
+            console.tell(f"to finish: {settings.resume}")
+    if settings.json and not console.out_closed:
         console.json(
             {
                 "event": "summary",
@@ -215,7 +216,7 @@ def _summary(run: RunTracker, status: ExitStatus) -> None:
                 "interrupted": run.interrupted,
                 "halted": run.rotation.halted,
                 "rate_limited": run.rate_limited is not None,
-                "journal": s.journal,
+                "journal": settings.journal,
                 "started_at": format_datetime(run.started_at),
                 "finished_at": format_datetime(datetime.now(UTC)),
                 "elapsed_seconds": round(elapsed, 3),
@@ -237,17 +238,17 @@ def _failure_groups(run: RunTracker, show: Callable[[str], None]) -> None:
             show(f"    hint: {group.hint}")
 
 
-def _kept(run: RunTracker) -> None:
+def _say_where_sent_psks_are(run: RunTracker) -> None:
     """Where the PSKs a ``--validate-only --method set`` sent are, should the server have
     applied them anyway (a gateway that drops ?validate_only=true would let it)."""
-    s, say = run.s, run.console.say
-    if s.journal is not None:
+    settings, say = run.settings, run.console.say
+    if settings.journal is not None:
         say(
-            f"journal: {s.journal} (mode 0600) keeps the PSKs sent, in intent lines, in case "
-            "the server applied them anyway ('magicwan journal export' shows them as "
+            f"journal: {settings.journal} (mode 0600) keeps the PSKs sent, in intent lines, "
+            "in case the server applied them anyway ('magicwan journal export' shows them as "
             "pending_psk): keep it secret"
         )
-    elif s.show_psk:
+    elif settings.show_psk:
         say("the PSKs sent are on stdout above, kept in case the server applied them anyway")
     else:
         say(
@@ -265,7 +266,7 @@ def _unrecorded(run: RunTracker) -> None:
         f"{count} tunnel(s) hold a NEW PSK that the journal could not record; their old "
         f"PSKs no longer work: {ids}"
     )
-    if run.s.show_psk:
+    if run.settings.show_psk:
         console.tell("their PSKs are on stdout above (state unrecorded): store them now")
     else:
         console.tell(

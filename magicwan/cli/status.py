@@ -1,4 +1,4 @@
-"""The command line's exit statuses: one table, used by the help, the README test and the code.
+"""The command line's exit statuses: one table, used by the help, the docs and the code.
 
 When several apply to one run, the most urgent wins: :data:`PRECEDENCE` orders them.
 """

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from magicwan.internal.redaction import printable
+
 __all__ = ["escape", "write_text"]
 
 
-def escape(text: str) -> str:
-    """``text`` with every non-printable character shown as an escape (``\\x1b``, ``\\r``,
-    ``\\u202e``); printable text, spaces included, is unchanged."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+#: ``text`` with every non-printable character shown as an escape (``\\x1b``, ``\\r``,
+#: ``\\u202e``); printable text, spaces included, is unchanged.
+escape = printable
 
 
 def write_text(stream: TextIO, text: str) -> None:

@@ -93,7 +93,7 @@ class RunTracker:
         self.console = console
         self.rotation = rotation
         self.names = names
-        self.s = settings
+        self.settings = settings
         self.clock = clock
         self.limiter = limiter
         self.deliveries = deliveries
@@ -119,7 +119,7 @@ class RunTracker:
         self.started_at = datetime.now(UTC)
         self.rate_limited_tunnels = 0
 
-    def take(self, outcome: Any) -> None:
+    def take_outcome(self, outcome: Any) -> None:
         """Count, print and show one outcome. OutputClosed when stdout's reader left."""
         group = self.tally.add(outcome)
         self.taken.add(outcome.tunnel_id.lower())
@@ -132,9 +132,9 @@ class RunTracker:
         if console.out_closed:
             return
         try:
-            if self.s.json:
-                console.json(outcome_json(outcome, name=name, show_psk=self.s.show_psk))
-            elif self.s.show_psk and psk:
+            if self.settings.json:
+                console.json(outcome_json(outcome, name=name, show_psk=self.settings.show_psk))
+            elif self.settings.show_psk and psk:
                 console.data(f"{outcome.tunnel_id} {psk}")
         except OutputClosed as exc:
             if not self.output_closed:
@@ -175,7 +175,7 @@ class RunTracker:
         return outlook(
             self.rotation,
             done=self.progress.done,
-            unit=self.s.unit,
+            unit=self.settings.unit,
             limiter=self.limiter,
             now=self.clock(),
         )
@@ -202,7 +202,7 @@ class RunTracker:
             self.console.tell("interrupted: no new tunnel is started; nothing is in flight")
             return
         count = requests + len(reading) + delivering
-        drain = self.s.drain_timeout
+        drain = self.settings.drain_timeout
         bound = f" at most {format_duration(drain)} (--drain-timeout)" if drain else ""
         self.console.tell(
             f"interrupted: no new tunnel is started; waiting{bound} for {count} "
@@ -216,7 +216,7 @@ class RunTracker:
         if outcome.state is not OutcomeState.FAILED or not isinstance(error, RateLimitError):
             return None
         wait = error.retry_after
-        return error if wait is None or wait > self.s.max_retry_after else None
+        return error if wait is None or wait > self.settings.max_retry_after else None
 
     def say_rate_limited(self, error: RateLimitError) -> None:
         wait = error.retry_after
@@ -224,7 +224,8 @@ class RunTracker:
             what = "without saying how long to wait"
             when = f"in {MAX_COOLDOWN:g} seconds"
         else:
-            what = f"to wait {wait:.0f}s, more than --max-retry-after {self.s.max_retry_after:g}s"
+            limit = self.settings.max_retry_after
+            what = f"to wait {wait:.0f}s, more than --max-retry-after {limit:g}s"
             at = datetime.now(UTC) + timedelta(seconds=wait)
             when = f"after {at:%H:%M:%S} UTC"
         longest = f"{MAX_COOLDOWN:g}"

@@ -7,7 +7,6 @@ import fnmatch
 from datetime import UTC, datetime
 from typing import Any
 
-from magicwan._argtypes import duration
 from magicwan.cli.common import UsageError, account_id, gre_tunnels, ipsec_tunnels, make_client
 from magicwan.cli.console import Console, escape
 from magicwan.cli.parser import (
@@ -18,6 +17,7 @@ from magicwan.cli.parser import (
     add_api_options,
     add_command,
     add_output_options,
+    duration,
 )
 from magicwan.cli.report import stamp_text
 from magicwan.cli.selection import older_than

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
-from magicwan._validation import is_printable_psk
 from magicwan.delivery._errors import DeliveryError, DeliveryFailure
 from magicwan.delivery._model import Delivery, DeliveryTarget
 from magicwan.delivery._text import scrub_tail
 from magicwan.delivery._vici import Secret
+from magicwan.internal.env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
+from magicwan.internal.validation import is_printable_psk
 
 __all__ = ["CHECK_VARIABLE", "ENVIRONMENT", "EX_CONFIG", "Command"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from magicwan._envelope import redact
+from magicwan.internal.redaction import redact
 
 __all__ = ["EXCERPT_CHARS", "scrub", "scrub_tail"]
 

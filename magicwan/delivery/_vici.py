@@ -75,7 +75,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _describe(exc: BaseException) -> tuple[ViciFailure, str]:
+def _failure(exc: BaseException) -> tuple[ViciFailure, str]:
     """A plain description of an exception from ``vici`` or the socket under it."""
     if isinstance(exc, TimeoutError):
         return "timeout", "charon did not answer in time"
@@ -118,7 +118,7 @@ class Channel:
                 if time.monotonic() + pause >= deadline:
                     failure = ViciError("timeout", f"{self.path} accepted no connection in time")
             except OSError as exc:
-                kind, detail = _describe(exc)
+                kind, detail = _failure(exc)
                 failure = ViciError(kind, f"cannot connect to {self.path}: {detail}")
             else:
                 self._session = self._vici.Session(sock)
@@ -188,7 +188,7 @@ class Channel:
             detail = str(exc).removeprefix("Command failed: ")
             failure = ViciError("command", detail, log or ())
         except Exception as exc:  # socket errors, vici's SessionException, malformed answers
-            failure = ViciError(*_describe(exc), log or ())
+            failure = ViciError(*_failure(exc), log or ())
         # Raised here, after the except clause: the vici exception (and the frames holding
         # the serialized request) is gone and does not become this error's __context__.
         raise failure

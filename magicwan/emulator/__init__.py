@@ -16,22 +16,32 @@ Modules: ``models`` (plain data), ``seeding`` (how seeded tunnels look), ``rules
 tunnels clients create or update are checked), ``bucket`` (the
 per-user token bucket), ``faults``, ``state`` (:class:`EmulatorState`), ``endpoints``
 (Cloudflare's routes), ``app`` (the request pipeline), ``admin`` (the ``/__emulator__`` routes).
+The names below are imported on first use, so loading the pytest plugin stays cheap.
+The IKE lab (two real strongSwan daemons the emulator's PSKs can reach) is
+:mod:`magicwan.ikelab`.
 """
 
-from magicwan.emulator._server import Emulator, run
-from magicwan.emulator._wire import ERROR_CODES
-from magicwan.emulator.app import create_app
-from magicwan.emulator.bucket import TokenBucket
-from magicwan.emulator.faults import FaultKind, Faults
-from magicwan.emulator.models import GreTunnel, PSKRecord, Tunnel
-from magicwan.emulator.rules import TunnelRules
-from magicwan.emulator.state import (
-    DEFAULT_API_EMAIL,
-    DEFAULT_API_KEY,
-    DEFAULT_API_TOKEN,
-    EmulatorState,
-    PSKListener,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicwan.internal.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from magicwan.emulator._server import Emulator, run
+    from magicwan.emulator._wire import ERROR_CODES
+    from magicwan.emulator.app import create_app
+    from magicwan.emulator.bucket import TokenBucket
+    from magicwan.emulator.faults import FaultKind, Faults
+    from magicwan.emulator.models import GreTunnel, PSKRecord, Tunnel
+    from magicwan.emulator.rules import TunnelRules
+    from magicwan.emulator.state import (
+        DEFAULT_API_EMAIL,
+        DEFAULT_API_KEY,
+        DEFAULT_API_TOKEN,
+        EmulatorState,
+        PSKListener,
+    )
 
 __all__ = [
     "DEFAULT_API_EMAIL",
@@ -51,3 +61,26 @@ __all__ = [
     "create_app",
     "run",
 ]
+
+#: Where each exported name is defined; the imports above say the same to a type checker.
+_SOURCES: dict[str, str] = {
+    "Emulator": "magicwan.emulator._server",
+    "run": "magicwan.emulator._server",
+    "ERROR_CODES": "magicwan.emulator._wire",
+    "create_app": "magicwan.emulator.app",
+    "TokenBucket": "magicwan.emulator.bucket",
+    "FaultKind": "magicwan.emulator.faults",
+    "Faults": "magicwan.emulator.faults",
+    "GreTunnel": "magicwan.emulator.models",
+    "PSKRecord": "magicwan.emulator.models",
+    "Tunnel": "magicwan.emulator.models",
+    "TunnelRules": "magicwan.emulator.rules",
+    "DEFAULT_API_EMAIL": "magicwan.emulator.state",
+    "DEFAULT_API_KEY": "magicwan.emulator.state",
+    "DEFAULT_API_TOKEN": "magicwan.emulator.state",
+    "EmulatorState": "magicwan.emulator.state",
+    "PSKListener": "magicwan.emulator.state",
+}
+
+if not TYPE_CHECKING:  # a type checker sees the imports above, and no catch-all
+    __getattr__, __dir__ = lazy_exports(__name__, _SOURCES, __all__)

@@ -24,8 +24,6 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from magicwan._argtypes import non_negative_int, positive_int, rate_limit
-from magicwan._env import ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
 from magicwan.emulator._server import DEFAULT_GRE_TUNNELS, DEFAULT_TUNNELS, Emulator, run
 from magicwan.emulator.faults import FaultKind, Faults
 from magicwan.emulator.models import is_identifier
@@ -37,7 +35,14 @@ from magicwan.emulator.state import (
     DEFAULT_PSK_MAX_LENGTH,
     DEFAULT_PSK_MIN_LENGTH,
 )
-from magicwan.ratelimit import CLOUDFLARE_BUDGET
+from magicwan.internal.budget import CLOUDFLARE_BUDGET
+from magicwan.internal.env import ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
+from magicwan.internal.validation import (
+    argtype,
+    check_non_negative_int,
+    check_positive_int,
+    check_rate_limit,
+)
 
 __all__ = ["build_parser", "faults_from_args", "main", "shell_block"]
 
@@ -58,6 +63,18 @@ def _identifier(text: str) -> str:
     return text
 
 
+#: What each ``--fault-*`` flag's probability is of (docs/emulator.md says the same).
+_FAULT_HELP: dict[FaultKind, str] = {
+    FaultKind.SERVER_ERROR: "of a 500/502/503 envelope",
+    FaultKind.RATE_LIMITED: "of a spurious 429 (Retry-After: 1)",
+    FaultKind.RESET_BEFORE_STORE: "of a connection dropped before the PSK is stored",
+    FaultKind.RESET_AFTER_STORE: "of a connection dropped after the PSK is stored",
+    FaultKind.HTML_502: "of a proxy's HTML page",
+    FaultKind.TRUNCATED_JSON: "of half the real body",
+    FaultKind.LATE_STORE: "of a PSK stored only after --late-store-delay",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     budget = f"{CLOUDFLARE_BUDGET[0]}/{CLOUDFLARE_BUDGET[1]:g}"
@@ -72,13 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (8787)")
     parser.add_argument(
         "--tunnels",
-        type=non_negative_int,
+        type=argtype(check_non_negative_int),
         default=DEFAULT_TUNNELS,
         help=f"IPsec tunnels to create ({DEFAULT_TUNNELS})",
     )
     parser.add_argument(
         "--gre-tunnels",
-        type=non_negative_int,
+        type=argtype(check_non_negative_int),
         default=DEFAULT_GRE_TUNNELS,
         help=f"GRE tunnels to create ({DEFAULT_GRE_TUNNELS})",
     )
@@ -102,12 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and faults (0)")
     parser.add_argument("--account-id", default=None, help="account id (derived from the seed)")
-    parser.add_argument("--api-token", default=DEFAULT_API_TOKEN)
-    parser.add_argument("--api-email", default=DEFAULT_API_EMAIL)
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument(
+        "--api-token", default=DEFAULT_API_TOKEN, help="the token it accepts (%(default)s)"
+    )
+    parser.add_argument(
+        "--api-email",
+        default=DEFAULT_API_EMAIL,
+        help="the e-mail it accepts with --api-key (%(default)s)",
+    )
+    parser.add_argument(
+        "--api-key", default=DEFAULT_API_KEY, help="the global API key it accepts (%(default)s)"
+    )
     parser.add_argument(
         "--rate-limit",
-        type=rate_limit,
+        type=argtype(check_rate_limit),
         default=CLOUDFLARE_BUDGET,
         metavar="N/SECONDS|off",
         help=f"per-user budget, e.g. {budget} (the default, Cloudflare's) or off",
@@ -115,16 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
     psk = parser.add_argument_group("bulk PSK set (assumed limits)")
     psk.add_argument(
         "--max-psk-batch",
-        type=positive_int,
+        type=argtype(check_positive_int),
         default=DEFAULT_MAX_PSK_BATCH,
         metavar="N",
         help=f"most entries in one request; more is a 400, code 1005 ({DEFAULT_MAX_PSK_BATCH})",
     )
     psk.add_argument(
-        "--psk-min-length", type=positive_int, default=DEFAULT_PSK_MIN_LENGTH, metavar="N"
+        "--psk-min-length",
+        type=argtype(check_positive_int),
+        default=DEFAULT_PSK_MIN_LENGTH,
+        metavar="N",
+        help="shortest PSK a bulk set or a tunnel's psk may have (%(default)s)",
     )
     psk.add_argument(
-        "--psk-max-length", type=positive_int, default=DEFAULT_PSK_MAX_LENGTH, metavar="N"
+        "--psk-max-length",
+        type=argtype(check_positive_int),
+        default=DEFAULT_PSK_MAX_LENGTH,
+        metavar="N",
+        help="longest PSK a bulk set or a tunnel's psk may have (%(default)s)",
     )
     faults = parser.add_argument_group("fault injection (probabilities 0..1, default 0)")
     for kind in FaultKind:
@@ -134,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=_probability,
             default=0.0,
             metavar="P",
+            help=_FAULT_HELP[kind],
         )
     faults.add_argument(
         "--late-store-delay",
@@ -142,7 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a late_store fault stalls before it stores (%(default)g)",
     )
-    faults.add_argument("--latency", type=float, default=0.0, metavar="SECONDS")
+    faults.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="latency added to each answer (0)",
+    )
     faults.add_argument(
         "--latency-probability",
         type=_probability,

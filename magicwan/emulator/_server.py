@@ -10,11 +10,11 @@ from typing import Unpack
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from magicwan._env import ENV_ACCOUNT_ID, ENV_API_TOKEN, ENV_BASE_URL
 from magicwan.emulator._wire import ADMIN_PREFIX, API_PREFIX
 from magicwan.emulator.app import create_app
 from magicwan.emulator.faults import Faults
 from magicwan.emulator.state import EmulatorState, StateOptions
+from magicwan.internal.env import ENV_ACCOUNT_ID, ENV_API_TOKEN, ENV_BASE_URL
 
 __all__ = ["DEFAULT_GRE_TUNNELS", "DEFAULT_TUNNELS", "Emulator", "run"]
 

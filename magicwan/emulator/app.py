@@ -53,7 +53,7 @@ from magicwan.emulator._wire import (
 )
 from magicwan.emulator.admin import STATE_KEY, add_admin_routes, handle_admin
 from magicwan.emulator.bucket import RateDecision
-from magicwan.emulator.endpoints import ENDPOINTS, ROUTES, Apply, Endpoint
+from magicwan.emulator.endpoints import ROUTES, Apply, Endpoint, Route
 from magicwan.emulator.faults import FaultKind
 from magicwan.emulator.models import User
 from magicwan.emulator.state import EmulatorState
@@ -121,18 +121,30 @@ def _gone(request: web.Request) -> bool:
 class Pipeline:
     """Serves one :class:`EmulatorState`: the request pipeline of the module docstring.
 
-    ``middleware`` is the application's middleware; ``on_shutdown`` and ``on_cleanup`` are its
-    signal handlers (``create_app`` wires all three).
+    ``routes`` are the endpoints it serves (:data:`~magicwan.emulator.endpoints.ROUTES`);
+    :meth:`add_routes` registers them with a router. ``middleware`` is the application's
+    middleware; ``on_shutdown`` and ``on_cleanup`` are its signal handlers (``create_app``
+    wires all four).
     """
 
-    def __init__(self, state: EmulatorState, endpoints: Mapping[str, Endpoint] = ENDPOINTS) -> None:
+    def __init__(self, state: EmulatorState, routes: Iterable[Route] = ROUTES) -> None:
         self.state = state
-        self._endpoints = endpoints
+        self._routes = tuple(routes)
+        self._endpoints: Mapping[str, Endpoint] = {
+            route.name: route.endpoint for route in self._routes
+        }
+        if len(self._endpoints) != len(self._routes):
+            raise ValueError("route names must be unique")
         self._next_ray = _ray_ids(state.seed).__next__
         self._closing = asyncio.Event()
         self._late_stores: set[asyncio.Task[web.Response]] = set()
 
     # -- aiohttp hooks ---------------------------------------------------------------------
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Register every route under the API prefix, by its name (the pipeline serves them)."""
+        for route in self._routes:
+            router.add_route(route.method, API_PREFIX + route.path, _pipeline_only, name=route.name)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -339,7 +351,6 @@ def create_app(
     app[STATE_KEY] = state
     app.on_shutdown.append(pipeline.on_shutdown)
     app.on_cleanup.append(pipeline.on_cleanup)
-    for method, path, name in ROUTES:
-        app.router.add_route(method, API_PREFIX + path, _pipeline_only, name=name)
+    pipeline.add_routes(app.router)
     add_admin_routes(app.router)
     return app

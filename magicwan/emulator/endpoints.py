@@ -1,4 +1,5 @@
-"""Cloudflare's routes as the emulator serves them, one function per endpoint.
+"""Cloudflare's routes as the emulator serves them: one function per endpoint, and
+:data:`ROUTES`, the one table that gives each its method, path and name.
 
 An endpoint runs in two steps, so the pipeline can put a fault between them: the coroutine
 reads and checks the request (raising :class:`APIError` for a bad one) and returns an
@@ -53,6 +54,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import attrs
 from aiohttp import web
 
 from magicwan.emulator._wire import APIError, dumps, success
@@ -60,7 +62,7 @@ from magicwan.emulator.models import Account, GreTunnel, Tunnel, format_timestam
 from magicwan.emulator.rules import MissingField, TunnelProblem, check_gre, check_ipsec
 from magicwan.emulator.state import EmulatorState, TunnelKind
 
-__all__ = ["ENDPOINTS", "ROUTES", "Apply", "Endpoint"]
+__all__ = ["ROUTES", "Apply", "Endpoint", "Route"]
 
 #: Makes the change (if any) and builds the answer; called by the pipeline, maybe later.
 Apply = Callable[[], web.Response]
@@ -437,40 +439,36 @@ def _lookup_error(kind: TunnelKind) -> APIError:
     return APIError.of("unknown_tunnel" if kind == "ipsec" else "unknown_gre_tunnel")
 
 
-_ACCOUNT: Final = "/accounts/{account_id}/magic"
+_IPSEC: Final = "/accounts/{account_id}/magic/ipsec_tunnels"
+_GRE: Final = "/accounts/{account_id}/magic/gre_tunnels"
 
-#: (method, path under the API prefix, route name), in the order the router tries them.
-ROUTES: Final[tuple[tuple[str, str, str], ...]] = (
-    ("POST", _ACCOUNT + "/ipsec_tunnels/psk", "psk_set"),
-    ("POST", _ACCOUNT + "/ipsec_tunnels/{tunnel_id}/psk_generate", "psk_generate"),
-    ("GET", _ACCOUNT + "/ipsec_tunnels", "list_ipsec_tunnels"),
-    ("GET", _ACCOUNT + "/ipsec_tunnels/{tunnel_id}", "get_ipsec_tunnel"),
-    ("GET", _ACCOUNT + "/gre_tunnels", "list_gre_tunnels"),
-    ("GET", _ACCOUNT + "/gre_tunnels/{tunnel_id}", "get_gre_tunnel"),
-    ("POST", _ACCOUNT + "/ipsec_tunnels", "create_ipsec_tunnel"),
-    ("PUT", _ACCOUNT + "/ipsec_tunnels", "bulk_update_ipsec_tunnels"),
-    ("PUT", _ACCOUNT + "/ipsec_tunnels/{tunnel_id}", "update_ipsec_tunnel"),
-    ("DELETE", _ACCOUNT + "/ipsec_tunnels/{tunnel_id}", "delete_ipsec_tunnel"),
-    ("POST", _ACCOUNT + "/gre_tunnels", "create_gre_tunnel"),
-    ("PUT", _ACCOUNT + "/gre_tunnels", "bulk_update_gre_tunnels"),
-    ("PUT", _ACCOUNT + "/gre_tunnels/{tunnel_id}", "update_gre_tunnel"),
-    ("DELETE", _ACCOUNT + "/gre_tunnels/{tunnel_id}", "delete_gre_tunnel"),
+
+@attrs.frozen
+class Route:
+    """One of Cloudflare's endpoints as the emulator serves it, declared once."""
+
+    method: str
+    #: The path template under the API prefix (``{account_id}``, ``{tunnel_id}``).
+    path: str
+    #: The route's name: requests and faults are counted by it (``RequestCounters.by_route``).
+    name: str
+    endpoint: Endpoint
+
+
+#: Every endpoint, in the order the router tries them.
+ROUTES: Final[tuple[Route, ...]] = (
+    Route("POST", _IPSEC + "/psk", "psk_set", psk_set),
+    Route("POST", _IPSEC + "/{tunnel_id}/psk_generate", "psk_generate", psk_generate),
+    Route("GET", _IPSEC, "list_ipsec_tunnels", list_ipsec_tunnels),
+    Route("GET", _IPSEC + "/{tunnel_id}", "get_ipsec_tunnel", get_ipsec_tunnel),
+    Route("GET", _GRE, "list_gre_tunnels", list_gre_tunnels),
+    Route("GET", _GRE + "/{tunnel_id}", "get_gre_tunnel", get_gre_tunnel),
+    Route("POST", _IPSEC, "create_ipsec_tunnel", _create("ipsec")),
+    Route("PUT", _IPSEC, "bulk_update_ipsec_tunnels", _bulk_update("ipsec")),
+    Route("PUT", _IPSEC + "/{tunnel_id}", "update_ipsec_tunnel", _update("ipsec")),
+    Route("DELETE", _IPSEC + "/{tunnel_id}", "delete_ipsec_tunnel", _delete("ipsec")),
+    Route("POST", _GRE, "create_gre_tunnel", _create("gre")),
+    Route("PUT", _GRE, "bulk_update_gre_tunnels", _bulk_update("gre")),
+    Route("PUT", _GRE + "/{tunnel_id}", "update_gre_tunnel", _update("gre")),
+    Route("DELETE", _GRE + "/{tunnel_id}", "delete_gre_tunnel", _delete("gre")),
 )
-
-#: Route name -> endpoint.
-ENDPOINTS: Final[dict[str, Endpoint]] = {
-    "psk_set": psk_set,
-    "psk_generate": psk_generate,
-    "list_ipsec_tunnels": list_ipsec_tunnels,
-    "get_ipsec_tunnel": get_ipsec_tunnel,
-    "list_gre_tunnels": list_gre_tunnels,
-    "get_gre_tunnel": get_gre_tunnel,
-    "create_ipsec_tunnel": _create("ipsec"),
-    "update_ipsec_tunnel": _update("ipsec"),
-    "delete_ipsec_tunnel": _delete("ipsec"),
-    "bulk_update_ipsec_tunnels": _bulk_update("ipsec"),
-    "create_gre_tunnel": _create("gre"),
-    "update_gre_tunnel": _update("gre"),
-    "delete_gre_tunnel": _delete("gre"),
-    "bulk_update_gre_tunnels": _bulk_update("gre"),
-}

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import attrs
 
 # The emulator generates PSKs as the client makes them: 32 characters of [A-Za-z0-9].
-from magicwan._psk import PSK_ALPHABET, PSK_LENGTH, new_psk
+from magicwan.internal.keygen import PSK_ALPHABET, PSK_LENGTH, new_psk
 
 __all__ = [
     "PSK_ALPHABET",

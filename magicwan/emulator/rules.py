@@ -18,7 +18,7 @@ Cloudflare documents these rules (the official SDK's ``ipsec_tunnel_create_param
 * ``custom_remote_identities.fqdn_id`` is ``<label>.<account id>.custom.ipsec.cloudflare.com``.
 
 Where Cloudflare publishes no rule, :class:`TunnelRules` holds the emulator's choice (each one
-configurable; the README lists them). Unknown fields are ignored.
+configurable; docs/emulator.md lists them under Assumptions). Unknown fields are ignored.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ _PRIVATE = tuple(
 
 @attrs.frozen(kw_only=True)
 class TunnelRules:
-    """The emulator's choices where Cloudflare publishes no rule (see the README).
+    """The emulator's choices where Cloudflare publishes no rule (docs/emulator.md, Assumptions).
 
     ``name_scope``: names are unique among all tunnels of an account (``"account"``, IPsec
     and GRE together) or among tunnels of one kind (``"kind"``); compared exactly.

@@ -43,7 +43,7 @@ from magicwan.emulator.models import (
     new_psk,
 )
 from magicwan.emulator.rules import TunnelRules
-from magicwan.ratelimit import CLOUDFLARE_BUDGET
+from magicwan.internal.budget import CLOUDFLARE_BUDGET
 
 __all__ = [
     "DEFAULT_API_EMAIL",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicwan._converter import converter
+from magicwan._converter import converter  # private: resources structure results
 from magicwan.models.gre import GRETunnelParams
 from magicwan.models.tunnels import IPsecTunnelParams
 

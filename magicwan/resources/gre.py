@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from magicwan._converter import structure, structure_member
-from magicwan._routes import (
+from magicwan._converter import structure, structure_member  # private: resources structure results
+from magicwan._routes import (  # private: resources compile routes
     CREATE_GRE_TUNNEL,
     DELETE_GRE_TUNNEL,
     GET_GRE_TUNNEL,
     LIST_GRE_TUNNELS,
     UPDATE_GRE_TUNNEL,
 )
-from magicwan._transport import Reply, Transport
+from magicwan._transport import Transport  # private: resources send requests
 from magicwan.errors import UnexpectedResponseError
 from magicwan.models.gre import GRETunnel, GRETunnelParams
+from magicwan.reply import Reply
 from magicwan.resources._params import tunnel_body
 
 __all__ = ["GRETunnels", "GRETunnelsWithReply"]

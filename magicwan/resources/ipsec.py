@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from magicwan._converter import structure, structure_member
-from magicwan._routes import (
+from magicwan._converter import structure, structure_member  # private: resources structure results
+from magicwan._routes import (  # private: resources compile routes
     CREATE_IPSEC_TUNNEL,
     DELETE_IPSEC_TUNNEL,
     GET_IPSEC_TUNNEL,
     LIST_IPSEC_TUNNELS,
     UPDATE_IPSEC_TUNNEL,
 )
-from magicwan._transport import Reply, Transport
-from magicwan._validation import check_psk
+from magicwan._transport import Transport  # private: resources send requests
 from magicwan.errors import UnexpectedResponseError
+from magicwan.internal.validation import check_psk
 from magicwan.models.tunnels import IPsecTunnel, IPsecTunnelParams
+from magicwan.reply import Reply
 from magicwan.resources._params import tunnel_body
 from magicwan.resources.psk import IPsecPSK
 

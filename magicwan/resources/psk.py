@@ -6,19 +6,20 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Literal, Unpack, overload
 
-from magicwan._converter import structure
-from magicwan._envelope import EXCERPT_CHARS, printable, redact
-from magicwan._routes import (
+from magicwan._converter import structure  # private: resources structure results
+from magicwan._routes import (  # private: resources compile routes
     IPSEC_PSK_GENERATE,
     IPSEC_PSK_SET,
     IPSEC_PSK_SET_VALIDATE,
     IPSEC_PSK_VALIDATE,
 )
-from magicwan._transport import Reply, Transport
-from magicwan._validation import check_bool, check_id, check_psk
+from magicwan._transport import Transport  # private: resources send requests
 from magicwan.errors import InvalidInputError, UnexpectedResponseError
+from magicwan.internal.redaction import EXCERPT_CHARS, printable, redact
+from magicwan.internal.validation import check_bool, check_id, check_psk
 from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
+from magicwan.reply import Reply
 from magicwan.rotation import (
     Rotation,
     RotationOptions,

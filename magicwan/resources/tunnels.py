@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magicwan._transport import Transport
+from magicwan._transport import Transport  # private: resources send requests
 from magicwan.resources.gre import GRETunnels
 from magicwan.resources.ipsec import IPsecTunnels
 

@@ -39,11 +39,11 @@ from typing import Any, Unpack
 
 import attrs
 
-from magicwan._validation import check_id, check_psk
 from magicwan.errors import InvalidInputError
+from magicwan.internal.clock import Clock, Sleep
+from magicwan.internal.validation import check_id, check_psk
 from magicwan.journal import Storage
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.ratelimit import Clock, Sleep
 from magicwan.rotation.engine import (
     BATCH_TOO_LARGE_CODES,
     GenerateCall,

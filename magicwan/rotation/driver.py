@@ -17,15 +17,14 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from magicwan._psk import new_psk
-from magicwan.delivery._limit import group_key
-from magicwan.delivery._model import Delivery, DeliveryTarget
+from magicwan.delivery import Delivery, DeliveryTarget, group_key
 from magicwan.errors import MagicWANError
+from magicwan.internal.clock import Clock, Sleep
+from magicwan.internal.keygen import new_psk
 from magicwan.journal import JournalError
-from magicwan.ratelimit import Clock, Sleep
-from magicwan.rotation import machine as m
+from magicwan.rotation import machine
 from magicwan.rotation.effects import (
-    Fatal,
+    DelivererStoppedRotation,
     GenerateCall,
     ReadBackCall,
     SetCall,
@@ -96,7 +95,7 @@ class Driver:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        self.ledger.poke()
+        self.ledger.mark_changed()
 
     async def _guard(
         self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any, **kwargs: Any
@@ -112,7 +111,7 @@ class Driver:
             if ledger.crash is None:
                 ledger.crash = exc
             ledger.stopping = True
-            ledger.poke()
+            ledger.mark_changed()
 
     async def wait_for_change(self, at_most: float | None = None) -> None:
         """Wait until something changes, or ``at_most`` seconds of the injected clock."""
@@ -155,24 +154,26 @@ class Driver:
             if ledger.runs[ledger.pending[0]].resumed:
                 # Its PSK is in the journal already: handed on without a request.
                 key = ledger.pending.popleft()
-                self._spawn(self._drive, key, ledger.apply(key, m.Begin(self.clock())))
+                self._spawn(self._drive, key, ledger.apply(key, machine.Begin(self.clock())))
                 continue
             await self._slots.acquire()
             if ledger.cut_reason() is not None or self._room() <= 0:
                 self._slots.release()
                 continue
-            self._start_unit(self._take(self._room()))
+            self._start_unit(self._dequeue_requestable(self._room()))
 
     def _start_unit(self, keys: list[str]) -> None:
         ledger, now = self.ledger, self.clock()
         if ledger.rules.method == "set":
-            effects = {key: ledger.apply(key, m.Begin(now, self._psk_for(key))) for key in keys}
+            effects = {
+                key: ledger.apply(key, machine.Begin(now, self._psk_for(key))) for key in keys
+            }
             self._spawn(self._send_batch, effects)
         else:
             (key,) = keys
-            self._spawn(self._drive, key, ledger.apply(key, m.Begin(now)), slot=True)
+            self._spawn(self._drive, key, ledger.apply(key, machine.Begin(now)), slot=True)
 
-    def _take(self, size: int) -> list[str]:
+    def _dequeue_requestable(self, size: int) -> list[str]:
         """Up to ``size`` tunnels to request, never one the journal already rotated."""
         ledger = self.ledger
         keys: list[str] = []
@@ -187,7 +188,7 @@ class Driver:
 
     # -- performing effects -------------------------------------------------------------------
 
-    async def _drive(self, key: str, effects: list[m.Effect], *, slot: bool = False) -> None:
+    async def _drive(self, key: str, effects: list[machine.Effect], *, slot: bool = False) -> None:
         """Perform a run's effects in order, each answer fed back, until none is left."""
         holding = [slot]
         try:
@@ -198,26 +199,28 @@ class Driver:
             if holding[0]:
                 self._slots.release()
 
-    async def _perform(self, key: str, effect: m.Effect, holding: list[bool]) -> list[m.Effect]:
+    async def _perform(
+        self, key: str, effect: machine.Effect, holding: list[bool]
+    ) -> list[machine.Effect]:
         ledger = self.ledger
-        if isinstance(effect, m.Sync):
+        if isinstance(effect, machine.Sync):
             return ledger.apply(key, await self._sync(key))
-        if isinstance(effect, m.Request):
+        if isinstance(effect, machine.Request):
             return await self._request(key, holding)
-        if isinstance(effect, m.ReadBackAt):
+        if isinstance(effect, machine.ReadBackAt):
             logger.info(
                 "tunnel %s: doubt left by a retry or an earlier run; reading it back in %gs",
                 ledger.runs[key].tunnel_id,
                 max(0.0, effect.due - self.clock()),
             )
             return ledger.apply(key, await self._read_back_at(key, effect.due))
-        if isinstance(effect, m.Deliver):
+        if isinstance(effect, machine.Deliver):
             # A turn is taken before the deadline starts: waiting is not a timeout.
             async with self._group(key), self._deliveries:
                 return ledger.apply(key, await self._deliver(key, effect))
         raise AssertionError(f"unexpected effect {effect!r}")
 
-    async def _sync(self, key: str) -> m.Synced | m.SyncFailed:
+    async def _sync(self, key: str) -> machine.Synced | machine.SyncFailed:
         ledger = self.ledger
         journal = ledger.journal
         assert journal is not None
@@ -225,45 +228,45 @@ class Driver:
             await journal.sync(ledger.seq(key))
         except JournalError as exc:
             ledger.journal_failed(exc)
-            return m.SyncFailed(exc)
-        return m.Synced()
+            return machine.SyncFailed(exc)
+        return machine.Synced()
 
-    async def _request(self, key: str, holding: list[bool]) -> list[m.Effect]:
+    async def _request(self, key: str, holding: list[bool]) -> list[machine.Effect]:
         ledger = self.ledger
         if ledger.journal_error is not None:  # a journal that failed sends nothing more
-            return ledger.apply(key, m.Cut(ledger.journal_error), counted=False)
-        ledger.apply(key, m.Sent())
+            return ledger.apply(key, machine.Cut(ledger.journal_error), counted=False)
+        ledger.apply(key, machine.Sent())
         run = ledger.runs[key]
         try:
             reply = await self._generate(
                 self._account_id, run.tunnel_id, ledger.rules.validate_only
             )
         except MagicWANError as exc:
-            event: m.Event = m.Failed(exc, unknown=exc.outcome_unknown)
+            event: machine.Event = machine.Failed(exc, unknown=exc.outcome_unknown)
         else:
-            event = m.Answered(reply.value, reply.attempts, reply.uncertain, self.clock())
+            event = machine.Answered(reply.value, reply.attempts, reply.uncertain, self.clock())
         finally:
             if holding[0]:
                 holding[0] = False
                 self._slots.release()
         return ledger.apply(key, event)
 
-    async def _send_batch(self, effects: dict[str, list[m.Effect]]) -> None:
+    async def _send_batch(self, effects: dict[str, list[machine.Effect]]) -> None:
         """A ``set`` batch: the intents made durable together, then one request."""
         ledger = self.ledger
         try:
-            waiting = [key for key, todo in effects.items() if m.Sync() in todo]
+            waiting = [key for key, todo in effects.items() if machine.Sync() in todo]
             if waiting:
                 synced = await self._sync(waiting[-1])
                 for key in waiting:
                     self._go_on(key, ledger.apply(key, synced))
-            ready = [key for key in effects if ledger.runs[key].stage is m.Stage.READY]
+            ready = [key for key in effects if ledger.runs[key].stage is machine.Stage.READY]
             if ready:
                 await self._send_set(ready)
         finally:
             self._slots.release()
 
-    def _go_on(self, key: str, effects: list[m.Effect]) -> None:
+    def _go_on(self, key: str, effects: list[machine.Effect]) -> None:
         """What follows for ``key`` goes on in a task of its own (while the rest is sent)."""
         if effects:
             self._spawn(self._drive, key, effects)
@@ -274,10 +277,10 @@ class Driver:
         ledger = self.ledger
         if ledger.journal_error is not None:  # a journal that failed sends nothing more
             for key in keys:
-                ledger.apply(key, m.Cut(ledger.journal_error), counted=False)
+                ledger.apply(key, machine.Cut(ledger.journal_error), counted=False)
             return
         for key in keys:
-            ledger.apply(key, m.Sent())
+            ledger.apply(key, machine.Sent())
         runs = [ledger.runs[key] for key in keys]
         events = await send_set(
             self._set,
@@ -288,7 +291,7 @@ class Driver:
         )
         if events is None:  # refused whole as too large: each half in turn
             for key in keys:
-                ledger.apply(key, m.Unsent())
+                ledger.apply(key, machine.Unsent())
             half = len(keys) // 2
             await self._send_set(keys[:half])
             await self._send_set(keys[half:])
@@ -296,20 +299,22 @@ class Driver:
         for key, run in zip(keys, runs, strict=True):
             self._go_on(key, ledger.apply(key, events[run.tunnel_id]))
 
-    async def _read_back_at(self, key: str, due: float) -> m.ReadBack | m.ReadBackFailed:
+    async def _read_back_at(
+        self, key: str, due: float
+    ) -> machine.ReadBack | machine.ReadBackFailed:
         # A broken journal stops new requests, not read-backs: a doubtful PSK that could
         # not be recorded is still checked against a late store before it is handed over.
         ledger = self.ledger
         while not ledger.stopping and self.clock() < due:
             await self.wait_for_change(due - self.clock())
         if ledger.stopping:
-            return m.ReadBackFailed("not read back: the rotation stopped", stopped=True)
+            return machine.ReadBackFailed("not read back: the rotation stopped", stopped=True)
         async with self._slots:
             try:
                 edge = (await self._read_back(self._account_id, ledger.runs[key].tunnel_id)).value
             except MagicWANError as exc:
-                return m.ReadBackFailed(f"read-back failed: {type(exc).__name__}: {exc}")
-        return m.ReadBack(edge)
+                return machine.ReadBackFailed(f"read-back failed: {type(exc).__name__}: {exc}")
+        return machine.ReadBack(edge)
 
     def _group(self, key: str) -> contextlib.AbstractAsyncContextManager[Any]:
         """One delivery at a time per group (``deliver_group_by``), else no bound."""
@@ -321,7 +326,9 @@ class Driver:
         )
         return self._groups[self._group_of(target)]
 
-    async def _deliver(self, key: str, effect: m.Deliver) -> m.Delivered | m.Undelivered:
+    async def _deliver(
+        self, key: str, effect: machine.Deliver
+    ) -> machine.Delivered | machine.Undelivered:
         options = self._options
         assert options.deliver is not None
         run = self.ledger.runs[key]
@@ -340,8 +347,8 @@ class Driver:
                 per_try=options.deliver_timeout,
                 sleep=self._sleep,
             )
-        except Fatal as fatal:
+        except DelivererStoppedRotation as stopped:
             # The deliverer raised SystemExit or the like: finish the tunnel (its PSK in
             # the outcome), then the rotation stops with that exception.
-            self.ledger.apply(key, fatal.event)
-            raise fatal.cause from None
+            self.ledger.apply(key, stopped.event)
+            raise stopped.cause from None

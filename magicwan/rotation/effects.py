@@ -9,10 +9,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
-from magicwan._envelope import printable, redact
-from magicwan._transport import Reply
-from magicwan._validation import is_printable_psk
-from magicwan.delivery._model import Deliverer, Delivery
+from magicwan.delivery import Deliverer, Delivery
 from magicwan.errors import (
     APIError,
     DeliveryError,
@@ -20,10 +17,13 @@ from magicwan.errors import (
     NotAppliedError,
     UnexpectedResponseError,
 )
+from magicwan.internal.clock import Sleep
+from magicwan.internal.redaction import describe_error, printable
+from magicwan.internal.validation import is_printable_psk
 from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.ratelimit import Sleep
-from magicwan.rotation import machine as m
+from magicwan.reply import Reply
+from magicwan.rotation import machine
 
 __all__ = [
     "BATCH_TOO_LARGE_CODES",
@@ -44,7 +44,7 @@ SetCall = Callable[[str, Mapping[str, str], bool], Awaitable[Reply[PSKSetResult]
 ReadBackCall = Callable[[str, str], Awaitable[Reply[IPsecTunnel]]]
 
 #: Cloudflare error codes (besides HTTP 413) that mean "this batch is too large": the
-#: batch is split in two and both halves are sent. 1005 is the emulator's; see README.
+#: batch is split in two and both halves are sent. 1005 is the emulator's; see docs/rotation.md.
 BATCH_TOO_LARGE_CODES = frozenset({1005})
 _DELIVER_BACKOFF = (1.0, 10.0)  # first wait, cap (seconds), doubled per retry, jittered
 
@@ -52,11 +52,11 @@ _DELIVER_BACKOFF = (1.0, 10.0)  # first wait, cap (seconds), doubled per retry, 
 async def send_set(
     call: SetCall,
     account_id: str,
-    runs: list[m.TunnelRun],
+    runs: list[machine.TunnelRun],
     *,
     validate_only: bool,
     clock: Callable[[], float],
-) -> dict[str, m.Event] | None:
+) -> dict[str, machine.Event] | None:
     """Send one batch; what the answer says of each tunnel, by tunnel id, or None when
     Cloudflare refused the batch as too large (the caller splits it)."""
     mapping = {run.tunnel_id: run.sending or "" for run in runs}
@@ -66,25 +66,25 @@ async def send_set(
         if _batch_too_large(exc) and len(runs) > 1:
             logger.info("batch of %d refused as too large; splitting it", len(runs))
             return None
-        return {run.tunnel_id: m.Failed(exc, unknown=exc.outcome_unknown) for run in runs}
+        return {run.tunnel_id: machine.Failed(exc, unknown=exc.outcome_unknown) for run in runs}
     now = clock()
     return {run.tunnel_id: set_event(run, reply, now) for run in runs}
 
 
-def set_event(run: m.TunnelRun, reply: Reply[PSKSetResult], now: float) -> m.Event:
+def set_event(run: machine.TunnelRun, reply: Reply[PSKSetResult], now: float) -> machine.Event:
     """What a bulk set's answer says of one tunnel of its batch."""
     result = reply.value
     applied = result.applied.get(run.tunnel_id)
     if applied is None and run.tunnel_id in result.unapplied:
         # Refused now; after an attempt whose outcome was unknown it may be live all the same.
         refused = NotAppliedError(result.unapplied[run.tunnel_id])
-        return m.Failed(refused, unknown=reply.uncertain, attempts=reply.attempts)
+        return machine.Failed(refused, unknown=reply.uncertain, attempts=reply.attempts)
     if applied is None:
         missing = UnexpectedResponseError(
             "tunnel absent from Cloudflare's answer: it may hold the PSK sent (in this "
             "outcome, and in the journal's intent line)"
         )
-        return m.Failed(missing, unknown=True, attempts=reply.attempts)
+        return machine.Failed(missing, unknown=True, attempts=reply.attempts)
     model = PSKGenerateResult(
         ipsec_tunnel_id=run.tunnel_id,
         psk=applied.psk,
@@ -92,8 +92,8 @@ def set_event(run: m.TunnelRun, reply: Reply[PSKSetResult], now: float) -> m.Eve
         ipsec_id=applied.ipsec_id,
     )
     if applied.psk != run.sending:
-        return m.OtherPsk(model, reply.attempts)
-    return m.Answered(model, reply.attempts, False, now)
+        return machine.OtherPsk(model, reply.attempts)
+    return machine.Answered(model, reply.attempts, False, now)
 
 
 def _batch_too_large(exc: MagicWANError) -> bool:
@@ -109,10 +109,11 @@ async def deliver_with_retries(
     retries: int,
     per_try: float,
     sleep: Sleep,
-) -> m.Delivered | m.Undelivered:
+) -> machine.Delivered | machine.Undelivered:
     """Deliver, retrying with backoff, each try bounded by ``per_try`` seconds; a permanent
     failure is not retried. A deliverer raising SystemExit or the like: that exception
-    is raised as :class:`Fatal`, carrying the tunnel's :class:`~machine.Undelivered`."""
+    is raised as :class:`DelivererStoppedRotation`, carrying the tunnel's
+    :class:`~machine.Undelivered`."""
     psk = delivery.psk
     if not is_printable_psk(psk):
         # A PSK a device cannot take whole (a newline would cut it in two on a program's
@@ -123,7 +124,7 @@ async def deliver_with_retries(
             reason="error",
             tunnel_id=delivery.tunnel_id,
         )
-        return m.Undelivered(error, 1)
+        return machine.Undelivered(error, 1)
     last: BaseException | None = None
     tries = 0
     for tries in range(1, retries + 2):
@@ -140,13 +141,13 @@ async def deliver_with_retries(
                 break  # misconfigured, rejected: another try cannot help
         except BaseException as exc:  # SystemExit, KeyboardInterrupt from a deliverer
             error = delivery_error(delivery.tunnel_id, exc, psk, tries)
-            raise Fatal(m.Undelivered(error, tries, exc), exc) from exc
+            raise DelivererStoppedRotation(machine.Undelivered(error, tries, exc), exc) from exc
         else:
-            return m.Delivered(tries)
+            return machine.Delivered(tries)
         if tries <= retries:
             await sleep(_deliver_backoff(tries))
     assert last is not None
-    return m.Undelivered(delivery_error(delivery.tunnel_id, last, psk, tries), tries, last)
+    return machine.Undelivered(delivery_error(delivery.tunnel_id, last, psk, tries), tries, last)
 
 
 async def _bounded(call: Awaitable[None], seconds: float) -> None:
@@ -161,7 +162,7 @@ async def _bounded(call: Awaitable[None], seconds: float) -> None:
         except (Exception, asyncio.CancelledError):
             raise
         except BaseException as exc:
-            raise _Escaped(exc) from None
+            raise _EscapedBaseException(exc) from None
 
     task = asyncio.ensure_future(caught())
     try:
@@ -174,16 +175,16 @@ async def _bounded(call: Awaitable[None], seconds: float) -> None:
         raise TimeoutError
     try:
         task.result()
-    except _Escaped as escaped:
-        raise escaped.inner from None
+    except _EscapedBaseException as escaped:
+        raise escaped.exception from None
 
 
-class _Escaped(Exception):
+class _EscapedBaseException(Exception):
     """Carries a deliverer's SystemExit or KeyboardInterrupt out of its task."""
 
-    def __init__(self, inner: BaseException) -> None:
-        super().__init__(type(inner).__name__)
-        self.inner = inner
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(type(exception).__name__)
+        self.exception = exception
 
 
 #: How long a cancelled delivery may take to clean up (its program, its socket) before
@@ -205,11 +206,11 @@ def _consume(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-class Fatal(Exception):
+class DelivererStoppedRotation(Exception):
     """A deliverer raised a BaseException: the tunnel's event, then the rotation stops
     with ``cause``."""
 
-    def __init__(self, event: m.Undelivered, cause: BaseException) -> None:
+    def __init__(self, event: machine.Undelivered, cause: BaseException) -> None:
         super().__init__("the deliverer stopped the rotation")
         self.event = event
         self.cause = cause
@@ -227,20 +228,17 @@ def delivery_error(tunnel_id: str, exc: BaseException, psk: str, tries: int) -> 
     if isinstance(exc, TimeoutError):
         reason = "timeout"
     return DeliveryError(
-        f"delivery failed after {tries} tries: {_describe(exc, psk)}",
+        f"delivery failed after {tries} tries: {_delivery_failure_text(exc, psk)}",
         reason=reason,
         tunnel_id=tunnel_id,
         permanent=exc.permanent if isinstance(exc, DeliveryError) else None,
     )
 
 
-def _describe(exc: BaseException, psk: str) -> str:
+def _delivery_failure_text(exc: BaseException, psk: str) -> str:
     """A deliverer's error as text with the PSK scrubbed and control characters escaped."""
     if isinstance(exc, TimeoutError):
         return "timed out"
     # A DeliveryError already says what failed, in words made for this message.
-    try:
-        text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
-    except Exception:  # the caller's exception class: its __str__ may fail too
-        text = f"{type(exc).__name__} (its message cannot be printed)"
-    return printable(redact(text, (psk,)))[:300]
+    text = describe_error(exc, (psk,), typed=not isinstance(exc, DeliveryError))
+    return printable(text)[:300]

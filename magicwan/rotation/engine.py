@@ -16,10 +16,10 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from magicwan.errors import InvalidInputError
+from magicwan.internal.clock import Clock, Sleep
 from magicwan.journal import Journal, JournalError, JournalRecord, Storage, read_journal
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.ratelimit import Clock, Sleep
-from magicwan.rotation import machine as m
+from magicwan.rotation import machine
 from magicwan.rotation.driver import Driver
 from magicwan.rotation.effects import (
     BATCH_TOO_LARGE_CODES,
@@ -34,10 +34,10 @@ __all__ = ["BATCH_TOO_LARGE_CODES", "GenerateCall", "ReadBackCall", "Rotation", 
 
 logger = logging.getLogger("magicwan")
 
-O = TypeVar("O")  # noqa: E741 - the outcome type: RotationOutcome, ValidationOutcome
+OutcomeT = TypeVar("OutcomeT")  # the outcome type: RotationOutcome, ValidationOutcome
 
 
-class Rotation(Generic[O]):
+class Rotation(Generic[OutcomeT]):
     """A running (or ready to run) rotation; see :func:`magicwan.rotation.rotate`.
 
     ``async with rotation:`` opens (and locks) the journal, ``async for`` yields one
@@ -79,7 +79,7 @@ class Rotation(Generic[O]):
     # -- public ----------------------------------------------------------------------------
 
     @property
-    def unclaimed(self) -> list[O]:
+    def unclaimed(self) -> list[OutcomeT]:
         """Outcomes that finished but were not taken by the caller (after leaving early)."""
         return list(self._ledger.ready)  # type: ignore[arg-type]
 
@@ -117,7 +117,7 @@ class Rotation(Generic[O]):
         return {
             run.tunnel_id: max(0.0, (run.read_back_due or now) - now)
             for run in self._ledger.runs.values()
-            if run.stage is m.Stage.UNSETTLED
+            if run.stage is machine.Stage.UNSETTLED
         }
 
     async def __aenter__(self) -> Self:
@@ -135,7 +135,7 @@ class Rotation(Generic[O]):
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> O:
+    async def __anext__(self) -> OutcomeT:
         if not self._started:
             await self._start()
         ledger = self._ledger
@@ -146,7 +146,7 @@ class Rotation(Generic[O]):
                 raise crash
             if ledger.ready:
                 outcome = ledger.ready.popleft()
-                ledger.poke()  # room for the look-ahead: the scheduler may go on
+                ledger.mark_changed()  # room for the look-ahead: the scheduler may go on
                 return outcome  # type: ignore[return-value]
             if ledger.emitted >= len(ledger.runs) or self._finished:
                 await self._finish()
@@ -164,7 +164,7 @@ class Rotation(Generic[O]):
             self._finished = True
             return
         self._ledger.stopping = True
-        self._ledger.poke()
+        self._ledger.mark_changed()
         try:
             await self._drain()
         finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 from magicwan.errors import RotationHaltedError
 from magicwan.journal import Journal, JournalError, JournalRecord
-from magicwan.rotation import machine as m
+from magicwan.rotation import machine
 from magicwan.rotation.options import RotationOptions
 from magicwan.rotation.outcomes import Outcome, OutcomeState
 from magicwan.rotation.window import RolloutWindow
@@ -42,7 +42,7 @@ class Ledger:
         options: RotationOptions,
     ) -> None:
         self.options = options
-        self.rules = m.Rules(
+        self.rules = machine.Rules(
             account_id=account_id,
             method=options.method,
             validate_only=options.validate_only,
@@ -52,8 +52,8 @@ class Ledger:
             delivering=options.deliver is not None and not options.validate_only,
             settle_window=float(options.settle_window or 0.0),
         )
-        self.runs: dict[str, m.TunnelRun] = {
-            tunnel_id.lower(): m.TunnelRun(tunnel_id=tunnel_id, tunnel=obj)
+        self.runs: dict[str, machine.TunnelRun] = {
+            tunnel_id.lower(): machine.TunnelRun(tunnel_id=tunnel_id, tunnel=obj)
             for tunnel_id, obj in targets
         }
         self.pending: collections.deque[str] = collections.deque()
@@ -76,27 +76,29 @@ class Ledger:
         for key, run in self.runs.items():
             record = records.get(key)
             since = _whole_seconds(wall, record.last_time) if record is not None else 0.0
-            self.runs[key] = m.start(
+            self.runs[key] = machine.start(
                 self.rules, run, record, now=now, since_last=since, again=self.options.again
             )
             self.pending.append(key)
 
-    def apply(self, key: str, event: m.Event, *, counted: bool = True) -> list[m.Effect]:
+    def apply(
+        self, key: str, event: machine.Event, *, counted: bool = True
+    ) -> list[machine.Effect]:
         """Step ``key``'s run; perform the effects that need no wait (journal appends,
         outcomes, requeues) at once and return the others."""
         before = self.runs[key]
-        run, effects = m.step(self.rules, before, event)
+        run, effects = machine.step(self.rules, before, event)
         self.runs[key] = run
         self._track(before.stage, run.stage)
-        later: list[m.Effect] = []
+        later: list[machine.Effect] = []
         for effect in effects:
-            if isinstance(effect, m.Append):
+            if isinstance(effect, machine.Append):
                 later += self.apply(key, self._append(key, effect.line), counted=counted)
-            elif isinstance(effect, m.Note):
+            elif isinstance(effect, machine.Note):
                 self._note(key, effect.line)
-            elif isinstance(effect, m.Emit):
+            elif isinstance(effect, machine.Emit):
                 self._emit(effect.outcome, counted=counted)
-            elif isinstance(effect, m.Requeue):
+            elif isinstance(effect, machine.Requeue):
                 logger.warning(
                     "tunnel %s: the read-back did not prove the PSK received (%s); "
                     "generating again",
@@ -104,7 +106,7 @@ class Ledger:
                     effect.why,
                 )
                 self.pending.appendleft(key)
-                self.poke()
+                self.mark_changed()
             else:
                 later.append(effect)
         return later
@@ -115,21 +117,21 @@ class Ledger:
 
     def cut_all(self, durable: bool) -> None:
         """Every run not done is cut: its outcome carries what it may hold."""
-        cut = self.cut_reason() or m.Cut(_stopped(), caller_left=True)
-        cut = m.Cut(cut.reason, durable=durable, caller_left=cut.caller_left)
+        cut = self.cut_reason() or machine.Cut(_stopped(), caller_left=True)
+        cut = machine.Cut(cut.reason, durable=durable, caller_left=cut.caller_left)
         self.pending.clear()
         for key, run in self.runs.items():
-            if run.stage is not m.Stage.DONE:
+            if run.stage is not machine.Stage.DONE:
                 self.apply(key, cut, counted=False)
 
-    def cut_reason(self) -> m.Cut | None:
+    def cut_reason(self) -> machine.Cut | None:
         """Why no new tunnel may start (as the cut of those never started), or None."""
         if self.journal_error is not None:
-            return m.Cut(self.journal_error)
+            return machine.Cut(self.journal_error)
         if self.halted:
-            return m.Cut(self.halt_error())
+            return machine.Cut(self.halt_error())
         if self.stopping:
-            return m.Cut(_stopped(), caller_left=self.crash is None)
+            return machine.Cut(_stopped(), caller_left=self.crash is None)
         return None
 
     def halt_error(self) -> RotationHaltedError:
@@ -142,7 +144,7 @@ class Ledger:
         if self.journal_error is None:
             self.journal_error = exc
             logger.error("rotation: %s; starting no new work", exc)
-        self.poke()
+        self.mark_changed()
 
     def unrecorded_error(self) -> JournalError | None:
         """The error the iteration ends with after a journal failure, or None."""
@@ -159,25 +161,26 @@ class Ledger:
             "journal: their outcomes carry them (state unrecorded), keep them yourself"
         )
 
-    def poke(self) -> None:
+    def mark_changed(self) -> None:
+        """Wake whoever waits on :attr:`changed` (the scheduler, the iteration)."""
         self.changed.set()
 
     # -- what stepping does at once -----------------------------------------------------------
 
-    def _track(self, was: m.Stage, now: m.Stage) -> None:
-        self.exposed += (now in m.EXPOSED) - (was in m.EXPOSED)
-        unsettled = m.Stage.UNSETTLED
+    def _track(self, was: machine.Stage, now: machine.Stage) -> None:
+        self.exposed += (now in machine.EXPOSED) - (was in machine.EXPOSED)
+        unsettled = machine.Stage.UNSETTLED
         self.unsettled += (now is unsettled) - (was is unsettled)
 
-    def _append(self, key: str, line: Any) -> m.Written | m.WriteFailed:
+    def _append(self, key: str, line: Any) -> machine.Written | machine.WriteFailed:
         journal = self.journal
         assert journal is not None
         try:
             self._seq[key] = journal.append(line)
         except JournalError as exc:
             self.journal_failed(exc)
-            return m.WriteFailed(exc)
-        return m.Written()
+            return machine.WriteFailed(exc)
+        return machine.Written()
 
     def _note(self, key: str, line: Any) -> None:
         """A line no PSK depends on: a failure stops new work, costs the tunnel nothing."""
@@ -212,7 +215,7 @@ class Ledger:
                     self.failures,
                     halt,
                 )
-        self.poke()
+        self.mark_changed()
 
 
 def _whole_seconds(wall: datetime, last: datetime | None) -> float:

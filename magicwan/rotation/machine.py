@@ -617,7 +617,7 @@ def _failed(rules: Rules, run: TunnelRun, event: Failed) -> Step:
 
 
 def _recorded_written(rules: Rules, run: TunnelRun, event: Written) -> Step:
-    run = _kept(run, Where.WRITTEN)
+    run = _with_held_kept_in(run, Where.WRITTEN)
     effects: list[Effect] = []
     if run.error is not None:
         effects.append(Note(failure(rules.account_id, run.tunnel_id, run.error)))
@@ -634,7 +634,7 @@ def _recorded_written(rules: Rules, run: TunnelRun, event: Written) -> Step:
 
 
 def _recorded_synced(rules: Rules, run: TunnelRun, event: Synced) -> Step:
-    return _durable(rules, _kept(run, Where.DURABLE))
+    return _durable(rules, _with_held_kept_in(run, Where.DURABLE))
 
 
 def _unrecorded(rules: Rules, run: TunnelRun, event: WriteFailed | SyncFailed) -> Step:
@@ -653,14 +653,16 @@ def _unrecorded(rules: Rules, run: TunnelRun, event: WriteFailed | SyncFailed) -
 def _durable(rules: Rules, run: TunnelRun) -> Step:
     """The PSK answered is as kept as it will be: fail, read back, or hand it on."""
     if run.error is not None:
-        outcome = _failure(run, run.error_state, run.error, run.may_hold, unknown=_other(run))
+        outcome = _failure(
+            run, run.error_state, run.error, run.may_hold, unknown=_may_hold_other_than_sent(run)
+        )
         return _done(run, outcome)
     if run.read_back_due is not None:
         return attrs.evolve(run, stage=Stage.UNSETTLED), [ReadBackAt(run.read_back_due)]
     return _hand_over(rules, run)
 
 
-def _other(run: TunnelRun) -> bool:
+def _may_hold_other_than_sent(run: TunnelRun) -> bool:
     """The tunnel may hold the PSK sent or the other one Cloudflare answered."""
     held = run.may_hold
     return run.sending is not None and held is not None and held.psk != run.sending
@@ -701,7 +703,7 @@ def _read_back(rules: Rules, run: TunnelRun, event: ReadBack) -> Step:
             if verdict is not None and verdict > 0
             else undecided_reason(held.result, event.edge)
         )
-        return _again(run, why)
+        return _begin_again(run, why)
     why = (
         "the edge still holds a newer PSK than the one received"
         if verdict is not None and verdict > 0
@@ -724,7 +726,7 @@ def _unproven(rules: Rules, run: TunnelRun, why: str) -> Step:
     return run, [*notes, *effects]
 
 
-def _again(run: TunnelRun, why: str) -> Step:
+def _begin_again(run: TunnelRun, why: str) -> Step:
     """Begin the tunnel again: a new PSK, once its turn comes."""
     run = attrs.evolve(run, stage=Stage.PENDING, rounds=run.rounds + 1, sending=None)
     return run, [Requeue(why)]
@@ -736,7 +738,7 @@ def _read_back_failed(rules: Rules, run: TunnelRun, event: ReadBackFailed) -> St
     if event.stopped:  # as a cut: handed over unverified, never delivered unproven
         return _cut_handed_over(rules, attrs.evolve(run, unverified=event.reason))
     if run.rounds < MAX_VERIFY_ROUNDS:
-        return _again(run, event.reason)
+        return _begin_again(run, event.reason)
     return _unproven(rules, run, event.reason)
 
 
@@ -809,7 +811,7 @@ def _cut(rules: Rules, run: TunnelRun, event: Cut) -> Step:
         if not event.durable or run.may_hold is None or run.may_hold.where is Where.NOWHERE:
             journal_error = JournalError("the rotation stopped before this PSK's line was durable")
             return _done(run, _failure(run, OutcomeState.UNRECORDED, journal_error, run.may_hold))
-        run = _kept(run, Where.DURABLE)
+        run = _with_held_kept_in(run, Where.DURABLE)
         if run.error is not None:
             return _done(run, _failure(run, run.error_state, run.error, run.may_hold))
     return _cut_handed_over(rules, run)
@@ -859,7 +861,7 @@ _HANDLERS: dict[tuple[Stage, type], _Handler] = {
 # -- pieces ------------------------------------------------------------------------------------
 
 
-def _kept(run: TunnelRun, where: Where) -> TunnelRun:
+def _with_held_kept_in(run: TunnelRun, where: Where) -> TunnelRun:
     held = run.may_hold
     assert held is not None
     return attrs.evolve(run, may_hold=attrs.evolve(held, where=where))
@@ -879,7 +881,7 @@ def _done(run: TunnelRun, outcome: Outcome) -> Step:
     return attrs.evolve(run, stage=Stage.DONE), [Emit(outcome)]
 
 
-def _common(run: TunnelRun) -> dict[str, Any]:
+def _outcome_fields(run: TunnelRun) -> dict[str, Any]:
     return {
         "tunnel_id": run.tunnel_id,
         "tunnel": run.tunnel,
@@ -893,7 +895,9 @@ def _success(run: TunnelRun, delivered: bool | None) -> Outcome:
     held = run.may_hold
     assert held is not None
     state = OutcomeState.SKIPPED if held.source is Source.JOURNAL else OutcomeState.ROTATED
-    return RotationSuccess(state=state, result=held.result, delivered=delivered, **_common(run))
+    return RotationSuccess(
+        state=state, result=held.result, delivered=delivered, **_outcome_fields(run)
+    )
 
 
 def _undelivered_outcome(run: TunnelRun, error: DeliveryError) -> Outcome:
@@ -905,7 +909,7 @@ def _undelivered_outcome(run: TunnelRun, error: DeliveryError) -> Outcome:
         result=held.result,
         delivered=False,
         delivery_error=run.delivery_cause,
-        **_common(run),
+        **_outcome_fields(run),
     )
 
 
@@ -922,5 +926,5 @@ def _failure(
         error=error,
         result=held.result if held is not None else None,
         outcome_unknown=unknown,
-        **_common(run),
+        **_outcome_fields(run),
     )

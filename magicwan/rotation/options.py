@@ -9,29 +9,24 @@ keyword arguments); the command line registers its flags from the same declarati
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
 from typing import Any, Literal, TypedDict
 
 import attrs
 
-from magicwan._argtypes import (
-    halt_after,
-    non_negative_int,
-    non_negative_seconds,
-    positive_int,
-    seconds,
-)
-from magicwan._validation import (
+from magicwan.delivery import GROUP_KEYS, Deliverer
+from magicwan.errors import InvalidInputError
+from magicwan.internal.validation import (
+    argtype,
     check_bool,
     check_non_negative_int,
+    check_non_negative_seconds,
     check_positive_int,
     check_seconds,
+    read_seconds,
+    read_whole,
 )
-from magicwan.delivery._limit import GROUP_KEYS
-from magicwan.delivery._model import Deliverer
-from magicwan.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -57,16 +52,7 @@ DEFAULT_DELIVER_TIMEOUT = 30.0
 DEFAULT_HALT_AFTER = 5
 
 
-# -- one check per rule, and the adapter that makes a command-line type of it ------------
-
-
-def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInputError(f"{name} must be a number of seconds")
-    seconds = float(value)
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise InvalidInputError(f"{name} must be a finite number of seconds >= 0")
-    return seconds
+# -- rules of rotation's own options (the shared ones: magicwan.internal.validation) -----
 
 
 def _method(value: object, name: str) -> str:
@@ -101,21 +87,6 @@ def _group(value: object, name: str) -> str:
     return str(value)
 
 
-def _flag_type(parse: Callable[[str], Any], check: Callable[[Any, str], Any]) -> Any:
-    """An argparse type: ``parse`` the text (an argparse type of :mod:`magicwan._argtypes`
-    says what it expected), then the option's own ``check``."""
-
-    def convert(text: str) -> Any:
-        value = parse(text)
-        try:
-            return value if value is None else check(value, "the value")
-        except InvalidInputError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
-
-
 def _option(
     default: Any,
     check: Callable[[Any, str], Any],
@@ -124,12 +95,14 @@ def _option(
     help: str = "",
     group: str = "how",
     parse: Callable[[str], Any] = str,
+    off: bool = False,
     metavar: str | None = None,
     cli_default: Any = None,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A field checked by ``check`` (None is always allowed where the default is None),
-    and, with ``flag``, the command-line flag that sets it."""
+    and, with ``flag``, the command-line flag that sets it: its text read by ``parse``,
+    then checked by ``check`` (``argtype``); with ``off``, the word ``off`` is None."""
 
     nullable = default is None or isinstance(default, type(attrs.Factory(list)))
 
@@ -139,7 +112,7 @@ def _option(
         check(value, attribute.name)
 
     meta: dict[str, Any] = {"check": check, "flag": flag, "help": help, "group": group}
-    meta.update(parse=parse)
+    meta.update(parse=parse, off=off)
     meta.update(metavar=metavar, cli_default=cli_default, choices=choices)
     return attrs.field(default=default, validator=validate, metadata=meta)
 
@@ -183,7 +156,7 @@ class RotationOptions:
         check_positive_int,
         flag="--concurrency",
         help=f"requests in flight at once (default: {DEFAULT_CONCURRENCY})",
-        parse=positive_int,
+        parse=read_whole,
         metavar="N",
     )
     batch_size: int = _option(
@@ -192,7 +165,7 @@ class RotationOptions:
         flag="--batch-size",
         help=f"tunnels per request with --method set (default: {DEFAULT_BATCH_SIZE}, "
         f"at most {MAX_BATCH_SIZE})",
-        parse=positive_int,
+        parse=read_whole,
         metavar="N",
     )
     validate_only: bool = _option(False, check_bool)
@@ -208,7 +181,7 @@ class RotationOptions:
         help=f"retries of a failed delivery (default: {DEFAULT_DELIVER_RETRIES}; a permanent "
         "failure, such as a missing connection, is not retried)",
         group="deliver",
-        parse=non_negative_int,
+        parse=read_whole,
         metavar="N",
     )
     deliver_timeout: float = _option(
@@ -217,7 +190,7 @@ class RotationOptions:
         flag="--deliver-timeout",
         help=f"bound of one delivery try (default: {DEFAULT_DELIVER_TIMEOUT:g})",
         group="deliver",
-        parse=seconds,
+        parse=read_seconds,
         metavar="SECONDS",
     )
     halt_after: int | None = _option(
@@ -225,7 +198,8 @@ class RotationOptions:
         check_positive_int,
         flag="--halt-after",
         help=f"start no new tunnel after N failed ones (default: {DEFAULT_HALT_AFTER})",
-        parse=halt_after,
+        parse=read_whole,
+        off=True,
         metavar="N|off",
         cli_default=DEFAULT_HALT_AFTER,
     )
@@ -235,7 +209,7 @@ class RotationOptions:
         flag="--deliver-concurrency",
         help="deliveries at once (default: --concurrency)",
         group="deliver",
-        parse=positive_int,
+        parse=read_whole,
         metavar="N",
     )
     deliver_group_by: str | None = _option(
@@ -255,16 +229,16 @@ class RotationOptions:
         "delivered at once; the window starts at 1 and widens as deliveries succeed "
         "(default: --concurrency, times --batch-size with --method set)",
         group="deliver",
-        parse=positive_int,
+        parse=read_whole,
         metavar="N",
     )
     settle_window: float | None = _option(
         None,
-        _number,
+        check_non_negative_seconds,
         flag="--settle-window",
         help="after an uncertain answer, wait this long before reading the tunnel back "
         "(default: --timeout)",
-        parse=non_negative_seconds,
+        parse=read_seconds,
         metavar="SECONDS",
     )
     drain_timeout: float | None = _option(
@@ -272,7 +246,7 @@ class RotationOptions:
         check_seconds,
         flag="--drain-timeout",
         help="when stopping early, how long to wait for requests in flight (default: --timeout)",
-        parse=seconds,
+        parse=read_seconds,
         metavar="SECONDS",
     )
 
@@ -326,7 +300,9 @@ class RotationOptions:
                 meta["flag"],
                 dest=field.name,
                 # A choice is checked by argparse itself (its words: "invalid choice").
-                type=None if meta["choices"] else _flag_type(meta["parse"], meta["check"]),
+                type=None
+                if meta["choices"]
+                else argtype(meta["check"], meta["parse"], off=meta["off"]),
                 choices=meta["choices"],
                 metavar=meta["metavar"],
                 help=meta["help"],

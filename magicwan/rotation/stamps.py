@@ -33,11 +33,11 @@ def compare_stamps(held: datetime | None, edge: datetime | None) -> int | None:
         return None
     mine, theirs = _precision(held), _precision(edge)
     step = max(mine, theirs)
-    a = (held - _EPOCH) // step
-    b = (edge - _EPOCH) // step
-    if a == b:
+    held_ticks = (held - _EPOCH) // step
+    edge_ticks = (edge - _EPOCH) // step
+    if held_ticks == edge_ticks:
         return 0 if mine == theirs else None
-    return 1 if b > a else -1
+    return 1 if edge_ticks > held_ticks else -1
 
 
 def _stamps(held: PSKGenerateResult, edge: IPsecTunnel) -> tuple[datetime | None, datetime | None]:

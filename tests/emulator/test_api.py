@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import attrs
 import pytest
 from aiohttp import web
 
-from magicwan.emulator import Emulator, EmulatorState, run
+from magicwan.emulator import Emulator, EmulatorState, create_app, run
+from magicwan.emulator.app import API_PREFIX, Pipeline
+from magicwan.emulator.endpoints import ROUTES
 from tests.support.emulator import (
     ENVELOPE,
     PSK_RE,
@@ -408,3 +411,20 @@ async def test_request_counters(emu: Emulator, session: aiohttp.ClientSession) -
     assert counters.total == 3
     assert counters.by_route == {"psk_generate": 1, "list_ipsec_tunnels": 2}
     assert counters.by_status == {200: 2, 400: 1}
+
+
+async def test_the_app_serves_each_route_of_the_table_under_its_name() -> None:
+    app = create_app(EmulatorState())
+    served = {
+        (route.method, resource.canonical, resource.name)
+        for resource in app.router.resources()
+        if resource.name is not None
+        for route in resource
+    }
+    assert served == {(r.method, API_PREFIX + r.path, r.name) for r in ROUTES}
+
+
+async def test_a_pipeline_refuses_two_routes_of_one_name() -> None:
+    twice = (ROUTES[0], attrs.evolve(ROUTES[1], name=ROUTES[0].name))
+    with pytest.raises(ValueError, match="unique"):
+        Pipeline(EmulatorState(), twice)

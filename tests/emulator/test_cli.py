@@ -329,3 +329,13 @@ def test_a_port_in_use_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
+
+
+def test_every_flag_says_what_it_does_in_help() -> None:
+    parser = build_parser()
+    silent = [
+        action.option_strings[0]
+        for action in parser._actions  # argparse keeps no public list of its options
+        if action.option_strings and not action.help
+    ]
+    assert silent == []

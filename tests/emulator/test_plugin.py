@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -72,3 +73,23 @@ def test_plugin_loads_without_pytest_asyncio() -> None:
         "assert not hasattr(p, 'magicwan_emulator')"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)  # noqa: S603 - our code
+
+
+def test_loading_the_plugin_loads_neither_the_client_nor_aiohttp() -> None:
+    # What pytest pays for the entry point in every test suite that has magicwan installed.
+    code = (
+        "import json, sys, pytest_asyncio; before = set(sys.modules);"
+        "import magicwan.emulator.pytest_plugin;"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run(  # noqa: S603 - our code
+        [sys.executable, "-c", code], check=True, timeout=30, capture_output=True, text=True
+    )
+    assert json.loads(done.stdout) == [
+        "magicwan",
+        "magicwan._version",
+        "magicwan.emulator",
+        "magicwan.emulator.pytest_plugin",
+        "magicwan.internal",
+        "magicwan.internal.lazy",
+    ]

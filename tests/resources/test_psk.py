@@ -17,7 +17,7 @@ from magicwan import (
     PSKSetResult,
     UnexpectedResponseError,
 )
-from magicwan._validation import MAX_PSK_LENGTH, MIN_PSK_LENGTH
+from magicwan.internal.validation import MAX_PSK_LENGTH, MIN_PSK_LENGTH
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT, BASE, PSK_URL, TOKEN, TUNNEL
 from tests.support.samples import envelope

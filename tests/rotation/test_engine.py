@@ -41,7 +41,7 @@ from magicwan import (
     new_psk,
     read_journal,
 )
-from magicwan._converter import format_datetime, parse_datetime
+from magicwan.internal.timestamps import format_datetime, parse_datetime
 from magicwan.journal import JournalEvent, iter_events
 from magicwan.models.psk import AppliedPSK
 from magicwan.rotation import MAX_VERIFY_ROUNDS, Rotation, compare_stamps, rotate

@@ -26,8 +26,8 @@ from magicwan import (
     new_psk,
     read_journal,
 )
-from magicwan._converter import parse_datetime
 from magicwan.errors import APIError, InvalidInputError
+from magicwan.internal.timestamps import parse_datetime
 from magicwan.models.psk import AppliedPSK
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.rotation import Rotation, rotate

@@ -34,7 +34,8 @@ PLANTED: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             (
                 "rotation/machine.py",
                 "    return run, [*effects, Sync()]\n",
-                "    return _durable(rules, _kept(run, Where.DURABLE))  # planted: no fsync\n",
+                "    return _durable(rules, _with_held_kept_in(run, Where.DURABLE))"
+                "  # planted: no fsync\n",
             )
         ],
     ),

@@ -40,9 +40,11 @@ async def test_demo_ike_proves_every_delivery_and_shows_the_lost_ones_fail(
 async def test_demo_ike_says_what_is_missing_where_it_cannot_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import magicwan.emulator.ike as ike
+    import magicwan.ikelab as ikelab
 
-    monkeypatch.setattr(ike, "ike_missing", lambda **_: "needs root (network and mount namespaces)")
+    monkeypatch.setattr(
+        ikelab, "ike_missing", lambda **_: "needs root (network and mount namespaces)"
+    )
     result = await magicwan("demo", "--ike", "--progress", "off")
     assert result.code == 2
     assert "--ike cannot run here: needs root" in result.err

@@ -1,4 +1,4 @@
-"""The IKE lab (magicwan.emulator.ike) itself: isolation, teardown, skip-or-fail, the emulator's
+"""The IKE lab (magicwan.ikelab) itself: isolation, teardown, skip-or-fail, the emulator's
 tunnels as IKE connections, and the bridge that keeps the edge's PSKs equal to the emulator's."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tests.support.strongswan as harness
 from magicwan import IPsecTunnel, MagicWAN, new_psk
 from magicwan.delivery import Delivery, DeliveryError, StrongSwan
 from magicwan.emulator import run
-from magicwan.emulator.ike import ike_missing
+from magicwan.ikelab import ike_missing
 from tests.support.strongswan import (
     Bridge,
     EmulatedLab,

@@ -46,9 +46,7 @@ from typing import Any, Literal
 
 import attrs
 
-from magicwan._converter import Stamp
 from magicwan._retry import RetryPolicy, should_retry
-from magicwan._transport import Reply
 from magicwan.delivery import Delivery
 from magicwan.errors import (
     APIConnectionError,
@@ -62,9 +60,11 @@ from magicwan.errors import (
     UnexpectedResponseError,
     mark_outcome_unknown,
 )
+from magicwan.internal.timestamps import Stamp
 from magicwan.journal import JournalError
 from magicwan.models.psk import AppliedPSK, PSKGenerateResult, PSKMetadata, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
+from magicwan.reply import Reply
 from magicwan.rotation import rotate
 from tests.support.storage import Crashed, MemoryStorage
 

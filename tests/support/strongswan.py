@@ -1,4 +1,4 @@
-"""pytest glue for the IKE lab (:mod:`magicwan.emulator.ike`): two real strongSwan daemons.
+"""pytest glue for the IKE lab (:mod:`magicwan.ikelab`): two real strongSwan daemons.
 
 The lab itself (the edge and router charons, their commands, the emulator's bridge) lives in
 the package, so ``magicwan demo --ike`` can use it too; it is re-exported here. This module
@@ -28,7 +28,8 @@ from aiohttp.typedefs import Middleware
 
 from magicwan import MagicWAN
 from magicwan.emulator import Emulator, run
-from magicwan.emulator.ike import (
+from magicwan.emulator.state import StateOptions
+from magicwan.ikelab import (
     CHARON,
     Bridge,
     IKELab,
@@ -38,7 +39,6 @@ from magicwan.emulator.ike import (
     ike_lab,
     ike_missing,
 )
-from magicwan.emulator.state import StateOptions
 from magicwan.models.tunnels import IPsecTunnel
 
 __all__ = [

@@ -6,8 +6,6 @@ import argparse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from magicwan._argtypes import duration
-from magicwan._converter import format_datetime
 from magicwan.cli.common import (
     UsageError,
     account_id,
@@ -29,6 +27,7 @@ from magicwan.cli.parser import (
     add_api_options,
     add_command,
     add_output_options,
+    duration,
 )
 from magicwan.cli.psk.checks import check_options
 from magicwan.cli.psk.delivering import (
@@ -55,6 +54,7 @@ from magicwan.cli.status import ExitStatus
 from magicwan.client import MagicWAN
 from magicwan.delivery import DEFAULT_SOCKET, Deliverer
 from magicwan.errors import InvalidInputError
+from magicwan.internal.timestamps import format_datetime
 from magicwan.journal import JournalError, read_journal
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET

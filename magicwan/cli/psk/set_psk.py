@@ -7,7 +7,6 @@ import argparse
 import getpass
 from typing import Any
 
-from magicwan._validation import check_psk
 from magicwan.cli.common import UsageError, account_id, tunnel_id
 from magicwan.cli.console import Console
 from magicwan.cli.parser import (
@@ -19,6 +18,7 @@ from magicwan.cli.parser import (
 )
 from magicwan.cli.psk.single import run_single
 from magicwan.errors import InvalidInputError
+from magicwan.internal.validation import check_psk
 from magicwan.rotation import RotationOptions
 
 __all__ = ["register"]

@@ -399,13 +399,13 @@ async def test_the_same_scheduled_command_delivers_what_the_last_run_left_undeli
     assert all(record.delivered for record in records.values())
 
 
-# -- the README's recipes ---------------------------------------------------------------------
+# -- the scheduled-rotation recipes (docs/scheduling.md) ----------------------------------------
 
 
 def recipe_command_lines() -> list[list[str]]:
-    """Every ``magicwan psk rotate --older-than ...`` command line of the README's
-    scheduled-rotation recipes (cron, systemd, Kubernetes), as argv after ``magicwan``."""
-    text = (REPO / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    """Every ``magicwan psk rotate --older-than ...`` command line of the scheduled-rotation
+    recipes in docs/scheduling.md (cron, systemd, Kubernetes), as argv after ``magicwan``."""
+    text = (REPO / "docs" / "scheduling.md").read_text(encoding="utf-8").replace("\\\n", " ")
     found = []
     fenced = False
     for line in text.splitlines():
@@ -419,7 +419,7 @@ def recipe_command_lines() -> list[list[str]]:
     return found
 
 
-def test_the_readme_recipes_use_set_resume_and_metrics_and_parse() -> None:
+def test_the_recipes_use_set_resume_and_metrics_and_parse() -> None:
     lines = recipe_command_lines()
     assert len(lines) >= 4  # the command, cron, systemd, Kubernetes
     parser = cli.build_parser()
@@ -433,7 +433,7 @@ def test_the_readme_recipes_use_set_resume_and_metrics_and_parse() -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_readme_command_line_runs_daily(
+async def test_the_recipe_command_line_runs_daily(
     env: tuple[Emulator, Answers], tmp_path: Path
 ) -> None:
     emu, _ = env

@@ -1,38 +1,64 @@
-"""Input checks that run before any request is sent. Messages never echo secrets."""
+"""Input checks that run before any request is sent: one function per rule, and
+:func:`argtype`, which makes an argparse ``type=`` of a rule, so a command line refuses a
+value in the library's words. Messages never echo secrets.
+
+A rule is ``check_x(value, name) -> value``: it returns the value (converted where the
+rule says so) or raises :class:`~magicwan.errors.InvalidInputError` saying
+``"<name> must be <what it expected>"``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import math
 import re
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from magicwan.errors import InvalidInputError
+from magicwan.internal.budget import parse_rate_limit
 
 __all__ = [
+    "MAX_DURATION",
+    "MAX_ID_LENGTH",
     "MAX_PSK_LENGTH",
     "MIN_PSK_LENGTH",
+    "argtype",
     "check_bool",
     "check_credential",
     "check_duration",
     "check_id",
     "check_non_negative_int",
+    "check_non_negative_seconds",
     "check_positive_int",
     "check_psk",
+    "check_rate_limit",
     "check_seconds",
+    "is_id",
     "is_printable_psk",
     "normalize_base_url",
+    "read_seconds",
+    "read_whole",
 ]
+
+T = TypeVar("T")
 
 MAX_ID_LENGTH = 32
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
 # Printable ASCII without spaces: what an API token, key or e-mail header may hold.
 _CREDENTIAL = re.compile(r"[\x21-\x7e]{1,4096}")
-#: Bounds of a PSK the SDK sends (Cloudflare publishes none; see the README).
+#: Bounds of a PSK the SDK sends (Cloudflare publishes none; docs/emulator.md, Assumptions).
 MIN_PSK_LENGTH = 16
 MAX_PSK_LENGTH = 128
 _PSK = re.compile(r"[\x21-\x7e]+")
+
+
+def is_id(value: object) -> bool:
+    """``value`` is a Cloudflare identifier: 1 to 32 ASCII letters and digits."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 def check_id(value: object, name: str) -> str:
@@ -90,16 +116,31 @@ def check_psk(value: object, name: str) -> str:
     return value
 
 
-def check_seconds(value: object, name: str) -> float:
-    """A positive, finite number of seconds."""
+def _seconds(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}")
     try:
         seconds = float(value)
     except OverflowError:  # an int too large for a float
         seconds = math.inf
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidInputError(f"{name} must be a positive finite number of seconds")
+    if not math.isfinite(seconds):
+        raise InvalidInputError(f"{name} must be a finite number of seconds")
+    return seconds
+
+
+def check_seconds(value: object, name: str) -> float:
+    """A finite number of seconds > 0."""
+    seconds = _seconds(value, name)
+    if seconds <= 0:
+        raise InvalidInputError(f"{name} must be a number of seconds > 0")
+    return seconds
+
+
+def check_non_negative_seconds(value: object, name: str) -> float:
+    """A finite number of seconds >= 0."""
+    seconds = _seconds(value, name)
+    if seconds < 0:
+        raise InvalidInputError(f"{name} must be a number of seconds >= 0")
     return seconds
 
 
@@ -143,6 +184,23 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def check_rate_limit(value: object, name: str) -> tuple[int, float] | None:
+    """``(requests, seconds)``, or None for no limit: what a client's limiter can pace."""
+    if value is None:
+        return None
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise InvalidInputError(f"{name} must be (requests, seconds) or None")
+    requests = check_positive_int(value[0], f"{name} requests")
+    seconds = check_seconds(value[1], f"{name} seconds")
+    try:
+        interval = seconds / requests
+    except OverflowError:  # requests too large for a float
+        interval = 0.0
+    if not interval > 0:  # the limiter divides by it
+        raise InvalidInputError(f"{name} is too fine: seconds / requests must be above zero")
+    return requests, seconds
+
+
 def _is_loopback(host: str) -> bool:
     # Only "localhost" itself: "*.localhost" names depend on the resolver, and plain http
     # to a name that DNS maps elsewhere would send credentials in the clear.
@@ -179,3 +237,69 @@ def normalize_base_url(value: object) -> str:
     if port == 0:
         raise InvalidInputError("base_url has an invalid port")
     return value.rstrip("/")
+
+
+# -- the command line: reading text, and the adapter that makes an argparse type of a rule --
+
+
+def read_whole(text: str) -> int:
+    """``text`` as a whole number (ValueError naming what was expected)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def read_seconds(text: str) -> float:
+    """``text`` as a number of seconds (ValueError naming what was expected)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+
+
+#: How the text of a flag checked by a rule is read, when :func:`argtype` is not told.
+_READERS: dict[Callable[[Any, str], Any], Callable[[str], Any]] = {
+    check_positive_int: read_whole,
+    check_non_negative_int: read_whole,
+    check_seconds: read_seconds,
+    check_non_negative_seconds: read_seconds,
+    check_rate_limit: parse_rate_limit,
+}
+
+
+def argtype(
+    rule: Callable[[Any, str], T],
+    read: Callable[[str], Any] | None = None,
+    *,
+    name: str | None = None,
+    off: bool = False,
+) -> Callable[[str], T | None]:
+    """An argparse ``type=`` of ``rule``: ``read`` the text, then check it by ``rule``.
+
+    ``read`` defaults to the rule's own reader (a whole number for ``check_positive_int``,
+    seconds for ``check_seconds``, ``N/SECONDS`` or ``off`` for ``check_rate_limit``), else
+    the text itself. A refusal is an :class:`argparse.ArgumentTypeError` in the rule's
+    words: ``"<name> must be ..."`` with ``name``, else ``"expected ..., got <text>"``.
+    ``read`` may raise ValueError with its own message (what it could not read). With
+    ``off``, the word ``off`` (any case) is None; a value read as None skips the rule.
+    """
+    reader = read if read is not None else _READERS.get(rule, str)
+
+    def convert(text: str) -> T | None:
+        if off and text.strip().lower() == "off":
+            return None
+        try:
+            value = reader(text)
+            return None if value is None else rule(value, name or "")
+        except ValueError as exc:  # InvalidInputError is one too
+            message = str(exc)
+            if name is None:  # the rule said " must be ...": no name before it
+                message = message.strip()
+                if message.startswith("must be "):
+                    either = " or off" if off else ""
+                    message = f"expected {message.removeprefix('must be ')}{either}, got {text}"
+            raise argparse.ArgumentTypeError(message) from None
+
+    convert.__name__ = getattr(rule, "__name__", "value").removeprefix("check_")
+    return convert

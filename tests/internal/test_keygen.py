@@ -1,4 +1,4 @@
-"""``magicwan.new_psk`` (``magicwan/_psk.py``): fresh PSKs for a bulk set."""
+"""``magicwan.new_psk`` (``magicwan/internal/keygen.py``): fresh PSKs for a bulk set."""
 
 from __future__ import annotations
 

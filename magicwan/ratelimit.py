@@ -24,6 +24,11 @@ from magicwan._envelope import RateLimitInfo
 from magicwan.errors import MagicWANError
 from magicwan.internal.budget import CLOUDFLARE_BUDGET, parse_rate_limit
 from magicwan.internal.clock import Clock, Sleep
+from magicwan.internal.validation import (
+    check_non_negative_seconds,
+    check_positive_int,
+    check_seconds,
+)
 
 __all__ = [
     "CLOUDFLARE_BUDGET",
@@ -74,12 +79,9 @@ class RateLimiter:
         ):
             raise ValueError("headroom must be a non-negative number of requests")
         if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise ValueError("rate limit must be a positive whole number of requests")
-            if not (isinstance(period, int | float) and math.isfinite(period) and period > 0):
-                raise ValueError("rate limit period must be a positive number of seconds")
-        if not (isinstance(max_cooldown, int | float) and max_cooldown >= 0):
-            raise ValueError("max_cooldown must be a non-negative number of seconds")
+            limit = check_positive_int(limit, "rate limit")
+            period = check_seconds(period, "rate limit period")
+        max_cooldown = check_non_negative_seconds(max_cooldown, "max_cooldown")
         self.limit = limit
         self.period = float(period)
         self.max_cooldown = float(max_cooldown)

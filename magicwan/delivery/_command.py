@@ -17,7 +17,7 @@ from magicwan.delivery._model import Delivery, DeliveryTarget
 from magicwan.delivery._text import scrub_tail
 from magicwan.delivery._vici import Secret
 from magicwan.internal.env import ENV_API_KEY, ENV_API_TOKEN, ENV_BASE_URL, ENV_EMAIL
-from magicwan.internal.validation import is_printable_psk
+from magicwan.internal.validation import check_seconds, is_printable_psk
 
 __all__ = ["CHECK_VARIABLE", "ENVIRONMENT", "EX_CONFIG", "Command"]
 
@@ -109,8 +109,7 @@ class Command:
             raise TypeError("argv must be a non-empty sequence of strings (no shell parsing)")
         if not all(isinstance(arg, str) for arg in argv):
             raise TypeError("argv must be a sequence of strings")
-        if not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        check_seconds(timeout, "timeout")
         self.argv: tuple[str, ...] = tuple(argv)
         self.timeout = timeout
         self.env = dict(env) if env is not None else None

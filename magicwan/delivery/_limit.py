@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
 from magicwan.delivery._model import Checkable, Deliverer, Delivery, DeliveryTarget
+from magicwan.internal.validation import check_positive_int
 
 __all__ = ["GROUP_KEYS", "LimitedDeliverer", "group_key", "limit_deliveries"]
 
@@ -52,8 +53,7 @@ class LimitedDeliverer:
     def __init__(
         self, deliverer: Deliverer, concurrency: int, group_by: GroupKey | None = None
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError("concurrency must be a whole number of at least 1")
+        check_positive_int(concurrency, "concurrency")
         self.deliverer = deliverer
         self.concurrency = concurrency
         self.group_by = group_by

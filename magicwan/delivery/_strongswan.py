@@ -16,6 +16,7 @@ from magicwan.delivery._model import Delivery, DeliveryTarget
 from magicwan.delivery._text import scrub
 from magicwan.delivery._vici import Channel, Secret, ViciError, decoded, import_vici, iter_sas
 from magicwan.errors import InvalidInputError
+from magicwan.internal.validation import check_positive_int, check_seconds
 
 __all__ = ["DEFAULT_SOCKET", "FIELDS", "StrongSwan"]
 
@@ -177,10 +178,8 @@ class StrongSwan:
         _check_format("remote_id", remote_id, optional=True)
         _check_format("connection", connection)
         _check_format("shared_id", shared_id)
-        if not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+        check_seconds(timeout, "timeout")
+        check_positive_int(max_concurrency, "max_concurrency")
         self.socket = str(socket)
         self.local_id = local_id
         self.remote_id = remote_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import re
 from datetime import timedelta
@@ -243,3 +244,31 @@ def test_the_argparse_duration_names_the_metavar() -> None:
     assert duration("45s") == timedelta(seconds=45)
     with pytest.raises(argparse.ArgumentTypeError, match=r"^DURATION must be .*'1y'"):
         duration("1y")
+
+
+@pytest.mark.parametrize("bad", [True, math.inf, math.nan, 0, -1.0, "5"])
+def test_the_deliverers_and_the_limiter_take_seconds_by_the_one_rule(bad: object) -> None:
+    from magicwan.delivery import Command, StrongSwan
+    from magicwan.ratelimit import RateLimiter
+
+    with pytest.raises(InvalidInputError, match="timeout must be"):
+        Command(["prog"], timeout=bad)  # type: ignore[arg-type]
+    if importlib.util.find_spec("vici") is not None:
+        with pytest.raises(InvalidInputError, match="timeout must be"):
+            StrongSwan("/run/charon.vici", timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="rate limit period must be"):
+        RateLimiter(10, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [True, 0, -1, 1.5, "2"])
+def test_the_deliverers_and_the_limiter_take_counts_by_the_one_rule(bad: object) -> None:
+    from magicwan.delivery import limit_deliveries
+    from magicwan.ratelimit import RateLimiter
+
+    async def deliver(_: object) -> None:
+        return None
+
+    with pytest.raises(InvalidInputError, match="concurrency must be a whole number >= 1"):
+        limit_deliveries(deliver, concurrency=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="rate limit must be a whole number >= 1"):
+        RateLimiter(bad, 60.0)  # type: ignore[arg-type]

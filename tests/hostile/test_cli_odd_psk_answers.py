@@ -16,6 +16,7 @@ from magicwan.journal import Rotated
 from tests.support.cli import magicwan
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.disk import fail_journal_writes
+from tests.support.emulator import drops_the_query
 from tests.support.tiny_server import (
     THEIRS,
     TOKEN,
@@ -28,13 +29,6 @@ from tests.support.tiny_server import (
 pytestmark = pytest.mark.asyncio
 
 
-@web.middleware
-async def _drop_the_query(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A gateway that normalises URLs by dropping their query string: ?validate_only=true
-    never reaches the server, which applies the request."""
-    return await handler(request.clone(rel_url=request.rel_url.with_query(None)))
-
-
 async def test_cli_set_validate_only_keeps_the_psk_it_sent_somewhere(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -45,7 +39,7 @@ async def test_cli_set_validate_only_keeps_the_psk_it_sent_somewhere(
     # too: in the journal it was given, on stdout under --show-psk, or in the JSON line.
     state = EmulatorState(tunnels=1, seed=4, rate_limit=None)
     journal = tmp_path / "j.jsonl"
-    async with run(state=state, middlewares=[_drop_the_query]) as emu:
+    async with run(state=state, middlewares=[drops_the_query]) as emu:
         for name, value in emu.env().items():
             monkeypatch.setenv(name, value)
         tunnel = emu.tunnel_ids[0]
@@ -79,7 +73,7 @@ async def test_cli_generate_validate_only_answered_with_a_psk_does_not_exit_0(
     # rotate --validate-only`, an answer carrying a PSK is not "validated (nothing
     # changed)": the command does not exit 0.
     state = EmulatorState(tunnels=1, seed=6, rate_limit=None)
-    async with run(state=state, middlewares=[_drop_the_query]) as emu:
+    async with run(state=state, middlewares=[drops_the_query]) as emu:
         for name, value in emu.env().items():
             monkeypatch.setenv(name, value)
         tunnel = emu.tunnel_ids[0]
@@ -149,7 +143,7 @@ async def test_cli_validate_only_through_a_server_that_generates_does_not_exit_0
     from tests.support.cli import magicwan
 
     state = EmulatorState(tunnels=3, seed=9, rate_limit=None)
-    async with run(state=state, middlewares=[_drop_the_query]) as emu:
+    async with run(state=state, middlewares=[drops_the_query]) as emu:
         for name, value in emu.env().items():
             monkeypatch.setenv(name, value)
         result = await magicwan("psk", "rotate", "--all", "--validate-only", "--json")

@@ -19,6 +19,7 @@ from magicwan.emulator import EmulatorState, Faults, run
 from magicwan.journal import read_journal
 from magicwan.rotation import Validated
 from tests.support.constants import ACCOUNT, TUNNEL
+from tests.support.emulator import drops_the_query
 from tests.support.loopback import make_client
 from tests.support.tiny_server import (
     THEIRS,
@@ -152,19 +153,12 @@ async def test_a_tunnel_left_out_of_a_bulk_set_answer_carries_the_psk_it_may_hol
 # --- a server (or a gateway) that drops ?validate_only=true ------------------------------------
 
 
-@web.middleware
-async def _drop_the_query(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A gateway that normalises URLs by dropping their query string (or a server version
-    that ignores an unknown parameter): validate_only never reaches the emulator."""
-    return await handler(request.clone(rel_url=request.rel_url.with_query(None)))
-
-
 async def test_validate_only_set_through_a_server_that_applies_it_loses_no_psk() -> None:
     # rotate(method="set", validate_only=True): the client makes real PSKs and sends them,
     # with no journal ("nothing changes"). The server applies them anyway and says so. A
     # tunnel reported ok must carry the PSK now live at its edge.
     state = EmulatorState(tunnels=3, seed=9, rate_limit=None)
-    async with run(state=state, middlewares=[_drop_the_query]) as emu, make_client(emu) as client:
+    async with run(state=state, middlewares=[drops_the_query]) as emu, make_client(emu) as client:
         rotation = client.tunnels.ipsec.psk.rotate(
             emu.account_id, emu.tunnel_ids, method="set", validate_only=True
         )

@@ -36,7 +36,6 @@ __all__ = [
     "assert_no_psk",
     "break_journal_after",
     "cli_emulator",
-    "drops_the_query",
     "edge_psk",
     "emulator_behind",
     "journal_events",
@@ -243,15 +242,6 @@ def break_journal_after(monkeypatch: pytest.MonkeyPatch, path: Path, rotated: in
         real(fd)
 
     monkeypatch.setattr("magicwan.journal.os.fsync", fsync)
-
-
-@web.middleware
-async def drops_the_query(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A gateway that drops the query string: ?validate_only=true never reaches the server."""
-    response: web.StreamResponse = await handler(
-        request.clone(rel_url=request.rel_url.with_query(None))
-    )
-    return response
 
 
 @asynccontextmanager

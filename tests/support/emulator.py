@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import jsonschema
+from aiohttp import web
 
 from magicwan.emulator import Emulator
 
@@ -189,3 +190,14 @@ async def set_psks(
 def a_psk(label: str = "") -> str:
     """A fresh, valid PSK to set (32 URL-safe characters, with ``label`` in front)."""
     return (label + secrets.token_urlsafe(24))[:32]
+
+
+@web.middleware
+async def drops_the_query(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A gateway that normalises URLs by dropping their query string (or a server version that
+    ignores an unknown parameter): ?validate_only=true never reaches the emulator, which then
+    applies the request."""
+    response: web.StreamResponse = await handler(
+        request.clone(rel_url=request.rel_url.with_query(None))
+    )
+    return response

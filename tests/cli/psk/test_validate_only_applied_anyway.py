@@ -11,7 +11,6 @@ from magicwan.emulator import Emulator
 from magicwan.journal import read_journal
 from tests.support.cli import (
     Answers,
-    drops_the_query,
     edge_psk,
     emulator_behind,
     journal_events,
@@ -19,6 +18,7 @@ from tests.support.cli import (
     json_lines,
     magicwan,
 )
+from tests.support.emulator import drops_the_query
 
 
 @pytest.mark.asyncio

@@ -47,10 +47,9 @@ def _edge_psk(emu: Emulator, tunnel_id: str) -> str | None:
 
 async def test_a_late_store_never_leaves_a_tunnel_on_a_psk_nobody_holds(tmp_path: Path) -> None:
     # The emulator reads the request, the client times out and retries, and the first request
-    # stores its PSK later, behind the retry's back. The first release reported ok=True,
-    # verified=True for such tunnels while the edge held the late PSK (20 of 20). Now the
-    # tunnel is read back only once the settle window has passed since its last unanswered
-    # request, and regenerated on evidence.
+    # stores its PSK later, behind the retry's back. No tunnel is reported ok=True,
+    # verified=True while the edge holds the late PSK: the tunnel is read back only once the
+    # settle window has passed since its last unanswered request, and regenerated on evidence.
     # The store lands a second after the request was read: after the client's timeout
     # (0.1 s), its backoff and its retry's answer, so the late PSK supersedes the retry's.
     delay = 1.0
@@ -116,7 +115,7 @@ async def test_a_disk_that_fills_under_the_journal_loses_no_psk(
     tmp_path: Path, method: str
 ) -> None:
     # A real EFBIG from the kernel (RLIMIT_FSIZE, SIGXFSZ ignored) once the journal reaches
-    # a few KiB. The first release dropped 7-16 received PSKs and named no tunnel.
+    # a few KiB. The run stops, and every live PSK is in the journal or the caller's hands.
     state = EmulatorState(tunnels=120, seed=32, rate_limit=None)
     tracker = Tracker()
     async with serve(state, tracker=tracker) as emu:
@@ -155,8 +154,8 @@ async def test_a_disk_that_fills_under_the_journal_loses_no_psk(
 async def test_rotated_lines_failing_with_enospc_stop_the_run_and_hand_every_psk_over(
     emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Only the "rotated" lines fail (ENOSPC): the first release kept going, 40 of 40 tunnels
-    # got a live PSK that was neither journalled nor handed over.
+    # Only the "rotated" lines fail (ENOSPC): the run stops, and every live PSK is journalled
+    # or handed over (keeping going would leave every tunnel a PSK that is neither).
     fail_journal_writes(monkeypatch, lambda event: isinstance(event, Rotated))
     got: list[Any] = []
 
@@ -266,9 +265,9 @@ async def test_a_read_back_that_proves_nothing_generates_once_more_and_withholds
     get: Callable[[], web.Response],
     verified: bool,
 ) -> None:
-    # The first release generated 5 PSKs per tunnel here and handed over ok=False, result=None
-    # (the live PSK only in a "failed" journal line). Now only proof keeps the PSK held;
-    # otherwise, the settle window over, one new PSK supersedes every earlier request.
+    # Only proof keeps the PSK held; otherwise, the settle window over, one new PSK
+    # supersedes every earlier request (not five per tunnel, the live one only in a "failed"
+    # journal line).
     journal = tmp_path / "j.jsonl"
     async with readback_server(generated, get) as (base_url, hits):
         client = MagicWAN(api_token="t", base_url=base_url, rate_limit=None, max_retries=2)
@@ -294,8 +293,8 @@ async def test_a_read_back_that_proves_nothing_generates_once_more_and_withholds
 
 
 async def test_a_loop_left_by_break_without_a_journal_keeps_every_psk(emu: Emulator) -> None:
-    # The first release generated 49 more PSKs after a break with journal=None, and dropped
-    # them all. Now no more than 2 x concurrency are made, and every one waits in unclaimed.
+    # After a break with journal=None, no more than 2 x concurrency more PSKs are made, and
+    # every one waits in unclaimed.
     state_before = {t: emu.state.tunnel(emu.account_id, t).generation for t in emu.tunnel_ids}
     slow = Faults(latency=0.02, latency_probability=1.0)
     emu.set_faults(slow)

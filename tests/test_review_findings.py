@@ -58,10 +58,6 @@ def _failure(status: int, code: int, message: str) -> web.Response:
     return web.json_response({**body, "result": None}, status=status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a read-back error quoting the PSK held is shown verbatim (logs, outcome.error, CLI)",
-)
 async def test_a_read_back_error_quoting_the_held_psk_never_shows_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from magicwan._envelope import redact
 from magicwan._psk import new_psk
 from magicwan.delivery._limit import group_key
 from magicwan.delivery._model import Delivery, DeliveryTarget
@@ -308,7 +309,11 @@ class Driver:
             try:
                 edge = (await self._read_back(self._account_id, ledger.runs[key].tunnel_id)).value
             except MagicWANError as exc:
-                return m.ReadBackFailed(f"read-back failed: {type(exc).__name__}: {exc}")
+                # The server's words may quote the PSK this tunnel holds: never shown.
+                run = ledger.runs[key]
+                held = [h.psk for h in (run.may_hold, run.before) if h is not None and h.psk]
+                text = redact(f"{type(exc).__name__}: {exc}", [*held, run.sending or ""])
+                return m.ReadBackFailed(f"read-back failed: {text}")
         return m.ReadBack(edge)
 
     def _group(self, key: str) -> contextlib.AbstractAsyncContextManager[Any]:

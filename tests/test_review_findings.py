@@ -99,10 +99,6 @@ class _FoldsCaseInReasons:
         return answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unapplied reasons are scrubbed of the PSKs sent verbatim only, not in another case",
-)
 async def test_a_bulk_set_reason_quoting_the_psk_in_another_case_never_shows_it() -> None:
     # psk.set(): the server refuses the tunnel with a reason that quotes the PSK sent,
     # upper-cased. The answer's keys are scrubbed in any case (the resource's own comment:
@@ -132,10 +128,6 @@ class _FoldsCaseInErrors:
         return answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="envelope errors are scrubbed of the PSKs sent verbatim only, not in another case",
-)
 async def test_a_bulk_set_error_quoting_the_psk_in_another_case_never_shows_it() -> None:
     # psk.set(): a 400 whose errors[].message quotes the PSK sent, upper-cased: the
     # BadRequestError's text carried it (envelope errors are scrubbed verbatim only).

@@ -141,10 +141,6 @@ async def test_a_bulk_set_error_quoting_the_psk_in_another_case_never_shows_it()
     assert psk.upper() not in f"{raised.value!s} {raised.value!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--show-psk writes PSKs into a stdout file others can read (journal export tightens it)",
-)
 @pytest.mark.parametrize(
     "argv",
     [

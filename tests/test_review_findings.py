@@ -340,3 +340,20 @@ async def test_a_psk_file_given_as_from_file_is_never_echoed(
         code = await cli.amain(argv, stdout=out, stderr=err)
     assert code == 2
     assert psk_file.read_text().strip() not in out.getvalue() + err.getvalue()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="--port is any int: 70000 ends in an OverflowError traceback"
+)
+@pytest.mark.parametrize("port", ["70000", "-1"])
+async def test_the_emulator_refuses_a_port_out_of_range_with_a_usage_error(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `python -m magicwan.emulator --port 70000` ended in a traceback
+    # (OverflowError: bind(): port must be 0-65535) instead of a usage error.
+    from magicwan.emulator.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as ended:
+        build_parser().parse_args(["--port", port])
+    assert ended.value.code == 2
+    assert "--port" in capsys.readouterr().err

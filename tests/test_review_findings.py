@@ -342,9 +342,6 @@ async def test_a_psk_file_given_as_from_file_is_never_echoed(
     assert psk_file.read_text().strip() not in out.getvalue() + err.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="--port is any int: 70000 ends in an OverflowError traceback"
-)
 @pytest.mark.parametrize("port", ["70000", "-1"])
 async def test_the_emulator_refuses_a_port_out_of_range_with_a_usage_error(
     port: str, capsys: pytest.CaptureFixture[str]

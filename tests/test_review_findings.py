@@ -354,3 +354,38 @@ async def test_the_emulator_refuses_a_port_out_of_range_with_a_usage_error(
         build_parser().parse_args(["--port", port])
     assert ended.value.code == 2
     assert "--port" in capsys.readouterr().err
+
+
+@web.middleware
+async def _lists_a_malformed_id(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The tunnel list answered with one more tunnel whose id is not an id."""
+    response: web.StreamResponse = await handler(request)
+    if request.method != "GET" or not request.path.endswith("/ipsec_tunnels"):
+        return response
+    assert isinstance(response, web.Response)
+    assert isinstance(response.body, bytes)
+    body = json.loads(response.body)
+    tunnels = body["result"]["ipsec_tunnels"]
+    tunnels.append({**tunnels[0], "id": "../../accounts/x", "name": "odd"})
+    return web.json_response(body)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a tunnel list with a malformed id ends `psk rotate --all` as a usage error "
+    "(exit 2, 'tunnel_id may hold only ...'), as if the user had typed it",
+)
+async def test_a_malformed_id_in_the_tunnel_list_is_reported_as_the_servers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The list is the server's answer; an id in it that is not an id is a bad answer
+    # (exit 3, "the tunnel list could not be read", an UnexpectedResponseError naming the
+    # list), not a usage error: exit 2 says "a bad option or id" and the message reads as
+    # though the operator had typed '../../accounts/x'.
+    async with run(tunnels=2, rate_limit=None, middlewares=[_lists_a_malformed_id]) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        argv = ["psk", "rotate", "--all", "--journal", str(tmp_path / "j.jsonl")]
+        err = io.StringIO()
+        code = await cli.amain(argv, stdout=io.StringIO(), stderr=err)
+    assert code == 3, err.getvalue()

@@ -236,10 +236,6 @@ async def test_a_sync_deliverer_is_refused_before_any_request() -> None:
     assert calls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resume=True without a journal is accepted silently (there is nothing to resume)",
-)
 async def test_resume_without_a_journal_is_refused() -> None:
     # rotate(resume=True) with no journal: every tunnel is rotated afresh, which is what
     # resume exists to avoid; the command line refuses --resume without --journal(-dir).

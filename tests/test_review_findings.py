@@ -385,3 +385,40 @@ async def test_a_malformed_id_in_the_tunnel_list_is_reported_as_the_servers(
         err = io.StringIO()
         code = await cli.amain(argv, stdout=io.StringIO(), stderr=err)
     assert code == 3, err.getvalue()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a --deliver-exec program inherits MAGICWAN_PSK_* variables (journal export "
+    "--format env, sourced with set -a): every tunnel's PSK in every program's environment",
+)
+async def test_a_delivery_program_never_inherits_exported_psks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `set -a; . <(magicwan journal export DIR --format env); set +a` (the README: "lines
+    # to source"), then `magicwan psk rotate ... --deliver-exec push-psk` in that shell:
+    # Command strips the Cloudflare credentials from the program's environment but not
+    # magicwan's own PSK variables, so every router program gets every tunnel's PSK.
+    # Expected: MAGICWAN_PSK_* never reach a program, like the credentials.
+    from magicwan.delivery import Command
+
+    seen = tmp_path / "environment"
+    script = tmp_path / "push.sh"
+    script.write_text(f"#!/bin/sh\nread psk\nenv > {seen}\n")
+    script.chmod(0o700)
+    async with run(tunnels=2, rate_limit=None) as emu:
+        exported = new_psk()
+        monkeypatch.setenv(f"MAGICWAN_PSK_{emu.tunnel_ids[1]}", exported)
+        async with MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client:
+            rotation = client.tunnels.ipsec.psk.rotate(
+                emu.account_id,
+                emu.tunnel_ids[:1],
+                journal=tmp_path / "j.jsonl",
+                deliver=Command([str(script)]),
+            )
+            async with rotation:
+                (outcome,) = [outcome async for outcome in rotation]
+    assert outcome.delivered, outcome.error
+    environment = seen.read_text()
+    assert exported not in environment
+    assert "MAGICWAN_PSK_" not in environment

@@ -387,11 +387,6 @@ async def test_a_malformed_id_in_the_tunnel_list_is_reported_as_the_servers(
     assert code == 3, err.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a --deliver-exec program inherits MAGICWAN_PSK_* variables (journal export "
-    "--format env, sourced with set -a): every tunnel's PSK in every program's environment",
-)
 async def test_a_delivery_program_never_inherits_exported_psks(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

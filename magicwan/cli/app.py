@@ -108,6 +108,8 @@ async def _handle(
 ) -> int:
     """Run the command's handler; turn how it ended into an exit status (see :func:`amain`)."""
     try:
+        if getattr(args, "show_psk", False):  # PSKs on stdout: as `journal export` does
+            journal.protect_output(console, force=True)
         return await handler(args, console)
     except OutputClosed as exc:
         if exc.reason is None:  # the reader of stdout left (| head): nothing more to say

@@ -36,7 +36,7 @@ from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.internal.timestamps import format_datetime
 from magicwan.journal import JournalError, JournalRecord, read_journal
 
-__all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "register"]
+__all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "protect_output", "register"]
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -227,7 +227,7 @@ def _export_rows(records: list[JournalRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def _protect_output(console: Console, force: bool) -> None:
+def protect_output(console: Console, force: bool) -> None:
     """Before a PSK is written: a regular file other users may read (``> psks.json`` under
     umask 022) is tightened to 0600 when it is ours, refused otherwise (unless --force)."""
     fileno = getattr(console.out, "fileno", None)
@@ -276,7 +276,7 @@ async def _export(args: argparse.Namespace, console: Console) -> int:
             "refusing to write PSKs to a terminal (anyone behind you, your scrollback, a "
             "screen recording): redirect stdout to a file or a program, or pass --force"
         )
-    _protect_output(console, args.force)
+    protect_output(console, args.force)
     rows = _export_rows(records)
     fmt = args.format
     if fmt == "json":

@@ -46,6 +46,9 @@ EX_CONFIG = 78
 #: Never passed on to a program: the API credentials (and base URL) magicwan reads.
 _CREDENTIALS = (ENV_API_TOKEN, ENV_API_KEY, ENV_EMAIL, ENV_BASE_URL)
 
+#: The prefix of the variables ``journal export --format env`` writes: never passed on.
+_EXPORTED_PSK = "MAGICWAN_PSK_"
+
 #: The supervisor that kills the program when magicwan dies (run as a script, not imported).
 _LIFELINE = Path(__file__).with_name("_lifeline.py")
 
@@ -120,12 +123,15 @@ class Command:
         return f"Command({list(self.argv)!r}, timeout={self.timeout!r})"
 
     def environment(self, delivery: DeliveryTarget) -> dict[str, str]:
-        """The environment the program runs with for ``delivery``; it never holds the PSK,
-        nor the Cloudflare credentials magicwan reads (a program that pushes a PSK to a
-        router has no business with the API token)."""
+        """The environment the program runs with for ``delivery``; it never holds the PSK
+        (nor any ``MAGICWAN_PSK_*`` variable of an exported journal), nor the Cloudflare
+        credentials magicwan reads (a program that pushes a PSK to a router has no
+        business with the API token)."""
         environ = dict(os.environ if self.env is None else self.env)
         for name in (*_CREDENTIALS, CHECK_VARIABLE):
             environ.pop(name, None)
+        for name in [name for name in environ if name.startswith(_EXPORTED_PSK)]:
+            del environ[name]  # `journal export --format env`, sourced: every tunnel's PSK
         for variable, attribute in ENVIRONMENT.items():
             value = getattr(delivery, attribute)
             environ[variable] = value if value is not None else ""

@@ -57,6 +57,16 @@ def _probability(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
+    return value
+
+
 def _identifier(text: str) -> str:
     if not is_identifier(text):
         raise argparse.ArgumentTypeError(f"expected 32 lowercase hex characters, got {text!r}")
@@ -86,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (8787)")
+    parser.add_argument("--port", type=_port, default=8787, help="port; 0 picks a free one (8787)")
     parser.add_argument(
         "--tunnels",
         type=argtype(check_non_negative_int),

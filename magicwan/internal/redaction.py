@@ -26,12 +26,18 @@ def printable(text: str) -> str:
 
 
 def redact(text: str, secrets: Collection[str] = ()) -> str:
-    """Replace PSK values and the given secrets in ``text``."""
+    """Replace PSK values and the given secrets (in any case) in ``text``."""
     text = _PSK_VALUE.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
     text = _PSK_ESCAPED.sub(lambda m: m.group(1) + _REDACTED + m.group(3), text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, _REDACTED)
+    # A server may fold the case of what it echoes: a folded PSK is still one.
+    folded = text.lower()
+    for secret in secrets:
+        if secret and secret.lower() in folded:
+            text = re.sub(re.escape(secret), _REDACTED, text, flags=re.IGNORECASE)
+            folded = text.lower()
     return text
 
 

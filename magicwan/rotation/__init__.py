@@ -174,6 +174,10 @@ def rotate(
     given: dict[str, Any] = dict(kwargs)
     chosen = attrs.evolve(options, **given) if options else RotationOptions(**given)
     chosen = chosen.with_client_defaults(client_timeout)
+    if chosen.resume and chosen.journal is None and not chosen.validate_only:
+        raise InvalidInputError(
+            "resume=True continues the run recorded in a journal: give journal="
+        )
     targets = _targets(tunnels)
     return Rotation(
         account_id,

@@ -21,6 +21,7 @@ from magicwan.delivery import Delivery, DeliveryTarget, group_key
 from magicwan.errors import MagicWANError
 from magicwan.internal.clock import Clock, Sleep
 from magicwan.internal.keygen import new_psk
+from magicwan.internal.redaction import redact
 from magicwan.journal import JournalError
 from magicwan.rotation import machine
 from magicwan.rotation.effects import (
@@ -313,7 +314,11 @@ class Driver:
             try:
                 edge = (await self._read_back(self._account_id, ledger.runs[key].tunnel_id)).value
             except MagicWANError as exc:
-                return machine.ReadBackFailed(f"read-back failed: {type(exc).__name__}: {exc}")
+                # The server's words may quote the PSK this tunnel holds: never shown.
+                run = ledger.runs[key]
+                held = [h.psk for h in (run.may_hold, run.before) if h is not None and h.psk]
+                text = redact(f"{type(exc).__name__}: {exc}", [*held, run.sending or ""])
+                return machine.ReadBackFailed(f"read-back failed: {text}")
         return machine.ReadBack(edge)
 
     def _group(self, key: str) -> contextlib.AbstractAsyncContextManager[Any]:

@@ -288,11 +288,6 @@ class _RefusesQuotingHeldPSK(_EchoHeldPSK):
         return await super().middleware(request, handler)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an API error for a tunnel's regeneration that quotes the PSK the tunnel holds "
-    "is shown verbatim (outcome.error, journal, CLI): only a bulk set's PSKs are scrubbed",
-)
 async def test_a_regeneration_error_quoting_the_held_psk_never_shows_it(tmp_path: Path) -> None:
     # rotate() (generate) with a journal: the retry's PSK P is in doubt, the read-back
     # fails, so the engine generates again; that request is refused with a 400 quoting P.

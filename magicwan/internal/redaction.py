@@ -6,7 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-__all__ = ["EXCERPT_CHARS", "describe_error", "excerpt", "printable", "redact"]
+import attrs
+
+from magicwan.errors import ErrorDetail
+
+__all__ = ["EXCERPT_CHARS", "describe_error", "excerpt", "printable", "redact", "scrub_error"]
 
 EXCERPT_CHARS = 200
 _REDACTED = "[REDACTED]"
@@ -67,3 +71,26 @@ def describe_error(exc: BaseException, secrets: Collection[str] = (), *, typed: 
     except Exception:  # a caller's exception class: its __str__ may fail too
         text = f"{type(exc).__name__} (its message cannot be printed)"
     return redact(text, secrets)
+
+
+def scrub_error(exc: BaseException, secrets: Collection[str]) -> None:
+    """Redact ``secrets`` (in any case) from every text ``exc`` keeps: its ``args``, its
+    string attributes and its :class:`~magicwan.errors.ErrorDetail` lists, in place.
+
+    For an error made by one call and not yet shown, whose server may have quoted a PSK the
+    caller holds but the request never carried (so the decoder could not know it)."""
+    secrets = [secret for secret in secrets if secret]
+    if not secrets:
+        return
+    exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+    for name, value in vars(exc).items():
+        if isinstance(value, str):
+            setattr(exc, name, redact(value, secrets))
+        elif isinstance(value, list | tuple) and value and isinstance(value[0], ErrorDetail):
+            scrubbed = [
+                attrs.evolve(d, message=redact(d.message, secrets))
+                if isinstance(d, ErrorDetail)
+                else d
+                for d in value
+            ]
+            setattr(exc, name, type(value)(scrubbed))

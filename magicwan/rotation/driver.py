@@ -21,7 +21,7 @@ from magicwan.delivery import Delivery, DeliveryTarget, group_key
 from magicwan.errors import MagicWANError
 from magicwan.internal.clock import Clock, Sleep
 from magicwan.internal.keygen import new_psk
-from magicwan.internal.redaction import redact
+from magicwan.internal.redaction import redact, scrub_error
 from magicwan.journal import JournalError
 from magicwan.rotation import machine
 from magicwan.rotation.effects import (
@@ -243,6 +243,9 @@ class Driver:
                 self._account_id, run.tunnel_id, ledger.rules.validate_only
             )
         except MagicWANError as exc:
+            # The request carried no PSK, so the decoder scrubbed none; its answer may quote
+            # one this tunnel holds (an earlier run's, a doubtful one): never shown.
+            scrub_error(exc, _psks_of(run))
             event: machine.Event = machine.Failed(exc, unknown=exc.outcome_unknown)
         else:
             event = machine.Answered(reply.value, reply.attempts, reply.uncertain, self.clock())
@@ -315,9 +318,7 @@ class Driver:
                 edge = (await self._read_back(self._account_id, ledger.runs[key].tunnel_id)).value
             except MagicWANError as exc:
                 # The server's words may quote the PSK this tunnel holds: never shown.
-                run = ledger.runs[key]
-                held = [h.psk for h in (run.may_hold, run.before) if h is not None and h.psk]
-                text = redact(f"{type(exc).__name__}: {exc}", [*held, run.sending or ""])
+                text = redact(f"{type(exc).__name__}: {exc}", _psks_of(ledger.runs[key]))
                 return machine.ReadBackFailed(f"read-back failed: {text}")
         return machine.ReadBack(edge)
 
@@ -357,3 +358,9 @@ class Driver:
             # the outcome), then the rotation stops with that exception.
             self.ledger.apply(key, stopped.event)
             raise stopped.cause from None
+
+
+def _psks_of(run: machine.TunnelRun) -> list[str]:
+    """The PSKs ``run`` may hold or has sent: what no error about it may show."""
+    held = [h.psk for h in (run.may_hold, run.before) if h is not None and h.psk]
+    return [*held, run.sending] if run.sending else held

@@ -246,11 +246,6 @@ async def test_resume_without_a_journal_is_refused() -> None:
         assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two rotations of one client over the same tunnel both end ok: one hands over "
-    "as current a PSK the other already superseded",
-)
 async def test_two_rotations_of_one_client_never_both_claim_a_tunnel(tmp_path: Path) -> None:
     # Two rotate() calls of the same client, each with its own journal, over the same
     # tunnel, run concurrently (a retry loop started twice, two jobs in one service).

@@ -44,6 +44,7 @@ from magicwan.internal.clock import Clock, Sleep
 from magicwan.internal.validation import check_id, check_psk
 from magicwan.journal import Storage
 from magicwan.models.tunnels import IPsecTunnel
+from magicwan.rotation.claims import Claims
 from magicwan.rotation.engine import (
     BATCH_TOO_LARGE_CODES,
     GenerateCall,
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_HALT_AFTER",
     "MAX_BATCH_SIZE",
     "MAX_VERIFY_ROUNDS",
+    "Claims",
     "GenerateCall",
     "Method",
     "Outcome",
@@ -159,6 +161,7 @@ def rotate(
     psks: Mapping[str, str] | None = None,
     client_timeout: float = 60.0,
     storage: Storage | None = None,
+    claims: Claims | None = None,
     **kwargs: Unpack[RotationKwargs],
 ) -> Rotation[Any]:
     """Check every argument now (nothing is sent), then return the :class:`Rotation`.
@@ -168,7 +171,8 @@ def rotate(
     a new one). The callables are the only way it reaches Cloudflare, so it is tested with
     fakes; ``settle_window`` and ``drain_timeout`` left None mean ``client_timeout``.
     ``storage`` is the journal's (default: the operating system's files): a seam for tests
-    that fail, tear or crash its writes.
+    that fail, tear or crash its writes. ``claims`` (one per client) refuses, when the
+    rotation starts, a tunnel that another live rotation of the same client holds.
     """
     check_id(account_id, "account_id")
     given: dict[str, Any] = dict(kwargs)
@@ -190,4 +194,5 @@ def rotate(
         sleep=sleep,
         psks=_check_psks(psks, chosen, targets),
         storage=storage,
+        claims=claims,
     )

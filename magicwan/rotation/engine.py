@@ -20,6 +20,7 @@ from magicwan.internal.clock import Clock, Sleep
 from magicwan.journal import Journal, JournalError, JournalRecord, Storage, read_journal
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.rotation import machine
+from magicwan.rotation.claims import Claims
 from magicwan.rotation.driver import Driver
 from magicwan.rotation.effects import (
     BATCH_TOO_LARGE_CODES,
@@ -61,9 +62,12 @@ class Rotation(Generic[OutcomeT]):
         sleep: Sleep,
         psks: Mapping[str, str] | None = None,
         storage: Storage | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self._options = options
         self._storage = storage
+        self._claims = claims
+        self._claimed = False
         self._ledger = Ledger(account_id, targets, options)
         self._driver = Driver(
             self._ledger,
@@ -176,9 +180,21 @@ class Rotation(Generic[OutcomeT]):
         if self._started:
             return
         self._started = True
-        records = self._open_journal()
+        if self._claims is not None:
+            self._claims.claim(self._ledger.rules.account_id, self._ledger.runs.keys())
+            self._claimed = True
+        try:
+            records = self._open_journal()
+        except BaseException:
+            self._release()
+            raise
         self._ledger.load(records, self._driver.clock(), datetime.now(UTC))
         self._driver.start()
+
+    def _release(self) -> None:
+        if self._claimed and self._claims is not None:
+            self._claimed = False
+            self._claims.release(self._ledger.rules.account_id, self._ledger.runs.keys())
 
     def _open_journal(self) -> dict[str, JournalRecord]:
         """Open (and lock) the journal; what it says of the selected tunnels. Raises
@@ -238,6 +254,7 @@ class Rotation(Generic[OutcomeT]):
                 durable = await self._last_sync()
             finally:
                 ledger.cut_all(durable)
+                self._release()
                 await self._close_journal()
         error = ledger.unrecorded_error()
         if raise_journal_error and error is not None:

@@ -4,8 +4,8 @@
         --conf-dir /etc/swanctl/conf.d
 
 Each new PSK goes to ``swanctl_psk_hook.py`` (beside this file), run by
-:class:`magicwan.delivery.Command` with the PSK on its standard input: it writes the PSK
-as a swanctl secret under ``--conf-dir`` and runs ``swanctl --load-creds``. Here magicwan
+:class:`magicwan.delivery.Command` with the PSK (one line) on its standard input: it writes
+the PSK as a swanctl secret under ``--conf-dir`` and runs ``swanctl --load-creds``. Here magicwan
 runs where charon runs; for remote routers, make the program reach them (over ssh, or
 your router's API). Before any PSK changes, every tunnel's delivery is checked
 (``Command(..., run_check=True)``: the hook runs with ``MAGICWAN_CHECK=1`` and changes

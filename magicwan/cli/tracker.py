@@ -164,7 +164,12 @@ class RunTracker:
         if getattr(outcome, "delivered", None) is True:
             text += "  delivered"
         if outcome.error is not None:
-            if group is not None and group.count > 1:
+            if group is not None and group.names_its_example:
+                text += (
+                    f"  {type(outcome.error).__name__} (as above for {group.example}, with "
+                    "this tunnel's id)"
+                )
+            elif group is not None and group.count > 1:
                 text += f"  {type(outcome.error).__name__} (as above)"
             else:
                 text += f"  {describe(outcome.error)}"

@@ -212,8 +212,8 @@ class RunTracker:
         self.console.tell(
             f"interrupted: no new tunnel is started; waiting{bound} for {count} "
             f"tunnel(s): {', '.join(parts)}, so that what they hold is journalled. A second "
-            "Ctrl-C stops waiting (what it cuts short is journalled as left open: --resume "
-            "settles it)"
+            "interrupt (Ctrl-C or SIGTERM) stops waiting (what it cuts short is journalled as "
+            "left open: --resume settles it)"
         )
 
     def long_429(self, outcome: Any) -> RateLimitError | None:

@@ -11,12 +11,19 @@ router, use ``rotate()`` (see ``rotate_all.py``): it journals every PSK first.
 The environment is Cloudflare's, as for the command line: ``CLOUDFLARE_ACCOUNT_ID``,
 ``CLOUDFLARE_API_TOKEN`` (or ``CLOUDFLARE_EMAIL`` and ``CLOUDFLARE_API_KEY``), and
 ``CLOUDFLARE_BASE_URL`` to reach another API. Careful: against Cloudflare this replaces
-the tunnel's PSK, and the old one stops working. To try it against the emulator::
+the tunnel's PSK, and the old one stops working. To try it against the emulator, from
+the top of a checkout, in a directory of its own (the PSK it keeps stays out of the
+checkout)::
 
+    examples=$PWD/examples; cd "$(mktemp -d)"
     python -m magicwan.emulator --port 8787 --tunnels 3 > emulator.env &
     sleep 1; . ./emulator.env
     TUNNEL_ID=$(magicwan tunnels list --type ipsec --json | head -1 | jq -r .id)
-    python examples/generate_psk.py "$TUNNEL_ID" --keep kept
+    python "$examples/generate_psk.py" "$TUNNEL_ID" --keep kept
+
+Exit status 0 when the new PSK is kept; 1 when Cloudflare refused it or could not be
+reached; 2 for an error before any request (no ``CLOUDFLARE_ACCOUNT_ID``, no credentials,
+a malformed tunnel id): nothing was changed. Nothing printed ever holds a PSK.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import os
 import sys
 from pathlib import Path
 
-from magicwan import MagicWAN, MagicWANError
+from magicwan import InvalidInputError, MagicWAN, MagicWANError
 
 
 def write_secret(path: Path, secret: str) -> None:
@@ -47,6 +54,9 @@ async def generate(client: MagicWAN, account_id: str, tunnel_id: str, keep: Path
         await psk.generate(account_id, tunnel_id, validate_only=True)
         print(f"validate_only: tunnel {tunnel_id} can get a new PSK")
         reply = await psk.with_reply.generate(account_id, tunnel_id)
+    except InvalidInputError as exc:  # refused before any request
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except MagicWANError as exc:  # an error never holds a PSK
         print(f"failed: {exc}", file=sys.stderr)
         if exc.outcome_unknown:
@@ -71,10 +81,17 @@ async def main() -> int:
     parser.add_argument("tunnel_id", help="the IPsec tunnel's id")
     parser.add_argument("--keep", type=Path, required=True, help="where the new PSK goes")
     args = parser.parse_args()
+    account_id = os.environ.get("CLOUDFLARE_ACCOUNT_ID")
+    if not account_id:
+        print("error: set CLOUDFLARE_ACCOUNT_ID to the tunnel's account", file=sys.stderr)
+        return 2
     args.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
-    account_id = os.environ["CLOUDFLARE_ACCOUNT_ID"]
-    async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
-        return await generate(client, account_id, args.tunnel_id, args.keep)
+    try:
+        async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
+            return await generate(client, account_id, args.tunnel_id, args.keep)
+    except MagicWANError as exc:  # no credentials, a malformed base URL: nothing was sent
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

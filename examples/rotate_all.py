@@ -1,6 +1,6 @@
 """Rotate the PSK of every IPsec tunnel of an account, and deliver each new PSK.
 
-    python examples/rotate_all.py --journal rotation.jsonl --routers routers --keep kept
+    python examples/rotate_all.py --journal rotate_all.jsonl --routers routers --keep kept
 
 The job ``magicwan psk rotate`` does, as a program of your own: every tunnel gets a new
 PSK, fsynced to the journal (a 0600 JSON Lines file) before it is delivered, and each
@@ -18,15 +18,21 @@ are rotated.
 The environment is Cloudflare's, as for the command line: ``CLOUDFLARE_ACCOUNT_ID``,
 ``CLOUDFLARE_API_TOKEN`` (or ``CLOUDFLARE_EMAIL`` and ``CLOUDFLARE_API_KEY``), and
 ``CLOUDFLARE_BASE_URL`` to reach another API. Careful: against Cloudflare every tunnel gets
-a new PSK and the old ones stop working. To try it against the emulator instead::
+a new PSK and the old ones stop working. To try it against the emulator instead, from
+the top of a checkout, in a directory of its own (the journal and kept PSKs stay out of
+the checkout)::
 
+    examples=$PWD/examples; cd "$(mktemp -d)"
     python -m magicwan.emulator --port 8787 --tunnels 20 > emulator.env &
     sleep 1; . ./emulator.env
     mkdir -p routers/emu_tunnel_{00001..00020}
-    python examples/rotate_all.py --journal rotation.jsonl --routers routers --keep kept
+    python "$examples/rotate_all.py" --journal rotate_all.jsonl --routers routers --keep kept
 
-Exit status 0 when every tunnel was rotated and delivered, 1 otherwise. Nothing printed
-ever holds a PSK.
+Exit status 0 when every tunnel was rotated and delivered; 1 when some were not (or the
+journal failed); 2 for an error before any rotation (no ``CLOUDFLARE_ACCOUNT_ID``, no
+credentials, Cloudflare refused the tunnel list, a journal that already records new PSKs
+for these tunnels without ``--resume``): nothing was changed. Nothing printed ever holds
+a PSK.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from magicwan import (
     DeliveryError,
     JournalError,
     MagicWAN,
+    MagicWANError,
     OutcomeState,
     RotationOptions,
     RotationOutcome,
@@ -161,10 +168,19 @@ def parse_arguments() -> argparse.Namespace:
 
 async def main() -> int:
     args = parse_arguments()
+    account_id = os.environ.get("CLOUDFLARE_ACCOUNT_ID")
+    if not account_id:
+        print("error: set CLOUDFLARE_ACCOUNT_ID to the tunnels' account", file=sys.stderr)
+        return 2
     args.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
-    account_id = os.environ["CLOUDFLARE_ACCOUNT_ID"]
-    async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
-        return await rotate_all(client, account_id, args)
+    try:
+        async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
+            return await rotate_all(client, account_id, args)
+    except MagicWANError as exc:
+        # Only before any rotation: once it runs, every outcome (and a journal error) is
+        # handled in rotate_all().
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

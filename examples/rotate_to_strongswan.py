@@ -1,11 +1,11 @@
 """Rotate every IPsec tunnel's PSK into strongSwan, through a program (the exec deliverer).
 
-    python examples/rotate_to_strongswan.py --journal rotation.jsonl --keep kept \\
+    python examples/rotate_to_strongswan.py --journal strongswan.jsonl --keep kept \\
         --conf-dir /etc/swanctl/conf.d
 
 Each new PSK goes to ``swanctl_psk_hook.py`` (beside this file), run by
-:class:`magicwan.delivery.Command` with the PSK on its standard input: it writes the PSK
-as a swanctl secret under ``--conf-dir`` and runs ``swanctl --load-creds``. Here magicwan
+:class:`magicwan.delivery.Command` with the PSK (one line) on its standard input: it writes
+the PSK as a swanctl secret under ``--conf-dir`` and runs ``swanctl --load-creds``. Here magicwan
 runs where charon runs; for remote routers, make the program reach them (over ssh, or
 your router's API). Before any PSK changes, every tunnel's delivery is checked
 (``Command(..., run_check=True)``: the hook runs with ``MAGICWAN_CHECK=1`` and changes
@@ -18,13 +18,22 @@ journal once the cause is fixed.
 
 The environment is Cloudflare's: ``CLOUDFLARE_ACCOUNT_ID``, ``CLOUDFLARE_API_TOKEN`` (or
 ``CLOUDFLARE_EMAIL`` and ``CLOUDFLARE_API_KEY``), ``CLOUDFLARE_BASE_URL``. To try it
-without Cloudflare or charon, against the emulator, writing the swanctl files only::
+without Cloudflare or charon, against the emulator, writing the swanctl files only, from
+the top of a checkout, in a directory of its own (the journal, the kept PSKs and the
+swanctl files stay out of the checkout)::
 
+    examples=$PWD/examples; cd "$(mktemp -d)"
     python -m magicwan.emulator --port 8787 --tunnels 20 > emulator.env &
     sleep 1; . ./emulator.env
     mkdir -p conf.d
-    python examples/rotate_to_strongswan.py --journal rotation.jsonl --keep kept \\
+    python "$examples/rotate_to_strongswan.py" --journal strongswan.jsonl --keep kept \\
         --conf-dir conf.d --no-load
+
+Exit status 0 when every tunnel's new PSK is in strongSwan; 1 when some are not, or when
+some deliveries cannot be made (then nothing was changed); 2 for an error before any
+rotation (no ``CLOUDFLARE_ACCOUNT_ID``, no credentials, Cloudflare refused the tunnel
+list, a journal that already records new PSKs for these tunnels without ``--resume``):
+nothing was changed. Nothing printed ever holds a PSK.
 """
 
 from __future__ import annotations
@@ -36,7 +45,14 @@ import sys
 from pathlib import Path
 from typing import assert_never
 
-from magicwan import IPsecTunnel, JournalError, MagicWAN, OutcomeState, RotationOutcome
+from magicwan import (
+    IPsecTunnel,
+    JournalError,
+    MagicWAN,
+    MagicWANError,
+    OutcomeState,
+    RotationOutcome,
+)
 from magicwan.delivery import Command, DeliveryError, DeliveryTarget
 
 HOOK = Path(__file__).resolve().with_name("swanctl_psk_hook.py")
@@ -133,10 +149,17 @@ async def main() -> int:
     parser.add_argument("--no-load", action="store_true", help="do not run swanctl")
     parser.add_argument("--resume", action="store_true", help="finish the journal's run")
     args = parser.parse_args()
+    account_id = os.environ.get("CLOUDFLARE_ACCOUNT_ID")
+    if not account_id:
+        print("error: set CLOUDFLARE_ACCOUNT_ID to the tunnels' account", file=sys.stderr)
+        return 2
     args.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
-    account_id = os.environ["CLOUDFLARE_ACCOUNT_ID"]
-    async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
-        return await rotate(client, account_id, args)
+    try:
+        async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
+            return await rotate(client, account_id, args)
+    except MagicWANError as exc:  # only before any rotation: rotate() handles the rest
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,11 +14,18 @@ Only lengths are printed, never a PSK.
 The environment is Cloudflare's, as for the command line: ``CLOUDFLARE_ACCOUNT_ID``,
 ``CLOUDFLARE_API_TOKEN`` (or ``CLOUDFLARE_EMAIL`` and ``CLOUDFLARE_API_KEY``), and
 ``CLOUDFLARE_BASE_URL`` to reach another API. Against Cloudflare the same calls create
-and delete real tunnels. To try it against the emulator::
+and delete real tunnels. To try it against the emulator, from the top of a checkout, in
+a directory of its own (the journal and kept PSKs stay out of the checkout)::
 
+    examples=$PWD/examples; cd "$(mktemp -d)"
     python -m magicwan.emulator --port 8787 --tunnels 1 > emulator.env &
     sleep 1; . ./emulator.env
-    python examples/tunnel_lifecycle.py --journal lifecycle.jsonl --keep kept
+    python "$examples/tunnel_lifecycle.py" --journal lifecycle.jsonl --keep kept
+
+Exit status 0 when all of it was done; 1 when a rotated PSK did not reach its stand-in
+router (the tunnels are deleted all the same); 2 when an error stopped it (no
+``CLOUDFLARE_ACCOUNT_ID``, no credentials, a call Cloudflare refused): the message says
+which, and a tunnel created before it is left in place.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import attrs
 
-from magicwan import Delivery, MagicWAN, RotationOutcome, new_psk
+from magicwan import Delivery, MagicWAN, MagicWANError, RotationOutcome, new_psk
 from magicwan.models import IPsecTunnelParams
 
 
@@ -126,10 +134,17 @@ async def main() -> int:
     parser.add_argument("--journal", type=Path, required=True, help="the rotation's journal")
     parser.add_argument("--keep", type=Path, required=True, help="where the PSKs go")
     args = parser.parse_args()
+    account_id = os.environ.get("CLOUDFLARE_ACCOUNT_ID")
+    if not account_id:
+        print("error: set CLOUDFLARE_ACCOUNT_ID to the account to use", file=sys.stderr)
+        return 2
     args.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
-    account_id = os.environ["CLOUDFLARE_ACCOUNT_ID"]
-    async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
-        return await lifecycle(client, account_id, args.journal, args.keep)
+    try:
+        async with MagicWAN() as client:  # credentials and base URL from CLOUDFLARE_*
+            return await lifecycle(client, account_id, args.journal, args.keep)
+    except MagicWANError as exc:  # an error never holds a PSK; the ones made were kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from magicwan.resources.tunnels import Tunnels
 __all__ = ["DEFAULT_BASE_URL", "MagicWAN"]
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+"""Cloudflare's API, ``https://api.cloudflare.com/client/v4``: the base URL when neither
+``base_url`` nor ``CLOUDFLARE_BASE_URL`` gives one."""
 
 
 def _resolve_auth(
@@ -90,6 +92,39 @@ class MagicWAN:
     Credentials: the arguments if any is given, else ``CLOUDFLARE_API_TOKEN`` or
     ``CLOUDFLARE_EMAIL`` + ``CLOUDFLARE_API_KEY``. A token together with a key is
     refused as ambiguous. ``base_url`` falls back to ``CLOUDFLARE_BASE_URL``.
+
+    Args:
+        api_token: An API token, sent as ``Authorization: Bearer ...``.
+        api_email: The account e-mail of a global API key (with ``api_key``).
+        api_key: A global API key (with ``api_email``), sent as ``X-Auth-Key``.
+        base_url: The API's base URL; else ``CLOUDFLARE_BASE_URL``, else
+            :data:`DEFAULT_BASE_URL`. It must be https (http only for loopback hosts).
+        timeout: Seconds one attempt may take, from connect to last byte.
+        connect_timeout: Seconds to establish a connection.
+        max_retries: Retries after the first try of a failed request (429s included).
+        retry_unknown_outcome: Whether to retry a request that may have been acted on
+            although no answer says so (a 5xx, a reset or timeout after sending): a PSK
+            generation retried supersedes a PSK nobody received.
+        max_retry_after: The longest ``Retry-After`` (seconds) the client waits out; a
+            longer one raises :class:`~magicwan.errors.RateLimitError` at once.
+        rate_limit: The client's budget, ``(requests, seconds)``: Cloudflare's 1,200 per
+            300 s by default; ``None`` turns pacing off (a 429's cooldown still holds).
+        connection_limit: The connection pool's size (and so the requests in flight).
+        session: An ``aiohttp.ClientSession`` to send with, never closed by the client;
+            by default the client makes its own.
+        verify: TLS verification: ``True``, ``False`` (none), a CA bundle's path or an
+            ``ssl.SSLContext``.
+        trace_configs: ``aiohttp.TraceConfig`` objects for the client's own session
+            (with ``session=``, give them to your session instead).
+        clock: Monotonic seconds, for the rate limiter and retries (default:
+            ``time.monotonic``); tests pass a fake.
+        sleep: The async sleep every wait goes through (default: ``asyncio.sleep``).
+        environ: The environment the ``CLOUDFLARE_*`` variables are read from (default:
+            ``os.environ``; ``{}`` reads none).
+
+    Raises:
+        InvalidInputError: Missing, incomplete or ambiguous credentials, or an argument
+            out of range. Nothing is sent.
     """
 
     def __init__(
@@ -117,7 +152,8 @@ class MagicWAN:
         self._auth_scheme, auth_headers, secrets = _resolve_auth(api_token, api_email, api_key, env)
         if base_url is None:
             base_url = env.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-        self.base_url = normalize_base_url(base_url)
+        self.base_url: str = normalize_base_url(base_url)
+        """The API's base URL that every request starts with."""
         timeout_s = check_seconds(timeout, "timeout")
         connect_s = check_seconds(connect_timeout, "connect_timeout")
         max_retry_after_s = check_seconds(max_retry_after, "max_retry_after")
@@ -136,15 +172,17 @@ class MagicWAN:
                 "give them to your ClientSession instead"
             )
         limits = check_rate_limit(rate_limit, "rate_limit")
-        self.policy = RetryPolicy(
+        self.policy: RetryPolicy = RetryPolicy(
             max_retries=check_non_negative_int(max_retries, "max_retries"),
             retry_unknown_outcome=check_bool(retry_unknown_outcome, "retry_unknown_outcome"),
             max_retry_after=max_retry_after_s,
             jitter=default_jitter,
         )
+        """How failed requests are retried: ``max_retries``, ``retry_unknown_outcome`` and
+        ``max_retry_after`` as given."""
         sleep_fn = sleep or asyncio.sleep
         clock_fn = clock or time.monotonic
-        self.rate_limiter = RateLimiter(
+        self.rate_limiter: RateLimiter = RateLimiter(
             limits[0] if limits else None,
             limits[1] if limits else 300.0,
             clock=clock_fn,
@@ -152,6 +190,8 @@ class MagicWAN:
             # A Retry-After the client agrees to wait out is never cut short.
             max_cooldown=max(MAX_COOLDOWN, max_retry_after_s),
         )
+        """Paces every request of the client to ``rate_limit`` and holds them all through
+        a 429's cooldown."""
         http = HTTPAdapter(
             host=urlsplit(self.base_url).hostname or "?",
             timeout=timeout_s,
@@ -161,12 +201,12 @@ class MagicWAN:
             verify=verify,
             trace_configs=traces,
         )
-        #: Seconds one attempt may take, from connect to last byte.
-        self.timeout = timeout_s
-        #: Seconds to establish a connection.
-        self.connect_timeout = connect_s
-        #: Connection pool size (and requests in flight).
-        self.connection_limit = connection_limit
+        self.timeout: float = timeout_s
+        """Seconds one attempt may take, from connect to last byte."""
+        self.connect_timeout: float = connect_s
+        """Seconds to establish a connection."""
+        self.connection_limit: int = connection_limit
+        """The connection pool's size (and so the requests in flight)."""
         self._transport = Transport(
             http=http,
             base_url=self.base_url,
@@ -178,7 +218,8 @@ class MagicWAN:
             clock=clock_fn,
             sleep=sleep_fn,
         )
-        self.tunnels = Tunnels(self._transport)
+        self.tunnels: Tunnels = Tunnels(self._transport)
+        """The tunnels' namespaces: ``tunnels.ipsec`` (with ``.psk``) and ``tunnels.gre``."""
 
     @property
     def auth_scheme(self) -> str:

@@ -6,7 +6,11 @@ by aioresponses (``mock_api``).
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import re
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -315,3 +319,38 @@ def test_a_retry_after_the_client_agrees_to_wait_is_never_cut_short() -> None:
     client = MagicWAN(api_token=TOKEN, max_retry_after=900)
     assert client.rate_limiter.max_cooldown == 900
     assert client.rate_limiter.pause(600) == 600
+
+
+def test_the_docstring_documents_every_argument_and_public_attribute() -> None:
+    """The API reference is built from docstrings: every constructor argument has its line
+    under ``Args:``, and every public attribute ``__init__`` sets has a docstring (so the
+    page shows what it is, not the code that made it)."""
+    doc = inspect.getdoc(MagicWAN)
+    assert doc is not None
+    args = doc.split("\nArgs:\n", 1)[1].split("\n\n", 1)[0]
+    documented = re.findall(r"^    (\w+): ", args, flags=re.MULTILINE)
+    assert documented == list(inspect.signature(MagicWAN).parameters)
+
+    init = ast.parse(textwrap.dedent(inspect.getsource(MagicWAN.__init__))).body[0]
+    assert isinstance(init, ast.FunctionDef)
+    body = init.body
+    undocumented = []
+    for statement, following in zip(body, [*body[1:], None], strict=True):
+        if isinstance(statement, ast.Assign | ast.AnnAssign):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for target in targets:
+                public = (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                    and not target.attr.startswith("_")
+                )
+                documented_here = (
+                    isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)
+                )
+                if public and not documented_here:
+                    assert isinstance(target, ast.Attribute)
+                    undocumented.append(target.attr)
+    assert undocumented == []

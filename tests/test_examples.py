@@ -17,6 +17,7 @@ from magicwan.journal import read_journal
 from tests.support.examples import EXAMPLES, assert_only_ids, read_secret, run_example
 
 TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 
 @pytest_asyncio.fixture
@@ -40,6 +41,84 @@ def test_every_example_says_how_to_run_it(path: Path) -> None:
     docstring = text.split('"""')[1]
     assert f"examples/{path.name}" in docstring or "Command" in docstring
     assert "MAGICWAN_ACCOUNT_ID" not in text  # Cloudflare's variables, as everywhere else
+
+
+def _docstring(path: Path) -> str:
+    return path.read_text().split('"""')[1]
+
+
+#: The journal files the documentation's pages name: an example's must not be one of them.
+_PAGE_JOURNALS = {
+    name
+    for page in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for name in re.findall(r"[\w.-]+\.jsonl", page.read_text(encoding="utf-8"))
+}
+
+
+def test_each_example_has_a_journal_of_its_own() -> None:
+    """A re-run of one example, or a page's snippet, never finds another's journal."""
+    journals = {
+        path.name: set(re.findall(r"--journal (\S+)", _docstring(path)))
+        for path in EXAMPLES.glob("*.py")
+    }
+    named = [name for names in journals.values() for name in names]
+    assert len(named) == len(set(named)), journals
+    assert sorted(set(named) & _PAGE_JOURNALS) == []
+    assert {name for name, names in journals.items() if names} >= {
+        "rotate_all.py",
+        "rotate_to_strongswan.py",
+        "tunnel_lifecycle.py",
+    }
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda path: path.name)
+def test_every_try_it_recipe_starts_in_a_fresh_directory(path: Path) -> None:
+    """The PSKs a recipe writes (journal, kept files) land in a temporary directory, never
+    in a checkout; the example is still found from there."""
+    lines = [line.strip() for line in _docstring(path).splitlines()]
+    if not any(line.startswith("python -m magicwan.emulator") for line in lines):
+        return  # no recipe (the delivery hook: another example runs it)
+    start = lines.index('examples=$PWD/examples; cd "$(mktemp -d)"')
+    emulator = next(i for i, line in enumerate(lines) if "magicwan.emulator" in line)
+    assert start < emulator
+    assert f'python "$examples/{path.name}"' in "\n".join(lines[emulator:])
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda path: path.name)
+def test_every_example_documents_its_exit_statuses(path: Path) -> None:
+    docstring = " ".join(_docstring(path).split())
+    assert "Exit status 0" in docstring
+    assert re.search(r"\b2\b[^.]*: ", docstring) or path.name == "swanctl_psk_hook.py"
+
+
+#: How to run each example that talks to the API, with arguments it accepts.
+_ARGUMENTS = {
+    "generate_psk.py": ("0123456789abcdef0123456789abcdef", "--keep", "kept"),
+    "rotate_all.py": ("--journal", "j.jsonl", "--routers", "routers", "--keep", "kept"),
+    "rotate_to_strongswan.py": ("--journal", "j.jsonl", "--keep", "kept", "--no-load"),
+    "tunnel_lifecycle.py": ("--journal", "j.jsonl", "--keep", "kept"),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", sorted(_ARGUMENTS))
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({}, "CLOUDFLARE_ACCOUNT_ID"),
+        ({"CLOUDFLARE_ACCOUNT_ID": "0" * 32}, "no credentials"),
+    ],
+    ids=["no-account", "no-credentials"],
+)
+async def test_every_example_refuses_a_missing_setting_with_status_2(
+    name: str, env: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    done = await run_example(name, *_ARGUMENTS[name], emulator=None, cwd=tmp_path, env=env)
+
+    assert done.returncode == 2, done.output
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
 
 
 # -- generate_psk.py ---------------------------------------------------------------------
@@ -162,3 +241,24 @@ async def test_rotate_all_halts_keeps_the_undelivered_psks_and_resumes(
         assert emulator.state.current_psk(account, tunnel_id) == undelivered[tunnel_id]
         assert f"skipped {tunnel_id}" in second.stdout
     assert_only_ids(first.output + second.output)
+
+
+@pytest.mark.asyncio
+async def test_rotate_all_again_without_resume_changes_nothing_and_exits_2(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    account, ids = emulator.account_id, emulator.tunnel_ids
+    for tunnel_id in ids:
+        (tmp_path / "routers" / _router(emulator, tunnel_id)).mkdir(parents=True)
+    arguments = ("--journal", "rotation.jsonl", "--routers", "routers", "--keep", "kept")
+    first = await run_example("rotate_all.py", *arguments, emulator=emulator, cwd=tmp_path)
+    assert first.returncode == 0, first.output
+    held = {t: emulator.state.current_psk(account, t) for t in ids}
+
+    again = await run_example("rotate_all.py", *arguments, emulator=emulator, cwd=tmp_path)
+
+    assert again.returncode == 2, again.output
+    assert "Traceback" not in again.stderr
+    assert "the journal rotation.jsonl already records new PSKs for 20 of the 20" in again.stderr
+    assert {t: emulator.state.current_psk(account, t) for t in ids} == held
+    assert_only_ids(again.output)

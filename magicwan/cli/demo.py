@@ -81,7 +81,12 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         metavar="N",
         help="requests in flight at once (default: 32)",
     )
-    parser.add_argument("--journal", metavar="FILE", help="journal path (default: in a temp dir)")
+    parser.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="journal path, kept after the demo (default: in a temporary directory, deleted "
+        "when the demo ends)",
+    )
     parser.add_argument(
         "--faults",
         action="store_true",
@@ -223,19 +228,31 @@ async def _ike_report(
 
 
 async def _demo(args: argparse.Namespace, console: Console) -> int:
+    _check_usage(args)
+    if args.journal is not None:
+        status = await _run(args, console, args.journal, temporary=False)
+        console.say(f"journal kept: {args.journal}")
+        return status
+    # The journal holds (emulated) PSKs: it goes with its directory, whatever happens.
+    with tempfile.TemporaryDirectory(prefix="magicwan-demo-") as directory:
+        journal = str(Path(directory) / "journal.jsonl")
+        status = await _run(args, console, journal, temporary=True)
+    console.say("deleted the demo's temporary journal (pass --journal FILE to keep one)")
+    return status
+
+
+async def _run(args: argparse.Namespace, console: Console, journal: str, *, temporary: bool) -> int:
+    """The demo with ``journal``: start the emulator, rotate, verify; the exit status."""
     from magicwan import emulator
 
-    _check_usage(args)
     tunnels = args.tunnels if args.tunnels is not None else (_IKE_TUNNELS if args.ike else 300)
-    journal = args.journal
-    if journal is None:
-        journal = str(Path(tempfile.mkdtemp(prefix="magicwan-demo-")) / "journal.jsonl")
     await check_journal(journal)
     limit = args.rate_limit
     async with emulator.run(
         tunnels=tunnels, gre_tunnels=0, rate_limit=limit, seed=0, faults=_faults(args)
     ) as emu:
-        _say_settings(console, args, emu, tunnels, journal)
+        shown = f"{journal} (temporary: deleted when the demo ends)" if temporary else journal
+        _say_settings(console, args, emu, tunnels, shown)
         client = MagicWAN(
             api_token=emu.api_token,
             base_url=emu.base_url,

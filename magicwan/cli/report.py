@@ -229,6 +229,12 @@ class FailureGroup:
         """``ErrorType: message`` (escaped when printed)."""
         return describe(self.error) if self.error is not None else self.state.value
 
+    @property
+    def names_its_example(self) -> bool:
+        """Whether the text names its first tunnel: the others' texts name their own (the
+        group's key sets tunnel ids aside), so the text is shown as that tunnel's."""
+        return self.count > 1 and self.example.lower() in self.text().lower()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "count": self.count,

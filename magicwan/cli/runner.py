@@ -233,6 +233,8 @@ def _failure_groups(run: RunTracker, show: Callable[[str], None]) -> None:
         examples = ", ".join(group.tunnels) + (", ..." if group.count > len(group.tunnels) else "")
         noun = "tunnel" if group.count == 1 else "tunnels"
         show(f"  {group.count} {noun} ({group.state.value}): {group.text()}")
+        if group.names_its_example:
+            show(f"    the text of {group.example}; the others' name their own tunnel")
         show(f"    {noun}: {examples}")
         if group.hint:
             show(f"    hint: {group.hint}")

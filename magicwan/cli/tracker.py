@@ -164,7 +164,12 @@ class RunTracker:
         if getattr(outcome, "delivered", None) is True:
             text += "  delivered"
         if outcome.error is not None:
-            if group is not None and group.count > 1:
+            if group is not None and group.names_its_example:
+                text += (
+                    f"  {type(outcome.error).__name__} (as above for {group.example}, with "
+                    "this tunnel's id)"
+                )
+            elif group is not None and group.count > 1:
                 text += f"  {type(outcome.error).__name__} (as above)"
             else:
                 text += f"  {describe(outcome.error)}"
@@ -207,8 +212,8 @@ class RunTracker:
         self.console.tell(
             f"interrupted: no new tunnel is started; waiting{bound} for {count} "
             f"tunnel(s): {', '.join(parts)}, so that what they hold is journalled. A second "
-            "Ctrl-C stops waiting (what it cuts short is journalled as left open: --resume "
-            "settles it)"
+            "interrupt (Ctrl-C or SIGTERM) stops waiting (what it cuts short is journalled as "
+            "left open: --resume settles it)"
         )
 
     def long_429(self, outcome: Any) -> RateLimitError | None:

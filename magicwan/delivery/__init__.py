@@ -8,8 +8,9 @@ trying again cannot help). Two ship here:
   socket and, with ``reauth=True``, re-authenticates the tunnel's IKE SA to prove it.
   The connection name and the identities are templates (``"{name}"``, ``"{ipsec_id}"``).
   It needs the optional ``vici`` package: ``pip install 'magicwan[strongswan]'``.
-- :class:`Command` runs a program per tunnel with the PSK on its standard input and the
-  tunnel's facts in ``MAGICWAN_*`` environment variables (see :data:`ENVIRONMENT`).
+- :class:`Command` runs a program per tunnel with the PSK and a newline on its standard
+  input (then end of file) and the tunnel's facts in ``MAGICWAN_*`` environment variables
+  (see :data:`ENVIRONMENT`).
 
 Both are :class:`Checkable`: ``await deliverer.check(target)`` tries the other end
 without a PSK. :func:`limit_deliveries` bounds any deliverer to N deliveries at once and

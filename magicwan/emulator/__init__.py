@@ -2,15 +2,21 @@
 
 Start it in-process::
 
-    from magicwan.emulator import Faults, run
+    from magicwan import MagicWAN
+    from magicwan.emulator import run
 
-    async with run(tunnels=100, faults=Faults(reset_after_store=0.1)) as emu:
-        ...  # emu.base_url ends in /client/v4; emu.account_id, emu.tunnel_ids, emu.api_token
-        assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 1
+    async with run(tunnels=100) as emu:  # emu.base_url ends in /client/v4
+        account_id, tunnel_id = emu.account_id, emu.tunnel_ids[0]
+        assert emu.state.tunnel(account_id, tunnel_id).generation == 0  # seeded, no PSK yet
+        async with MagicWAN(api_token=emu.api_token, base_url=emu.base_url) as client:
+            await client.tunnels.ipsec.psk.generate(account_id, tunnel_id)
+        assert emu.state.tunnel(account_id, tunnel_id).generation == 1
 
 or as a process: ``python -m magicwan.emulator --port 8787 --tunnels 100``, which prints three
 ``export`` lines to source in a shell. In pytest, request the ``magicwan_emulator`` fixture
-(registered by the installed plugin).
+(registered by the installed plugin). Faults are injected on request:
+``run(faults=Faults(reset_after_store=0.1))`` loses one answer in ten after the PSK is
+stored, so the client's retry generates again and ``generation`` counts both.
 
 Modules: ``models`` (plain data), ``seeding`` (how seeded tunnels look), ``rules`` (how
 tunnels clients create or update are checked), ``bucket`` (the

@@ -34,8 +34,8 @@ class Emulator:
         self.root_url = root_url
         #: The API base URL, ending in ``/client/v4``.
         self.base_url = root_url + API_PREFIX
-        #: The admin base URL (``.../__emulator__``): state, reset, tunnels, checkpoint,
-        #: restore, faults, rate_limit.
+        #: The admin base URL (``.../__emulator__``), which answers a GET with an index of
+        #: its routes: state, reset, tunnels, checkpoint, restore, faults, rate_limit.
         self.admin_url = root_url + ADMIN_PREFIX
         self.account_id = state.account_id
         self.api_token = state.user.api_tokens[0]

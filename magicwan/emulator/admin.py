@@ -1,5 +1,7 @@
 """The admin routes under ``/__emulator__/``: no auth, no rate limit, no faults, not counted.
 
+* ``GET  /__emulator__`` (or ``/__emulator__/``): an index of these routes, ``{"routes":
+  [{"method", "path", "does"}, ...]}``;
 * ``GET  /__emulator__/state``: :meth:`EmulatorState.snapshot` (PSKs and credentials included);
 * ``POST /__emulator__/reset``: :meth:`EmulatorState.reset`;
 * ``POST /__emulator__/tunnels``: add tunnels, ``{"count": n}`` or ``{"ids": [...]}``
@@ -141,12 +143,30 @@ async def _rate_limit(request: web.Request) -> web.Response:
     return _answer({"limit": current[0], "window": current[1]} if current else {"limit": None})
 
 
+#: Every admin route: method ("GET|POST": either), path under the prefix, handler, what it does.
+_ROUTES: Final[tuple[tuple[str, str, _Handler, str], ...]] = (
+    ("GET", "/state", _state, "the whole state: tunnels, PSKs, credentials, request counters"),
+    ("POST", "/reset", _reset, "back to the state at start"),
+    ("POST", "/tunnels", _add_tunnels, 'add tunnels: {"count": n} or {"ids": [...]}'),
+    ("POST", "/checkpoint", _checkpoint, "remember every account's tunnels as they are"),
+    ("POST", "/restore", _restore, "the tunnels as at the last checkpoint (or at start)"),
+    ("GET|POST", "/faults", _faults, "read or replace the injected faults"),
+    ("GET|POST", "/rate_limit", _rate_limit, 'read or set {"limit": n, "window": seconds}'),
+)
+
+
+async def _index(request: web.Request) -> web.Response:
+    routes = [
+        {"method": method, "path": ADMIN_PREFIX + path, "does": does}
+        for method, path, _, does in _ROUTES
+    ]
+    return _answer({"routes": routes})
+
+
 def add_admin_routes(router: web.UrlDispatcher) -> None:
-    """Register the admin routes (the application must hold its state under STATE_KEY)."""
-    router.add_get(ADMIN_PREFIX + "/state", _state)
-    router.add_post(ADMIN_PREFIX + "/reset", _reset)
-    router.add_post(ADMIN_PREFIX + "/tunnels", _add_tunnels)
-    router.add_post(ADMIN_PREFIX + "/checkpoint", _checkpoint)
-    router.add_post(ADMIN_PREFIX + "/restore", _restore)
-    router.add_route("*", ADMIN_PREFIX + "/faults", _faults)
-    router.add_route("*", ADMIN_PREFIX + "/rate_limit", _rate_limit)
+    """Register the admin routes (the application must hold its state under STATE_KEY),
+    and an index of them at the prefix itself (with or without its trailing slash)."""
+    router.add_get(ADMIN_PREFIX, _index)
+    router.add_get(ADMIN_PREFIX + "/", _index)
+    for method, path, handler, _ in _ROUTES:
+        router.add_route("*" if "|" in method else method, ADMIN_PREFIX + path, handler)

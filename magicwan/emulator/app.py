@@ -149,7 +149,7 @@ class Pipeline:
     @web.middleware
     async def middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         """Admin routes go to their handler; everything else through the pipeline."""
-        if request.path.startswith(ADMIN_PREFIX + "/"):
+        if request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/"):
             resp = await handle_admin(request, handler)
             resp.headers["cf-ray"] = self._next_ray()
             return resp

@@ -5,11 +5,11 @@ and a history per tunnel, GRE tunnels, the per-user token bucket, the fault inje
 counters of the requests seen. Tests seed and audit it directly::
 
     state = EmulatorState(tunnels=3, seed=0)
-    tunnel_id = state.tunnel_ids[0]
-    ...
-    assert state.tunnel(state.account_id, tunnel_id).generation == 1
-    assert state.current_psk(state.account_id, tunnel_id) == psk_the_client_saw
-    assert state.requests.total == 0  # "the emulator saw no request"
+    account_id, tunnel_id = state.account_id, state.tunnel_ids[0]
+    stored = state.generate_psk(state.tunnel(account_id, tunnel_id))  # what a request does
+    assert state.tunnel(account_id, tunnel_id).generation == 1
+    assert state.current_psk(account_id, tunnel_id) == stored.psk
+    assert state.requests.total == 0  # no request: the state was changed directly
 
 The made-up values of the tunnels (ids, addresses, BGP) are documented in
 :mod:`magicwan.emulator.seeding`.

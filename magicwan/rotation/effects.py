@@ -119,7 +119,7 @@ async def deliver_with_retries(
         # A PSK a device cannot take whole (a newline would cut it in two on a program's
         # stdin): never delivered, so never "delivered" half of it.
         error = DeliveryError(
-            "delivery failed after 1 tries: the PSK holds characters a device cannot take "
+            "delivery failed after 1 try: the PSK holds characters a device cannot take "
             "(only printable ASCII without spaces): not delivered",
             reason="error",
             tunnel_id=delivery.tunnel_id,
@@ -228,11 +228,15 @@ def delivery_error(tunnel_id: str, exc: BaseException, psk: str, tries: int) -> 
     if isinstance(exc, TimeoutError):
         reason = "timeout"
     return DeliveryError(
-        f"delivery failed after {tries} tries: {_delivery_failure_text(exc, psk)}",
+        f"delivery failed after {_tries(tries)}: {_delivery_failure_text(exc, psk)}",
         reason=reason,
         tunnel_id=tunnel_id,
         permanent=exc.permanent if isinstance(exc, DeliveryError) else None,
     )
+
+
+def _tries(count: int) -> str:
+    return "1 try" if count == 1 else f"{count} tries"
 
 
 def _delivery_failure_text(exc: BaseException, psk: str) -> str:

@@ -227,6 +227,8 @@ async def test_a_second_signal_stops_waiting_for_requests_in_flight(
 
     assert proc.returncode == 130, err.decode()
     assert b"stopped waiting for requests in flight" in err
+    # What the first SIGTERM said is what the second did.
+    assert b"A second interrupt (Ctrl-C or SIGTERM) stops waiting" in err
     # Every request was in flight: each tunnel may or may not hold a new PSK, so each is a
     # failure to rerun (not "not attempted"), and being cut short halts nothing.
     text = err.decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,27 @@ async def test_demo_needs_no_credentials_and_refuses_a_used_journal(
     assert "is not a magicwan journal" in refused.err
     assert quiet.code == 0, quiet.err
     assert (quiet.out, quiet.err) == ("", "")
+
+
+@pytest.mark.asyncio
+async def test_demo_deletes_its_temporary_journal_and_keeps_a_given_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --journal, the emulated PSKs go with the demo's temporary directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    temporary = await magicwan("demo", "--tunnels", "3", "--latency", "0")
+    given = tmp_path / "kept" / "demo.jsonl"
+    given.parent.mkdir()
+    kept = await magicwan("demo", "--tunnels", "3", "--latency", "0", "--journal", str(given))
+
+    assert temporary.code == 0, temporary.err
+    assert "verified: 3/3 journalled PSKs match the emulator" in temporary.err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept"]
+    assert "(temporary: deleted when the demo ends)" in temporary.err
+    assert temporary.err.rstrip().endswith(
+        "deleted the demo's temporary journal (pass --journal FILE to keep one)"
+    )
+    assert kept.code == 0, kept.err
+    assert summary(kept.err)["rotated"] == "3"
+    assert kept.err.rstrip().endswith(f"journal kept: {given}")
+    assert "temporary" not in kept.err

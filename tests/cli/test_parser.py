@@ -98,6 +98,14 @@ async def test_rotate_help_says_what_validate_only_costs_and_the_defaults() -> N
 
 
 @pytest.mark.asyncio
+async def test_rotate_help_says_what_the_deliver_exec_program_reads() -> None:
+    """The PSK, then a newline, then end of file (magicwan.delivery.Command writes that)."""
+    result = await magicwan("psk", "rotate", "--help")
+    text = " ".join(result.out.split())
+    assert "the PSK and a newline on its stdin, then end of file" in text
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("argv", "suggestion"),
     [

@@ -184,3 +184,28 @@ async def test_late_store_faults_over_http(emu: Emulator, session: aiohttp.Clien
     assert status == 400
     assert "late_store_delay" in body["error"]
     assert emu.faults == Faults(late_store=0.5, late_store_delay=0.25)
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+async def test_the_admin_url_the_banner_prints_answers_with_an_index_of_the_routes(
+    emu: Emulator, session: aiohttp.ClientSession, suffix: str
+) -> None:
+    emu.set_faults(Faults(server_error=1.0))  # like every admin route: never faulted
+    status, headers, body = await call(session, "GET", emu.admin_url + suffix)
+
+    assert status == 200, body
+    assert RAY_RE.fullmatch(headers["cf-ray"])
+    routes = {(route["method"], route["path"]) for route in body["routes"]}
+    assert routes >= {
+        ("GET", "/__emulator__/state"),
+        ("POST", "/__emulator__/reset"),
+        ("POST", "/__emulator__/tunnels"),
+        ("GET|POST", "/__emulator__/faults"),
+    }
+    assert all(route["does"] for route in body["routes"])
+    for method, path in routes:  # each one it lists is served
+        if "GET" in method.split("|"):
+            root = emu.admin_url.removesuffix("/__emulator__")
+            listed_status, _, _ = await call(session, "GET", root + path)
+            assert listed_status == 200, path
+    assert emu.state.snapshot()["requests"]["total"] == 0  # not counted

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -40,14 +41,21 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "MAGICWAN_"))}
 
 
-async def run_example(name: str, *args: str, emulator: Emulator, cwd: Path) -> Done:
-    """``python examples/<name> ARGS`` in ``cwd``, against ``emulator`` and nothing else."""
+async def run_example(
+    name: str,
+    *args: str,
+    emulator: Emulator | None,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+) -> Done:
+    """``python examples/<name> ARGS`` in ``cwd``, against ``emulator`` and nothing else
+    (``None``: without any ``CLOUDFLARE_*`` variable), with ``env`` added."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLES / name),
         *args,
         cwd=cwd,
-        env={**clean_environment(), **emulator.env()},
+        env={**clean_environment(), **(emulator.env() if emulator else {}), **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -174,11 +174,11 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
     target.add_argument(
         "--deliver-exec",
         metavar="'CMD ARGS'",
-        help="run CMD per tunnel (split like a shell, never run by one): the PSK on its "
-        "stdin, MAGICWAN_TUNNEL_ID, _NAME, _ACCOUNT_ID, _IPSEC_ID, _CUSTOMER_ENDPOINT, "
-        "_CLOUDFLARE_ENDPOINT in its environment; exit status 0 = delivered, 78 = "
-        "misconfigured (not retried). It must be idempotent: a retry or a rerun may give it "
-        "the same PSK again. It dies with magicwan",
+        help="run CMD per tunnel (split like a shell, never run by one): the PSK and a "
+        "newline on its stdin, then end of file; MAGICWAN_TUNNEL_ID, _NAME, _ACCOUNT_ID, "
+        "_IPSEC_ID, _CUSTOMER_ENDPOINT, _CLOUDFLARE_ENDPOINT in its environment; exit "
+        "status 0 = delivered, 78 = misconfigured (not retried). It must be idempotent: a "
+        "retry or a rerun may give it the same PSK again. It dies with magicwan",
     )
     target.add_argument(
         "--deliver-strongswan",

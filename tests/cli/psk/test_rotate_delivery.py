@@ -155,3 +155,46 @@ async def test_delivery_option_errors(
     assert result.code == 2
     assert message in result.err
     assert emu.state.requests.total == 0
+
+
+#: A deliverer that fails, naming its tunnel (as a router's error would) in its stderr.
+REFUSE_NAMING_THE_TUNNEL = (
+    f'{sys.executable} -c "import os, sys; '
+    "sys.exit('router refused the key for ' + os.environ['MAGICWAN_TUNNEL_ID'])\""
+)
+
+
+@pytest.mark.asyncio
+async def test_a_failure_shared_by_several_tunnels_names_whose_text_is_shown(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    """One error text stands for a group whose members' texts differ only by their own
+    tunnel id: it says whose it is, so it is never shown as another tunnel's."""
+    emu, _ = env
+    result = await magicwan(
+        "psk",
+        "rotate",
+        "--all",
+        "--journal",
+        str(tmp_path / "j"),
+        *("--deliver-exec", REFUSE_NAMING_THE_TUNNEL),
+        *("--deliver-retries", "0", "--deliver-group-by", "customer_endpoint"),
+        *("--concurrency", "1", "--halt-after", "3", "--progress", "lines"),
+    )
+
+    assert result.code == 5, result.err
+    lines = [line for line in result.err.splitlines() if line.startswith("undelivered ")]
+    assert len(lines) == 3
+    first = lines[0].split()[1]
+    assert f"router refused the key for {first}" in lines[0]
+    for line in lines[1:]:
+        tunnel = line.split()[1]
+        assert f"DeliveryError (as above for {first}, with this tunnel's id)" in line, line
+        assert tunnel != first
+    at = result.err.splitlines().index("failures:")
+    group = result.err.splitlines()[at + 1 : at + 3]
+    assert group[0].startswith("  3 tunnels (undelivered): DeliveryError: delivery failed")
+    assert f"router refused the key for {first}" in group[0]
+    assert group[1] == f"    the text of {first}; the others' name their own tunnel"
+    assert "after 1 try:" in result.err
+    assert_no_psk(result.err, emu)

@@ -298,7 +298,7 @@ async def test_a_first_ctrl_c_says_what_it_waits_for_and_a_second_stops_waiting(
     assert (
         "interrupted: no new tunnel is started; waiting at most 2m00s (--drain-timeout) for "
         f"{TUNNELS} tunnel(s): {TUNNELS} with a request in flight, so that what they hold is "
-        "journalled. A second Ctrl-C stops waiting"
+        "journalled. A second interrupt (Ctrl-C or SIGTERM) stops waiting"
     ) in err.getvalue()
     task.cancel()  # the second Ctrl-C
     with pytest.raises(asyncio.CancelledError):

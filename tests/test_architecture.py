@@ -236,6 +236,32 @@ def test_no_private_module_is_imported_from_outside_its_package(
     )
 
 
+def private_imports_of_tests(modules: dict[str, Module]) -> list[str]:
+    """The same rule for the tests, where a test module may also import the private module
+    it is the unit test of: ``tests/test_x.py`` imports ``magicwan._x``,
+    ``tests/delivery/test_x.py`` imports ``magicwan.delivery._x``."""
+    found = []
+    for module in modules.values():
+        tested = [
+            "magicwan",
+            *module.package.split(".")[1:],
+            "_" + module.name.rpartition(".test_")[2],
+        ]
+        for problem in private_imports({module.name: module}):
+            target = problem.rpartition(" imports ")[2].split(".")
+            private = next(i for i, part in enumerate(target) if part.startswith("_"))
+            if target[: private + 1] != tested:
+                found.append(problem)
+    return sorted(found)
+
+
+def test_a_test_imports_a_private_module_only_to_test_it() -> None:
+    problems = private_imports_of_tests(scan(ROOT, ("tests",)))
+    assert not problems, "write `# private: <reason>` on the line, or import a public name:" + (
+        _explain(problems)
+    )
+
+
 def test_rotation_knows_no_http(modules: dict[str, Module]) -> None:
     problems = reaches(modules, "magicwan.rotation", HTTP)
     assert not problems, _explain(problems)
@@ -305,4 +331,23 @@ def test_a_planted_client_import_in_the_emulator_is_caught(tmp_path: Path) -> No
 def test_a_planted_io_import_in_a_pure_module_is_caught(tmp_path: Path) -> None:
     assert impure_imports(_tree(tmp_path, PLANTED)) == [
         "magicwan/internal/pure.py:2: imports os",
+    ]
+
+
+def test_a_planted_private_import_in_a_test_is_caught(tmp_path: Path) -> None:
+    planted = {
+        "tests/__init__.py": "",
+        "tests/test_wire.py": "from magicwan._wire import send\nfrom magicwan._http import x\n",
+        "tests/delivery/__init__.py": "",
+        "tests/delivery/test_vici.py": "from magicwan.delivery._vici import Channel\n",
+        "tests/delivery/test_text.py": "from magicwan.delivery._vici import C  # private: x\n",
+        "tests/support/__init__.py": "",
+        "tests/support/sim.py": "import magicwan._retry\n",
+    }
+    for name, text in planted.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert private_imports_of_tests(scan(tmp_path, ("tests",))) == [
+        "tests/support/sim.py:1: imports magicwan._retry",
+        "tests/test_wire.py:2: imports magicwan._http",
     ]

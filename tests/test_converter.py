@@ -11,7 +11,7 @@ import pytest
 
 from magicwan import AppliedPSK, IPsecTunnel, PSKGenerateResult, PSKMetadata, PSKSetResult
 from magicwan._converter import converter, structure
-from magicwan._envelope import decode_envelope
+from magicwan._envelope import decode_envelope  # private: the converter's input is its output
 from magicwan.errors import UnexpectedResponseError
 from magicwan.internal.timestamps import parse_datetime
 from tests.support.constants import PSK, TUNNEL

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from magicwan._envelope import RateLimitInfo
+from magicwan._envelope import RateLimitInfo  # private: what the limiter reads from headers
 from magicwan.ratelimit import (
     CLOUDFLARE_BUDGET,
     MAX_COOLDOWN,

@@ -962,7 +962,7 @@ async def test_declared_content_length_is_read(mock_api: aioresponses, fake: Fak
 
 
 def test_request_headers_and_raw_answers_never_show_secrets_in_repr() -> None:
-    from magicwan._http import RawResponse
+    from magicwan._http import RawResponse  # private: the transport's adapter answer
     from magicwan._transport import _Headers
 
     headers = _Headers({"Authorization": "Bearer tok-secret-123456", "Accept": "x"})

@@ -34,7 +34,7 @@ from magicwan.delivery import (  # noqa: E402
     DeliveryTarget,
     StrongSwan,
 )
-from magicwan.delivery._vici import Secret  # noqa: E402
+from magicwan.delivery._vici import Secret  # noqa: E402  # private: the secret StrongSwan loads, checked as charon gets it
 
 PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"

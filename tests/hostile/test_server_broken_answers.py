@@ -28,8 +28,8 @@ from magicwan import (
     UnexpectedResponseError,
     UnprocessableEntityError,
 )
-from magicwan._envelope import parse_retry_after
-from magicwan._http import MAX_RESPONSE_BYTES
+from magicwan._envelope import parse_retry_after  # private: the header parser, fed hostile values
+from magicwan._http import MAX_RESPONSE_BYTES  # private: the body cap a hostile answer meets
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.hostile import (

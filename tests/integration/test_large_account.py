@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from magicwan import MagicWAN
-from magicwan._http import MAX_RESPONSE_BYTES
+from magicwan._http import MAX_RESPONSE_BYTES  # private: the cap a large account stays under
 from magicwan.emulator import Emulator
 from tests.support.cli import Answers, cli_emulator, json_lines, magicwan
 

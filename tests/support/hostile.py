@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from magicwan._http import MAX_RESPONSE_BYTES
+from magicwan._http import MAX_RESPONSE_BYTES  # private: answers sized against the body cap
 from tests.support.constants import TUNNEL
 from tests.support.secrets import HOSTILE_PSK, SECRET_KEY, SECRET_TOKEN
 

@@ -46,7 +46,10 @@ from typing import Any, Literal
 
 import attrs
 
-from magicwan._retry import RetryPolicy, should_retry
+from magicwan._retry import (
+    RetryPolicy,
+    should_retry,
+)  # private: the client's retry rules, simulated
 from magicwan.delivery import Delivery
 from magicwan.errors import (
     APIConnectionError,

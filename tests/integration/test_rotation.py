@@ -370,10 +370,12 @@ async def test_concurrency_bounds_requests_in_flight_and_tasks(
             peak = max(peak, len(magicwan_tasks()))
     assert tracker.max_in_flight == 8  # reached, never exceeded
     assert len(tracker.arrivals) == len(emu.tunnel_ids) == 200
-    # A fixed crew, never one task per tunnel: one task per request in flight, one that hands
-    # the outcomes over, and at most one fsync (a group commit) at any moment. Counted by
-    # where the tasks' code lives, not by what the tasks are called.
-    assert 8 <= peak <= 8 + 1 + 1
+    # A bounded crew, never one task per tunnel: a task per request in flight (8), and per
+    # answered one whose line waits for the group commit (its slot is free for the next
+    # request meanwhile); the look-ahead, 2 x concurrency, bounds those together. Plus the
+    # one that hands the outcomes over and at most one fsync at any moment. A slow disk (a
+    # loaded machine) shows more than 8 + 2. Counted by where the tasks' code lives.
+    assert 8 <= peak <= 2 * 8 + 1 + 1
     assert magicwan_tasks() == []
 
 

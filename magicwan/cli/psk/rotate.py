@@ -144,9 +144,10 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         "--resume",
         action="store_true",
         help="continue the run recorded in --journal FILE (skip the tunnels it rotated); "
-        "with --journal-dir DIR, the newest journal in DIR if its run did not finish (a cut "
-        "left a request open; with a deliverer, a PSK is not yet delivered), else a fresh "
-        "one: the same command line every time",
+        "with --journal-dir DIR, the newest journal in DIR if its run did not finish (it "
+        "was stopped before every selected tunnel had its outcome, or left a request open; "
+        "with a deliverer, a PSK is not yet delivered), else a fresh one: the same command "
+        "line every time",
     )
     how = parser.add_argument_group("how")
     check = parser.add_argument_group("checks")

@@ -236,8 +236,7 @@ async def _rotate_locked(
             _nothing_done(console, args, started_at)
             return ExitStatus.OK
         journal, made = await journal_for(args)
-        if journal is not None:
-            console.bind(run_id=Path(journal).stem)
+        console.bind(journal=journal)  # run_id stays the process's: a journal spans runs
         with discarded_if_unused(journal if made else None):
             return await _run(console, args, account, client, deliver, journal, selected)
 

@@ -34,7 +34,7 @@ from magicwan.cli.parser import (
 )
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.internal.timestamps import format_datetime
-from magicwan.journal import JournalError, JournalRecord, read_journal
+from magicwan.journal import JournalError, JournalRecord, read_journal, run_finished
 
 __all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "register"]
 
@@ -205,8 +205,19 @@ async def _show(args: argparse.Namespace, console: Console) -> int:
     console.say(
         f"{len(records)} tunnel(s): {states.count('rotated')} rotated, "
         f"{states.count('failed')} failed, {states.count('in-flight')} in flight"
+        + _last_run(args.file)
     )
     return ExitStatus.OK
+
+
+def _last_run(path: str) -> str:
+    """What the journal says of its last run, for the line under ``show``."""
+    finished = run_finished(path)
+    if finished is None:
+        return ""  # a journal of 0.1.0 cannot tell
+    if finished:
+        return "; its last run finished"
+    return "; its last run did not finish (no finished line: --resume continues it)"
 
 
 def _export_rows(records: list[JournalRecord]) -> list[dict[str, Any]]:

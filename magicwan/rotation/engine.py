@@ -52,7 +52,9 @@ class Rotation(Generic[OutcomeT]):
     lets what was sent finish (within ``drain_timeout``), and keeps the outcomes not taken
     in :attr:`unclaimed`. :attr:`unrecorded` counts tunnels whose PSK is live but not in
     the journal (after a journal failure: the iteration then ends by raising
-    :class:`~magicwan.JournalError`).
+    :class:`~magicwan.JournalError`). An iteration that ends with every outcome taken and
+    nothing stopping it early (no halt, no leaving early, no journal failure) writes the
+    journal's ``finished`` line (:class:`~magicwan.journal.Finished`).
     """
 
     def __init__(

@@ -13,6 +13,11 @@ line is one event about one tunnel:
 - ``failed``: the tunnel's rotation failed (``error``, ``outcome_unknown``);
 - ``delivered`` / ``undelivered``: the PSK reached the tunnel's other end, or not.
 
+One line is about the run, not a tunnel: ``finished`` (:class:`Finished`) says a run gave
+every tunnel it selected its final outcome and nothing stopped it early. A journal whose
+last event is not ``finished`` holds a run that was cut, halted or killed (or one that is
+still going): :func:`run_finished` tells.
+
 The file is created with mode 0600 (an existing one is tightened to 0600, never
 loosened), is never followed through a symlink, and is locked (``flock``) for as long
 as a writer has it open: a second rotation on the same journal is refused at once. A
@@ -53,6 +58,7 @@ __all__ = [
     "JOURNAL_VERSION",
     "Delivered",
     "Failed",
+    "Finished",
     "Intent",
     "Journal",
     "JournalError",
@@ -69,6 +75,7 @@ __all__ = [
     "iter_events",
     "read_journal",
     "rotated",
+    "run_finished",
 ]
 
 JOURNAL_VERSION = 2
@@ -318,10 +325,22 @@ _KINDS: dict[str, type[JournalEvent]] = {
 }
 
 
+@attrs.frozen(kw_only=True)
+class Finished:
+    """A run gave every tunnel it selected its final outcome, and nothing stopped it early
+    (no halt, no cut, no journal failure). The one line about a run, not a tunnel; a run
+    that was stopped, cancelled or killed leaves none."""
+
+    kind: ClassVar[str] = "finished"
+    account_id: str | None = None
+    tunnels: int = 0
+    time: datetime | None = None
+
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def _encode(event: JournalEvent, now: datetime | None = None) -> bytes:
+def _encode(event: JournalEvent | Finished, now: datetime | None = None) -> bytes:
     data: dict[str, Any] = {"event": event.kind}
     data.update(converter.unstructure(event))
     if now is not None and data.get("time") is None:
@@ -329,7 +348,7 @@ def _encode(event: JournalEvent, now: datetime | None = None) -> bytes:
     return (_ENCODER.encode(data) + "\n").encode()
 
 
-def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
+def _decode(raw: bytes) -> JournalEvent | Finished | dict[str, Any] | None:
     """An event, the header (a dict), or None for a line that is neither."""
     try:
         data = json.loads(raw)
@@ -340,6 +359,8 @@ def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
     kind = data.get("event")
     if kind == _HEADER and isinstance(data.get("version"), int):
         return data
+    if kind == Finished.kind:
+        return _decode_finished(data)
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None or not is_id(data.get("tunnel_id")):
         return None
@@ -352,6 +373,17 @@ def _decode(raw: bytes) -> JournalEvent | dict[str, Any] | None:
     except Exception:  # a line we wrote is always readable; anything else is not ours
         return None
     return event
+
+
+def _decode_finished(data: dict[str, Any]) -> Finished | None:
+    account = data.get("account_id")
+    if account is not None and not is_id(account):
+        return None
+    fields = {k: v for k, v in data.items() if k != "event"}
+    try:
+        return converter.structure(fields, Finished)
+    except Exception:  # as for the tunnel events: a line we did not write is not ours
+        return None
 
 
 def failure(account_id: str, tunnel_id: str, exc: BaseException) -> Failed:
@@ -428,16 +460,11 @@ def _check_journal(path: str | os.PathLike[str], first: bytes | None) -> None:
         )
 
 
-def iter_events(
-    path: str | os.PathLike[str], *, storage: Storage | None = None
-) -> Iterator[JournalEvent]:
-    """Every complete event of a journal, in order (a missing file has none).
-
-    A last line cut short by a crash (no newline) is skipped, and so is a line in the
-    middle that is not an event (a torn write that a later writer closed with a newline).
-    A file whose first line is not a journal line raises :class:`JournalError`.
-    ``storage`` defaults to the operating system's files (:class:`OSStorage`).
-    """
+def _scan(
+    path: str | os.PathLike[str], storage: Storage | None
+) -> Iterator[JournalEvent | Finished | dict[str, Any]]:
+    """Every complete line of a journal that is ours (the header, a tunnel event, a
+    ``finished`` line), in order; see :func:`iter_events`."""
     storage = _OS_STORAGE if storage is None else storage
     fd = _open_for_reading(path, storage)
     if fd is None:
@@ -450,11 +477,44 @@ def iter_events(
                 first = False
             if not raw.endswith(b"\n"):
                 break  # torn final write
-            event = _decode(raw)
-            if event is not None and not isinstance(event, dict):
-                yield event
+            line = _decode(raw)
+            if line is not None:
+                yield line
     finally:
         storage.close(fd)
+
+
+def iter_events(
+    path: str | os.PathLike[str], *, storage: Storage | None = None
+) -> Iterator[JournalEvent]:
+    """Every complete event about a tunnel, in order (a missing file has none; the
+    ``finished`` lines about runs are :func:`run_finished`'s).
+
+    A last line cut short by a crash (no newline) is skipped, and so is a line in the
+    middle that is not an event (a torn write that a later writer closed with a newline).
+    A file whose first line is not a journal line raises :class:`JournalError`.
+    ``storage`` defaults to the operating system's files (:class:`OSStorage`).
+    """
+    for line in _scan(path, storage):
+        if not isinstance(line, dict | Finished):
+            yield line
+
+
+def run_finished(path: str | os.PathLike[str], *, storage: Storage | None = None) -> bool | None:
+    """Whether the last run written to the journal finished: True when its last event is
+    a ``finished`` line, False when it is not (a run was cut, halted or killed, or is
+    still going; a journal with only its header too), None for a journal that cannot
+    tell: a missing or empty file, or one with no header line, as magicwan 0.1.0 wrote
+    them (that format had no ``finished`` line). Raises :class:`JournalError` as
+    :func:`iter_events` does."""
+    header: bool | None = None  # whether the first line is the header; None: no line
+    finished = False
+    for line in _scan(path, storage):
+        if header is None:
+            header = isinstance(line, dict)
+        if not isinstance(line, dict):
+            finished = isinstance(line, Finished)
+    return finished if header else None
 
 
 @attrs.frozen(kw_only=True)
@@ -679,7 +739,7 @@ class Journal:
         finally:
             self._size += written
 
-    def append(self, event: JournalEvent) -> int:
+    def append(self, event: JournalEvent | Finished) -> int:
         """Write one event (not yet durable); return its sequence number.
 
         Raises :class:`JournalError` (and breaks the journal) when the write fails.

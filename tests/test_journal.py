@@ -23,6 +23,7 @@ from magicwan import JournalError, PSKGenerateResult, PSKMetadata, read_journal
 from magicwan.errors import NotFoundError
 from magicwan.journal import (
     JOURNAL_VERSION,
+    Finished,
     Intent,
     Journal,
     JournalRecord,
@@ -30,6 +31,7 @@ from magicwan.journal import (
     failure,
     iter_events,
     rotated,
+    run_finished,
 )
 from tests.support.constants import ACCOUNT, PSK
 from tests.support.disk import DurableBytes
@@ -346,6 +348,67 @@ def test_lines_that_are_not_events_are_skipped(tmp_path: Path) -> None:
     assert read_journal(path) == {
         (ACCOUNT, A): JournalRecord(account_id=ACCOUNT, tunnel_id=A, event="intent", in_flight=True)
     }
+
+
+# --- the finished line ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_finished_line_says_the_last_run_finished_and_is_no_tunnels_event(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.open()
+    try:
+        assert run_finished(path) is False  # only the header: a run began, none finished
+        journal.append(Intent(account_id=ACCOUNT, tunnel_id=A))
+        journal.append(rotated(ACCOUNT, _result(), attempts=1, uncertain=False))
+        assert run_finished(path) is False
+        journal.append(Finished(account_id=ACCOUNT, tunnels=1))
+        await journal.sync()
+    finally:
+        await journal.aclose()
+    last = json.loads(path.read_bytes().splitlines()[-1])
+    assert last["event"] == "finished"
+    assert last["account_id"] == ACCOUNT
+    assert last["tunnels"] == 1
+    assert last["time"].endswith("Z")
+    assert run_finished(path) is True
+    # The tunnels' events and records are what they were without it.
+    assert [e.kind for e in iter_events(path)] == ["intent", "rotated"]
+    assert read_journal(path)[(ACCOUNT, A)].psk == PSK
+    # A later run that writes anything and is then cut ends the journal unfinished again.
+    journal = Journal(path)
+    journal.open()
+    journal.append(Intent(account_id=ACCOUNT, tunnel_id=B))
+    await journal.aclose()
+    assert run_finished(path) is False
+    assert [e.kind for e in iter_events(path)] == ["intent", "rotated", "intent"]
+
+
+def test_run_finished_of_files_that_cannot_tell(tmp_path: Path) -> None:
+    assert run_finished(tmp_path / "missing.jsonl") is None
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert run_finished(empty) is None
+    # magicwan 0.1.0 wrote no header (and no finished line): it cannot say.
+    old = tmp_path / "old.jsonl"
+    _write(old, {"event": "intent", "tunnel_id": A}, {"event": "rotated", "tunnel_id": A})
+    assert run_finished(old) is None
+
+
+def test_a_torn_or_foreign_finished_line_does_not_finish_a_run(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    rotated_line = {"event": "rotated", "account_id": ACCOUNT, "tunnel_id": A}
+    _write(path, HEADER, rotated_line, tail=b'{"event":"finished","tunn')
+    assert run_finished(path) is False  # a crash cut the finished line itself
+    _write(path, HEADER, rotated_line, {"event": "finished", "account_id": "../x"})
+    assert run_finished(path) is False  # not a line magicwan wrote
+    _write(path, HEADER, rotated_line, {"event": "finished", "tunnels": "many"})
+    assert run_finished(path) is False
+    _write(path, HEADER, rotated_line, {"event": "finished", "tunnels": 1}, tail=b"not json\n")
+    assert run_finished(path) is True  # a later line that is not ours changes nothing
 
 
 @pytest.mark.parametrize(

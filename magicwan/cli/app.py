@@ -154,8 +154,10 @@ def _interrupted(console: Console) -> int:
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    """A run's id until the command names a better one (a rotation: its journal's name):
-    the start time, sortable, and random digits (two runs in one microsecond)."""
+    """A run's id, made once when the process starts: its start time, sortable, and random
+    digits (two runs in one microsecond). Every log line and ``--json`` line of the run
+    carries it; a rotation's journal has a field of its own (``journal``), since one
+    journal may hold several runs."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"{stamp}-{secrets.token_hex(3)}"
 

@@ -14,7 +14,8 @@
   text or (``--log-format json``) one JSON object a line (:class:`JSONLogFormatter`).
 
 Every JSON line on stdout carries ``ts`` (RFC 3339, UTC) and what the command bound with
-:meth:`Console.bind` (``run_id``, ``account_id``) once known; log lines carry them too.
+:meth:`Console.bind` (``run_id``, ``account_id``, a rotation's ``journal``) once known; log
+lines carry them too.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ class Console:
         self.utcnow = utcnow
 
     def bind(self, **fields: Any) -> None:
-        """Add ``fields`` (``run_id=...``, ``account_id=...``) to every JSON line from now
-        on; a field given None is dropped. A line's own field of the same name wins."""
+        """Add ``fields`` (``run_id=...``, ``account_id=...``, ``journal=...``) to every JSON
+        line from now on; a field given None is dropped. A line's own field of the same name
+        wins."""
         for name, value in fields.items():
             if value is None:
                 self.context.pop(name, None)
@@ -218,14 +220,24 @@ class Console:
 
 
 #: The fields of a JSON log line, in order (those without a value are left out).
-LOG_FIELDS = ("ts", "level", "run_id", "account_id", "tunnel_id", "event", "message")
+LOG_FIELDS = (
+    "ts",
+    "level",
+    "run_id",
+    "account_id",
+    "journal",
+    "tunnel_id",
+    "event",
+    "message",
+)
 
 
 class JSONLogFormatter(logging.Formatter):
-    """A log record as one JSON object: ``ts`` (RFC 3339 UTC), ``level``, ``run_id`` and
-    ``account_id`` (from the console's context), ``tunnel_id`` and ``event`` (from the
-    record's ``extra``, when it has them), ``message``. Nothing else of the record is
-    read: the SDK logs no secret, and this adds none (no arguments, no exception text)."""
+    """A log record as one JSON object: ``ts`` (RFC 3339 UTC), ``level``, ``run_id``,
+    ``account_id`` and ``journal`` (from the console's context), ``tunnel_id`` and
+    ``event`` (from the record's ``extra``, when it has them), ``message``. Nothing else
+    of the record is read: the SDK logs no secret, and this adds none (no arguments, no
+    exception text)."""
 
     def __init__(self, context: Callable[[], Mapping[str, Any]] = dict) -> None:
         super().__init__()
@@ -239,6 +251,7 @@ class JSONLogFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "run_id": context.get("run_id"),
             "account_id": getattr(record, "account_id", None) or context.get("account_id"),
+            "journal": context.get("journal"),
             "tunnel_id": getattr(record, "tunnel_id", None),
             "event": getattr(record, "event", None) or record.name,
             "message": record.getMessage(),

@@ -34,7 +34,7 @@ from magicwan.cli.parser import (
 )
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.internal.timestamps import format_datetime
-from magicwan.journal import JournalError, JournalRecord, read_journal
+from magicwan.journal import JournalError, JournalRecord, read_journal, run_finished
 
 __all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "protect_output", "register"]
 
@@ -102,7 +102,9 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
             "Remove the journals (*.jsonl) of DIR but the N newest, except any that still "
             "holds a tunnel's newest PSK (what 'journal export DIR' would give for it: "
             "removing it would lose that PSK), any whose request for a tunnel was left "
-            "open (a cut run: --resume needs it) and any a rotation holds (locked). "
+            "open (a cut run: --resume needs it), the latest run's when that run did not "
+            "finish (--journal-dir DIR --resume continues it) and any a rotation holds "
+            "(locked). "
             "'Newest' never trusts the clock (it may step back between runs): of two "
             "journals' PSKs for a tunnel, the one with the later Cloudflare "
             "last_generated_on when both have one, else the one of the later run (the "
@@ -203,8 +205,19 @@ async def _show(args: argparse.Namespace, console: Console) -> int:
     console.say(
         f"{len(records)} tunnel(s): {states.count('rotated')} rotated, "
         f"{states.count('failed')} failed, {states.count('in-flight')} in flight"
+        + _last_run(args.file)
     )
     return ExitStatus.OK
+
+
+def _last_run(path: str) -> str:
+    """What the journal says of its last run, for the line under ``show``."""
+    finished = run_finished(path)
+    if finished is None:
+        return ""  # a journal of 0.1.0 cannot tell
+    if finished:
+        return "; its last run finished"
+    return "; its last run did not finish (no finished line: --resume continues it)"
 
 
 def _export_rows(records: list[JournalRecord]) -> list[dict[str, Any]]:

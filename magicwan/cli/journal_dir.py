@@ -14,9 +14,9 @@ import attrs
 
 from magicwan.cli.common import UsageError, run_number
 from magicwan.internal.timestamps import parse_datetime
-from magicwan.journal import JournalError, JournalRecord, read_journal
+from magicwan.journal import JournalError, JournalRecord, read_journal, run_finished
 
-__all__ = ["JournalFile", "Key", "journals_in", "left_open", "newest_psks"]
+__all__ = ["JournalFile", "Key", "journals_in", "last_run", "left_open", "newest_psks"]
 
 Key = tuple[str | None, str]
 
@@ -26,12 +26,14 @@ class JournalFile:
     """One journal of a directory: its path, when it was created (by the clock of the
     machine: for people, and for ``--keep``), its run number (the order of the runs, see
     :func:`~magicwan.cli.common.fresh_journal`; None for a name without one), what it
-    holds."""
+    holds, and whether its last run finished (:func:`~magicwan.journal.run_finished`:
+    None for a journal that cannot tell, as 0.1.0 wrote them)."""
 
     path: Path
     created: datetime
     records: dict[Key, JournalRecord] = attrs.field(repr=False)
     run: int | None = None
+    finished: bool | None = None
 
 
 def _created(path: Path) -> datetime:
@@ -60,14 +62,29 @@ def journals_in(directory: str) -> tuple[list[JournalFile], list[tuple[Path, str
         try:
             records = read_journal(path)
             created = _created(path)
+            finished = run_finished(path)
         except (JournalError, OSError) as exc:
             skipped.append((path, str(exc)))
             continue
         journals.append(
-            JournalFile(path=path, created=created, records=records, run=run_number(path))
+            JournalFile(
+                path=path,
+                created=created,
+                records=records,
+                run=run_number(path),
+                finished=finished,
+            )
         )
     journals.sort(key=lambda j: (j.created, j.path.name), reverse=True)
     return journals, skipped
+
+
+def last_run(journals: Iterable[JournalFile]) -> JournalFile | None:
+    """The journal of the directory's latest run: by its run number (a clock may step
+    back), by its creation time where none has one; None when there is no journal. The
+    one ``--journal-dir DIR --resume`` may continue."""
+    # max() keeps the first of equals, and journals_in lists the newest first.
+    return max(journals, key=lambda j: (j.run is not None, j.run or 0), default=None)
 
 
 @attrs.frozen

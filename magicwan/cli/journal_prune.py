@@ -1,5 +1,6 @@
 """``magicwan journal prune``: remove a directory's older journals, but never one that still
-holds a tunnel's newest PSK, one whose request was left open, nor one a rotation holds."""
+holds a tunnel's newest PSK, one whose request was left open, the latest run's when it did
+not finish, nor one a rotation holds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import os
 from pathlib import Path
 
 from magicwan.cli.console import Console
-from magicwan.cli.journal_dir import JournalFile, Key, journals_in, left_open, newest_psks
+from magicwan.cli.journal_dir import (
+    JournalFile,
+    Key,
+    journals_in,
+    last_run,
+    left_open,
+    newest_psks,
+)
 from magicwan.cli.status import ExitStatus
 from magicwan.internal.timestamps import format_datetime
 
@@ -42,10 +50,12 @@ async def run_prune(args: argparse.Namespace, console: Console) -> int:
     journals, skipped = journals_in(args.directory)
     _, sources = newest_psks(journals)
     unfinished = left_open(journals)
+    latest = last_run(journals)
+    cut = latest.path if latest is not None and latest.finished is False else None
     holders = _newest_psk_counts(sources)
     removed = kept = 0
     for number, journal in enumerate(journals):
-        action, why = _prune_one(args, number, journal.path, holders, unfinished)
+        action, why = _prune_one(args, number, journal.path, holders, unfinished, cut)
         if action == "kept":
             kept += 1
         else:
@@ -75,9 +85,11 @@ def _prune_one(
     path: Path,
     holders: dict[Path, int],
     unfinished: dict[Path, int],
+    cut: Path | None,
 ) -> tuple[str, str]:
     """Keep or remove (unless --dry-run) the ``number``-th newest journal: what was done
-    (``kept``, ``removed``, ``would remove``) and why."""
+    (``kept``, ``removed``, ``would remove``) and why. ``cut`` is the latest run's journal
+    when that run did not finish."""
     if number < args.keep:
         return "kept", f"one of the {args.keep} newest"
     if path in holders:
@@ -86,6 +98,11 @@ def _prune_one(
         return "kept", (
             f"a request for {unfinished[path]} tunnel(s) was left open in it: "
             "'psk rotate ... --resume' with it reads them back"
+        )
+    if path == cut:
+        return "kept", (
+            "the latest run, which did not finish: 'psk rotate --journal-dir DIR --resume' "
+            "continues it"
         )
     if args.dry_run:
         return "would remove", "older, and every PSK in it is in a newer journal"

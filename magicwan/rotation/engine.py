@@ -17,7 +17,14 @@ from typing import Generic, Self, TypeVar
 
 from magicwan.errors import InvalidInputError
 from magicwan.internal.clock import Clock, Sleep
-from magicwan.journal import Journal, JournalError, JournalRecord, Storage, read_journal
+from magicwan.journal import (
+    Finished,
+    Journal,
+    JournalError,
+    JournalRecord,
+    Storage,
+    read_journal,
+)
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.rotation import machine
 from magicwan.rotation.claims import Claims
@@ -46,7 +53,9 @@ class Rotation(Generic[OutcomeT]):
     lets what was sent finish (within ``drain_timeout``), and keeps the outcomes not taken
     in :attr:`unclaimed`. :attr:`unrecorded` counts tunnels whose PSK is live but not in
     the journal (after a journal failure: the iteration then ends by raising
-    :class:`~magicwan.JournalError`).
+    :class:`~magicwan.JournalError`). An iteration that ends with every outcome taken and
+    nothing stopping it early (no halt, no leaving early, no journal failure) writes the
+    journal's ``finished`` line (:class:`~magicwan.journal.Finished`).
     """
 
     def __init__(
@@ -153,6 +162,8 @@ class Rotation(Generic[OutcomeT]):
                 ledger.mark_changed()  # room for the look-ahead: the scheduler may go on
                 return outcome  # type: ignore[return-value]
             if ledger.emitted >= len(ledger.runs) or self._finished:
+                if not self._finished:
+                    await self._record_finished()
                 await self._finish()
                 raise StopAsyncIteration
             ledger.changed.clear()
@@ -259,6 +270,22 @@ class Rotation(Generic[OutcomeT]):
         error = ledger.unrecorded_error()
         if raise_journal_error and error is not None:
             raise error
+
+    async def _record_finished(self) -> None:
+        """Every outcome was handed out and nothing stopped the run early: the journal's
+        ``finished`` line says so (a ``--resume`` on a journal without one continues it).
+        Every PSK is durable already, so a journal that fails now costs no tunnel
+        anything: it is logged, and the next resume finds the run unfinished."""
+        ledger = self._ledger
+        journal = ledger.journal
+        if journal is None or ledger.cut_reason() is not None or ledger.unrecorded:
+            return
+        line = Finished(account_id=ledger.rules.account_id, tunnels=len(ledger.runs))
+        try:
+            journal.append(line)
+            await journal.sync()
+        except JournalError as exc:
+            logger.warning("rotation: the journal could not record that the run finished: %s", exc)
 
     async def _last_sync(self) -> bool:
         """Make every line written durable before the cut decides what was recorded."""

@@ -55,6 +55,22 @@ async def export_to(stream: io.StringIO, *argv: str) -> Result:
 
 
 @pytest.mark.asyncio
+async def test_show_says_whether_the_journals_last_run_finished(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    path = tmp_path / "j.jsonl"
+    assert (await magicwan("psk", "rotate", "--all", "--journal", str(path))).code == 0
+    finished = await magicwan("journal", "show", str(path))
+    old = tmp_path / "old.jsonl"  # as 0.1.0 wrote them: no header, no finished line
+    old.write_bytes(b"".join(line + b"\n" for line in path.read_bytes().splitlines()[1:-1]))
+    unknown = await magicwan("journal", "show", str(old))
+
+    assert (finished.code, unknown.code) == (0, 0), finished.err + unknown.err
+    assert "4 tunnel(s): 4 rotated, 0 failed, 0 in flight; its last run finished" in finished.err
+    assert "4 tunnel(s): 4 rotated, 0 failed, 0 in flight\n" in unknown.err
+
+
+@pytest.mark.asyncio
 async def test_show_tells_each_tunnels_state_and_never_a_psk(
     env: tuple[Emulator, Answers], tmp_path: Path
 ) -> None:
@@ -72,6 +88,7 @@ async def test_show_tells_each_tunnels_state_and_never_a_psk(
     assert "NotFoundError: HTTP 404: 1002: gone" in table.out
     assert rows[emu.tunnel_ids[3]][1] == "in-flight"
     assert "4 tunnel(s): 2 rotated, 1 failed, 1 in flight" in table.err
+    assert "its last run did not finish (no finished line: --resume continues it)" in table.err
     lines = {line["tunnel_id"]: line for line in json_lines(as_json.out)}
     assert lines[emu.tunnel_ids[0]]["has_psk"] is True
     assert lines[emu.tunnel_ids[0]]["attempts"] == 1

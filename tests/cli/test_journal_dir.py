@@ -190,6 +190,34 @@ async def test_prune_keeps_a_journal_whose_request_was_left_open(
     assert "a request for 1 tunnel(s) was left open in it" in result.err
 
 
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("env")
+async def test_prune_keeps_the_latest_run_while_it_did_not_finish(tmp_path: Path) -> None:
+    # The latest run was stopped before it rotated anything: its journal holds no PSK and
+    # no open request, but --journal-dir DIR --resume continues it (and would start a fresh
+    # journal, rotating again what an older unfinished run did, if it were gone).
+    directory = tmp_path / "journals"
+    done = await magicwan("psk", "rotate", "--all", "--journal-dir", str(directory))
+    assert done.code == 0, done.err
+    (finished,) = directory.iterdir()
+    stopped = directory / "rotate-000002-20991231T000000.000000Z.jsonl"
+    journal = Journal(stopped)
+    journal.open()
+    await journal.aclose()
+
+    kept = await magicwan("journal", "prune", str(directory), "--keep", "0")
+
+    assert kept.code == 0, kept.err
+    assert sorted(directory.iterdir()) == [finished, stopped]
+    assert f"kept: {stopped} (the latest run, which did not finish" in kept.err
+    resumed = await magicwan("psk", "rotate", "--all", "--journal-dir", str(directory), "--resume")
+    assert resumed.code == 0, resumed.err
+    assert sorted(directory.iterdir()) == [finished, stopped]  # it continued that one
+    pruned = await magicwan("journal", "prune", str(directory), "--keep", "0")
+    assert pruned.code == 0, pruned.err
+    assert sorted(directory.iterdir()) == [stopped]  # finished, and it holds the newest PSKs
+
+
 async def set_journal(path: Path, tunnel: str, psk: str) -> None:
     """A journal of one `set` run: its PSK is live, with no Cloudflare stamp."""
     journal = Journal(path)

@@ -109,3 +109,31 @@ async def test_journal_dir_resume_every_time_keeps_rotating_despite_one_failing_
         f"the next scheduled run (exit {second.code}) resumed the finished journal and "
         f"rotated none of {unrotated}: {second.err!r}"
     )
+
+
+async def test_journal_dir_resume_continues_a_halted_run_and_starts_fresh_once_it_finished(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A run that halted (or was stopped) before every tunnel had its outcome left no request
+    # open and nothing undelivered: only the journal's missing "finished" line says so. The
+    # same command continues that journal; once a run finished, the next one is fresh.
+    journals = tmp_path / "journals"
+    daily = ["psk", "rotate", "--all", "--journal-dir", str(journals), "--resume", "-q"]
+    halting = [*daily, "--concurrency", "1", "--halt-after", "1"]
+    async with cli_emulator(monkeypatch, tunnels=3) as (emu, answers):
+        answers.add("psk_generate", status=403, code=10000, message="denied")
+        first = await magicwan(*halting)
+        assert first.code == 3, first.err  # every tunnel attempted failed on access
+        assert "halting" in first.err
+        (journal,) = journals.glob("*.jsonl")
+        answers.clear()
+
+        second = await magicwan(*daily)
+        assert second.code == 0, second.err
+        assert list(journals.glob("*.jsonl")) == [journal]  # continued, not a fresh one
+        generations = {t: emu.state.tunnel(emu.account_id, t).generation for t in emu.tunnel_ids}
+        assert generations == dict.fromkeys(emu.tunnel_ids, 1), first.err + second.err
+
+        third = await magicwan(*daily)
+        assert third.code == 0, third.err
+        assert len(list(journals.glob("*.jsonl"))) == 2  # that run finished: a fresh one

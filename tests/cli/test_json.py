@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -39,6 +40,42 @@ async def test_every_json_line_has_ts_run_id_and_account_id(
         assert line["run_id"]
     assert len({line["run_id"] for line in lines}) == 1  # one per run
     assert json_lines(second.out)[0]["run_id"] != lines[0]["run_id"]
+
+
+RUN_ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}")
+
+
+@pytest.mark.asyncio
+async def test_a_rotation_has_one_run_id_for_every_line_and_names_its_journal_apart(
+    env: tuple[Emulator, Answers], tmp_path: Path
+) -> None:
+    # run_id is the process's, made at its start: the tunnel list's request, every later
+    # log line and every --json line carry the same one. The journal is a field of its own
+    # (one journal holds every run that resumes it).
+    logged = ["-vv", "--log-format", "json", "--json"]
+    directory = await magicwan(
+        "psk", "rotate", "--all", "--journal-dir", str(tmp_path / "jd"), *logged
+    )
+    assert directory.code == 0, directory.err
+    lines = json_lines(directory.out)
+    logs = [json.loads(line) for line in directory.err.splitlines() if line.startswith("{")]
+    assert any(log.get("event") == "request" for log in logs), directory.err
+    assert {line["run_id"] for line in [*lines, *logs]} == {lines[0]["run_id"]}
+    assert RUN_ID.fullmatch(lines[0]["run_id"])
+    (journal,) = (tmp_path / "jd").glob("*.jsonl")
+    assert {line["journal"] for line in lines} == {str(journal)}
+    assert logs[-1]["journal"] == str(journal)
+
+    again = tmp_path / "j.jsonl"
+    runs = [
+        await magicwan("psk", "rotate", "--all", "--journal", str(again), "--resume", "--json")
+        for _ in range(2)
+    ]
+    assert [run.code for run in runs] == [0, 0], [run.err for run in runs]
+    first, second = (json_lines(run.out) for run in runs)
+    assert len({line["run_id"] for line in first}) == len({line["run_id"] for line in second}) == 1
+    assert first[0]["run_id"] != second[0]["run_id"]  # two runs, one journal
+    assert {line["journal"] for line in [*first, *second]} == {str(again)}
 
 
 @pytest.mark.asyncio

@@ -42,7 +42,7 @@ from magicwan import (
     read_journal,
 )
 from magicwan.internal.timestamps import format_datetime, parse_datetime
-from magicwan.journal import JournalEvent, iter_events
+from magicwan.journal import Finished, JournalEvent, iter_events, run_finished
 from magicwan.models.psk import AppliedPSK
 from magicwan.rotation import MAX_VERIFY_ROUNDS, Rotation, compare_stamps, rotate
 from tests.support.clock import FakeClock
@@ -729,6 +729,107 @@ async def test_halt_after_starts_no_new_tunnel(api: FakeAPI, tmp_path: Path) -> 
     # Nothing was sent for a tunnel never attempted, and it holds no new PSK.
     assert {o.tunnel_id for o in not_attempted}.isdisjoint(api.generated)
     assert len(api.generated) + len(not_attempted) == len(IDS)
+
+
+# --- the finished line -----------------------------------------------------------------------
+
+
+def finished_lines(path: Path, storage: MemoryStorage | None = None) -> list[dict[str, Any]]:
+    data = storage.durable(path) if storage is not None else path.read_bytes()
+    lines = [json.loads(line) for line in data.splitlines()]
+    return [line for line in lines if line["event"] == Finished.kind]
+
+
+async def test_a_run_that_gives_every_tunnel_its_outcome_ends_its_journal_finished(
+    api: FakeAPI, tmp_path: Path
+) -> None:
+    router = Router()
+    journal = tmp_path / "j"
+    outcomes = await run(api.rotate(IDS, journal=journal, deliver=router, concurrency=4))
+    assert all(o.ok for o in outcomes)
+    assert run_finished(journal) is True
+    (line,) = finished_lines(journal)
+    assert line["account_id"] == ACCOUNT
+    assert line["tunnels"] == len(IDS)
+    assert json.loads(journal.read_bytes().splitlines()[-1]) == line  # the last word
+    # A failure for certain is an outcome too: the run finished.
+    api.fail[A] = NotFoundError(404, [ErrorDetail(1002, "no such tunnel")])
+    again = tmp_path / "again"
+    outcomes = await run(api.rotate([A, B], journal=again))
+    assert [o.ok for o in outcomes].count(False) == 1
+    assert run_finished(again) is True
+
+
+async def test_a_resumed_run_that_finishes_ends_the_journal_finished_again(
+    api: FakeAPI, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j"
+    rotation = api.rotate(IDS, journal=journal, concurrency=2)
+    async with rotation:
+        async for _ in rotation:
+            break
+    assert run_finished(journal) is False
+    outcomes = await run(api.rotate(IDS, journal=journal, resume=True, concurrency=2))
+    assert len(outcomes) == len(IDS)
+    assert OutcomeState.SKIPPED in {o.state for o in outcomes}
+    assert run_finished(journal) is True
+    assert len(finished_lines(journal)) == 1
+
+
+async def test_a_halted_run_leaves_no_finished_line(api: FakeAPI, tmp_path: Path) -> None:
+    router = Router()
+    router.failing = dict.fromkeys(IDS, 99)
+    journal = tmp_path / "j"
+    rotation = api.rotate(
+        IDS, journal=journal, deliver=router, deliver_retries=0, halt_after=3, concurrency=2
+    )
+    await run(rotation)
+    assert rotation.halted
+    assert run_finished(journal) is False
+    assert finished_lines(journal) == []
+
+
+async def test_a_run_left_early_leaves_no_finished_line(api: FakeAPI, tmp_path: Path) -> None:
+    journal = tmp_path / "j"
+    rotation = api.rotate(IDS, journal=journal, concurrency=4)
+    async with rotation:
+        async for _ in rotation:
+            break
+    assert run_finished(journal) is False
+    # Even when every outcome was in: a caller who leaves before the end stopped the run.
+    last = tmp_path / "last"
+    rotation = api.rotate([A], journal=last)
+    async with rotation:
+        async for _ in rotation:
+            break
+    assert run_finished(last) is False
+
+
+async def test_a_run_whose_journal_failed_leaves_no_finished_line(
+    api: FakeAPI, tmp_path: Path
+) -> None:
+    storage = MemoryStorage()
+    storage.fail("write", errno.ENOSPC, skip=2, when=lambda data: event_kind(data) == "rotated")
+    journal = tmp_path / "j"
+    with pytest.raises(JournalError):
+        await run(api.rotate(IDS, journal=journal, concurrency=1, storage=storage))
+    assert run_finished(journal, storage=storage) is False
+
+
+async def test_a_finished_line_that_cannot_be_written_costs_no_tunnel_anything(
+    api: FakeAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every PSK is durable before the finished line is written: a full disk then is
+    # logged, the outcomes stand, and the next resume finds the run unfinished.
+    storage = MemoryStorage()
+    storage.fail("write", errno.ENOSPC, when=lambda data: event_kind(data) == Finished.kind)
+    journal = tmp_path / "j"
+    outcomes = await run(api.rotate(IDS[:5], journal=journal, storage=storage))
+    assert all(o.ok for o in outcomes)
+    assert run_finished(journal, storage=storage) is False
+    records = read_journal(journal, storage=storage)
+    assert all(records[(ACCOUNT, o.tunnel_id)].psk == o.psk for o in outcomes)
+    assert "could not record that the run finished" in caplog.text
 
 
 # --- leaving early ---------------------------------------------------------------------------

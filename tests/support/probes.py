@@ -80,7 +80,7 @@ def live_locks() -> int:
 
 
 def journal_lines(path: Path) -> list[dict[str, Any]]:
-    """Every event line of a journal, parsed (fails on a line that is not JSON); the
-    header line is left out."""
+    """Every event line about a tunnel of a journal, parsed (fails on a line that is not
+    JSON); the header and the ``finished`` lines (about runs) are left out."""
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    return [line for line in lines if line.get("event") != "journal"]
+    return [line for line in lines if line.get("event") not in ("journal", "finished")]

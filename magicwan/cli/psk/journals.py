@@ -19,7 +19,7 @@ from magicwan.cli.common import (
     journal_directory,
 )
 from magicwan.cli.console import Console
-from magicwan.cli.journal import journals_in
+from magicwan.cli.journal_dir import journals_in, last_run
 from magicwan.cli.psk.selection import already_rotated, refuse_reuse
 from magicwan.journal import JournalRecord
 from magicwan.models.tunnels import IPsecTunnel
@@ -124,19 +124,25 @@ def _discard(path: str) -> None:
 
 
 def unfinished_journal(directory: str, *, delivering: bool = False) -> str | None:
-    """The newest journal in ``directory`` if a cut left its run unfinished (a request it
-    holds was never answered; with ``delivering``, a PSK it holds was not delivered), or
-    None. A tunnel that failed for certain (a 403) does not keep a journal open: later
-    runs would skip every other tunnel it rotated, for ever."""
+    """The newest journal in ``directory`` if its run did not finish, or None.
+
+    Unfinished: no ``finished`` line ends it (a signal, a halt, a kill, a journal failure
+    stopped the run before every selected tunnel had its outcome), a request it holds was
+    never answered, or (with ``delivering``) a PSK it holds was not delivered. A journal
+    of magicwan 0.1.0 (no header: it cannot say whether its run finished) is judged by
+    the last two alone. A tunnel that failed for certain (a 403) in a finished run does
+    not keep its journal open: later runs would skip every other tunnel it rotated, for
+    ever."""
     if not Path(directory).is_dir():
         return None
     journal_directory(directory)  # others can write, or own it: refused as a fresh run is
     journals, _ = journals_in(directory)
-    if not journals:
+    newest = last_run(journals)
+    if newest is None:
         return None
-    # The newest run by its number (a clock may step back), by its time where none has one.
-    newest = max(journals, key=lambda j: (j.run is not None, j.run or 0))
-    if any(unfinished_record(r, delivering=delivering) for r in newest.records.values()):
+    if newest.finished is False or any(
+        unfinished_record(r, delivering=delivering) for r in newest.records.values()
+    ):
         return str(newest.path)
     return None
 

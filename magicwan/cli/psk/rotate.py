@@ -144,9 +144,10 @@ def register(actions: argparse._SubParsersAction[Parser], epilog: str) -> None:
         "--resume",
         action="store_true",
         help="continue the run recorded in --journal FILE (skip the tunnels it rotated); "
-        "with --journal-dir DIR, the newest journal in DIR if its run did not finish (a cut "
-        "left a request open; with a deliverer, a PSK is not yet delivered), else a fresh "
-        "one: the same command line every time",
+        "with --journal-dir DIR, the newest journal in DIR if its run did not finish (it "
+        "was stopped before every selected tunnel had its outcome, or left a request open; "
+        "with a deliverer, a PSK is not yet delivered), else a fresh one: the same command "
+        "line every time",
     )
     how = parser.add_argument_group("how")
     check = parser.add_argument_group("checks")
@@ -235,8 +236,7 @@ async def _rotate_locked(
             _nothing_done(console, args, started_at)
             return ExitStatus.OK
         journal, made = await journal_for(args)
-        if journal is not None:
-            console.bind(run_id=Path(journal).stem)
+        console.bind(journal=journal)  # run_id stays the process's: a journal spans runs
         with discarded_if_unused(journal if made else None):
             return await _run(console, args, account, client, deliver, journal, selected)
 

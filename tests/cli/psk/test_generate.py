@@ -41,7 +41,7 @@ async def test_generate_with_journal_records_the_psk_and_prints_none(
     assert result.out == ""  # nothing for a program to read: the PSK is in the journal
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
     lines = journal_events(journal)
-    assert [e["event"] for e in lines] == ["intent", "rotated"]
+    assert [e["event"] for e in lines] == ["intent", "rotated", "finished"]
     assert lines[1]["psk"] == edge_psk(emu, tunnel)
     assert f"tunnel {tunnel}: new PSK generated at 20" in result.err
     assert f"recorded in the journal {journal}" in result.err
@@ -120,7 +120,7 @@ async def test_generate_unknown_tunnel_exits_1_with_a_hint_and_journals_the_fail
     assert "NotFoundError: HTTP 404: 1002" in result.err
     assert "hint: the tunnel is not in this account" in result.err
     assert "Traceback" not in result.err
-    assert [e["event"] for e in journal_events(journal)] == ["intent", "failed"]
+    assert [e["event"] for e in journal_events(journal)] == ["intent", "failed", "finished"]
 
 
 @pytest.mark.asyncio
@@ -276,6 +276,7 @@ async def test_generate_whose_late_store_lands_within_the_settle_window_generate
         "rotated",
         "intent",
         "rotated",
+        "finished",
     ]
     assert live is not None
     assert live not in result.err + result.out

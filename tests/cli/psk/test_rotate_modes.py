@@ -48,8 +48,9 @@ async def test_dry_run_sends_nothing_but_the_tunnel_list(
     assert set(states.values()) == {"would_rotate"}
     summary_line = {k: v for k, v in lines[-1].items() if k not in ("ts", "run_id", "account_id")}
     assert summary_line.pop("estimate")["tunnels"] == 5
+    assert summary_line.pop("journal") == str(journal)  # the journal it read
     assert summary_line == {"event": "summary", "dry_run": True, "would_rotate": 5, "would_skip": 1}
-    assert len(journal_events(journal)) == 2  # untouched
+    assert len(journal_events(journal)) == 3  # untouched: psk generate's intent, rotated, finished
 
 
 @pytest.mark.asyncio

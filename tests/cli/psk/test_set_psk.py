@@ -45,11 +45,12 @@ async def test_set_makes_the_psk_and_journals_it_before_the_request_is_sent(
     psk = edge_psk(emu, tunnel)
     assert psk is not None
     assert len(psk) == 32
-    lines = journal_events(journal)
+    *lines, finished = journal_events(journal)
     assert [(e["event"], e["method"], e["psk"]) for e in lines] == [
         ("intent", "set", psk),
         ("rotated", "set", psk),
     ]
+    assert finished["event"] == "finished"
     assert result.out == ""
     assert psk not in result.err
 

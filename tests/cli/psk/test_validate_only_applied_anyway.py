@@ -32,8 +32,9 @@ async def test_set_validate_only_journals_the_psk_sent_before_sending(
 
     assert result.code == 0, result.err
     assert emu.state.tunnel(emu.account_id, tunnel).generation == 0  # nothing changed
-    [intent] = journal_events(journal)
+    intent, finished = journal_events(journal)
     assert (intent["event"], intent["method"]) == ("intent", "set")
+    assert finished["event"] == "finished"
     assert "kept in the journal" in result.err
     assert result.out == ""
     assert str(intent["psk"]) not in result.err  # kept, never printed unasked

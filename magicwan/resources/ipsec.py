@@ -15,6 +15,7 @@ from magicwan._routes import (  # private: resources compile routes
 )
 from magicwan._transport import Transport  # private: resources send requests
 from magicwan.errors import UnexpectedResponseError
+from magicwan.internal.redaction import shown_id
 from magicwan.internal.validation import check_psk
 from magicwan.models.tunnels import IPsecTunnel, IPsecTunnelParams
 from magicwan.reply import Reply
@@ -32,7 +33,10 @@ def _tunnels(result: Any) -> list[IPsecTunnel]:
 def _same(tunnel: IPsecTunnel, tunnel_id: str) -> IPsecTunnel:
     # Cloudflare ids are hex: a differently cased echo is the same tunnel.
     if tunnel.id.lower() != tunnel_id.lower():
-        raise UnexpectedResponseError(f"answer is for tunnel {tunnel.id!r}, not {tunnel_id!r}")
+        raise UnexpectedResponseError(
+            f"answer is for {shown_id(tunnel.id, 'tunnel', quoted=True)}, "
+            f"not {shown_id(tunnel_id, quoted=True)}"
+        )
     return tunnel
 
 

@@ -357,11 +357,6 @@ async def _lists_a_malformed_id(request: web.Request, handler: Any) -> web.Strea
     return web.json_response(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a tunnel list with a malformed id ends `psk rotate --all` as a usage error "
-    "(exit 2, 'tunnel_id may hold only ...'), as if the user had typed it",
-)
 async def test_a_malformed_id_in_the_tunnel_list_is_reported_as_the_servers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -376,6 +371,9 @@ async def test_a_malformed_id_in_the_tunnel_list_is_reported_as_the_servers(
         err = io.StringIO()
         code = await cli.amain(argv, stdout=io.StringIO(), stderr=err)
     assert code == 3, err.getvalue()
+    assert "UnexpectedResponseError" in err.getvalue()
+    assert "result.ipsec_tunnels[2].id" in err.getvalue()  # what came back, and where
+    assert "../../accounts/x" not in err.getvalue()
 
 
 async def test_a_delivery_program_never_inherits_exported_psks(

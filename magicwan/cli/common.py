@@ -22,6 +22,7 @@ from magicwan.cli.status import ExitStatus
 from magicwan.client import MagicWAN
 from magicwan.errors import InvalidInputError, MagicWANError
 from magicwan.internal.env import ENV_ACCOUNT_ID, ENV_API_KEY, ENV_API_TOKEN, ENV_EMAIL
+from magicwan.internal.redaction import shown_id
 from magicwan.internal.validation import check_id
 from magicwan.journal import Journal, JournalError
 from magicwan.models.gre import GRETunnel
@@ -274,7 +275,7 @@ async def ipsec_tunnels(client: MagicWAN, account: str) -> list[IPsecTunnel]:
         return await client.tunnels.ipsec.list(account)
     except MagicWANError as exc:
         raise CLIError(
-            f"cannot list the IPsec tunnels of account {account}: {describe(exc)}",
+            f"cannot list the IPsec tunnels of {shown_id(account, 'account')}: {describe(exc)}",
             status=ExitStatus.ACCESS,
             hints=[hint(exc)],
         ) from None
@@ -286,7 +287,7 @@ async def gre_tunnels(client: MagicWAN, account: str) -> list[GRETunnel]:
         return await client.tunnels.gre.list(account)
     except MagicWANError as exc:
         raise CLIError(
-            f"cannot list the GRE tunnels of account {account}: {describe(exc)}",
+            f"cannot list the GRE tunnels of {shown_id(account, 'account')}: {describe(exc)}",
             status=ExitStatus.ACCESS,
             hints=[hint(exc)],
         ) from None

@@ -1,5 +1,6 @@
-"""Keeping secrets out of text meant for people: redacting PSKs and credentials, escaping
-what a terminal would interpret, cutting a response body short."""
+"""Keeping secrets out of text meant for people: redacting PSKs and credentials, naming ids
+only when they cannot be one, escaping what a terminal would interpret, cutting a response
+body short."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import attrs
 
 from magicwan.errors import ErrorDetail
 
-__all__ = ["EXCERPT_CHARS", "describe_error", "excerpt", "printable", "redact", "scrub_error"]
+__all__ = [
+    "EXCERPT_CHARS",
+    "describe_error",
+    "excerpt",
+    "is_cloudflare_id",
+    "printable",
+    "redact",
+    "scrub_error",
+    "shown_id",
+]
 
 EXCERPT_CHARS = 200
 _REDACTED = "[REDACTED]"
@@ -19,6 +29,8 @@ _PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*(?:\\$)?("|$)')
 # The same inside JSON that was itself encoded as a JSON string (a gateway echoing a body):
 # ``\\"psk\\":\\"...\\"``. The look-behind keeps a long run of backslashes linear.
 _PSK_ESCAPED = re.compile(r'((?<!\\)(\\+)"psk\2"\s*:\s*\2")(?:[^"\\]|\\.)*?(?:\\$)?(\2"|$)')
+# The ids Cloudflare gives out, and the emulator too: 32 lowercase hex characters.
+_CLOUDFLARE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def printable(text: str) -> str:
@@ -27,6 +39,25 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def is_cloudflare_id(value: object) -> bool:
+    """``value`` has the shape of an id Cloudflare gives out: 32 lowercase hex characters."""
+    return isinstance(value, str) and _CLOUDFLARE_ID.fullmatch(value) is not None
+
+
+def shown_id(value: object, kind: str = "", *, quoted: bool = False) -> str:
+    """How text meant for people names an id the SDK did not get from Cloudflare (one a
+    caller gave, or an answer the SDK cannot use): ``"<kind> <id>"`` (``repr`` of the id
+    when ``quoted``) when it has the shape of a Cloudflare id, else words that say what it
+    is not, without it. A value given where an id goes may be a secret: a PSK of letters
+    and digits is a well-formed id too, but (almost) never 32 lowercase hex characters."""
+    if is_cloudflare_id(value):
+        shown = repr(value) if quoted else str(value)
+        return f"{kind} {shown}" if kind else shown
+    what = f"Cloudflare {kind} id" if kind else "Cloudflare id"
+    why = "32 lowercase hex characters; not shown: it may be a secret"
+    return f"an id that is not a {what} ({why})"
 
 
 def redact(text: str, secrets: Collection[str] = ()) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from magicwan.errors import InvalidInputError
 from magicwan.internal.budget import parse_rate_limit
+from magicwan.internal.redaction import shown_id
 
 __all__ = [
     "MAX_DURATION",
@@ -62,7 +63,9 @@ def is_id(value: object) -> bool:
 
 
 def check_id(value: object, name: str) -> str:
-    """A Cloudflare identifier: 1 to 32 ASCII letters and digits, nothing else."""
+    """A Cloudflare identifier: 1 to 32 ASCII letters and digits, nothing else. A refused
+    value is not echoed (:func:`~magicwan.internal.redaction.shown_id`): it may be a secret
+    given in the wrong place."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
     if not value:
@@ -70,7 +73,7 @@ def check_id(value: object, name: str) -> str:
     if len(value) > MAX_ID_LENGTH:
         raise InvalidInputError(f"{name} is longer than {MAX_ID_LENGTH} characters")
     if _ID.fullmatch(value) is None:
-        raise InvalidInputError(f"{name} may hold only ASCII letters and digits: {value!r}")
+        raise InvalidInputError(f"{name} may hold only ASCII letters and digits: {shown_id(value)}")
     return value
 
 

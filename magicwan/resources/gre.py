@@ -15,6 +15,7 @@ from magicwan._routes import (  # private: resources compile routes
 )
 from magicwan._transport import Transport  # private: resources send requests
 from magicwan.errors import UnexpectedResponseError
+from magicwan.internal.redaction import shown_id
 from magicwan.models.gre import GRETunnel, GRETunnelParams
 from magicwan.reply import Reply
 from magicwan.resources._params import tunnel_body
@@ -47,7 +48,10 @@ def _member(key: str, tunnel_id: str) -> Callable[[Any], GRETunnel]:
         tunnel: GRETunnel = structure_member(result, key, GRETunnel)
         # Cloudflare ids are hex: a differently cased echo is the same tunnel.
         if tunnel.id.lower() != tunnel_id.lower():
-            raise UnexpectedResponseError(f"answer is for tunnel {tunnel.id!r}, not {tunnel_id!r}")
+            raise UnexpectedResponseError(
+                f"answer is for {shown_id(tunnel.id, 'tunnel', quoted=True)}, "
+                f"not {shown_id(tunnel_id, quoted=True)}"
+            )
         return tunnel
 
     return convert

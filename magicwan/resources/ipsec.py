@@ -15,7 +15,8 @@ from magicwan._routes import (  # private: resources compile routes
 )
 from magicwan._transport import Transport  # private: resources send requests
 from magicwan.errors import UnexpectedResponseError
-from magicwan.internal.validation import check_psk
+from magicwan.internal.redaction import shown_id
+from magicwan.internal.validation import check_psk, is_id
 from magicwan.models.tunnels import IPsecTunnel, IPsecTunnelParams
 from magicwan.reply import Reply
 from magicwan.resources._params import tunnel_body
@@ -26,13 +27,24 @@ __all__ = ["IPsecTunnels", "IPsecTunnelsWithReply"]
 
 def _tunnels(result: Any) -> list[IPsecTunnel]:
     tunnels: list[IPsecTunnel] = structure_member(result, "ipsec_tunnels", list[IPsecTunnel])
+    for index, tunnel in enumerate(tunnels):
+        # An id no request can name is the server's error, not one the caller made later
+        # (by passing the list on to rotate()).
+        if not is_id(tunnel.id):
+            raise UnexpectedResponseError(
+                f"the tunnel list holds an id no request can name: "
+                f"result.ipsec_tunnels[{index}].id is {shown_id(tunnel.id)}"
+            )
     return tunnels
 
 
 def _same(tunnel: IPsecTunnel, tunnel_id: str) -> IPsecTunnel:
     # Cloudflare ids are hex: a differently cased echo is the same tunnel.
     if tunnel.id.lower() != tunnel_id.lower():
-        raise UnexpectedResponseError(f"answer is for tunnel {tunnel.id!r}, not {tunnel_id!r}")
+        raise UnexpectedResponseError(
+            f"answer is for {shown_id(tunnel.id, 'tunnel', quoted=True)}, "
+            f"not {shown_id(tunnel_id, quoted=True)}"
+        )
     return tunnel
 
 

@@ -15,7 +15,7 @@ from magicwan._routes import (  # private: resources compile routes
 )
 from magicwan._transport import Transport  # private: resources send requests
 from magicwan.errors import InvalidInputError, UnexpectedResponseError
-from magicwan.internal.redaction import EXCERPT_CHARS, printable, redact
+from magicwan.internal.redaction import EXCERPT_CHARS, printable, redact, shown_id
 from magicwan.internal.validation import check_bool, check_id, check_psk
 from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
@@ -50,7 +50,8 @@ def _generate_converter(tunnel_id: str, validate_only: bool) -> Callable[[Any], 
         # Cloudflare ids are hex: a differently cased echo is the same tunnel.
         if model.ipsec_tunnel_id.lower() != tunnel_id.lower():
             raise UnexpectedResponseError(
-                f"result is for tunnel {model.ipsec_tunnel_id!r}, not {tunnel_id!r}"
+                f"result is for {shown_id(model.ipsec_tunnel_id, 'tunnel', quoted=True)}, "
+                f"not {shown_id(tunnel_id, quoted=True)}"
             )
         if not validate_only and not model.psk:
             raise UnexpectedResponseError("a successful psk_generate answer has no psk")
@@ -69,9 +70,9 @@ def _check_psks(psks: object) -> dict[str, str]:
     for tunnel_id, psk in psks.items():
         check_id(tunnel_id, "tunnel_id")
         if tunnel_id.lower() in seen:  # hex ids: two spellings are one tunnel
-            raise InvalidInputError(f"tunnel {tunnel_id!r} is given twice")
+            raise InvalidInputError(f"{shown_id(tunnel_id, 'tunnel', quoted=True)} is given twice")
         seen.add(tunnel_id.lower())
-        checked[tunnel_id] = check_psk(psk, f"the PSK for tunnel {tunnel_id}")
+        checked[tunnel_id] = check_psk(psk, f"the PSK for {shown_id(tunnel_id, 'tunnel')}")
     return checked
 
 

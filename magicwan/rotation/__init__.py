@@ -41,6 +41,7 @@ import attrs
 
 from magicwan.errors import InvalidInputError
 from magicwan.internal.clock import Clock, Sleep
+from magicwan.internal.redaction import shown_id
 from magicwan.internal.validation import check_id, check_psk
 from magicwan.journal import Storage
 from magicwan.models.tunnels import IPsecTunnel
@@ -139,11 +140,15 @@ def _check_psks(
     seen: set[str] = set()
     for tunnel_id, psk in psks.items():
         check_id(tunnel_id, "a tunnel id of psks")
-        check_psk(psk, f"the PSK for tunnel {tunnel_id}")
+        tunnel = shown_id(tunnel_id, "tunnel")  # a PSK is a well-formed id too
+        check_psk(psk, f"the PSK for {tunnel}")
         if tunnel_id.lower() not in selected:
-            raise InvalidInputError(f"psks names tunnel {tunnel_id}, which is not selected")
+            swapped = " (the wrong way round? psks maps tunnel id to PSK)"
+            if psk.lower() not in selected:
+                swapped = ""
+            raise InvalidInputError(f"psks names {tunnel}, which is not selected{swapped}")
         if tunnel_id.lower() in seen:  # hex ids: two spellings are one tunnel
-            raise InvalidInputError(f"psks gives tunnel {tunnel_id} a PSK twice")
+            raise InvalidInputError(f"psks gives {tunnel} a PSK twice")
         seen.add(tunnel_id.lower())
     return psks
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -13,6 +14,7 @@ from magicwan.delivery import Deliverer, Delivery
 from magicwan.errors import (
     APIError,
     DeliveryError,
+    InvalidInputError,
     MagicWANError,
     NotAppliedError,
     UnexpectedResponseError,
@@ -128,26 +130,56 @@ async def deliver_with_retries(
     last: BaseException | None = None
     tries = 0
     for tries in range(1, retries + 2):
-        try:
-            await _bounded(deliver(delivery), per_try)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the rotation itself is being cancelled
-            last = exc  # the deliverer's own cancelled future: a failed delivery
-        except Exception as exc:  # the deliverer is the caller's code: anything may come
-            last = exc
-            if isinstance(exc, DeliveryError) and exc.permanent:
-                break  # misconfigured, rejected: another try cannot help
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt from a deliverer
-            error = delivery_error(delivery.tunnel_id, exc, psk, tries)
-            raise DelivererStoppedRotation(machine.Undelivered(error, tries, exc), exc) from exc
-        else:
+        last = await _try_once(deliver, delivery, per_try, tries)
+        if last is None:
             return machine.Delivered(tries)
+        if isinstance(last, DeliveryError) and last.permanent:
+            break  # misconfigured, rejected: another try cannot help
         if tries <= retries:
             await sleep(_deliver_backoff(tries))
     assert last is not None
     return machine.Undelivered(delivery_error(delivery.tunnel_id, last, psk, tries), tries, last)
+
+
+async def _try_once(
+    deliver: Deliverer, delivery: Delivery, per_try: float, tries: int
+) -> BaseException | None:
+    """One try: None when it delivered, else what it failed with. A deliverer that raises
+    SystemExit or the like, or returns no awaitable, stops the rotation:
+    :class:`DelivererStoppedRotation`."""
+    try:
+        call = deliver(delivery)
+        if inspect.isawaitable(call):
+            await _bounded(call, per_try)
+            return None
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the rotation itself is being cancelled
+        return exc  # the deliverer's own cancelled future: a failed delivery
+    except Exception as exc:  # the deliverer is the caller's code: anything may come
+        return exc
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt from a deliverer
+        error = delivery_error(delivery.tunnel_id, exc, delivery.psk, tries)
+        raise DelivererStoppedRotation(machine.Undelivered(error, tries, exc), exc) from exc
+    raise _not_awaitable(delivery, call)
+
+
+def _not_awaitable(delivery: Delivery, returned: object) -> DelivererStoppedRotation:
+    """A deliverer returned no awaitable (a plain ``def``): wrong for every tunnel, so the
+    rotation stops with an :class:`~magicwan.errors.InvalidInputError`, this tunnel's
+    outcome carrying its PSK. Not retried: the call may have done its work already."""
+    wrong = InvalidInputError(
+        f"deliver must return an awaitable (define it with async def); it returned "
+        f"{type(returned).__name__}: the rotation stopped"
+    )
+    error = DeliveryError(
+        f"delivery failed after 1 tries: {describe_error(wrong)}",
+        reason="error",
+        tunnel_id=delivery.tunnel_id,
+        permanent=True,
+    )
+    return DelivererStoppedRotation(machine.Undelivered(error, 1, wrong), wrong)
 
 
 async def _bounded(call: Awaitable[None], seconds: float) -> None:

@@ -9,6 +9,8 @@ keyword arguments); the command line registers its flags from the same declarati
 from __future__ import annotations
 
 import argparse
+import inspect
+import types
 from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
 from typing import Any, Literal, TypedDict
@@ -77,7 +79,39 @@ def _journal(value: object, name: str) -> object:
 def _deliverer(value: object, name: str) -> object:
     if not callable(value):
         raise InvalidInputError(f"{name} must be an async callable taking a Delivery")
+    never = _never_awaitable(value)
+    if never is not None:
+        raise InvalidInputError(
+            f"{name} must be an async callable taking a Delivery; this one is {never}"
+        )
     return value
+
+
+def _never_awaitable(value: object) -> str | None:
+    """What makes ``value`` certainly return no awaitable, or None when only a call can
+    tell. Only a plain function (or bound method) is judged: a generator, an async
+    generator, or a ``def`` declared ``-> None`` (an ``async def`` was meant). A lambda, a
+    partial, a decorated function or a callable object may return a coroutine: the
+    delivery of the first tunnel finds out (and stops the rotation)."""
+    if inspect.iscoroutinefunction(value):
+        return None
+    function = value.__func__ if isinstance(value, types.MethodType) else value
+    if not isinstance(function, types.FunctionType) or hasattr(function, "__wrapped__"):
+        return None
+    flags = function.__code__.co_flags
+    if flags & inspect.CO_ITERABLE_COROUTINE:  # @types.coroutine: awaitable
+        return None
+    if flags & inspect.CO_ASYNC_GENERATOR:
+        return "an async generator function (its calls return no awaitable)"
+    if flags & inspect.CO_GENERATOR:
+        return "a generator function (its calls return no awaitable)"
+    try:
+        returns = function.__annotations__.get("return", "")
+    except Exception:  # an annotation that cannot be evaluated (Python 3.14's lazy ones)
+        return None
+    if returns is None or returns == "None":
+        return "a plain function declared to return None (define it with async def)"
+    return None
 
 
 def _group(value: object, name: str) -> str:

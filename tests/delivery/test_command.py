@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from magicwan import IPsecTunnel
+from magicwan import IPsecTunnel, MagicWAN, new_psk
 from magicwan.delivery import (
     CHECK_VARIABLE,
     ENVIRONMENT,
@@ -26,6 +26,7 @@ from magicwan.delivery import (
     DeliveryError,
     DeliveryTarget,
 )
+from magicwan.emulator import run
 from tests.support.leaks import shown_in
 
 PSK = "O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"
@@ -450,3 +451,34 @@ async def test_a_delivery_never_runs_as_a_check(
     assert seen.read_text() == "unset"
     await Command(["sh", "-c", script, "sh", str(seen)], env={CHECK_VARIABLE: "1"})(DELIVERY)
     assert seen.read_text() == "unset"
+
+
+@pytest.mark.asyncio
+async def test_a_delivery_program_never_inherits_exported_psks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `set -a; . <(magicwan journal export DIR --format env); set +a` (the README: "lines
+    # to source"), then `magicwan psk rotate ... --deliver-exec push-psk` in that shell:
+    # Command strips the Cloudflare credentials from the program's environment but not
+    # magicwan's own PSK variables, so every router program gets every tunnel's PSK.
+    # Expected: MAGICWAN_PSK_* never reach a program, like the credentials.
+    seen = tmp_path / "environment"
+    script = tmp_path / "push.sh"
+    script.write_text(f"#!/bin/sh\nread psk\nenv > {seen}\n")
+    script.chmod(0o700)
+    async with run(tunnels=2, rate_limit=None) as emu:
+        exported = new_psk()
+        monkeypatch.setenv(f"MAGICWAN_PSK_{emu.tunnel_ids[1]}", exported)
+        async with MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client:
+            rotation = client.tunnels.ipsec.psk.rotate(
+                emu.account_id,
+                emu.tunnel_ids[:1],
+                journal=tmp_path / "j.jsonl",
+                deliver=Command([str(script)]),
+            )
+            async with rotation:
+                (outcome,) = [outcome async for outcome in rotation]
+    assert outcome.delivered, outcome.error
+    environment = seen.read_text()
+    assert exported not in environment
+    assert "MAGICWAN_PSK_" not in environment

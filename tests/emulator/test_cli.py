@@ -339,3 +339,15 @@ def test_every_flag_says_what_it_does_in_help() -> None:
         if action.option_strings and not action.help
     ]
     assert silent == []
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_the_emulator_refuses_a_port_out_of_range_with_a_usage_error(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `python -m magicwan.emulator --port 70000` ended in a traceback
+    # (OverflowError: bind(): port must be 0-65535) instead of a usage error.
+    with pytest.raises(SystemExit) as ended:
+        build_parser().parse_args(["--port", port])
+    assert ended.value.code == 2
+    assert "--port" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Bad input, by property-based testing: refused with the documented error, nothing sent.
+At the end, by hand: a PSK given where a tunnel id goes is refused without being echoed.
 
 Every test talks to one emulator that runs on a private event loop (``asyncio.Runner``), so
 hypothesis can drive plain synchronous tests and each example still reaches a real server when
@@ -8,11 +9,13 @@ its input is valid. "Nothing sent" is the emulator's request counter not moving.
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import re
 import string
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -26,8 +29,11 @@ from magicwan import (
     MagicWANError,
     NotFoundError,
     PermissionDeniedError,
+    cli,
+    new_psk,
 )
 from magicwan.emulator import Emulator, run
+from tests.support.cli import cli_emulator
 from tests.support.secrets import SECRET_EMAIL, SECRET_KEY, SECRET_TOKEN, assert_no_secret
 
 T = TypeVar("T")
@@ -572,3 +578,47 @@ def test_other_bad_options(loop_emu: LoopEmulator, tmp_path: Any) -> None:
     refused(loop_emu, lambda: _make(verify=str(tmp_path)))  # a directory, not a bundle
     refused(loop_emu, lambda: _make(verify=1))
     refused(loop_emu, lambda: _make(verify=None))
+
+
+@pytest.mark.asyncio
+async def test_a_psk_given_as_a_tunnel_id_is_never_echoed() -> None:
+    # rotate(method="set", psks={psk: tunnel_id}) (the mapping the wrong way round): a
+    # new_psk() is 32 letters and digits, a valid id, so the check lets it through and
+    # the error says "psks names tunnel <PSK>, which is not selected". A PSK with a
+    # symbol is refused as an id with "may hold only ASCII letters and digits: '<PSK>'".
+    async with run(tunnels=1, rate_limit=None) as emu:
+        tunnel = emu.tunnel_ids[0]
+        psk, symbolic = new_psk(), "Ab3$" + new_psk()[:24]
+        async with MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client:
+            ipsec_psk = client.tunnels.ipsec.psk
+            with pytest.raises(MagicWANError) as swapped:
+                ipsec_psk.rotate(
+                    emu.account_id,
+                    [tunnel],
+                    method="set",
+                    unsafe_without_journal=True,
+                    psks={psk: tunnel},
+                )
+            with pytest.raises(MagicWANError) as refused:
+                await ipsec_psk.generate(emu.account_id, symbolic)
+    assert psk not in str(swapped.value)
+    assert "not shown" in str(swapped.value)
+    assert symbolic not in str(refused.value)
+
+
+@pytest.mark.asyncio
+async def test_a_psk_file_given_as_from_file_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `magicwan psk generate T --show-psk > p.txt` writes one line, the PSK: 32 letters
+    # and digits, a well-formed id. `magicwan psk rotate --from-file p.txt` (the wrong
+    # file) is refused, rightly, before anything changes, with "not IPsec tunnels of
+    # account A: <the PSK>" on stderr (and in the --json error line).
+    psk_file = tmp_path / "p.txt"
+    psk_file.write_text(new_psk() + "\n")
+    async with cli_emulator(monkeypatch, tunnels=1):
+        argv = ["psk", "rotate", "--from-file", str(psk_file), "--journal", "j", "--json"]
+        out, err = io.StringIO(), io.StringIO()
+        code = await cli.amain(argv, stdout=out, stderr=err)
+    assert code == 2
+    assert psk_file.read_text().strip() not in out.getvalue() + err.getvalue()

@@ -1,6 +1,7 @@
 """A careless deliverer (the caller's own ``deliver=`` code): BaseExceptions, a swallowed
-cancellation, an error that cannot be printed or that quotes the PSK. The rotation still ends,
-every tunnel keeps its PSK, and printing an outcome shows no PSK."""
+cancellation, an error that cannot be printed or that quotes the PSK, a plain (not async)
+function. The rotation still ends, every tunnel keeps its PSK, and printing an outcome shows
+no PSK."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from magicwan import Delivery, MagicWAN, MagicWANError
+from magicwan import Delivery, InvalidInputError, MagicWAN, MagicWANError
 from magicwan.emulator import run
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.loopback import make_client
@@ -190,3 +191,72 @@ async def test_a_deliverer_error_that_cannot_be_printed_does_not_drop_the_psk() 
     held = [o.psk for o in seen]
     assert psk in held, "the PSK generated is in no outcome and in no journal"
     assert raised is None or isinstance(raised, MagicWANError), f"raw {raised!r}"
+
+
+async def test_a_sync_deliverer_is_refused_before_any_request() -> None:
+    # rotate(deliver=push) with `def push(delivery): ...` (not async): accepted; the
+    # canary tunnel gets a new PSK, push() runs (and pushes it), then awaiting its None
+    # raises TypeError; it is retried twice more and the tunnel reported `undelivered`
+    # although the router has it. Expected: an InvalidInputError when rotate() is
+    # called, before anything is sent, as for any other bad argument. (A `def` declared
+    # `-> None` is certainly wrong; a callable only a call can judge is the next test's.)
+    calls: list[str] = []
+
+    def push(delivery: Delivery) -> None:
+        calls.append(delivery.tunnel_id)
+
+    async with run(tunnels=1, rate_limit=None) as emu:
+        async with MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client:
+            try:
+                rotation = client.tunnels.ipsec.psk.rotate(
+                    emu.account_id,
+                    emu.tunnel_ids,
+                    deliver=push,  # type: ignore[arg-type]
+                )
+                async with rotation:
+                    _ = [outcome async for outcome in rotation]
+            except MagicWANError:
+                pass
+        assert emu.state.tunnel(emu.account_id, emu.tunnel_ids[0]).generation == 0
+    assert calls == []
+
+
+async def test_a_deliverer_returning_no_awaitable_stops_the_rotation_at_the_canary() -> None:
+    # deliver=lambda d: push(d) with a plain push(): a lambda may return a coroutine, so
+    # only its first call tells. That call returns None: the canary's delivery fails at
+    # once (not retried: the call may have pushed already), the rotation stops with an
+    # InvalidInputError saying deliver must return an awaitable, no other tunnel gets a
+    # new PSK, and the canary's PSK is in its outcome.
+    calls: list[str] = []
+
+    def push(delivery: Delivery) -> None:
+        calls.append(delivery.tunnel_id)
+
+    async with run(tunnels=3, rate_limit=None) as emu, make_client(emu) as client:
+        rotation = client.tunnels.ipsec.psk.rotate(
+            emu.account_id,
+            emu.tunnel_ids,
+            deliver=lambda delivery: push(delivery),  # type: ignore[arg-type,return-value]
+        )
+        taken: list[Any] = []
+
+        async def consume() -> None:
+            async with rotation:
+                async for outcome in rotation:
+                    taken.append(outcome)
+
+        with pytest.raises(InvalidInputError, match="deliver must return an awaitable"):
+            await consume()
+        outcomes = taken + rotation.unclaimed
+        rotated = [
+            tunnel
+            for tunnel in emu.tunnel_ids
+            if emu.state.tunnel(emu.account_id, tunnel).generation > 0
+        ]
+        assert len(rotated) == 1, "a tunnel beyond the canary got a new PSK"
+        (canary,) = rotated
+        assert calls == [canary]
+        (outcome,) = [o for o in outcomes if o.tunnel_id == canary]
+        assert outcome.psk == emu.state.current_psk(emu.account_id, canary)
+        assert not outcome.delivered
+        assert outcome.psk not in str(outcome.error)

@@ -1,17 +1,21 @@
 """Where the command line puts secrets: never in a delivery program's environment, a
-world-readable file, or shell lines that run code. A real ``python -m magicwan`` process
-against the emulator on loopback."""
+world-readable file (``--show-psk`` into one included), or shell lines that run code. A real
+``python -m magicwan`` process (or ``cli.amain``) against the emulator on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
+import stat
 import sys
 from pathlib import Path
 
 import pytest
 
+from magicwan import cli
 from magicwan.emulator import run
-from tests.support.cli import REPO, magicwan_process, process_env
+from tests.support.cli import REPO, cli_emulator, magicwan_process, process_env
 
 pytestmark = pytest.mark.asyncio
 
@@ -111,3 +115,36 @@ async def test_journal_export_env_lines_cannot_run_code_when_sourced(tmp_path: P
     assert not pwned.exists(), (
         f"sourcing the export ran a command (exit {result.code}): {result.out!r}"
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("psk", "rotate", "--all", "--journal", "{journal}", "--show-psk", "--json"),
+        ("psk", "generate", "{tunnel}", "--show-psk"),
+        ("psk", "set", "{tunnel}", "--journal", "{journal}", "--show-psk"),
+    ],
+    ids=["rotate", "generate", "set"],
+)
+async def test_show_psk_never_leaves_psks_in_a_file_others_can_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    # `magicwan psk ... --show-psk > out` under umask 022: the PSKs land in a 0644 file
+    # that every user of the machine can read. `journal export > out` tightens that very
+    # file to 0600 first ("stdout is a file others could read: made it 0600"); --show-psk,
+    # which prints the same secrets, did not. Expected: the same protection.
+    out_path = tmp_path / "out.txt"
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.fchmod(fd, 0o644)
+    async with cli_emulator(monkeypatch, tunnels=2) as (emu, _):
+        words = [w.format(journal=tmp_path / "j.jsonl", tunnel=emu.tunnel_ids[0]) for w in argv]
+        with os.fdopen(fd, "w") as out:
+            code = await cli.amain(words, stdout=out, stderr=io.StringIO())
+        assert code == 0
+        text = out_path.read_text()
+        assert any(
+            record.psk in text
+            for tunnel in emu.tunnel_ids
+            for record in emu.state.history(emu.account_id, tunnel)
+        ), "the scenario printed no PSK"
+    assert not stat.S_IMODE(out_path.stat().st_mode) & 0o077

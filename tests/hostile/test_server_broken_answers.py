@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,9 +31,11 @@ from magicwan import (
     RateLimitError,
     UnexpectedResponseError,
     UnprocessableEntityError,
+    cli,
 )
 from magicwan._envelope import parse_retry_after  # private: the header parser, fed hostile values
 from magicwan._http import MAX_RESPONSE_BYTES  # private: the body cap a hostile answer meets
+from magicwan.emulator import run
 from tests.support.clock import FakeClock
 from tests.support.constants import ACCOUNT, TUNNEL
 from tests.support.hostile import (
@@ -393,3 +399,36 @@ async def test_a_gzip_bomb_is_refused_like_any_body_over_the_limit() -> None:
     async with tiny_server(handler) as base, client_of(base, max_retries=0) as client:
         with pytest.raises(UnexpectedResponseError):
             await client.tunnels.ipsec.psk.generate(ACCOUNT, TUNNEL)
+
+
+@web.middleware
+async def _lists_a_malformed_id(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The tunnel list answered with one more tunnel whose id is not an id."""
+    response: web.StreamResponse = await handler(request)
+    if request.method != "GET" or not request.path.endswith("/ipsec_tunnels"):
+        return response
+    assert isinstance(response, web.Response)
+    assert isinstance(response.body, bytes)
+    body = json.loads(response.body)
+    tunnels = body["result"]["ipsec_tunnels"]
+    tunnels.append({**tunnels[0], "id": "../../accounts/x", "name": "odd"})
+    return web.json_response(body)
+
+
+async def test_a_malformed_id_in_the_tunnel_list_is_reported_as_the_servers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The list is the server's answer; an id in it that is not an id is a bad answer
+    # (exit 3, "the tunnel list could not be read", an UnexpectedResponseError naming the
+    # list), not a usage error: exit 2 says "a bad option or id" and the message reads as
+    # though the operator had typed '../../accounts/x'.
+    async with run(tunnels=2, rate_limit=None, middlewares=[_lists_a_malformed_id]) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        argv = ["psk", "rotate", "--all", "--journal", str(tmp_path / "j.jsonl")]
+        err = io.StringIO()
+        code = await cli.amain(argv, stdout=io.StringIO(), stderr=err)
+    assert code == 3, err.getvalue()
+    assert "UnexpectedResponseError" in err.getvalue()
+    assert "result.ipsec_tunnels[2].id" in err.getvalue()  # what came back, and where
+    assert "../../accounts/x" not in err.getvalue()

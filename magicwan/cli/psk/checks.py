@@ -7,6 +7,7 @@ import argparse
 from magicwan.cli.common import UsageError
 from magicwan.cli.metrics import MetricsError, check_metrics_path
 from magicwan.cli.psk.delivering import DELIVERY_TUNING
+from magicwan.internal.redaction import shown_id
 
 __all__ = ["check_options"]
 
@@ -26,7 +27,7 @@ def _check_selection(args: argparse.Namespace) -> None:
         hint = None
         if args.account is not None:
             hint = (
-                f"{args.account} was taken as ACCOUNT: the first positional argument is "
+                f"{shown_id(args.account)} was taken as ACCOUNT: the first positional argument is "
                 "always the account; give it before the tunnel ids"
             )
         raise UsageError(

@@ -13,6 +13,7 @@ import attrs
 from magicwan.cli.common import UsageError
 from magicwan.cli.console import Console
 from magicwan.cli.status import ExitStatus
+from magicwan.internal.redaction import shown_id
 from magicwan.journal import JournalError, read_journal
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.ratelimit import CLOUDFLARE_BUDGET, RateLimiter
@@ -37,9 +38,11 @@ def select(
     by_id = {tunnel.id.lower(): tunnel for tunnel in found}
     unknown = [t for t in dict.fromkeys(explicit) if t.lower() not in by_id]
     if unknown:
-        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        # dict.fromkeys: ids not shown (a file of PSKs given as --from-file) are said once.
+        named = dict.fromkeys(shown_id(t) for t in unknown[:5])
+        shown = ", ".join(named) + (", ..." if len(unknown) > 5 else "")
         raise UsageError(
-            f"not IPsec tunnels of account {account}: {shown}",
+            f"not IPsec tunnels of {shown_id(account, 'account')}: {shown}",
             hints=["'magicwan tunnels list' shows the account's tunnels"],
         )
     chosen: dict[str, IPsecTunnel] = {t.lower(): by_id[t.lower()] for t in explicit}

@@ -21,7 +21,7 @@ from magicwan.models.psk import PSKGenerateResult, PSKSetResult
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.reply import Reply
 from magicwan.rotation import (
-    Claims,
+    LiveTunnels,
     Rotation,
     RotationOptions,
     RotationOutcome,
@@ -172,7 +172,7 @@ class IPsecPSK:
         self.with_reply = IPsecPSKWithReply(transport)
         self._transport = transport
         self._read_back = read_back
-        self._claims = Claims()  # this client's live rotations: one per tunnel
+        self._live_tunnels = LiveTunnels()  # this client's live rotations: one per tunnel
 
     async def generate(
         self, account_id: str, tunnel_id: str, validate_only: bool = False
@@ -272,7 +272,7 @@ class IPsecPSK:
             options=options,
             psks=psks,
             client_timeout=transport.timeout,
-            claims=self._claims,
+            live_tunnels=self._live_tunnels,
             **kwargs,
             **({} if validate_only is _NOT_GIVEN else {"validate_only": validate_only}),
         )

@@ -45,7 +45,6 @@ from magicwan.internal.redaction import shown_id
 from magicwan.internal.validation import check_id, check_psk
 from magicwan.journal import Storage
 from magicwan.models.tunnels import IPsecTunnel
-from magicwan.rotation.claims import Claims
 from magicwan.rotation.engine import (
     BATCH_TOO_LARGE_CODES,
     GenerateCall,
@@ -53,6 +52,7 @@ from magicwan.rotation.engine import (
     Rotation,
     SetCall,
 )
+from magicwan.rotation.live_tunnels import LiveTunnels
 from magicwan.rotation.machine import MAX_VERIFY_ROUNDS
 from magicwan.rotation.options import (
     DEFAULT_BATCH_SIZE,
@@ -86,8 +86,8 @@ __all__ = [
     "DEFAULT_HALT_AFTER",
     "MAX_BATCH_SIZE",
     "MAX_VERIFY_ROUNDS",
-    "Claims",
     "GenerateCall",
+    "LiveTunnels",
     "Method",
     "Outcome",
     "OutcomeState",
@@ -166,7 +166,7 @@ def rotate(
     psks: Mapping[str, str] | None = None,
     client_timeout: float = 60.0,
     storage: Storage | None = None,
-    claims: Claims | None = None,
+    live_tunnels: LiveTunnels | None = None,
     **kwargs: Unpack[RotationKwargs],
 ) -> Rotation[Any]:
     """Check every argument now (nothing is sent), then return the :class:`Rotation`.
@@ -176,7 +176,7 @@ def rotate(
     a new one). The callables are the only way it reaches Cloudflare, so it is tested with
     fakes; ``settle_window`` and ``drain_timeout`` left None mean ``client_timeout``.
     ``storage`` is the journal's (default: the operating system's files): a seam for tests
-    that fail, tear or crash its writes. ``claims`` (one per client) refuses, when the
+    that fail, tear or crash its writes. ``live_tunnels`` (one per client) refuses, when the
     rotation starts, a tunnel that another live rotation of the same client holds.
     """
     check_id(account_id, "account_id")
@@ -199,5 +199,5 @@ def rotate(
         sleep=sleep,
         psks=_check_psks(psks, chosen, targets),
         storage=storage,
-        claims=claims,
+        live_tunnels=live_tunnels,
     )

@@ -27,7 +27,6 @@ from magicwan.journal import (
 )
 from magicwan.models.tunnels import IPsecTunnel
 from magicwan.rotation import machine
-from magicwan.rotation.claims import Claims
 from magicwan.rotation.driver import Driver
 from magicwan.rotation.effects import (
     BATCH_TOO_LARGE_CODES,
@@ -36,6 +35,7 @@ from magicwan.rotation.effects import (
     SetCall,
 )
 from magicwan.rotation.ledger import Ledger
+from magicwan.rotation.live_tunnels import LiveTunnels
 from magicwan.rotation.options import RotationOptions
 
 __all__ = ["BATCH_TOO_LARGE_CODES", "GenerateCall", "ReadBackCall", "Rotation", "SetCall"]
@@ -71,12 +71,12 @@ class Rotation(Generic[OutcomeT]):
         sleep: Sleep,
         psks: Mapping[str, str] | None = None,
         storage: Storage | None = None,
-        claims: Claims | None = None,
+        live_tunnels: LiveTunnels | None = None,
     ) -> None:
         self._options = options
         self._storage = storage
-        self._claims = claims
-        self._claimed = False
+        self._live_tunnels = live_tunnels
+        self._holding = False
         self._ledger = Ledger(account_id, targets, options)
         self._driver = Driver(
             self._ledger,
@@ -191,21 +191,21 @@ class Rotation(Generic[OutcomeT]):
         if self._started:
             return
         self._started = True
-        if self._claims is not None:
-            self._claims.claim(self._ledger.rules.account_id, self._ledger.runs.keys())
-            self._claimed = True
+        if self._live_tunnels is not None:
+            self._live_tunnels.hold(self._ledger.rules.account_id, self._ledger.runs.keys())
+            self._holding = True
         try:
             records = self._open_journal()
         except BaseException:
-            self._release()
+            self._let_go()
             raise
         self._ledger.load(records, self._driver.clock(), datetime.now(UTC))
         self._driver.start()
 
-    def _release(self) -> None:
-        if self._claimed and self._claims is not None:
-            self._claimed = False
-            self._claims.release(self._ledger.rules.account_id, self._ledger.runs.keys())
+    def _let_go(self) -> None:
+        if self._holding and self._live_tunnels is not None:
+            self._holding = False
+            self._live_tunnels.let_go(self._ledger.rules.account_id, self._ledger.runs.keys())
 
     def _open_journal(self) -> dict[str, JournalRecord]:
         """Open (and lock) the journal; what it says of the selected tunnels. Raises
@@ -265,7 +265,7 @@ class Rotation(Generic[OutcomeT]):
                 durable = await self._last_sync()
             finally:
                 ledger.cut_all(durable)
-                self._release()
+                self._let_go()
                 await self._close_journal()
         error = ledger.unrecorded_error()
         if raise_journal_error and error is not None:

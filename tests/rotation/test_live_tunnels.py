@@ -9,19 +9,29 @@ import pytest
 
 from magicwan import InvalidInputError, MagicWAN
 from magicwan.emulator import run
-from magicwan.rotation import Claims
+from magicwan.rotation import LiveTunnels
 
 
-def test_claims_hold_all_or_nothing_and_let_go() -> None:
-    claims = Claims()
-    claims.claim("acc", ["a", "b"])
-    with pytest.raises(InvalidInputError, match=r"1 of the 2 selected tunnels .* \(b\)"):
-        claims.claim("ACC", ["B", "c"])
-    assert len(claims) == 2  # the refused claim took nothing, not even c
-    claims.claim("other", ["a"])  # another account's tunnel of the same id is another tunnel
-    claims.release("acc", ["a", "b", "never-held"])
-    claims.claim("acc", ["b", "c"])
-    assert len(claims) == 3
+def test_live_tunnels_are_held_all_or_nothing_and_let_go() -> None:
+    a, b, c = ("a" * 32, "b" * 32, "c" * 32)
+    live = LiveTunnels()
+    live.hold("acc", [a, b])
+    with pytest.raises(InvalidInputError, match=rf"1 of the 2 selected tunnels .* \({b}\)"):
+        live.hold("ACC", [b.upper(), c])
+    assert len(live) == 2  # the refused hold took nothing, not even c
+    live.hold("other", [a])  # another account's tunnel of the same id is another tunnel
+    live.let_go("acc", [a, b, "never-held"])
+    live.hold("acc", [b, c])
+    assert len(live) == 3
+
+
+def test_a_held_tunnel_given_as_a_psk_is_never_shown() -> None:
+    psk = "Kqx6hZ3mPq9sVw2nLt8rYb4cXd7fGj5a"
+    live = LiveTunnels()
+    live.hold("acc", [psk])
+    with pytest.raises(InvalidInputError) as refused:
+        live.hold("acc", [psk])
+    assert psk.lower() not in str(refused.value).lower()
 
 
 @pytest.mark.asyncio
@@ -64,7 +74,7 @@ async def test_a_rotation_cut_short_or_refused_by_its_journal_frees_its_tunnels(
         assert await _rotate_all(client, emu.account_id, emu.tunnel_ids, tmp_path / "a") == [True]
         refused = psk.rotate(emu.account_id, emu.tunnel_ids, journal=tmp_path / "a.jsonl")
         with pytest.raises(InvalidInputError, match="already records"):
-            async with refused:  # claimed, then refused by its journal
+            async with refused:  # held, then refused by its journal
                 pass
         assert await _rotate_all(client, emu.account_id, emu.tunnel_ids, tmp_path / "b") == [True]
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import attrs
 
+from magicwan.internal.redaction import REDACTED, may_be_secret
 from magicwan.internal.validation import check_id
 
 __all__ = [
@@ -46,7 +47,7 @@ _PARAM = re.compile(r"\{([a-z_]+)\}")
 MAX_LIST_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class CompiledRoute:
     """A route with its ids filled in: what the transport sends."""
 
@@ -58,6 +59,9 @@ class CompiledRoute:
     #: The ids the path names (for log lines), or None.
     account_id: str | None = None
     tunnel_id: str | None = None
+    #: Ids of the path that may be secrets (:func:`~magicwan.internal.redaction.may_be_secret`):
+    #: scrubbed from errors, never in a log line.
+    secrets: tuple[str, ...] = ()
 
     @property
     def method(self) -> str:
@@ -75,8 +79,18 @@ class CompiledRoute:
     def max_response_bytes(self) -> int | None:
         return self.route.max_response_bytes
 
+    def shown(self, value: str | None) -> str | None:
+        """``value`` (an id of this path) as a log line may show it."""
+        return REDACTED if value is not None and value in self.secrets else value
+
     def __str__(self) -> str:
-        return f"{self.route.method} {self.path}"
+        path = self.path
+        for secret in self.secrets:
+            path = path.replace(secret, REDACTED)
+        return f"{self.route.method} {path}"
+
+    def __repr__(self) -> str:  # a log record's args may be shown with repr: the same care
+        return f"CompiledRoute({self})"
 
 
 @attrs.frozen
@@ -129,7 +143,12 @@ class Route:
             tunnels = [safe["tunnel_id"]] if "tunnel_id" in safe else list(locks)
             lock_keys = tuple(sorted({f"{account}/{t.lower()}" for t in tunnels}))
         return CompiledRoute(
-            self, path, lock_keys, account_id=ids.get("account_id"), tunnel_id=ids.get("tunnel_id")
+            self,
+            path,
+            lock_keys,
+            account_id=ids.get("account_id"),
+            tunnel_id=ids.get("tunnel_id"),
+            secrets=tuple(value for value in ids.values() if may_be_secret(value)),
         )
 
 

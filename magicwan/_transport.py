@@ -226,7 +226,7 @@ class Transport:
             # An empty object (psk_generate's body) is the common case: no encoder for it.
             body = _EMPTY_OBJECT if json == {} else _ENCODER.encode(json).encode()
             headers = self._post_headers
-        call = _Call(route, url, headers, body, convert, self._secrets + secrets)
+        call = _Call(route, url, headers, body, convert, self._secrets + secrets + route.secrets)
         try:
             if route.lock_keys:
                 async with self._locks.hold(route.lock_keys):
@@ -373,7 +373,11 @@ class Transport:
 
 def _log_extra(route: CompiledRoute, event: str) -> dict[str, Any]:
     """What a structured log line says beside its message: the event and the route's ids."""
-    return {"event": event, "account_id": route.account_id, "tunnel_id": route.tunnel_id}
+    return {
+        "event": event,
+        "account_id": route.shown(route.account_id),
+        "tunnel_id": route.shown(route.tunnel_id),
+    }
 
 
 def _query_value(value: QueryValue) -> str:

@@ -10,12 +10,15 @@ from collections.abc import Collection
 import attrs
 
 from magicwan.errors import ErrorDetail
+from magicwan.internal.keygen import MIN_PSK_LENGTH
 
 __all__ = [
     "EXCERPT_CHARS",
+    "REDACTED",
     "describe_error",
     "excerpt",
     "is_cloudflare_id",
+    "may_be_secret",
     "printable",
     "redact",
     "scrub_error",
@@ -23,7 +26,9 @@ __all__ = [
 ]
 
 EXCERPT_CHARS = 200
-_REDACTED = "[REDACTED]"
+#: What stands where a secret was.
+REDACTED = "[REDACTED]"
+_REDACTED = REDACTED
 # A "psk" member, including one cut short by a truncated body.
 _PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*(?:\\$)?("|$)')
 # The same inside JSON that was itself encoded as a JSON string (a gateway echoing a body):
@@ -44,6 +49,14 @@ def printable(text: str) -> str:
 def is_cloudflare_id(value: object) -> bool:
     """``value`` has the shape of an id Cloudflare gives out: 32 lowercase hex characters."""
     return isinstance(value, str) and _CLOUDFLARE_ID.fullmatch(value) is not None
+
+
+def may_be_secret(value: str) -> bool:
+    """Whether an id a caller gave may be a secret: long enough to be a PSK and not in
+    Cloudflare's form in any case (what a PSK of letters and digits, given where an id goes,
+    looks like).
+    Such an id is scrubbed from what the request's answer and its log lines say."""
+    return len(value) >= MIN_PSK_LENGTH and not is_cloudflare_id(value.lower())
 
 
 def shown_id(value: object, kind: str = "", *, quoted: bool = False) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from magicwan.errors import InvalidInputError
 from magicwan.internal.budget import parse_rate_limit
+from magicwan.internal.keygen import MAX_PSK_LENGTH, MIN_PSK_LENGTH
 from magicwan.internal.redaction import shown_id
 
 __all__ = [
@@ -51,9 +52,6 @@ MAX_ID_LENGTH = 32
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
 # Printable ASCII without spaces: what an API token, key or e-mail header may hold.
 _CREDENTIAL = re.compile(r"[\x21-\x7e]{1,4096}")
-#: Bounds of a PSK the SDK sends (Cloudflare publishes none; docs/emulator.md, Assumptions).
-MIN_PSK_LENGTH = 16
-MAX_PSK_LENGTH = 128
 _PSK = re.compile(r"[\x21-\x7e]+")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import math
 import re
 import string
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -622,3 +624,47 @@ async def test_a_psk_file_given_as_from_file_is_never_echoed(
         code = await cli.amain(argv, stdout=out, stderr=err)
     assert code == 2
     assert psk_file.read_text().strip() not in out.getvalue() + err.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_a_psk_sent_as_a_tunnel_id_is_in_no_error_and_no_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `magicwan tunnels get ACCOUNT <PSK>`: a PSK of letters and digits is a well-formed id,
+    # so the request goes out, and Cloudflare's 404 quotes the path it could not route.
+    # What the SDK shows of the answer, and what it logs at any level, never holds it.
+    psk = new_psk()
+    quoting = web.middleware(_quote_the_path)
+    caplog.set_level(logging.DEBUG, logger="magicwan")
+    async with (
+        run(tunnels=1, rate_limit=None, middlewares=[quoting]) as emu,
+        MagicWAN(api_token=emu.api_token, base_url=emu.base_url, environ={}) as client,
+    ):
+        with pytest.raises(NotFoundError) as refused:
+            await client.tunnels.ipsec.get(emu.account_id, psk)
+        with pytest.raises(MagicWANError):
+            await client.tunnels.ipsec.psk.generate(emu.account_id, psk.upper())
+    assert "[REDACTED]" in str(refused.value)  # the answer quoted it, and it was scrubbed
+    logged = " ".join(
+        f"{record.getMessage()} {sorted(vars(record).items())!r}" for record in caplog.records
+    )
+    shown = f"{refused.value!s} {refused.value!r} {refused.value.errors} {logged}"
+    assert caplog.records  # the requests were logged, without the PSK
+    assert psk.lower() not in shown.lower()
+
+
+async def _quote_the_path(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    if response.status != 404:
+        return response
+    return web.json_response(
+        {
+            "success": False,
+            "errors": [{"code": 7003, "message": f"Could not route to {request.path}"}],
+            "messages": [],
+            "result": None,
+        },
+        status=404,
+    )

@@ -7,7 +7,13 @@ import pytest
 
 from magicwan import new_psk
 from magicwan.errors import BadRequestError, ErrorDetail, UnexpectedResponseError
-from magicwan.internal.redaction import is_cloudflare_id, redact, scrub_error, shown_id
+from magicwan.internal.redaction import (
+    is_cloudflare_id,
+    may_be_secret,
+    redact,
+    scrub_error,
+    shown_id,
+)
 from tests.support.constants import ACCOUNT, TUNNEL
 
 
@@ -58,3 +64,10 @@ def test_scrub_error_leaves_an_error_without_the_secret_as_it_was() -> None:
     before = (str(exc), exc.args, exc.body_excerpt)
     scrub_error(exc, [PSK, ""])
     assert (str(exc), exc.args, exc.body_excerpt) == before
+
+
+def test_an_id_that_may_be_a_secret_is_long_and_not_in_cloudflare_form() -> None:
+    assert may_be_secret(PSK)
+    assert not may_be_secret("c4a7362d577a6c3019a474fd6f485823")
+    assert not may_be_secret("C4A7362D577A6C3019A474FD6F485823")  # the same tunnel
+    assert not may_be_secret("t1")  # shorter than any PSK

@@ -61,6 +61,7 @@ __all__ = [
     "Finished",
     "Intent",
     "Journal",
+    "JournalContents",
     "JournalError",
     "JournalEvent",
     "JournalRecord",
@@ -74,6 +75,7 @@ __all__ = [
     "failure",
     "iter_events",
     "read_journal",
+    "read_journal_contents",
     "rotated",
     "run_finished",
 ]
@@ -507,14 +509,7 @@ def run_finished(path: str | os.PathLike[str], *, storage: Storage | None = None
     tell: a missing or empty file, or one with no header line, as magicwan 0.1.0 wrote
     them (that format had no ``finished`` line). Raises :class:`JournalError` as
     :func:`iter_events` does."""
-    header: bool | None = None  # whether the first line is the header; None: no line
-    finished = False
-    for line in _scan(path, storage):
-        if header is None:
-            header = isinstance(line, dict)
-        if not isinstance(line, dict):
-            finished = isinstance(line, Finished)
-    return finished if header else None
+    return read_journal_contents(path, storage=storage).finished
 
 
 @attrs.frozen(kw_only=True)
@@ -617,12 +612,36 @@ def read_journal(
     unreadable file raises :class:`JournalError`. ``storage`` defaults to the operating
     system's files (:class:`OSStorage`).
     """
+    return read_journal_contents(path, storage=storage).records
+
+
+@attrs.frozen
+class JournalContents:
+    """A journal read once: what it says of each tunnel (:func:`read_journal`) and whether
+    its last run finished (:func:`run_finished`)."""
+
+    records: dict[tuple[str | None, str], JournalRecord]
+    finished: bool | None
+
+
+def read_journal_contents(
+    path: str | os.PathLike[str], *, storage: Storage | None = None
+) -> JournalContents:
+    """:func:`read_journal` and :func:`run_finished` of one pass over the file."""
     records: dict[tuple[str | None, str], JournalRecord] = {}
-    for event in iter_events(path, storage=storage):
-        account = event.account_id.lower() if event.account_id is not None else None
-        key = (account, event.tunnel_id.lower())
-        records[key] = _fold(records.get(key), event)
-    return records
+    header: bool | None = None  # whether the first line is the header; None: no line
+    finished = False
+    for line in _scan(path, storage):
+        if header is None:
+            header = isinstance(line, dict)
+        if isinstance(line, dict):
+            continue
+        finished = isinstance(line, Finished)
+        if not isinstance(line, Finished):
+            account = line.account_id.lower() if line.account_id is not None else None
+            key = (account, line.tunnel_id.lower())
+            records[key] = _fold(records.get(key), line)
+    return JournalContents(records, finished if header else None)
 
 
 # -- writing --------------------------------------------------------------------------------

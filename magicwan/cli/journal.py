@@ -34,7 +34,12 @@ from magicwan.cli.parser import (
 )
 from magicwan.cli.status import ExitStatus, exit_status_help
 from magicwan.internal.timestamps import format_datetime
-from magicwan.journal import JournalError, JournalRecord, read_journal, run_finished
+from magicwan.journal import (
+    JournalContents,
+    JournalError,
+    JournalRecord,
+    read_journal_contents,
+)
 
 __all__ = ["JournalFile", "journals_in", "left_open", "newest_psks", "protect_output", "register"]
 
@@ -129,14 +134,18 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     add_output_options(prune)
 
 
-def _records(path: str) -> list[JournalRecord]:
+def _contents(path: str) -> JournalContents:
     if not os.path.lexists(path):
         raise UsageError(f"no such journal: {path}")
     try:
-        records = read_journal(path)
+        return read_journal_contents(path)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    return sorted(records.values(), key=lambda r: (r.first_time is None, r.first_time or 0))
+
+
+def _records(contents: JournalContents) -> list[JournalRecord]:
+    records = contents.records.values()
+    return sorted(records, key=lambda r: (r.first_time is None, r.first_time or 0))
 
 
 def _time(value: Any) -> str | None:
@@ -171,7 +180,8 @@ def _show_json(record: JournalRecord) -> dict[str, Any]:
 
 
 async def _show(args: argparse.Namespace, console: Console) -> int:
-    records = _records(args.file)
+    contents = _contents(args.file)
+    records = _records(contents)
     if args.json:
         for record in records:
             console.json(_show_json(record))
@@ -205,14 +215,13 @@ async def _show(args: argparse.Namespace, console: Console) -> int:
     console.say(
         f"{len(records)} tunnel(s): {states.count('rotated')} rotated, "
         f"{states.count('failed')} failed, {states.count('in-flight')} in flight"
-        + _last_run(args.file)
+        + _last_run(contents.finished)
     )
     return ExitStatus.OK
 
 
-def _last_run(path: str) -> str:
+def _last_run(finished: bool | None) -> str:
     """What the journal says of its last run, for the line under ``show``."""
-    finished = run_finished(path)
     if finished is None:
         return ""  # a journal of 0.1.0 cannot tell
     if finished:
@@ -271,7 +280,7 @@ def protect_output(console: Console, force: bool) -> None:
 def _export_records(source: str, console: Console) -> tuple[list[JournalRecord], str]:
     """A journal's records, or each tunnel's newest across a directory's journals."""
     if not os.path.isdir(source):
-        return _records(source), source
+        return _records(_contents(source)), source
     journals, skipped = journals_in(source)
     for path, why in skipped:
         console.warn(f"{path} skipped: {why}")

@@ -14,7 +14,7 @@ import attrs
 
 from magicwan.cli.common import UsageError, run_number
 from magicwan.internal.timestamps import parse_datetime
-from magicwan.journal import JournalError, JournalRecord, read_journal, run_finished
+from magicwan.journal import JournalError, JournalRecord, read_journal_contents
 
 __all__ = ["JournalFile", "Key", "journals_in", "last_run", "left_open", "newest_psks"]
 
@@ -60,9 +60,8 @@ def journals_in(directory: str) -> tuple[list[JournalFile], list[tuple[Path, str
             skipped.append((path, "not a regular file"))
             continue
         try:
-            records = read_journal(path)
+            contents = read_journal_contents(path)
             created = _created(path)
-            finished = run_finished(path)
         except (JournalError, OSError) as exc:
             skipped.append((path, str(exc)))
             continue
@@ -70,9 +69,9 @@ def journals_in(directory: str) -> tuple[list[JournalFile], list[tuple[Path, str
             JournalFile(
                 path=path,
                 created=created,
-                records=records,
+                records=contents.records,
                 run=run_number(path),
-                finished=finished,
+                finished=contents.finished,
             )
         )
     journals.sort(key=lambda j: (j.created, j.path.name), reverse=True)

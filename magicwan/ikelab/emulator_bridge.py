@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Self
 from magicwan.ikelab.config import edge_key
 from magicwan.ikelab.errors import IKELabError
 from magicwan.ikelab.prerequisites import import_vici
+from magicwan.internal.redaction import describe_error
 
 if TYPE_CHECKING:
     from magicwan.emulator.models import PSKRecord, Tunnel
@@ -83,7 +84,7 @@ class Bridge:
             try:
                 self._connected().load_shared(edge_key(ipsec_id, psk))
             except Exception as exc:  # socket errors, vici's CommandException
-                failure = f"{type(exc).__name__}: {exc}".replace(psk, "[REDACTED]")
+                failure = describe_error(exc, [psk])
                 self._disconnect()  # the next PSK reconnects
             finally:
                 self.seconds += time.perf_counter() - started

@@ -28,7 +28,6 @@ __all__ = [
 EXCERPT_CHARS = 200
 #: What stands where a secret was.
 REDACTED = "[REDACTED]"
-_REDACTED = REDACTED
 # A "psk" member, including one cut short by a truncated body.
 _PSK_VALUE = re.compile(r'("psk"\s*:\s*")(?:[^"\\]|\\.)*(?:\\$)?("|$)')
 # The same inside JSON that was itself encoded as a JSON string (a gateway echoing a body):
@@ -75,17 +74,12 @@ def shown_id(value: object, kind: str = "", *, quoted: bool = False) -> str:
 
 def redact(text: str, secrets: Collection[str] = ()) -> str:
     """Replace PSK values and the given secrets (in any case) in ``text``."""
-    text = _PSK_VALUE.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
-    text = _PSK_ESCAPED.sub(lambda m: m.group(1) + _REDACTED + m.group(3), text)
+    text = _PSK_VALUE.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
+    text = _PSK_ESCAPED.sub(lambda m: m.group(1) + REDACTED + m.group(3), text)
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    # A server may fold the case of what it echoes: a folded PSK is still one.
-    folded = text.lower()
-    for secret in secrets:
-        if secret and secret.lower() in folded:
-            text = re.sub(re.escape(secret), _REDACTED, text, flags=re.IGNORECASE)
-            folded = text.lower()
+        # A server may fold the case of what it echoes: a folded PSK is still one.
+        if secret and secret.lower() in text.lower():
+            text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
     return text
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Literal, Unpack, overload
 
@@ -79,11 +78,7 @@ def _check_psks(psks: object) -> dict[str, str]:
 def _scrub(text: str, secrets: Collection[str]) -> str:
     """``text`` without any of ``secrets`` (in any case: a server may fold a key's case),
     printable: for an error message quoting what the server sent back."""
-    text = redact(text, secrets)
-    for secret in secrets:
-        if secret:
-            text = re.sub(re.escape(secret), "[REDACTED]", text, flags=re.IGNORECASE)
-    return printable(text)
+    return printable(redact(text, secrets))
 
 
 def _set_converter(psks: dict[str, str], validate_only: bool) -> Callable[[Any], PSKSetResult]:
